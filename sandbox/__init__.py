@@ -1,0 +1,18 @@
+"""sandbox: a data-model co-development lab.
+
+``sandbox.run(cfg) -> dict[str, float]`` runs one experiment from a composed config and returns
+its metrics; ``python -m sandbox`` is the Hydra command line around it.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def run(cfg, run_dir=None):
+    """Run one experiment; see ``sandbox.runner.run``. Imported lazily to keep start-up fast."""
+    from sandbox.runner import run as _run
+
+    return _run(cfg, run_dir=run_dir)
+
+
+__all__ = ["run", "__version__"]

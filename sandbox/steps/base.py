@@ -1,0 +1,63 @@
+"""The step contract.
+
+A step is a component built from config (``_target_`` + its parameters) whose ``run`` takes the
+step's environment plus its *inputs* (wired from earlier steps' outputs by interpolation) and
+returns a dict of named outputs. ``outputs`` declares those names up front so the runner can check
+every ``${ctx:step.output}`` reference before anything runs.
+
+Outputs must be JSON-serialisable (paths as strings, numbers, small dicts/lists): they are saved
+to ``context.json`` after every step. An output named ``metrics`` (a flat ``{name: float}``) is
+logged to the tracker and returned by ``sandbox.run``.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+
+class NullTracker:
+    """Tracker interface (and the ``tracking=none`` implementation)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+
+@dataclass
+class StepEnv:
+    """What a step may use besides its inputs."""
+
+    name: str  # the step's name in the pipeline ("probe", "train", ...)
+    workdir: Path  # the step's own folder in the run dir; created before ``run``
+    run_dir: Path
+    cache_dir: Path  # shared across runs (content-addressed caches)
+    seed: int = 42
+    num_proc: int = 1
+    tracker: Any = field(default_factory=NullTracker)
+    show_progress: bool = True
+
+    @contextlib.contextmanager
+    def progress(self, total: int | None, description: str) -> Iterator[Any]:
+        """``with env.progress(n, "training") as advance: advance(k)`` shows a progress bar."""
+        if not self.show_progress:
+            yield lambda n=1: None
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        columns = [TextColumn(f"[bold]{self.name}[/] {description}"), BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n=1: bar.advance(task, n)
+
+
+class Step:
+    outputs: ClassVar[tuple[str, ...]] = ()
+
+    def run(self, env: StepEnv, **inputs: Any) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError

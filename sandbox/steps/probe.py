@@ -1,0 +1,120 @@
+"""Probe: the stats of every filter in the recipe, on every sample (stats-only mode).
+
+Mappers run first (in recipe order) so each filter sees the text it would see when the recipe is
+applied; nothing is dropped. Writes ``summary.csv`` (count, mean, std, min, max, quantiles per
+stat), ``stats.parquet`` (one column per stat) and one histogram per stat with the recipe's
+thresholds drawn on it."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sandbox.steps.base import Step, StepEnv
+
+
+class Probe(Step):
+    outputs = ("stats", "summary", "summary_path", "plots")
+
+    def __init__(self, text_key: str = "text", quantiles: list[float] | None = None,
+                 plots: bool = True, batch_size: int = 512):
+        self.text_key = text_key
+        self.quantiles = list(quantiles or [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
+        self.plots = plots
+        self.batch_size = batch_size
+
+    def run(self, env: StepEnv, dataset: str, recipe: dict) -> dict[str, Any]:
+        import pyarrow as pa
+
+        from sandbox.data.io import read_parquet, write_parquet
+        from sandbox.engine import compute, stat_column
+        from sandbox.recipe import load_recipe
+        from sandbox.utils import file_fingerprint
+
+        rec = load_recipe(recipe, self.text_key)
+        ops = rec.build()
+        table = read_parquet(dataset)
+        texts = table.column(rec.text_key).to_pylist()
+        with env.progress(len(texts), "computing stats") as advance:
+            computed = compute(texts, rec.ops, rec.text_key, env.num_proc, self.batch_size,
+                               env.cache_dir, file_fingerprint(dataset), advance)
+        rows, thresholds = [], {}
+        for spec, op in zip(rec.ops, ops):
+            for stat in getattr(op, "stat_keys", ()):
+                col = stat_column(spec.key, stat)
+                rows.append(describe(computed.columns[col], self.quantiles) |
+                            {"column": col, "op": spec.key, "stat": stat})
+                thresholds[col] = {arg: getattr(op, arg) for arg, th in op.thresholds.items()
+                                   if th.stat == stat}
+        stat_cols = {r["column"]: computed.columns[r["column"]] for r in rows}
+        stats_path = write_parquet(pa.table(stat_cols) if stat_cols else pa.table({"__n__": [0] * 0}),
+                                   env.workdir / "stats.parquet")
+        summary_path = env.workdir / "summary.csv"
+        _write_csv(summary_path, rows)
+        plots_dir = env.workdir / "plots"
+        if self.plots and rows:
+            plot_histograms(stat_cols, thresholds, plots_dir)
+        summary = {r["column"]: {k: v for k, v in r.items() if k != "column"} for r in rows}
+        return {"stats": str(stats_path), "summary": summary, "summary_path": str(summary_path),
+                "plots": str(plots_dir)}
+
+
+def describe(values: np.ndarray, quantiles: list[float]) -> dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return {"count": 0}
+    out = {"count": int(v.size), "mean": float(v.mean()), "std": float(v.std()),
+           "min": float(v.min()), "max": float(v.max())}
+    for q, val in zip(quantiles, np.quantile(v, quantiles)):
+        out[f"q{q:g}"] = float(val)
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    from sandbox.utils import atomic_path
+
+    fields = ["op", "stat", "column"] + [k for k in (rows[0] if rows else {}) if k not in
+                                         ("op", "stat", "column")]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot_histograms(columns: dict[str, np.ndarray], thresholds: dict[str, dict[str, Any]],
+                    out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for col, values in columns.items():
+        v = np.asarray(values, dtype=np.float64)
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+        shown = {a: t for a, t in (thresholds.get(col) or {}).items()
+                 if t is not None and math.isfinite(t) and abs(t) < 1e15}
+        for t in shown.values():  # widen the range a bit so a threshold just outside shows
+            if lo - (hi - lo) * 0.25 <= t <= hi + (hi - lo) * 0.25:
+                lo, hi = min(lo, t), max(hi, t)
+        ax.hist(v, bins=60, range=(lo, hi if hi > lo else lo + 1), color="#4c72b0")
+        for arg, t in shown.items():
+            if lo <= t <= hi:
+                ax.axvline(t, color="#c44e52", linestyle="--", label=f"{arg}={t:g}")
+        ax.set_yscale("log")
+        ax.set_title(col)
+        ax.set_xlabel(col.split(".")[-1])
+        ax.set_ylabel("samples")
+        if shown:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = out_dir / f"{col}.png"
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        paths.append(p)
+    return paths

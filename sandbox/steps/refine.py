@@ -1,0 +1,87 @@
+"""Refine: move the recipe's thresholds from what the probe saw.
+
+``KSigmaRefiner`` follows Data-Juicer: a filter argument that bounds a stat from below (its name
+contains ``min``) becomes mean - k*std of that stat, one that bounds from above (``max``) becomes
+mean + k*std, clipped to the argument's valid range. Integer arguments are rounded inwards-safe
+(``min`` up, ``max`` down), which keeps exactly the samples of the real-valued bound because
+their stats are integers. Writes the refined recipe in Data-Juicer's ``process:`` format and a
+table of the thresholds that moved."""
+from __future__ import annotations
+
+import csv
+import math
+from typing import Any
+
+from sandbox.steps.base import Step, StepEnv
+
+OUTPUTS = ("recipe", "recipe_path", "changes")
+
+
+def _write(env: StepEnv, rec, changes: list[dict]) -> dict[str, Any]:
+    from sandbox.utils import atomic_path, atomic_write_text
+
+    path = atomic_write_text(env.workdir / "recipe.yaml", rec.to_dj_yaml())
+    with atomic_path(env.workdir / "changes.csv") as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["op", "arg", "stat", "old", "new"])
+        w.writeheader()
+        w.writerows(changes)
+    return {"recipe": rec.to_config(), "recipe_path": str(path), "changes": changes}
+
+
+class NoRefine(Step):
+    """Keep the thresholds as written (still writes the recipe it passes on)."""
+
+    outputs = OUTPUTS
+
+    def __init__(self, text_key: str = "text"):
+        self.text_key = text_key
+
+    def run(self, env: StepEnv, recipe: dict, summary: dict | None = None) -> dict[str, Any]:
+        from sandbox.recipe import load_recipe
+
+        return _write(env, load_recipe(recipe, self.text_key), [])
+
+
+class KSigmaRefiner(Step):
+    outputs = OUTPUTS
+
+    def __init__(self, k: float = 3.0, text_key: str = "text"):
+        if not k >= 0:
+            raise ValueError(f"refine.k must be >= 0, got {k}")
+        self.k = float(k)
+        self.text_key = text_key
+
+    def run(self, env: StepEnv, recipe: dict, summary: dict) -> dict[str, Any]:
+        from sandbox.engine import stat_column
+        from sandbox.ops import get_op_class
+        from sandbox.recipe import load_recipe, validate
+
+        rec = load_recipe(recipe, self.text_key)
+        changes = []
+        for spec in rec.ops:
+            cls = get_op_class(spec.name)
+            params = cls.params()
+            for arg, th in cls.thresholds.items():
+                s = summary.get(stat_column(spec.key, th.stat))
+                if not s or not s.get("count"):
+                    continue
+                old = spec.args.get(arg, params[arg].default)
+                new = refine_value(s["mean"], s["std"], self.k, th.bound, th.low, th.high,
+                                   integer=isinstance(params[arg].default, int) and
+                                   not isinstance(params[arg].default, bool))
+                spec.args[arg] = new
+                if new != old:
+                    changes.append({"op": spec.key, "arg": arg, "stat": th.stat, "old": old,
+                                    "new": new})
+        validate(rec)
+        return _write(env, rec, changes)
+
+
+def refine_value(mean: float, std: float, k: float, bound: str, low: float, high: float,
+                 integer: bool = False):
+    value = mean - k * std if bound == "min" else mean + k * std
+    value = min(max(value, low), high)
+    if integer:
+        value = math.ceil(value) if bound == "min" else math.floor(value)
+        value = int(min(max(value, math.ceil(low)), math.floor(high)))
+    return value

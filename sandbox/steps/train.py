@@ -1,0 +1,365 @@
+"""Train a small causal LM from scratch on the processed pool, at a fixed token budget.
+
+Every recipe's pool trains its own byte-level BPE tokenizer and a small GPT-2 for *the same
+number of training tokens*, so recipes are compared at equal compute whatever their retention:
+a pool with fewer tokens than the budget is repeated (``epochs`` > 1, with a warning), a larger one
+is sub-sampled. The result is a Hugging Face model folder that ``AutoModelForCausalLM`` and
+``AutoTokenizer`` load.
+
+torch, transformers and tokenizers are imported inside the methods: importing this module (and
+starting the CLI) stays fast.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sandbox.errors import DataError
+from sandbox.steps.base import Step, StepEnv
+
+log = logging.getLogger(__name__)
+
+EOT = "<|endoftext|>"
+
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int, min_frequency: int = 2):
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``texts``, with ``<|endoftext|>`` as id 0.
+
+    Deterministic: the trainer breaks ties between equally frequent pairs by the pair's ids, and
+    the initial alphabet (all 256 byte symbols) is fixed, so the same texts give the same merges.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    return tok
+
+
+def wrap_tokenizer(tok):
+    """Wrap a ``tokenizers.Tokenizer`` as a ``PreTrainedTokenizerFast`` (BOS = EOS = pad = EOT)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOT, eos_token=EOT, pad_token=EOT, unk_token=None,
+        model_max_length=int(1e9), clean_up_tokenization_spaces=False,
+    )
+
+
+class CausalLMTrainer(Step):
+    """Tokenizer + small GPT-2 trained from scratch on the pool for a fixed number of tokens.
+
+    Parameters (all flat, so sweeps can reach them as ``train.<name>``):
+
+    * ``text_key``: the column of the Parquet dataset holding the text.
+    * ``token_budget``: training tokens (compute) per run. Training runs exactly
+      ``ceil(token_budget / (batch_size * seq_len))`` optimizer steps, whatever the size of the
+      pool: a smaller pool is repeated (see the ``epochs`` metric), a larger one only partly seen.
+    * ``seq_len``: tokens per training block (also the model's context length).
+    * ``batch_size``: blocks per optimizer step.
+    * ``n_layer``, ``n_embd``, ``n_head``: GPT-2 shape (defaults: ~0.94M parameters).
+    * ``vocab_size``: BPE vocabulary size (including the 256 byte symbols and ``<|endoftext|>``);
+      a small pool may yield fewer tokens, and the model is sized to the real vocabulary.
+    * ``lr``: peak AdamW learning rate; ``warmup_frac`` of the steps warm up linearly, the rest
+      decay on a cosine to ``min_lr_frac * lr``.
+    * ``weight_decay``: AdamW decoupled weight decay, on weight matrices only (not on biases,
+      LayerNorm or position embeddings).
+    * ``grad_clip``: clip the global gradient norm (0 or None: off).
+    * ``num_threads``: ``torch.set_num_threads`` during the step (restored after). Two OpenMP
+      threads collapse when another process competes for the cores: use 1 when running jobs in
+      parallel.
+    * ``seed``: seeds tokenizer sampling, block shuffling and model init; None: the run's seed.
+    * ``tokenizer_sample_chars``: train the tokenizer on a seeded sample of at most this many
+      characters of the pool (BPE training time grows with it; the model sees the whole pool).
+    * ``log_every``: log ``train_loss`` (mean over the last ``log_every`` steps) every this many
+      steps, to the tracker (step = tokens seen) and to ``loss_curve.csv``.
+    """
+
+    outputs = ("model_dir", "tokens_seen", "final_loss", "loss_curve", "metrics")
+
+    def __init__(
+        self,
+        text_key: str = "text",
+        token_budget: int = 1_000_000,
+        seq_len: int = 128,
+        batch_size: int = 16,
+        n_layer: int = 2,
+        n_embd: int = 128,
+        n_head: int = 4,
+        vocab_size: int = 4096,
+        lr: float = 3e-3,
+        warmup_frac: float = 0.05,
+        min_lr_frac: float = 0.1,
+        weight_decay: float = 0.1,
+        grad_clip: float | None = 1.0,
+        num_threads: int = 2,
+        seed: int | None = None,
+        tokenizer_sample_chars: int = 5_000_000,
+        log_every: int = 20,
+    ):
+        if token_budget <= 0 or seq_len < 2 or batch_size <= 0:
+            raise ValueError("train: token_budget and batch_size must be > 0 and seq_len >= 2")
+        if n_embd % n_head:
+            raise ValueError(f"train: n_embd={n_embd} must be a multiple of n_head={n_head}")
+        if vocab_size < 258:
+            raise ValueError(f"train: vocab_size={vocab_size} must be >= 258 (256 bytes + EOT + 1)")
+        self.text_key = text_key
+        self.token_budget = int(token_budget)
+        self.seq_len = int(seq_len)
+        self.batch_size = int(batch_size)
+        self.n_layer, self.n_embd, self.n_head = int(n_layer), int(n_embd), int(n_head)
+        self.vocab_size = int(vocab_size)
+        self.lr, self.warmup_frac, self.min_lr_frac = float(lr), float(warmup_frac), float(min_lr_frac)
+        self.weight_decay = float(weight_decay)
+        self.grad_clip = grad_clip
+        self.num_threads = int(num_threads)
+        self.seed = seed
+        self.tokenizer_sample_chars = int(tokenizer_sample_chars)
+        self.log_every = max(1, int(log_every))
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def num_steps(self) -> int:
+        return math.ceil(self.token_budget / (self.batch_size * self.seq_len))
+
+    def _read_texts(self, dataset: str) -> list[str]:
+        from sandbox.data.io import read_table
+
+        table = read_table(dataset, text_key=self.text_key)
+        texts = [t for t in table.column(self.text_key).to_pylist() if t and t.strip()]
+        if not texts:
+            raise DataError(
+                f"train: {dataset} has {table.num_rows} record(s) but no text in {self.text_key!r} "
+                f"(all empty). The recipe filtered everything out: loosen it."
+            )
+        return texts
+
+    def _tokenizer_sample(self, texts: list[str], rng: np.random.Generator) -> list[str]:
+        total = sum(len(t) for t in texts)
+        if total <= self.tokenizer_sample_chars:
+            return texts
+        out, n = [], 0
+        for i in rng.permutation(len(texts)):
+            t = texts[i]
+            out.append(t)
+            n += len(t)
+            if n >= self.tokenizer_sample_chars:
+                break
+        return out
+
+    def _lr_at(self, step: int, total: int) -> float:
+        """Linear warmup then cosine decay to ``min_lr_frac * lr`` (``step`` counts from 0)."""
+        warm = max(1, int(round(self.warmup_frac * total))) if self.warmup_frac > 0 else 0
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        cos = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return self.lr * (self.min_lr_frac + (1.0 - self.min_lr_frac) * cos)
+
+    # ------------------------------------------------------------------ run
+    def run(self, env: StepEnv, dataset: str) -> dict[str, Any]:
+        import torch
+
+        seed = env.seed if self.seed is None else int(self.seed)
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.num_threads))
+        try:
+            return self._run(env, dataset, seed)
+        finally:
+            torch.set_num_threads(old_threads)
+
+    def _run(self, env: StepEnv, dataset: str, seed: int) -> dict[str, Any]:
+        import torch
+        import torch.nn.functional as F
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        from sandbox.utils import atomic_path
+
+        t_setup = time.perf_counter()
+        workdir = Path(env.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(seed)
+
+        # 1. tokenizer, trained on (a seeded sample of) the pool
+        texts = self._read_texts(dataset)
+        raw_tok = train_bpe_tokenizer(self._tokenizer_sample(texts, rng), self.vocab_size)
+        eot_id = raw_tok.token_to_id(EOT)
+        vocab = raw_tok.get_vocab_size()
+
+        # 2. the pool as one token stream: EOT doc EOT doc ... (every doc starts after an EOT,
+        #    as at evaluation, where each document gets a BOS = EOT in front)
+        encodings = raw_tok.encode_batch_fast(texts) if hasattr(raw_tok, "encode_batch_fast") \
+            else raw_tok.encode_batch(texts)
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        stream = np.empty(int(lengths.sum()) + len(texts), dtype=np.int64)
+        pos = 0
+        for e, n in zip(encodings, lengths):
+            stream[pos] = eot_id
+            stream[pos + 1:pos + 1 + n] = e.ids
+            pos += 1 + n
+        del encodings
+        L, B = self.seq_len, self.batch_size
+        n_blocks = len(stream) // L
+        if n_blocks < 1:
+            raise DataError(
+                f"train: the pool {dataset} has {len(stream)} tokens, fewer than one block of "
+                f"seq_len={L}. Use more data, a looser recipe or a smaller train.seq_len."
+            )
+
+        # 3. which blocks each step sees: each pass over the pool shuffles the blocks and cuts
+        #    them at a fresh random offset (so repeated data is not the very same blocks)
+        steps = self.num_steps
+        need = steps * B
+        starts_parts, have, passes = [], 0, 0
+        while have < need:
+            offset = int(rng.integers(0, L)) if passes > 0 else 0
+            nb = (len(stream) - offset) // L
+            if nb < 1:  # stream shorter than L + offset: fall back to offset 0
+                offset, nb = 0, n_blocks
+            perm = rng.permutation(nb)
+            starts_parts.append(offset + perm * L)
+            have += nb
+            passes += 1
+        starts = torch.from_numpy(np.concatenate(starts_parts)[:need].reshape(steps, B))
+        epochs = need / n_blocks
+        if epochs > 1.0:
+            msg = (f"train: the pool has {len(stream):,} tokens ({n_blocks:,} blocks) but the "
+                   f"token budget is {steps * B * L:,}: the data is repeated {epochs:.2f} times.")
+            log.warning(msg)
+            warnings.warn(msg, stacklevel=2)
+        stream_t = torch.from_numpy(stream)
+        offsets = torch.arange(L)
+
+        # 4. the model
+        torch.manual_seed(seed)
+        config = GPT2Config(
+            vocab_size=vocab, n_positions=L, n_embd=self.n_embd, n_layer=self.n_layer,
+            n_head=self.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            bos_token_id=eot_id, eos_token_id=eot_id, pad_token_id=eot_id,
+            tie_word_embeddings=True,
+        )
+        model = GPT2LMHeadModel(config)
+        model.train()
+        num_params = sum(p.numel() for p in model.parameters())
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            (decay if p.dim() >= 2 and "wpe" not in name else no_decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr, betas=(0.9, 0.95), eps=1e-8, foreach=True,
+        )
+        setup_seconds = time.perf_counter() - t_setup
+
+        # 5. the loop: nothing but gather -> forward -> backward -> step; the loss is read
+        #    (a no-op sync on CPU) only every log_every steps
+        curve_path = workdir / "loss_curve.csv"
+        curve: list[tuple[int, int, float, float]] = []
+        loss_acc = torch.zeros((), dtype=torch.float64)
+        acc_n = 0
+        clip = float(self.grad_clip) if self.grad_clip else 0.0
+        tokens_per_step = B * L
+        t0 = time.perf_counter()
+        with env.progress(steps, f"training {steps} steps × {tokens_per_step} tokens") as advance:
+            for step in range(steps):
+                lr = self._lr_at(step, steps)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                x = stream_t[starts[step].unsqueeze(1) + offsets]  # (B, L)
+                logits = model(input_ids=x).logits
+                loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
+                                       x[:, 1:].reshape(-1))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+                opt.step()
+                loss_acc += loss.detach()
+                acc_n += 1
+                if (step + 1) % self.log_every == 0 or step + 1 == steps:
+                    mean_loss = float(loss_acc) / acc_n
+                    if not math.isfinite(mean_loss):
+                        raise FloatingPointError(
+                            f"train: the loss diverged ({mean_loss}) at step {step + 1}; lower "
+                            f"train.lr (now {self.lr}).")
+                    seen = (step + 1) * tokens_per_step
+                    curve.append((step + 1, seen, mean_loss, lr))
+                    env.tracker.log_metrics({"train_loss": mean_loss, "lr": lr}, step=seen)
+                    loss_acc.zero_()
+                    acc_n = 0
+                advance(1)
+        train_seconds = time.perf_counter() - t0
+        tokens_seen = steps * tokens_per_step
+        final_loss = curve[-1][2]
+
+        # 6. outputs: curve (csv + png) and the model + tokenizer, written atomically
+        with atomic_path(curve_path) as tmp:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["step", "tokens_seen", "train_loss", "lr"])
+                w.writerows(curve)
+        png = self._plot(curve, workdir / "loss_curve.png")
+        model_dir = workdir / "model"
+        model.eval()
+        with atomic_path(model_dir) as tmp:
+            model.save_pretrained(tmp)
+            wrap_tokenizer(raw_tok).save_pretrained(tmp)
+        env.tracker.log_artifact(curve_path)
+        if png is not None:
+            env.tracker.log_artifact(png)
+
+        metrics = {
+            "train_loss_final": final_loss,
+            "train_tokens_per_s": tokens_seen / train_seconds if train_seconds > 0 else float("nan"),
+            "epochs": epochs,
+            "train_seconds": train_seconds,
+            "setup_seconds": setup_seconds,
+            "num_params": float(num_params),
+            "pool_tokens": float(len(stream)),
+            "vocab_size": float(vocab),
+        }
+        return {
+            "model_dir": str(model_dir),
+            "tokens_seen": tokens_seen,
+            "final_loss": final_loss,
+            "loss_curve": str(curve_path),
+            "metrics": metrics,
+        }
+
+    @staticmethod
+    def _plot(curve, path: Path) -> Path | None:
+        """``loss_curve.png`` through matplotlib's object API (no pyplot, no global backend)."""
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+        except ImportError:  # pragma: no cover - matplotlib is a dependency
+            return None
+        from sandbox.utils import atomic_path
+
+        fig = Figure(figsize=(6, 3.5))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        ax.plot([c[1] for c in curve], [c[2] for c in curve], marker="." if len(curve) < 50 else None)
+        ax.set_xlabel("tokens seen")
+        ax.set_ylabel("train loss (nats/token)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        return path
