@@ -60,7 +60,7 @@ def test_default_pipeline_order_and_wiring():
 
 
 def test_reference_to_later_step_fails_before_running():
-    cfg = compose(["+pipeline.steps.probe.inputs.extra=${ctx:train.model_dir}"])
+    cfg = compose(["pipeline.steps.probe.inputs.dataset=${ctx:train.model_dir}"])
     with pytest.raises(ConfigError, match=r"step `train` runs later"):
         plan(cfg)
 

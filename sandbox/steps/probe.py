@@ -103,14 +103,13 @@ def plot_histograms(columns: dict[str, np.ndarray], thresholds: dict[str, dict[s
             if lo - (hi - lo) * 0.25 <= t <= hi + (hi - lo) * 0.25:
                 lo, hi = min(lo, t), max(hi, t)
         ax.hist(v, bins=60, range=(lo, hi if hi > lo else lo + 1), color="#4c72b0")
-        for arg, t in shown.items():
-            if lo <= t <= hi:
-                ax.axvline(t, color="#c44e52", linestyle="--", label=f"{arg}={t:g}")
+        drawn = [ax.axvline(t, color="#c44e52", linestyle="--", label=f"{arg}={t:g}")
+                 for arg, t in shown.items() if lo <= t <= hi]
         ax.set_yscale("log")
         ax.set_title(col)
         ax.set_xlabel(col.split(".")[-1])
         ax.set_ylabel("samples")
-        if shown:
+        if drawn:
             ax.legend(fontsize=8)
         fig.tight_layout()
         p = out_dir / f"{col}.png"

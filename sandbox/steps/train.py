@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -251,10 +250,12 @@ class CausalLMTrainer(Step):
         config = GPT2Config(
             vocab_size=vocab, n_positions=L, n_embd=self.n_embd, n_layer=self.n_layer,
             n_head=self.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-            bos_token_id=eot_id, eos_token_id=eot_id, pad_token_id=eot_id,
-            tie_word_embeddings=True,
+            bos_token_id=eot_id, eos_token_id=eot_id, tie_word_embeddings=True,
         )
         model = GPT2LMHeadModel(config)
+        # pad = EOT for generate(); left out of the model config, where it only triggers a
+        # "padding without attention mask?" check on every forward (blocks start with EOT)
+        model.generation_config.pad_token_id = eot_id
         model.train()
         num_params = sum(p.numel() for p in model.parameters())
         decay, no_decay = [], []
@@ -317,9 +318,17 @@ class CausalLMTrainer(Step):
         png = self._plot(curve, workdir / "loss_curve.png")
         model_dir = workdir / "model"
         model.eval()
-        with atomic_path(model_dir) as tmp:
-            model.save_pretrained(tmp)
-            wrap_tokenizer(raw_tok).save_pretrained(tmp)
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # "Writing model shards" for a single small file
+        try:
+            with atomic_path(model_dir) as tmp:
+                model.save_pretrained(tmp)
+                wrap_tokenizer(raw_tok).save_pretrained(tmp)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         env.tracker.log_artifact(curve_path)
         if png is not None:
             env.tracker.log_artifact(png)

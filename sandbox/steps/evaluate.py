@@ -1,0 +1,329 @@
+"""Evaluate a trained causal LM: held-out likelihood and a frozen-feature downstream probe.
+
+Each recipe trains its own tokenizer, so token-level perplexities of two recipes are not
+comparable (a tokenizer with longer tokens has fewer, harder tokens). The headline
+``perplexity`` is therefore **word-level**: ``exp(total NLL of the eval text / whitespace words)``,
+as in lm-evaluation-harness' ``word_perplexity``; ``bits_per_byte`` is the other
+tokenizer-independent view. ``token_perplexity`` and ``eval_loss`` (nats per token) are reported
+for reference.
+
+Every eval document is scored as ``BOS doc`` (BOS = the tokenizer's BOS/EOS token, as the
+trainer puts one before each document) in windows of ``seq_len`` tokens, so every token of the
+document is scored exactly once: the first window scores its ``seq_len`` tokens, each next one the
+next ``stride`` tokens (default ``seq_len``: disjoint windows) with the ``seq_len`` tokens before
+them as input; a document's last window is filled up with earlier context, as in
+lm-evaluation-harness' rolling windows. ``stride < seq_len`` gives every token more context
+(slower, usually a lower perplexity).
+
+``downstream_accuracy``/``downstream_f1``: a logistic regression (scikit-learn, seeded) on the
+mean-pooled last hidden states of the frozen model, fitted on ``task_train`` and scored on
+``task_test`` (jsonl/parquet with a text field and a ``label`` field);
+``downstream_majority`` is the accuracy of always answering the most frequent training label.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sandbox.errors import DataError
+from sandbox.steps.base import Step, StepEnv
+
+
+class LMEvaluator(Step):
+    """Word-level perplexity, bits per byte and a linear-probe downstream accuracy.
+
+    Parameters:
+
+    * ``text_key``: the text field of the eval and task files.
+    * ``eval_path``: held-out text (jsonl/parquet); None: the built-in corpus' eval split.
+    * ``task_train_path``, ``task_test_path``: a binary classification task (text + ``label``);
+      None: the built-in corpus' task. ``downstream=False`` skips the probe.
+    * ``max_eval_words``: score whole documents, in file order, until this many whitespace
+      words (at least one document). A *word* budget, not a token budget: the documents scored
+      must not depend on the recipe's tokenizer, or perplexities would not be comparable.
+      None: all documents.
+    * ``batch_size``: windows (or snippets) per forward pass.
+    * ``num_threads``: ``torch.set_num_threads`` during the step (restored after).
+    * ``seq_len``: window length; None: the model's context length (``n_positions``).
+    * ``stride``: tokens newly scored per window; None: ``seq_len`` (non-overlapping windows).
+    * ``label_key``: the label field of the task files.
+    * ``probe_C``: inverse L2 strength of the logistic regression (features are standardised).
+    * ``seed``: the probe's seed; None: the run's seed.
+    """
+
+    outputs = ("metrics", "report")
+
+    def __init__(
+        self,
+        text_key: str = "text",
+        eval_path: str | None = None,
+        task_train_path: str | None = None,
+        task_test_path: str | None = None,
+        max_eval_words: int | None = 200_000,
+        batch_size: int = 32,
+        num_threads: int = 2,
+        seq_len: int | None = None,
+        stride: int | None = None,
+        downstream: bool = True,
+        label_key: str = "label",
+        probe_C: float = 1.0,
+        seed: int | None = None,
+    ):
+        if batch_size <= 0:
+            raise ValueError("evaluate: batch_size must be > 0")
+        self.text_key = text_key
+        self.eval_path, self.task_train_path, self.task_test_path = eval_path, task_train_path, task_test_path
+        self.max_eval_words = None if max_eval_words is None else int(max_eval_words)
+        self.batch_size = int(batch_size)
+        self.num_threads = int(num_threads)
+        self.seq_len = None if seq_len is None else int(seq_len)
+        self.stride = None if stride is None else int(stride)
+        self.downstream = bool(downstream)
+        self.label_key = label_key
+        self.probe_C = float(probe_C)
+        self.seed = seed
+
+    # ------------------------------------------------------------------ inputs
+    def _paths(self) -> tuple[str, str | None, str | None]:
+        paths = [self.eval_path, self.task_train_path, self.task_test_path]
+        needed = [paths[0]] + (paths[1:] if self.downstream else [])
+        if any(p is None for p in needed):
+            from sandbox.data.corpus import default_corpus
+
+            corpus = default_corpus()
+            defaults = [corpus.eval_text, corpus.task_train, corpus.task_test]
+            paths = [str(d) if p is None else p for p, d in zip(paths, defaults)]
+        return paths[0], paths[1], paths[2]
+
+    def _read(self, path: str, with_labels: bool = False):
+        from sandbox.data.io import read_table
+
+        table = read_table(path, text_key=self.text_key)
+        texts = table.column(self.text_key).to_pylist()
+        if not with_labels:
+            return texts, None
+        if self.label_key not in table.column_names:
+            raise DataError(
+                f"evaluate: {path} has no label field {self.label_key!r} (fields: "
+                f"{', '.join(table.column_names)}). Set evaluate.label_key."
+            )
+        labels = table.column(self.label_key).to_pylist()
+        if any(v is None for v in labels):
+            raise DataError(f"evaluate: {path} has records without a {self.label_key!r}.")
+        return texts, np.asarray(labels)
+
+    # ------------------------------------------------------------------ run
+    def run(self, env: StepEnv, model_dir: str) -> dict[str, Any]:
+        import torch
+
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.num_threads))
+        try:
+            with torch.inference_mode():
+                return self._run(env, model_dir)
+        finally:
+            torch.set_num_threads(old_threads)
+
+    def _run(self, env: StepEnv, model_dir: str) -> dict[str, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        from sandbox.utils import atomic_write_json
+
+        t0 = time.perf_counter()
+        if not Path(model_dir, "config.json").is_file():
+            raise DataError(f"evaluate: {model_dir} is not a saved model (no config.json).")
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # "Loading weights" bar for a tiny model
+        try:
+            tok = AutoTokenizer.from_pretrained(model_dir)
+            model = AutoModelForCausalLM.from_pretrained(model_dir)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+        model.eval()
+        # windows start with BOS (= pad for these tokenizers): don't let transformers warn about
+        # "padding without an attention mask" (right padding is never attended to, see _nll)
+        model.config.pad_token_id = None
+        n_pos = getattr(model.config, "n_positions", None) or getattr(
+            model.config, "max_position_embeddings", None)
+        L = self.seq_len or n_pos
+        if not L:
+            raise ValueError("evaluate: the model has no context length; set evaluate.seq_len")
+        if n_pos and L > n_pos:
+            raise ValueError(f"evaluate: seq_len={L} exceeds the model's context ({n_pos} tokens)")
+        S = self.stride or L
+        if not 0 < S <= L:
+            raise ValueError(f"evaluate: stride={S} must be in 1..seq_len={L}")
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if bos is None:
+            raise ValueError(f"evaluate: the tokenizer in {model_dir} has no BOS/EOS token")
+        eval_path, train_path, test_path = self._paths()
+        load_seconds = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        lm = self.score_text(env, model, tok, eval_path, L, S, bos)
+        lm_seconds = time.perf_counter() - t1
+
+        metrics: dict[str, float] = {
+            "perplexity": math.exp(lm["total_nll"] / lm["num_words"]),
+            "token_perplexity": math.exp(lm["total_nll"] / lm["num_tokens"]),
+            "bits_per_byte": lm["total_nll"] / math.log(2) / lm["num_bytes"],
+            "eval_loss": lm["total_nll"] / lm["num_tokens"],
+        }
+        report: dict[str, Any] = {
+            "model_dir": str(model_dir), "eval_path": str(eval_path), "seq_len": L, "stride": S,
+            "language_modeling": lm,
+        }
+        ds_seconds = 0.0
+        if self.downstream:
+            t2 = time.perf_counter()
+            seed = env.seed if self.seed is None else int(self.seed)
+            ds = self.probe(env, model, tok, train_path, test_path, L, bos, seed)
+            ds_seconds = time.perf_counter() - t2
+            metrics.update({k: ds[k] for k in ("downstream_accuracy", "downstream_f1",
+                                                "downstream_majority")})
+            report["downstream"] = {"task_train_path": str(train_path),
+                                    "task_test_path": str(test_path), **ds}
+        metrics["eval_seconds"] = time.perf_counter() - t0
+        report["metrics"] = metrics
+        report["timings"] = {"load_seconds": load_seconds, "lm_seconds": lm_seconds,
+                             "downstream_seconds": ds_seconds, "total_seconds": metrics["eval_seconds"]}
+        out = atomic_write_json(Path(env.workdir) / "eval_report.json", report)
+        env.tracker.log_artifact(out)
+        return {"metrics": metrics, "report": str(out)}
+
+    # ------------------------------------------------------------------ likelihood
+    def score_text(self, env, model, tok, path: str, L: int, S: int, bos: int) -> dict[str, Any]:
+        """Total NLL (nats) of the documents in ``path`` plus the counts that normalise it."""
+        texts, _ = self._read(path)
+        docs, words = [], 0
+        for t in texts:
+            w = len(t.split())
+            if w == 0:
+                continue  # nothing to score, and would add bytes but no words
+            if docs and self.max_eval_words is not None and words + w > self.max_eval_words:
+                break
+            docs.append(t)
+            words += w
+        if not docs:
+            raise DataError(f"evaluate: {path} holds no non-empty text in {self.text_key!r}.")
+        ids = tok(docs, add_special_tokens=False)["input_ids"]
+        windows = []  # (input ids, target ids, first scored position)
+        for toks in ids:
+            full = [bos] + list(toks)
+            n = len(toks)
+            scored = 0
+            while scored < n:
+                end = min(scored + S if scored else L, n)  # last target index (into full)
+                start = max(0, end - L)
+                windows.append((full[start:end], full[start + 1:end + 1], scored - start))
+                scored = end
+        total_nll, num_tokens = self._nll(env, model, windows)
+        expect = sum(len(t) for t in ids)
+        assert num_tokens == expect, (num_tokens, expect)
+        return {
+            "total_nll": total_nll, "num_tokens": num_tokens, "num_words": words,
+            "num_bytes": sum(len(t.encode("utf-8")) for t in docs), "num_docs": len(docs),
+            "num_docs_available": len(texts), "num_windows": len(windows),
+        }
+
+    def _nll(self, env, model, windows) -> tuple[float, int]:
+        import torch
+        import torch.nn.functional as F
+
+        order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
+        total = 0.0
+        count = 0
+        with torch.inference_mode(), env.progress(len(windows), "scoring eval text") as advance:
+            for b in range(0, len(order), self.batch_size):
+                chunk = [windows[i] for i in order[b:b + self.batch_size]]
+                width = len(chunk[0][0])
+                x = torch.zeros((len(chunk), width), dtype=torch.long)
+                y = torch.full((len(chunk), width), -100, dtype=torch.long)
+                for r, (inp, tgt, first) in enumerate(chunk):
+                    x[r, :len(inp)] = torch.tensor(inp)
+                    y[r, first:len(tgt)] = torch.tensor(tgt[first:])
+                # right padding needs no attention mask in a causal model: real positions never
+                # attend to the pads after them, and pad positions are not scored
+                logits = model(input_ids=x).logits
+                nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
+                                      ignore_index=-100, reduction="sum")
+                total += float(nll.double())
+                count += int((y != -100).sum())
+                advance(len(chunk))
+        return total, count
+
+    # ------------------------------------------------------------------ downstream
+    def features(self, model, tok, texts: list[str], L: int, bos: int) -> np.ndarray:
+        """Mean of the last hidden states over each text's tokens (BOS excluded), truncated to
+        the model's context."""
+        import torch
+
+        ids = tok(list(texts), add_special_tokens=False)["input_ids"]
+        seqs = [[bos] + list(t[:L - 1]) for t in ids]
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        base = model.base_model
+        feats = np.zeros((len(seqs), model.config.hidden_size), dtype=np.float64)
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b:b + self.batch_size]
+            feats[idx] = self._pooled(base, [seqs[i] for i in idx], bos)
+        return feats
+
+    @staticmethod
+    def _pooled(base, batch: list[list[int]], bos: int) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            width = max(len(s) for s in batch)
+            x = torch.full((len(batch), width), bos, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.float32)
+            for r, s in enumerate(batch):
+                x[r, :len(s)] = torch.tensor(s)
+                if len(s) > 1:
+                    mask[r, 1:len(s)] = 1.0
+                else:  # an empty text: its only state is BOS's
+                    mask[r, 0] = 1.0
+            h = base(input_ids=x).last_hidden_state  # causal + right padding: no mask needed
+            pooled = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+            return pooled.double().numpy()
+
+    def probe(self, env, model, tok, train_path: str, test_path: str, L: int, bos: int,
+              seed: int) -> dict[str, Any]:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import accuracy_score, f1_score
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        tr_x, tr_y = self._read(train_path, with_labels=True)
+        te_x, te_y = self._read(test_path, with_labels=True)
+        classes = np.unique(tr_y)
+        if len(classes) < 2:
+            raise DataError(f"evaluate: {train_path} has a single label ({classes}); need two+.")
+        with env.progress(2, "downstream probe") as advance:
+            f_tr = self.features(model, tok, tr_x, L, bos)
+            f_te = self.features(model, tok, te_x, L, bos)
+            advance(1)
+            clf = make_pipeline(StandardScaler(), LogisticRegression(
+                C=self.probe_C, max_iter=2000, random_state=seed))
+            clf.fit(f_tr, tr_y)
+            pred = clf.predict(f_te)
+            advance(1)
+        values, counts = np.unique(tr_y, return_counts=True)
+        majority = values[np.argmax(counts)]
+        binary = len(classes) == 2
+        pos = 1 if binary and 1 in set(classes.tolist()) else (classes[-1] if binary else None)
+        f1 = (f1_score(te_y, pred, pos_label=pos, zero_division=0) if binary
+              else f1_score(te_y, pred, average="macro", zero_division=0))
+        return {
+            "downstream_accuracy": float(accuracy_score(te_y, pred)),
+            "downstream_f1": float(f1),
+            "downstream_majority": float(np.mean(te_y == majority)),
+            "train_accuracy": float(accuracy_score(tr_y, clf.predict(f_tr))),
+            "num_train": int(len(tr_y)), "num_test": int(len(te_y)),
+            "labels": [v.item() if hasattr(v, "item") else v for v in classes],
+        }

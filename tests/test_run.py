@@ -1,0 +1,144 @@
+"""End-to-end: ``sandbox.run(cfg)`` on composed configs, the CLI, MLflow and resume."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox.runner import run
+from tests.conftest import SENTENCES, compose
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_TRAINER = ["trainer.token_budget=4096", "trainer.n_layer=1", "trainer.n_embd=32",
+                "trainer.n_head=2", "trainer.vocab_size=300", "trainer.seq_len=32",
+                "trainer.batch_size=8"]
+
+
+@pytest.fixture
+def eval_files(tmp_path):
+    ev = tmp_path / "eval.jsonl"
+    ev.write_text("".join(json.dumps({"text": " ".join(SENTENCES[i:i + 3])}) + "\n"
+                          for i in range(0, 6)))
+    words = {1: ["great", "wonderful", "superb", "lovely"], 0: ["awful", "boring", "terrible", "dull"]}
+    rows = [{"text": f"the film was {w} and {w}", "label": lab} for lab, ws in words.items()
+            for w in ws for _ in range(5)]
+    tr, te = tmp_path / "task_train.jsonl", tmp_path / "task_test.jsonl"
+    tr.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    te.write_text("".join(json.dumps(r) + "\n" for r in rows[::2]))
+    return [f"evaluator.eval_path={ev}", f"evaluator.task_train_path={tr}",
+            f"evaluator.task_test_path={te}"]
+
+
+def loop_overrides(docs_file, tmp_path, eval_files, tracking="none"):
+    ref = tmp_path / "reference.jsonl"
+    ref.write_text("".join(json.dumps({"text": s, "label": 1}) + "\n" for s in SENTENCES) +
+                   "".join(json.dumps({"text": t, "label": 0}) + "\n"
+                           for t in ["$$$ ### %%%", "click here buy now", "<div></div> ok"] * 3))
+    return ["data_pool=jsonl", f"data_pool.path={docs_file}", f"cache_dir={tmp_path / 'cache'}",
+            "progress=false", f"tracking={tracking}",
+            f"+pipeline.steps.evaluate_data.component.reference_path={ref}",
+            *TINY_TRAINER, *eval_files]
+
+
+def test_process_pipeline_on_own_jsonl(docs_file, tmp_path):
+    cfg = compose(["pipeline=process", "data_pool=jsonl", f"data_pool.path={docs_file}",
+                   "tracking=none", "progress=false", f"cache_dir={tmp_path / 'cache'}"])
+    metrics = run(cfg, run_dir=tmp_path / "run")
+    ctx = json.loads((tmp_path / "run" / "context.json").read_text())
+    assert list(ctx["steps"]) == ["load", "process"]
+    n_in = sum(1 for _ in docs_file.open())
+    out = ctx["steps"]["process"]["outputs"]
+    assert out["num_in"] == n_in and 0 < out["num_out"] < n_in
+    assert metrics["samples_in"] == n_in
+    import pyarrow.parquet as pq
+
+    kept = pq.read_table(out["dataset"]).column("text").to_pylist()
+    assert not any("<div>" in t or "spam spam spam spam spam spam" in t for t in kept)
+    assert pq.read_table(out["dropped"]).num_rows + len(kept) == n_in
+
+
+@pytest.mark.slow
+def test_full_loop_tracked_in_mlflow(docs_file, tmp_path, eval_files, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the store is sqlite:///mlflow.db relative to where one runs
+    over = loop_overrides(docs_file, tmp_path, eval_files, tracking="mlflow")
+    base = run(compose(over + ["recipe=none", "refine=none"]), run_dir=tmp_path / "base")
+    metrics = run(compose(over), run_dir=tmp_path / "run")
+    for key in ("perplexity", "token_perplexity", "bits_per_byte", "downstream_accuracy",
+                "retention", "quality_score", "diversity", "train_loss_final"):
+        assert key in metrics, key
+    assert metrics["retention"] < 1.0 == base["retention"]
+    ctx = json.loads((tmp_path / "run" / "context.json").read_text())
+    assert list(ctx["steps"]) == ["load", "probe", "refine", "process", "train", "evaluate_data",
+                                  "evaluate_model"]
+    model_dir = ctx["steps"]["train"]["outputs"]["model_dir"]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(model_dir)
+    assert (tmp_path / "run" / "refine" / "recipe.yaml").exists()
+    assert list((tmp_path / "run" / "probe" / "plots").glob("*.png"))
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri="sqlite:///mlflow.db")
+    exp = client.get_experiment_by_name("sandbox")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [r.data.tags["sandbox.baseline"] for r in runs] == ["true", "false"]
+    r = runs[1]
+    assert r.info.status == "FINISHED"
+    assert r.data.params["recipe.ops.text_length_filter.min_len"] == "10"
+    assert r.data.metrics["perplexity"] == pytest.approx(metrics["perplexity"])
+    assert len(client.get_metric_history(r.info.run_id, "train_loss")) >= 2
+    arts = {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert {"config.yaml", "context.json", "probe", "refine", "process", "train"} <= arts
+    assert runs[0].data.tags["sandbox.comparable"] == r.data.tags["sandbox.comparable"]
+
+
+@pytest.mark.slow
+def test_resume_skips_finished_steps_and_reruns_changed_ones(docs_file, tmp_path, eval_files):
+    over = loop_overrides(docs_file, tmp_path, eval_files)
+    run_dir = tmp_path / "run"
+    first = run(compose(over), run_dir=run_dir)
+    ctx1 = json.loads((run_dir / "context.json").read_text())["steps"]
+    again = run(compose(over + ["resume=true"]), run_dir=run_dir)
+    ctx2 = json.loads((run_dir / "context.json").read_text())["steps"]
+    assert ctx1 == ctx2  # nothing re-ran: identities and timings identical
+    assert again["perplexity"] == first["perplexity"]
+    # change only the evaluator: everything up to train is reused
+    run(compose(over + ["resume=true", "evaluator.num_threads=1"]), run_dir=run_dir)
+    ctx3 = json.loads((run_dir / "context.json").read_text())["steps"]
+    for s in ("load", "probe", "refine", "process", "train", "evaluate_data"):
+        assert ctx3[s] == ctx1[s], s
+    assert ctx3["evaluate_model"]["identity"] != ctx1["evaluate_model"]["identity"]
+
+
+def _cli(args, cwd, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_process_and_clear_errors(docs_file, tmp_path):
+    r = _cli(["pipeline=process", "data_pool=jsonl", f"data_pool.path={docs_file}",
+              "tracking=none", "progress=false", f"hydra.run.dir={tmp_path / 'run'}",
+              f"cache_dir={tmp_path / 'cache'}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run" / "process" / "processed.parquet").exists()
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
+
+    bad = docs_file.parent / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": broken\n')
+    r = _cli(["pipeline=process", "data_pool=jsonl", f"data_pool.path={bad}", "tracking=none",
+              f"hydra.run.dir={tmp_path / 'run2'}"], cwd=tmp_path)
+    assert r.returncode == 2
+    out = r.stdout + r.stderr
+    assert "line 2: malformed JSON" in out and str(bad) in out and "Traceback" not in out
+
+    r = _cli(["pipeline=process", "data_pool=jsonl", f"data_pool.path={docs_file}",
+              "tracking=none", "+recipe.ops.text_lenght_filter.min_len=3",
+              f"hydra.run.dir={tmp_path / 'run3'}"], cwd=tmp_path)
+    assert r.returncode == 2 and "Did you mean 'text_length_filter'" in r.stdout + r.stderr
