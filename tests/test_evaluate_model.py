@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import warnings
 from pathlib import Path
 
 import pytest
@@ -91,9 +90,7 @@ def model_dir(data, tmp_path_factory) -> str:
                   cache_dir=Path("."), seed=0, show_progress=False)
     trainer = CausalLMTrainer(token_budget=12_000, seq_len=32, batch_size=8, n_layer=1, n_embd=32,
                               n_head=2, vocab_size=300, lr=1e-2, num_threads=1, log_every=10)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return trainer.run(env, dataset=data["pool"])["model_dir"]
+    return trainer.run(env, dataset=data["pool"])["model_dir"]
 
 
 def hand_nll(model_dir: str, texts: list[str], L: int, S: int | None = None) -> tuple[float, int]:

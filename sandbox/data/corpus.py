@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 
 CLEAN_SOURCES = ("wiki_clean", "news", "speech")
 NOISY_SOURCES = ("wiki_raw", "wiki_markup_fragment", "stemmed_junk", "duplicate", "near_duplicate")
@@ -291,7 +291,7 @@ def _tidy(par: str) -> str:
     par = par.replace("\xa0", " ").replace("\u200b", "")
     par = re.sub(r"[ \t]+", " ", par)
     par = re.sub(r"\(\s*[,;:.\s]*\)", "", par)  # parentheses emptied by template removal
-    par = re.sub(r"\(\s*[,;]\s*", "(", par)
+    par = re.sub(r"\(\s*(?:[,;]\s*)+", "(", par)
     par = re.sub(r"\s+([,.;:!?)])", r"\1", par)
     par = re.sub(r"\(\s+", "(", par)
     par = re.sub(r"([,;])\1+", r"\1", par)
@@ -932,6 +932,8 @@ def default_corpus(cache_dir: str | Path | None = None, seed: int = 0, num_docs:
                     "wheels": [asdict(w) for w in WHEELS]}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
                                            encoding="utf-8")
+        if paths.manifest.is_file():  # a concurrent builder finished first: keep its build
+            return paths
         if final.exists():  # a folder without a manifest: left over from something else
             shutil.rmtree(final, ignore_errors=True)
         try:

@@ -10,6 +10,7 @@ import difflib
 from sandbox.ops.base import Deduplicator, Filter, Mapper, Op, OpSpec, Selector, TextViews, Threshold
 
 OPS: dict[str, type[Op]] = {}
+_builtin_loaded = False
 
 
 def register(cls: type[Op]) -> type[Op]:
@@ -22,13 +23,16 @@ def register(cls: type[Op]) -> type[Op]:
 
 
 def _load_builtin() -> None:
-    # Imported for their @register side effect.
-    from sandbox.ops import deduplicators, filters, mappers  # noqa: F401
+    # Imported for their @register side effect (importing one module alone registers only it).
+    global _builtin_loaded
+    if not _builtin_loaded:
+        from sandbox.ops import deduplicators, filters, mappers  # noqa: F401
+
+        _builtin_loaded = True
 
 
 def get_op_class(name: str) -> type[Op]:
-    if not OPS:
-        _load_builtin()
+    _load_builtin()
     try:
         return OPS[name]
     except KeyError:
@@ -40,8 +44,7 @@ def get_op_class(name: str) -> type[Op]:
 
 
 def all_ops() -> dict[str, type[Op]]:
-    if not OPS:
-        _load_builtin()
+    _load_builtin()
     return dict(OPS)
 
 

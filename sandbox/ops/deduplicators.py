@@ -36,7 +36,7 @@ class DocumentDeduplicator(Deduplicator):
     whitespace does; lower-casing happens before the removal."""
 
     name = "document_deduplicator"
-    description = "Drop exact duplicate texts (md5), optionally ignoring case and non-letter characters."
+    description = "Drop exact duplicate texts (md5), optionally ignoring case and non-letters."
 
     def __init__(self, lowercase: bool = False, ignore_non_character: bool = False, **kwargs):
         super().__init__(**kwargs)

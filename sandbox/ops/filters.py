@@ -18,8 +18,8 @@ import re
 import string
 import sys
 from collections import Counter
-from itertools import islice, repeat
-from typing import Callable
+from itertools import count, islice, repeat
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -206,17 +206,21 @@ def char_rep_ratio(text: str, n: int) -> float:
 
 
 # --- vectorised n-gram counting -------------------------------------------------------------
-# Texts are encoded with the narrowest fixed-width codec that holds all their characters
-# (latin-1: 1 byte, UTF-16 without surrogate pairs: 2, UTF-32: 4) and viewed, without copying,
-# as overlapping little-endian uint64 words: word i holds characters i .. i+q-1 *exactly*
-# (q = 8, 4 or 2). An n-gram with n <= q is then its own exact integer key. Longer n-grams are
-# covered by a few words and get a 64-bit hash that is invertible given all but the last word;
-# n-grams are grouped by sorting (hash, position), and every pair of neighbours with equal hash
-# is checked against the exact words, falling back to ``char_rep_ratio`` on a collision, so
-# the result is always exactly Data-Juicer's.
+# Both repetition filters only need the sizes of the groups of equal n-grams. They get them by
+# sorting integer keys instead of hashing Python strings:
+# * characters: texts are encoded with the narrowest fixed-width codec that holds all their
+#   characters (latin-1: 1 byte, UTF-16 without surrogate pairs: 2, UTF-32: 4) and viewed,
+#   without copying, as overlapping little-endian uint64 words: word i holds characters
+#   i .. i+q-1 *exactly* (q = 8, 4 or 2), so an n-gram with n <= q is its own exact key;
+# * words: each distinct word gets an integer id (a dict), one "word" per id.
+# Longer n-grams are covered by several words and get a 64-bit hash chained so that it is
+# invertible given all but the last word; n-grams are grouped by sorting (hash, position), and
+# every pair of neighbours with equal hash is checked against the exact words. On a collision
+# the text is counted with the reference function, so results are always exactly Data-Juicer's.
 _NP_MIN_CHARS = 256  # below this the per-call overhead of numpy outweighs dict counting
-_NON_LATIN1 = re.compile("[^\x00-\xff]")
-_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+_NP_MIN_WORDS = 64
+_NON_LATIN1 = re.compile("[^\\x00-\\xff]")
+_ASTRAL = re.compile("[\\U00010000-\\U0010ffff]")
 _CODECS = (("latin-1", 1), ("utf-16-le", 2), ("utf-32-le", 4))
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -237,28 +241,37 @@ def _codec_width(text: str) -> int:
     return 1 if _ASTRAL.search(text) is None else 2
 
 
-def _top_k_ratio(counts: np.ndarray, total: int) -> float:
-    """The repetition ratio from the sizes of the n-gram groups (D = counts.size)."""
-    distinct = counts.size
-    reps = counts[counts > 1]
-    k = min(int(math.sqrt(distinct)), reps.size)
-    if k <= 0:
-        return 0.0
-    if k < reps.size:
-        reps = np.partition(reps, reps.size - k)[reps.size - k :]
-    return int(reps.sum()) / total
+def _chained_hashes(words: np.ndarray, offsets: list[int], m: int) -> np.ndarray:
+    """For every start i < m, a 64-bit hash of ``words[i + o] for o in offsets``; given all but
+    the last of those words, the hash determines the last one (every step is invertible)."""
+    h = words[:m] * _M1
+    for o in offsets[1:]:
+        h ^= h >> _S29
+        h *= _M2
+        h ^= words[o : o + m]
+    h ^= h >> _S32
+    h *= _M1
+    h ^= h >> _S29
+    return h
 
 
-def _ratio_exact_keys(keys: np.ndarray) -> float:
+# Group sizes come back as (sizes of the groups seen more than once, number of groups), or
+# None when a hash collision was found.
+_Groups = Optional[Tuple[np.ndarray, int]]
+_NO_REPS = np.zeros(0, dtype=np.int64)
+
+
+def _groups_exact(keys: np.ndarray) -> _Groups:
     total = keys.size
     keys = np.sort(keys)
     ends = np.flatnonzero(keys[1:] != keys[:-1])
     if ends.size == total - 1:  # every n-gram distinct
-        return 0.0
-    return _top_k_ratio(np.diff(ends, prepend=-1, append=total - 1), total)
+        return _NO_REPS, total
+    sizes = np.diff(ends, prepend=-1, append=total - 1)
+    return sizes[sizes > 1], sizes.size
 
 
-def _ratio_hashed(h: np.ndarray, words: np.ndarray, exact_offsets: list[int], text: str, n: int) -> float:
+def _groups_hashed(h: np.ndarray, words: np.ndarray, exact_offsets: list[int]) -> _Groups:
     total = h.size
     pbits = total.bit_length()
     mask = np.uint64((1 << pbits) - 1)
@@ -268,16 +281,26 @@ def _ratio_hashed(h: np.ndarray, words: np.ndarray, exact_offsets: list[int], te
     same = (packed[1:] >> np.uint64(pbits)) == (packed[:-1] >> np.uint64(pbits))
     pairs = np.flatnonzero(same)
     if pairs.size == 0:
-        return 0.0
+        return _NO_REPS, total
     a = (packed[pairs] & mask).astype(np.intp)
     b = (packed[pairs + 1] & mask).astype(np.intp)
     if not np.array_equal(h[a], h[b]):
-        return char_rep_ratio(text, n)  # hash collision: count exactly
+        return None
     for o in exact_offsets:
         if not np.array_equal(words[a + o], words[b + o]):
-            return char_rep_ratio(text, n)  # hash collision: count exactly
-    ends = np.flatnonzero(~same)
-    return _top_k_ratio(np.diff(ends, prepend=-1, append=total - 1), total)
+            return None
+    sizes = np.diff(np.flatnonzero(~same), prepend=-1, append=total - 1)
+    return sizes[sizes > 1], sizes.size
+
+
+def _char_ratio(groups: tuple[np.ndarray, int], total: int) -> float:
+    reps, distinct = groups
+    k = min(int(math.sqrt(distinct)), reps.size)
+    if k <= 0:
+        return 0.0
+    if k < reps.size:
+        reps = np.partition(reps, reps.size - k)[reps.size - k :]
+    return int(reps.sum()) / total
 
 
 def _char_rep_group(texts: list[str], n: int, width: int) -> list[float]:
@@ -287,28 +310,22 @@ def _char_rep_group(texts: list[str], n: int, width: int) -> list[float]:
     buf = (joined + "\0" * (q - 1)).encode(codec, "surrogatepass")
     words = np.ndarray(shape=(len(joined),), dtype="<u8", buffer=buf, strides=(unit,))
     out = []
+    start = 0
     if n <= q:
         keys = words if n == q else words & np.uint64((1 << (8 * unit * n)) - 1)
-        start = 0
         for t in texts:
-            out.append(_ratio_exact_keys(keys[start : start + len(t) - n + 1]))
+            total = len(t) - n + 1
+            out.append(_char_ratio(_groups_exact(keys[start : start + total]), total))
             start += len(t)
         return out
     offsets = list(range(0, n - q + 1, q))
     if offsets[-1] != n - q:
         offsets.append(n - q)
-    m = len(joined) - n + 1
-    h = words[:m] * _M1
-    for o in offsets[1:]:  # h = mix(word_o ^ f(previous words)): invertible given those
-        h ^= h >> _S29
-        h *= _M2
-        h ^= words[o : o + m]
-    h ^= h >> _S32
-    h *= _M1
-    h ^= h >> _S29
-    start = 0
+    h = _chained_hashes(words, offsets, len(joined) - n + 1)
     for t in texts:
-        out.append(_ratio_hashed(h[start : start + len(t) - n + 1], words[start:], offsets[:-1], t, n))
+        total = len(t) - n + 1
+        groups = _groups_hashed(h[start : start + total], words[start:], offsets[:-1])
+        out.append(char_rep_ratio(t, n) if groups is None else _char_ratio(groups, total))
         start += len(t)
     return out
 
@@ -331,7 +348,8 @@ def char_rep_ratios(texts: list[str], n: int) -> np.ndarray:
 def word_rep_ratio(words: list[str], n: int) -> float:
     """Data-Juicer's word n-gram repetition ratio: the share of the ``len(words) - n + 1`` word
     n-grams whose n-gram occurs more than once. (Data-Juicer keys n-grams by ``" ".join``; the
-    words hold no space, so counting tuples is the same.)"""
+    words hold no space, so counting tuples is the same.) Reference version, one text at a time;
+    ``word_rep_ratios`` computes the same numbers faster."""
     total = len(words) - n + 1
     if total <= 0:
         return 0.0
@@ -341,6 +359,38 @@ def word_rep_ratio(words: list[str], n: int) -> float:
         freq = Counter(zip(*(islice(words, i, None) for i in range(n))))
     once = list(freq.values()).count(1)
     return (total - once) / total
+
+
+def word_rep_ratios(word_lists: list[list[str]], n: int) -> np.ndarray:
+    """``[word_rep_ratio(w, n) for w in word_lists]``, vectorised (identical results)."""
+    out = np.zeros(len(word_lists), dtype=np.float64)
+    big = []
+    for i, words in enumerate(word_lists):
+        if len(words) < _NP_MIN_WORDS or len(words) <= n:
+            out[i] = word_rep_ratio(words, n)
+        else:
+            big.append(i)
+    if not big:
+        return out
+    flat = [w for i in big for w in word_lists[i]]
+    vocab: dict[str, int] = {}
+    ids = np.fromiter(map(vocab.setdefault, flat, count()), dtype=np.uint64, count=len(flat))
+    offsets = list(range(n))
+    h = _chained_hashes(ids, offsets, len(flat) - n + 1) if n > 1 else ids
+    start = 0
+    for i in big:
+        size = len(word_lists[i])
+        total = size - n + 1
+        if n == 1:
+            groups = _groups_exact(ids[start : start + total])
+        else:
+            groups = _groups_hashed(h[start : start + total], ids[start:], offsets[:-1])
+        if groups is None:
+            out[i] = word_rep_ratio(word_lists[i], n)
+        else:
+            out[i] = int(groups[0].sum()) / total
+        start += size
+    return out
 
 
 def _array(values, dtype) -> np.ndarray:
@@ -400,7 +450,7 @@ class WordsNumFilter(Filter):
     """
 
     name = "words_num_filter"
-    description = "Keep samples whose number of words (whitespace split, special chars stripped) is within range."
+    description = "Keep samples whose word count (whitespace split, specials stripped) is in range."
     stat_keys = ("num_words",)
     thresholds = {
         "min_num": Threshold("num_words", "min", **_LEN_RANGE),
@@ -437,7 +487,7 @@ class AlphanumericFilter(Filter):
     """
 
     name = "alphanumeric_filter"
-    description = "Keep samples whose alphanumeric-character ratio is within [min_ratio, max_ratio]."
+    description = "Keep samples whose alphanumeric-character ratio is in [min_ratio, max_ratio]."
     stat_keys = ("alnum_ratio",)
     thresholds = {
         "min_ratio": Threshold("alnum_ratio", "min", **_RATIO_RANGE),
@@ -500,12 +550,13 @@ class SpecialCharactersFilter(Filter):
 class CharacterRepetitionFilter(Filter):
     """``char_rep_ratio``: take all ``len(text) - rep_len + 1`` character n-grams (n = rep_len,
     overlapping, newlines included), D distinct ones of which D1 occur once; the ratio is the
-    count of the ``k = min(int(sqrt(D)), D - D1)`` most frequent n-grams over all n-grams.
-    0.0 when the text is shorter than ``rep_len``. (Data-Juicer stores ``rep_len`` as ``self.n``.)
+    number of occurrences of the ``k = min(int(sqrt(D)), D - D1)`` most frequent distinct
+    n-grams over the number of n-grams. 0.0 when the text is shorter than ``rep_len`` or no
+    n-gram repeats. (Data-Juicer stores ``rep_len`` as ``self.n``.)
     """
 
     name = "character_repetition_filter"
-    description = "Keep samples whose character n-gram repetition ratio is within [min_ratio, max_ratio]."
+    description = "Keep samples whose char n-gram repetition ratio is in [min_ratio, max_ratio]."
     stat_keys = ("char_rep_ratio",)
     thresholds = {
         "min_ratio": Threshold("char_rep_ratio", "min", **_RATIO_RANGE),
@@ -535,7 +586,7 @@ class WordRepetitionFilter(Filter):
     """
 
     name = "word_repetition_filter"
-    description = "Keep samples whose word n-gram repetition ratio is within [min_ratio, max_ratio]."
+    description = "Keep samples whose word n-gram repetition ratio is in [min_ratio, max_ratio]."
     stat_keys = ("word_rep_ratio",)
     thresholds = {
         "min_ratio": Threshold("word_rep_ratio", "min", **_RATIO_RANGE),
@@ -562,9 +613,7 @@ class WordRepetitionFilter(Filter):
             raise _no_tokenizer(self.name, f"a sentencepiece model for lang={lang!r}")
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        n = self.rep_len
-        words = refined_words_of(views, True)
-        return {"word_rep_ratio": _array((word_rep_ratio(w, n) for w in words), np.float64)}
+        return {"word_rep_ratio": word_rep_ratios(refined_words_of(views, True), self.rep_len)}
 
 
 @register

@@ -7,6 +7,7 @@ non-ASCII characters. Patterns are compiled once per OP (Data-Juicer passes the 
 """
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from sandbox.ops import register
@@ -38,7 +39,7 @@ VARIOUS_WHITESPACES = frozenset(
     "\x09\x20\x84\xa0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
     "\u200b\u200c\u200d\u202f\u205f\u2060\u3000\ufffc"
 )
-_WHITESPACE_TABLE = {ord(c): " " for c in VARIOUS_WHITESPACES if c != " "}
+_OTHER_WHITESPACE = re.compile("[" + "".join(sorted(VARIOUS_WHITESPACES - {" "})) + "]")
 
 
 def _unwrap_raw_literal(pattern: str) -> str:
@@ -61,13 +62,18 @@ class _RegexSubMapper(Mapper):
     default_pattern: str = ""
     # A substring every match of the *default* pattern contains: texts without it are skipped.
     default_needles: tuple[str, ...] = ()
+    # The default pattern compiled with the engine that runs it fastest with identical matches.
+    default_compiled = None
 
     def __init__(self, pattern: Optional[str] = None, repl: str = "", **kwargs):
         super().__init__(**kwargs)
         self.pattern = pattern
         self.repl = repl
-        effective = self.default_pattern if pattern is None else _unwrap_raw_literal(pattern)
-        self._regex = _regex.compile(effective, flags=_regex.DOTALL)
+        if pattern is None and self.default_compiled is not None:
+            self._regex = self.default_compiled
+        else:
+            effective = self.default_pattern if pattern is None else _unwrap_raw_literal(pattern)
+            self._regex = _regex.compile(effective, flags=_regex.DOTALL)
         self._needles = self.default_needles if pattern is None else ()
 
     def _clean(self, text):
@@ -83,8 +89,10 @@ class _RegexSubMapper(Mapper):
 class CleanLinksMapper(_RegexSubMapper):
     """Remove (or replace with ``repl``) links: http/https/ftp/... URLs, ``www.`` hosts and
     ``host.tld/`` paths, with Data-Juicer's default pattern, case-insensitive, unless ``pattern``
-    is given. Data-Juicer quirks: the default pattern also eats ``scheme:x`` fragments such as
-    ``mailto:a`` or ``note:1``; a custom pattern written as ``r'...'`` is unwrapped."""
+    is given. Data-Juicer quirks: the default pattern takes any ``word:`` followed by 3+
+    non-space characters for a scheme, so ``mailto:bob@example.com``, ``note:1234`` and
+    ``Sincerely:abc`` are removed too (``10:30am`` is not: a scheme starts with a letter);
+    ``host.tld/path`` needs no scheme; a custom pattern written as ``r'...'`` is unwrapped."""
 
     name = "clean_links_mapper"
     description = "Remove links (http/https/ftp/www/...) from text, or replace them with repl."
@@ -104,6 +112,9 @@ class CleanEmailMapper(_RegexSubMapper):
     description = "Remove e-mail addresses from text, or replace them with repl."
     default_pattern = DEFAULT_EMAIL_PATTERN
     default_needles = ("@",)
+    # ASCII-only classes, no flags, no '.' outside a class: the standard library's backtracking
+    # engine finds exactly the matches `regex` finds, about five times faster.
+    default_compiled = re.compile(DEFAULT_EMAIL_PATTERN, flags=re.DOTALL)
 
 
 @register
@@ -117,7 +128,7 @@ class CleanHtmlMapper(Mapper):
     texts without any markup. Non-string values are returned unchanged."""
 
     name = "clean_html_mapper"
-    description = "Strip HTML markup to plain text (selectolax/Lexbor); <li>/<ol> become '\\n*' bullets."
+    description = "Strip HTML markup to plain text (selectolax/Lexbor); <li>/<ol> become bullets."
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -158,7 +169,7 @@ class WhitespaceNormalizationMapper(Mapper):
         text = text.strip()
         if text.isascii():  # the only ASCII member that is not ' ' already is '\t'
             return text.replace("\t", " ")
-        return text.translate(_WHITESPACE_TABLE)
+        return _OTHER_WHITESPACE.sub(" ", text)
 
     def process_batch(self, texts: list[str]) -> list[str]:
         return [self._normalize(t) for t in texts]

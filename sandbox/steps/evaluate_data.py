@@ -234,14 +234,31 @@ class DataEvaluator(Step):
         # the classifier's own seed is fixed: runs with different seeds score with one classifier
         clf, clf_path = quality_classifier(reference, env.cache_dir, "text", seed=0)
 
-        def scores(docs: list[str]) -> dict[str, float]:
+        def scores(docs: list[str], path: str) -> dict[str, float]:
+            # cached by file content: a sweep scores the same source pool in every trial
+            cached = None
+            if clf_path is not None:
+                key = hashlib.sha256(json.dumps(
+                    [clf_path.stem, _file_sha256(Path(path)), self.text_key, self.quality_sample,
+                     self.diversity_words, env.seed]).encode()).hexdigest()[:16]
+                cached = Path(env.cache_dir) / "data_eval" / f"{key}.json"
+                if cached.is_file():
+                    try:
+                        return json.loads(cached.read_text(encoding="utf-8"))
+                    except ValueError:
+                        pass
             sample = _sample(docs, self.quality_sample, env.seed)
             quality = float(clf.score(sample).mean()) if sample else 0.0
             diversity, used = bigram_diversity(docs, self.diversity_words, env.seed)
-            return {"quality_score": quality, "diversity": diversity,
-                    "diversity_words_used": float(used), "quality_docs": float(len(sample))}
+            out = {"quality_score": quality, "diversity": diversity,
+                   "diversity_words_used": float(used), "quality_docs": float(len(sample))}
+            if cached is not None:
+                from sandbox.utils import atomic_write_json
 
-        after = scores(texts)
+                atomic_write_json(cached, out)
+            return out
+
+        after = scores(texts, dataset)
         metrics: dict[str, float] = {
             "retention": len(texts) / len(src_texts) if src_texts else 0.0,
             "quality_score": after["quality_score"],
@@ -251,7 +268,7 @@ class DataEvaluator(Step):
             "num_tokens_approx": float(sum(len(t.split()) for t in texts)),
         }
         if self.compare_source:
-            before = scores(src_texts)
+            before = scores(src_texts, source_dataset)
             metrics["quality_score_before"] = before["quality_score"]
             metrics["diversity_before"] = before["diversity"]
         per_source: dict[str, dict[str, int]] = {}

@@ -15,7 +15,6 @@ import csv
 import logging
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,8 @@ class CausalLMTrainer(Step):
     * ``text_key``: the column of the Parquet dataset holding the text.
     * ``token_budget``: training tokens (compute) per run. Training runs exactly
       ``ceil(token_budget / (batch_size * seq_len))`` optimizer steps, whatever the size of the
-      pool: a smaller pool is repeated (see the ``epochs`` metric), a larger one only partly seen.
+      pool: a smaller pool is repeated (a logged warning, and the ``epochs`` metric = passes over
+      the pool), a larger one only partly seen (``epochs`` < 1).
     * ``seq_len``: tokens per training block (also the model's context length).
     * ``batch_size``: blocks per optimizer step.
     * ``n_layer``, ``n_embd``, ``n_head``: GPT-2 shape (defaults: ~0.94M parameters).
@@ -203,8 +203,7 @@ class CausalLMTrainer(Step):
 
         # 2. the pool as one token stream: EOT doc EOT doc ... (every doc starts after an EOT,
         #    as at evaluation, where each document gets a BOS = EOT in front)
-        encodings = raw_tok.encode_batch_fast(texts) if hasattr(raw_tok, "encode_batch_fast") \
-            else raw_tok.encode_batch(texts)
+        encodings = raw_tok.encode_batch_fast(texts)  # parallel, no offsets
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         stream = np.empty(int(lengths.sum()) + len(texts), dtype=np.int64)
         pos = 0
@@ -241,7 +240,6 @@ class CausalLMTrainer(Step):
             msg = (f"train: the pool has {len(stream):,} tokens ({n_blocks:,} blocks) but the "
                    f"token budget is {steps * B * L:,}: the data is repeated {epochs:.2f} times.")
             log.warning(msg)
-            warnings.warn(msg, stacklevel=2)
         stream_t = torch.from_numpy(stream)
         offsets = torch.arange(L)
 

@@ -1,0 +1,562 @@
+"""Operator library: hand-computed stats, mapper outputs, hashes, view sharing, listing CLI.
+
+Expected values follow Data-Juicer 1.6.1's definitions; each is worked out in a comment. The
+property tests at the end check the fast paths against plain reference implementations written
+the way Data-Juicer writes them.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import string
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+# Import every OP module before anything else so the registry is complete.
+from sandbox.ops import all_ops, get_op_class
+from sandbox.ops import deduplicators, filters, mappers  # noqa: F401
+from sandbox.ops.base import MAXSIZE, Filter, TextViews
+
+ALL_NAMES = {
+    "clean_html_mapper", "clean_links_mapper", "clean_email_mapper",
+    "whitespace_normalization_mapper", "text_length_filter", "words_num_filter",
+    "alphanumeric_filter", "special_characters_filter", "character_repetition_filter",
+    "word_repetition_filter", "average_line_length_filter", "maximum_line_length_filter",
+    "document_deduplicator",
+}
+
+
+def stats(name: str, texts: list[str], **kw) -> dict[str, np.ndarray]:
+    return get_op_class(name)(**kw).compute_stats_batch(TextViews(list(texts)))
+
+
+def stat(name: str, texts: list[str], **kw) -> list:
+    (col,) = stats(name, texts, **kw).values()
+    return col.tolist()
+
+
+def keep(name: str, texts: list[str], **kw) -> list[bool]:
+    op = get_op_class(name)(**kw)
+    return op.keep(op.compute_stats_batch(TextViews(list(texts)))).tolist()
+
+
+def run_mapper(name: str, texts: list, **kw) -> list:
+    return get_op_class(name)(**kw).process_batch(list(texts))
+
+
+def md5(s: str) -> str:
+    return hashlib.md5(s.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Registry and contract
+# --------------------------------------------------------------------------------------------
+def test_registry_holds_every_op_with_its_kind():
+    ops = all_ops()
+    assert ALL_NAMES <= set(ops)
+    for name in ALL_NAMES:
+        cls = ops[name]
+        assert cls.name == name
+        assert cls.kind in ("mapper", "filter", "deduplicator")
+        assert cls.description and "\n" not in cls.description
+
+
+def test_unknown_op_suggests_closest():
+    with pytest.raises(KeyError) as e:
+        get_op_class("text_lenght_filter")
+    msg = str(e.value)
+    assert "'text_length_filter'" in msg
+    assert msg.index("text_length_filter") < msg.index("Run `python -m sandbox.ops`")
+
+
+@pytest.mark.parametrize("name", sorted(ALL_NAMES))
+def test_every_arg_is_an_attribute_and_annotated(name):
+    cls = get_op_class(name)
+    op = cls()
+    for pname, p in cls.params().items():
+        assert p.annotation is not p.empty, (name, pname)
+        assert p.default is not p.empty, (name, pname)
+        assert getattr(op, pname) == p.default, (name, pname)
+    assert op.config() == {n: p.default for n, p in cls.params().items()}
+    if issubclass(cls, Filter):
+        assert cls.stat_keys
+        for arg, th in cls.thresholds.items():
+            assert arg in cls.params()
+            assert th.stat in cls.stat_keys
+            assert th.bound in ("min", "max")
+        assert set(op.stat_config()).isdisjoint(cls.thresholds)
+
+
+def test_data_juicer_defaults():
+    # the defaults Data-Juicer 1.6.1 ships, which a recipe without arguments gets
+    d = lambda name: {n: p.default for n, p in get_op_class(name).params().items()}  # noqa: E731
+    assert d("text_length_filter") == {"min_len": 10, "max_len": MAXSIZE}
+    assert d("words_num_filter") == {"lang": "en", "tokenization": False, "min_num": 10, "max_num": MAXSIZE}
+    assert d("alphanumeric_filter") == {"tokenization": False, "min_ratio": 0.25, "max_ratio": MAXSIZE}
+    assert d("special_characters_filter") == {"min_ratio": 0.0, "max_ratio": 0.25}
+    assert d("character_repetition_filter") == {"rep_len": 10, "min_ratio": 0.0, "max_ratio": 0.5}
+    assert d("word_repetition_filter") == {
+        "lang": "en", "tokenization": False, "rep_len": 10, "min_ratio": 0.0, "max_ratio": 0.5}
+    assert d("average_line_length_filter") == {"min_len": 10, "max_len": MAXSIZE}
+    assert d("maximum_line_length_filter") == {"min_len": 10, "max_len": MAXSIZE}
+    assert d("clean_links_mapper") == {"pattern": None, "repl": ""}
+    assert d("clean_email_mapper") == {"pattern": None, "repl": ""}
+    assert d("document_deduplicator") == {"lowercase": False, "ignore_non_character": False}
+
+
+def test_threshold_ranges():
+    th = get_op_class("special_characters_filter").thresholds
+    assert (th["max_ratio"].low, th["max_ratio"].high) == (0.0, 1.0)
+    th = get_op_class("text_length_filter").thresholds
+    assert (th["min_len"].low, th["min_len"].high) == (0.0, float(MAXSIZE))
+
+
+def test_unknown_parameter_is_rejected():
+    with pytest.raises(TypeError, match="min_length"):
+        get_op_class("text_length_filter")(min_length=3)
+
+
+def test_tokenization_needs_a_model_and_says_so():
+    for name in ("words_num_filter", "word_repetition_filter", "alphanumeric_filter"):
+        with pytest.raises(NotImplementedError, match=f"{name}.*offline"):
+            get_op_class(name)(tokenization=True)
+
+
+@pytest.mark.parametrize("name", ["character_repetition_filter", "word_repetition_filter"])
+def test_rep_len_must_be_positive(name):
+    with pytest.raises(ValueError, match="rep_len"):
+        get_op_class(name)(rep_len=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Filters: stats
+# --------------------------------------------------------------------------------------------
+def test_text_length():
+    col = stats("text_length_filter", ["", "abc", "hello world", "héllo\n", "😀"])["text_len"]
+    assert col.dtype == np.int64
+    # code points, not bytes: "héllo\n" is 6, the emoji is 1
+    assert col.tolist() == [0, 3, 11, 6, 1]
+
+
+def test_filter_bounds_are_inclusive():
+    texts = ["ab", "abc", "abcd", "abcdef", "abcdefg"]  # lengths 2, 3, 4, 6, 7
+    assert keep("text_length_filter", texts, min_len=3, max_len=6) == [False, True, True, True, False]
+    # default max is sys.maxsize: only the minimum bites
+    assert keep("text_length_filter", texts, min_len=4) == [False, False, True, True, True]
+
+
+def test_words_num():
+    texts = [
+        # split on ' ', '\t', '\n' -> Hello, | world! | -- | 2024 | foo | bar | baz; stripping
+        # special characters leaves Hello, world, '', '', foo, bar, baz -> 5 words
+        "Hello, world! -- 2024 foo\tbar\nbaz",
+        # '\r' and '\xa0' are not separators: two words "a\rb" and "c\xa0d"
+        "a\rb c\xa0d",
+        # “Quoted” -> Quoted; ©2024 is all special (© and digits); the emoji is special -> 1
+        "“Quoted” ©2024 😀",
+        # inner special characters stay: "don't" and "e-mail" are words -> 2
+        "  don't   e-mail  ",
+        "",
+    ]
+    col = stats("words_num_filter", texts)["num_words"]
+    assert col.dtype == np.int64
+    assert col.tolist() == [5, 2, 1, 2, 0]
+    assert keep("words_num_filter", texts, min_num=2, max_num=2) == [False, True, False, True, False]
+
+
+def test_words_num_lang_is_ignored_without_tokenization():
+    # Data-Juicer only uses `lang` to pick a sentencepiece model; whitespace split otherwise:
+    # "我爱 北京" is two words
+    assert stat("words_num_filter", ["我爱 北京"], lang="zh") == [2]
+    assert stat("words_num_filter", ["我爱 北京"], lang="en") == [2]
+
+
+def test_alphanumeric_ratio():
+    texts = [
+        "ab12!?",  # 4 alnum of 6
+        "",  # empty -> 0.0
+        "é中 1",  # é, 中 and 1 are alnum, the space is not: 3 of 4
+        "__--",  # '_' is not alnum: 0 of 4
+    ]
+    col = stats("alphanumeric_filter", texts)["alnum_ratio"]
+    assert col.dtype == np.float64
+    assert col.tolist() == [4 / 6, 0.0, 0.75, 0.0]
+    assert keep("alphanumeric_filter", texts, min_ratio=0.75, max_ratio=1.0) == [False, False, True, False]
+
+
+def test_special_characters_ratio():
+    texts = [
+        "a1!\n",  # '1', '!', '\n' are special: 3 of 4
+        "abc",  # 0 of 3
+        "“hi”😀",  # curly quotes and the emoji are special: 3 of 5
+        "",  # 0.0
+        "é\u00a0x",  # neither é nor the no-break space is in Data-Juicer's set: 0 of 3
+    ]
+    col = stats("special_characters_filter", texts)["special_char_ratio"]
+    assert col.dtype == np.float64
+    assert col.tolist() == [0.75, 0.0, 0.6, 0.0, 0.0]
+    assert keep("special_characters_filter", texts, min_ratio=0.0, max_ratio=0.6) == [
+        False, True, True, True, True]
+
+
+def test_special_characters_set():
+    sc = filters.SPECIAL_CHARACTERS
+    assert len(sc) == 1618  # Data-Juicer's set restricted to single characters (emoji 2.2.0)
+    for c in string.punctuation + string.digits + string.whitespace + "“”—…©®😀❤":
+        assert c in sc, repr(c)
+    for c in "aZé中\u00a0_x":
+        assert (c in sc) == (c == "_"), repr(c)
+
+
+def test_character_repetition_ratio():
+    texts = [
+        # "ab" * 8 (16 chars), n = 10: 7 n-grams; "ababababab" starts at 0, 2, 4, 6 (4 times),
+        # "bababababa" at 1, 3, 5 (3 times). D = 2, D1 = 0, k = min(int(sqrt(2)), 2) = 1 -> 4/7
+        "ab" * 8,
+        # "abcdefghij" * 3 (30 chars): 21 n-grams, the 10 rotations; the one at 0 occurs 3 times
+        # (0, 10, 20), the other 9 twice. D = 10, k = min(int(sqrt(10)), 10) = 3 -> (3+2+2)/21
+        "abcdefghij" * 3,
+        # 12 chars: 3 n-grams, all distinct: k = min(1, 3 - 3) = 0 -> 0.0
+        "abcabcabcabc",
+        "short",  # fewer than 10 characters: no n-gram -> 0.0
+        "",
+    ]
+    col = stats("character_repetition_filter", texts)["char_rep_ratio"]
+    assert col.dtype == np.float64
+    assert col.tolist() == [4 / 7, 7 / 21, 0.0, 0.0, 0.0]
+    # rep_len = 3 on "aaaa bbbb": 7 n-grams: aaa x2, 'aa ', 'a b', ' bb', bbb x2; D = 5, D1 = 3,
+    # k = min(int(sqrt(5)), 5 - 3) = 2 -> (2 + 2) / 7
+    assert stat("character_repetition_filter", ["aaaa bbbb"], rep_len=3) == [4 / 7]
+    assert keep("character_repetition_filter", texts, max_ratio=4 / 7) == [True, True, True, True, True]
+    assert keep("character_repetition_filter", texts, min_ratio=1 / 3, max_ratio=0.5) == [
+        False, True, False, False, False]
+
+
+@pytest.mark.parametrize("a", ["a", "é", "ā", "😀"])  # one codec width each: ASCII, latin-1, UCS-2, UCS-4
+def test_character_repetition_long_texts(a):
+    # long enough for the vectorised path: (a + "b") * 200 is 400 chars, 391 10-grams; the
+    # n-gram starting at even positions 0..390 occurs 196 times, the odd one 195: D = 2, k = 1
+    text = (a + "b") * 200
+    assert stat("character_repetition_filter", [text]) == [196 / 391]
+    # rep_len 2 (exact-key path): 399 bigrams, a+b at 200 even positions, b+a at 199 odd ones
+    assert stat("character_repetition_filter", [text], rep_len=2) == [200 / 399]
+    # no repeated n-gram at all -> 0.0 (and the mixed batch keeps each text's own answer)
+    distinct = "".join(chr(0x4E00 + i) for i in range(300))
+    assert stat("character_repetition_filter", [distinct, text, "ab" * 8]) == [0.0, 196 / 391, 4 / 7]
+
+
+@pytest.fixture
+def colliding_hashes(monkeypatch):
+    """Make every n-gram hash equal: the exact verification must notice and count exactly."""
+    real = filters._groups_hashed
+
+    def colliding(h, *args):
+        return real(np.zeros_like(h), *args)
+
+    monkeypatch.setattr(filters, "_groups_hashed", colliding)
+
+
+def test_repetition_hash_collision_falls_back_to_exact(colliding_hashes):
+    text = "".join(chr(0x61 + (i * 7) % 26) for i in range(600)) + "xyzxyzxyzxyzxyz" * 30
+    assert filters.char_rep_ratios([text], 10).tolist() == [filters.char_rep_ratio(text, 10)]
+    words = [f"w{i % 37}" for i in range(500)] + ["a", "b"] * 40
+    assert filters.word_rep_ratios([words], 3).tolist() == [filters.word_rep_ratio(words, 3)]
+
+
+def test_word_repetition_long_word_lists():
+    # 200 words "a b a b ...": 191 10-grams, two distinct ones, both repeated -> 1.0
+    assert filters.word_rep_ratios([["a", "b"] * 100], 10).tolist() == [1.0]
+    # 100 distinct words then the first 10 again: 101 10-grams, only w0..w9 occurs twice -> 2/101
+    words = [f"w{i}" for i in range(100)] + [f"w{i}" for i in range(10)]
+    assert filters.word_rep_ratios([words, ["x"] * 3], 10).tolist() == [2 / 101, 0.0]
+    # unigrams (exact keys): 80 words, "x" 40 times and 40 distinct others -> 40/80
+    words = ["x", *[f"u{i}" for i in range(40)], *["x"] * 39]
+    assert filters.word_rep_ratios([words], 1).tolist() == [0.5]
+
+
+def test_word_repetition_ratio():
+    texts = [
+        # lower-cased and stripped: the cat the cat the cat sat; bigrams: (the cat) x3,
+        # (cat the) x2, (cat sat) x1 -> 6 bigrams, 5 of them repeated -> 5/6
+        "The cat. the cat! THE CAT sat",
+        "one two three",  # 2 bigrams, all distinct -> 0.0
+        "word",  # no bigram -> 0.0
+        "",
+    ]
+    col = stats("word_repetition_filter", texts, rep_len=2)["word_rep_ratio"]
+    assert col.dtype == np.float64
+    assert col.tolist() == [5 / 6, 0.0, 0.0, 0.0]
+    # unigrams of "a b a --": '--' is dropped; a x2, b x1 -> 2/3
+    assert stat("word_repetition_filter", ["a b a --"], rep_len=1) == [2 / 3]
+    # the default rep_len is 10: these texts have fewer than 10 words
+    assert stat("word_repetition_filter", texts) == [0.0, 0.0, 0.0, 0.0]
+    assert keep("word_repetition_filter", texts, rep_len=2, max_ratio=5 / 6) == [True] * 4
+    assert keep("word_repetition_filter", texts, rep_len=2, min_ratio=0.0, max_ratio=0.8) == [
+        False, True, True, True]
+
+
+def test_line_length_stats():
+    texts = [
+        "a\nbb\nccc",  # 3 lines of 1, 2, 3 chars; 8 chars in all -> avg 8/3, max 3
+        "ab\ncde\n",  # trailing newline starts no line: 7 chars / 2 lines = 3.5, max 3
+        "abc",  # 3.0, 3
+        "a\r\nb",  # '\r\n' is one break: 4 chars / 2 lines = 2.0, max 1
+        "x\n\ny",  # an empty middle line counts: 4 / 3, max 1
+        "abc\u2028defgh",  # U+2028 breaks lines too: 9 / 2 = 4.5, max 5
+        "",  # no line: 0.0, 0
+    ]
+    avg = stats("average_line_length_filter", texts)["avg_line_length"]
+    mx = stats("maximum_line_length_filter", texts)["max_line_length"]
+    assert avg.dtype == np.float64 and mx.dtype == np.int64
+    assert avg.tolist() == [8 / 3, 3.5, 3.0, 2.0, 4 / 3, 4.5, 0.0]
+    assert mx.tolist() == [3, 3, 3, 1, 1, 5, 0]
+    assert keep("maximum_line_length_filter", texts, min_len=3, max_len=3) == [
+        True, True, True, False, False, False, False]
+    assert keep("average_line_length_filter", texts, min_len=3, max_len=4) == [
+        False, True, True, False, False, False, False]
+
+
+def test_all_filters_on_an_empty_batch_member():
+    for name in ALL_NAMES:
+        cls = get_op_class(name)
+        if issubclass(cls, Filter):
+            for key, col in cls().compute_stats_batch(TextViews([""])).items():
+                assert key in cls.stat_keys
+                assert col.tolist() == [0]
+
+
+# --------------------------------------------------------------------------------------------
+# Shared views (OP fusion)
+# --------------------------------------------------------------------------------------------
+class CountingViews(TextViews):
+    def __init__(self, texts):
+        super().__init__(texts)
+        self.computed: Counter = Counter()
+
+    def get(self, key, fn):
+        if key not in self._cache:
+            self.computed[key] += 1
+        return super().get(key, fn)
+
+
+def test_views_are_computed_once_per_batch():
+    views = CountingViews(["a b\nc d", "e f g\nh"])
+    names = ["average_line_length_filter", "maximum_line_length_filter", "words_num_filter",
+             "word_repetition_filter", "text_length_filter"]
+    for name in names:
+        get_op_class(name)().compute_stats_batch(views)
+    lines_keys = [k for k in views.computed if k[0] == "lines"]
+    words_keys = [k for k in views.computed if k[0] == "words"]
+    refined_keys = [k for k in views.computed if k[0] == "refined_words"]
+    assert len(lines_keys) == 1 and len(words_keys) == 1
+    assert len(refined_keys) == 2  # lower-cased (word repetition) and not (word count)
+    assert all(v == 1 for v in views.computed.values())
+    assert filters.lines_of(views) is filters.lines_of(views)
+    assert filters.lines_of(views)[0] == ["a b", "c d"]
+
+
+# --------------------------------------------------------------------------------------------
+# Mappers
+# --------------------------------------------------------------------------------------------
+def test_clean_html():
+    out = run_mapper("clean_html_mapper", [
+        "<ul><li>one</li><li>two</li></ul>",
+        "<p>Tom &amp; Jerry</p>",
+        # '<ol>' and '<li>' both become "\n*"; the parser drops the document's leading newline
+        "<ol><li>x</li></ol>",
+        "  plain\r\ntext",  # no markup, still parsed: leading spaces go, '\r\n' becomes '\n'
+        '<li class="a">x</li>',  # only the bare <li> is replaced
+        "<title>T</title><script>var a;</script><body>B</body>",  # script/title text is kept
+        "",
+    ])
+    assert out == ["\n*one\n*two", "Tom & Jerry", "*\n*x", "plain\ntext", "x", "Tvar a;B", ""]
+    assert run_mapper("clean_html_mapper", [None]) == [None]
+
+
+def test_clean_links():
+    texts = [
+        "see https://example.com/a?b=1 now",
+        "visit www.example.org.",  # the trailing full stop is not part of the link
+        "example.com/page, x",  # host.tld/ needs no scheme
+        "plain text. no link",
+        "HTTPS://X.Y/Z",  # case-insensitive
+        "time 10:30am",  # a scheme starts with a letter
+        "note:1234 ok",  # Data-Juicer quirk: any word: with 3+ characters looks like a scheme
+    ]
+    assert run_mapper("clean_links_mapper", texts) == [
+        "see  now", "visit .", ", x", "plain text. no link", "", "time 10:30am", " ok"]
+    assert run_mapper("clean_links_mapper", ["go to http://x.io/y!"], repl="<URL>") == ["go to <URL>!"]
+    # a custom pattern, also in Data-Juicer's r'...' spelling
+    assert run_mapper("clean_links_mapper", ["a1b22"], pattern=r"\d+", repl="#") == ["a#b#"]
+    assert run_mapper("clean_links_mapper", ["a1b22"], pattern=r"r'\d+'", repl="#") == ["a#b#"]
+
+
+def test_clean_email():
+    texts = [
+        "contact bob.smith+x@mail.co.uk!",
+        "a@Example.com",  # the domain is matched lower-case only: untouched
+        "a@mail.example.Com",  # ... so the upper-case TLD is left behind
+        "no address @ all",
+    ]
+    assert run_mapper("clean_email_mapper", texts) == [
+        "contact !", "a@Example.com", ".Com", "no address @ all"]
+    assert run_mapper("clean_email_mapper", ["mail me: x@y.io"], repl="[EMAIL]") == ["mail me: [EMAIL]"]
+    assert run_mapper("clean_email_mapper", ["id 42 and 7"], pattern=r"\d+", repl="N") == ["id N and N"]
+
+
+def test_whitespace_normalization():
+    texts = [
+        # str.strip() drops the ideographic space, the space and " \n" at the end; the no-break
+        # space, the tab and the zero-width space inside become ' '
+        "\u3000 a\u00a0b\tc\u200bd \n",
+        "\u200bx",  # U+200B is not str.isspace(): not stripped, but replaced
+        "a\nb",  # newlines inside are kept
+        "a  b",  # runs of spaces are not collapsed
+        "\x84a\u2060b",  # '\x84' and U+2060 are in Data-Juicer's set
+        "",
+    ]
+    assert run_mapper("whitespace_normalization_mapper", texts) == [
+        "a b c d", " x", "a\nb", "a  b", " a b", ""]
+
+
+# --------------------------------------------------------------------------------------------
+# Deduplicator
+# --------------------------------------------------------------------------------------------
+def hashes(texts, **kw):
+    return get_op_class("document_deduplicator")(**kw).hash_batch(TextViews(list(texts)))
+
+
+def test_document_deduplicator_default():
+    h = hashes(["abc", " abc\n", "Abc", "a bc"])
+    assert h[0] == "900150983cd24fb0d6963f7d28e17f72" == md5("abc")
+    assert h[1] == h[0]  # the text is stripped before hashing
+    assert h[2] != h[0]  # case matters by default
+    assert h[3] != h[0]  # inner whitespace matters by default
+
+
+def test_document_deduplicator_options():
+    texts = ["Hello, World! 123", "HelloWorld", "hello world", "Café, 2024!", "Café，", "\x1cabc"]
+    h = hashes(texts, ignore_non_character=True)
+    assert h[0] == h[1] == md5("HelloWorld")  # whitespace, digits, ASCII punctuation removed
+    assert h[2] == md5("helloworld") != h[1]  # case still matters
+    assert h[3] == md5("Café")
+    assert h[4] == md5("Café，")  # the full-width comma is not ASCII punctuation
+    # '\x1c' is not regex's \s, but str.strip() removes it afterwards
+    assert h[5] == md5("abc") == hashes(["\x1cabc"], ignore_non_character=True, lowercase=True)[0]
+    h = hashes(texts, lowercase=True)
+    assert h[2] == md5("hello world") and h[1] == md5("helloworld")
+    h = hashes(texts, lowercase=True, ignore_non_character=True)
+    assert h[0] == h[1] == h[2] == md5("helloworld")
+    assert h[3] == md5("café")
+
+
+# --------------------------------------------------------------------------------------------
+# Listing command
+# --------------------------------------------------------------------------------------------
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "sandbox.ops", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_listing_command_lists_every_op():
+    r = _cli()
+    assert r.returncode == 0, r.stderr
+    for name in ALL_NAMES:
+        assert name in r.stdout
+    assert "keep text_len >= min_len; range [0, sys.maxsize]" in r.stdout
+    assert "keep char_rep_ratio <= max_ratio; range [0, 1]" in r.stdout
+    assert "rep_len: int = 10" in r.stdout
+
+
+def test_listing_command_describes_one_op():
+    r = _cli("words_num_filter")
+    assert r.returncode == 0, r.stderr
+    assert "words_num_filter  [filter]" in r.stdout
+    assert "stats: num_words" in r.stdout
+    assert "min_num: int = 10" in r.stdout
+
+
+def test_listing_command_unknown_op_exits_2():
+    r = _cli("text_lenght_filter")
+    assert r.returncode == 2
+    assert "text_length_filter" in r.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Fast paths == plain reference implementations (the way Data-Juicer writes them)
+# --------------------------------------------------------------------------------------------
+ALPHABET = st.sampled_from(
+    list("abcXYZ019 \t\n\r.,!-'_") + ["\x0b", "\x1c", "\x85", "\xa0", "\u2028", "\u3000", "\u200b",
+    "é", "ß", "İ", "Σ", "ª", "©", "“", "”", "—", "中", "文", "，", "😀", "❤", "\ud800", "١"]
+)
+TEXTS = st.lists(ALPHABET, max_size=60).map("".join)
+
+
+def ref_strip(word, chars):
+    i, j = 0, len(word)
+    while i < j and word[i] in chars:
+        i += 1
+    while j > i and word[j - 1] in chars:
+        j -= 1
+    return word[i:j]
+
+
+def ref_refined(text, lower):
+    words = [w for w in text.replace("\n", " ").replace("\t", " ").split(" ") if w]
+    if lower:
+        words = [w.lower() for w in words]
+    words = [ref_strip(w, filters.SPECIAL_CHARACTERS) for w in words]
+    return [w for w in words if w]
+
+
+def ref_word_rep(words, n):
+    freq = Counter(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
+    if not freq:
+        return 0.0
+    return sum(v for v in freq.values() if v > 1) / sum(freq.values())
+
+
+def ref_char_rep(text, n):
+    freq = {}
+    for i in range(len(text) - n + 1):
+        freq[text[i:i + n]] = freq.get(text[i:i + n], 0) + 1
+    if not freq:
+        return 0.0
+    vals = sorted(freq.values(), reverse=True)
+    k = min(int(np.sqrt(len(vals))), len(vals) - vals.count(1))
+    return sum(vals[:k]) / sum(vals)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXTS)
+def test_character_counts_match_reference(text):
+    assert filters.alnum_count(text) == sum(c.isalnum() for c in text)
+    assert filters.special_char_count(text) == len([c for c in text if c in filters.SPECIAL_CHARACTERS])
+    words = [w for w in text.replace("\n", " ").replace("\t", " ").split(" ") if w]
+    assert filters.split_on_whitespace(text) == words
+    for lower in (False, True):
+        assert filters.refine_words(words, lower) == ref_refined(text, lower)
+    for w in words:
+        assert filters.strip_special(w) == ref_strip(w, filters.SPECIAL_CHARACTERS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(TEXTS, st.integers(1, 40)), min_size=1, max_size=4), st.integers(1, 12))
+def test_repetition_ratios_match_reference(parts, n):
+    # repeating a random piece makes both long texts (vectorised path) and real repetitions
+    texts = [piece * reps for piece, reps in parts]
+    assert filters.char_rep_ratios(texts, n).tolist() == [ref_char_rep(t, n) for t in texts]
+    got = stat("word_repetition_filter", texts, rep_len=n)
+    assert got == [ref_word_rep(ref_refined(t, True), n) for t in texts]
+
+
+def test_alnum_table_matches_str_isalnum():
+    table = filters._alnum_table()
+    cps = np.arange(0, sys.maxunicode + 1, 97)  # every 97th code point, surrogates included
+    assert table[cps].tolist() == [chr(c).isalnum() for c in cps.tolist()]
