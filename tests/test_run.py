@@ -13,7 +13,7 @@ from sandbox.runner import run
 from tests.conftest import SENTENCES, compose
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_TRAINER = ["trainer.token_budget=4096", "trainer.n_layer=1", "trainer.n_embd=32",
+TINY_TRAINER = ["trainer.token_budget=4096", "+trainer.log_every=2", "trainer.n_layer=1", "trainer.n_embd=32",
                 "trainer.n_head=2", "trainer.vocab_size=300", "trainer.seq_len=32",
                 "trainer.batch_size=8"]
 

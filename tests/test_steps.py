@@ -40,7 +40,7 @@ def test_ksigma_on_a_known_distribution(tmp_path):
     summary = {"text_length_filter.text_len": {"count": 20000, "mean": 1000.0, "std": 100.0},
                "alphanumeric_filter.alnum_ratio": {"count": 20000, "mean": 0.8, "std": 0.1}}
     recipe = {"ops": {"text_length_filter": {"min_len": 10, "max_len": 5},
-                      "alphanumeric_filter": {"min_ratio": 0.25}}}
+                      "alphanumeric_filter": {"min_ratio": 0.25, "max_ratio": 1.0}}}
     # min_len > max_len is invalid as written, but refinement replaces both before validation
     with pytest.raises(RecipeError):
         load_recipe(recipe)
@@ -52,7 +52,7 @@ def test_ksigma_on_a_known_distribution(tmp_path):
     assert ops["alphanumeric_filter"]["max_ratio"] == pytest.approx(1.0)  # 1.1 clipped to 1
     moved = {(c["op"], c["arg"]) for c in out["changes"]}
     assert moved == {("text_length_filter", "min_len"), ("text_length_filter", "max_len"),
-                     ("alphanumeric_filter", "min_ratio"), ("alphanumeric_filter", "max_ratio")}
+                     ("alphanumeric_filter", "min_ratio")}  # max_ratio: 1.0 -> clipped 1.0
     import yaml
 
     dj = yaml.safe_load(open(out["recipe_path"]))
@@ -82,7 +82,7 @@ def test_probe_summary_and_plots(tmp_path):
     out = Probe(quantiles=[0.5]).run(env_for(tmp_path, "probe"), dataset=pool, recipe=recipe)
     s = out["summary"]["text_length_filter.text_len"]
     assert s["count"] == 4 and s["mean"] == 25 and s["min"] == 10 and s["max"] == 40
-    assert s["std"] == pytest.approx(np.std([10, 20, 30, 40]))
+    assert s["std"] == pytest.approx(np.std([10, 20, 30, 40], ddof=1))
     assert s["q0.5"] == 25
     assert (tmp_path / "probe" / "plots" / "text_length_filter.text_len.png").stat().st_size > 1000
     rows = list(csv.DictReader(open(out["summary_path"])))
@@ -191,3 +191,23 @@ def test_stats_cache_is_reused_across_threshold_changes(tmp_path):
     spec_d = load_recipe({"ops": {"character_repetition_filter": {"rep_len": 6}}}).ops
     compute(texts, spec_c, cache_dir=tmp_path, fingerprint="f1")
     assert not compute(texts, spec_d, cache_dir=tmp_path, fingerprint="f1").cache_hit
+
+
+def test_ksigma_keeps_float_arguments_float_when_default_is_an_int(tmp_path):
+    # alphanumeric_filter's max_ratio defaults to sys.maxsize (an int) but is a float argument
+    summary = {"alphanumeric_filter.alnum_ratio": {"count": 10, "mean": 0.8, "std": 0.05}}
+    out = KSigmaRefiner(k=3).run(env_for(tmp_path), recipe={"ops": {"alphanumeric_filter": {}}},
+                                 summary=summary)
+    assert out["recipe"]["ops"]["alphanumeric_filter"] == {}  # nothing written, nothing refined
+    out = KSigmaRefiner(k=3).run(env_for(tmp_path), summary=summary, recipe={
+        "ops": {"alphanumeric_filter": {"min_ratio": 0.1, "max_ratio": 2**63 - 1}}})
+    args = out["recipe"]["ops"]["alphanumeric_filter"]
+    assert args["min_ratio"] == pytest.approx(0.65) and args["max_ratio"] == pytest.approx(0.95)
+
+
+def test_ksigma_refines_only_the_arguments_the_recipe_writes(tmp_path):
+    summary = {"special_characters_filter.special_char_ratio": {"count": 9, "mean": 0.2, "std": 0.01}}
+    out = KSigmaRefiner(k=2).run(env_for(tmp_path), summary=summary, recipe={
+        "ops": {"special_characters_filter": {"max_ratio": 0.25}}})
+    assert out["recipe"]["ops"]["special_characters_filter"] == {"max_ratio": pytest.approx(0.22)}
+    assert [c["arg"] for c in out["changes"]] == ["max_ratio"]

@@ -72,6 +72,7 @@ class LMEvaluator(Step):
         label_key: str = "label",
         probe_C: float = 1.0,
         seed: int | None = None,
+        corpus_seed: int = 0,
     ):
         if batch_size <= 0:
             raise ValueError("evaluate: batch_size must be > 0")
@@ -86,6 +87,7 @@ class LMEvaluator(Step):
         self.label_key = label_key
         self.probe_C = float(probe_C)
         self.seed = seed
+        self.corpus_seed = corpus_seed  # built-in sets: the pool's corpus seed keeps them disjoint
 
     # ------------------------------------------------------------------ inputs
     def _paths(self) -> tuple[str, str | None, str | None]:
@@ -94,7 +96,7 @@ class LMEvaluator(Step):
         if any(p is None for p in needed):
             from sandbox.data.corpus import default_corpus
 
-            corpus = default_corpus()
+            corpus = default_corpus(seed=self.corpus_seed)
             defaults = [corpus.eval_text, corpus.task_train, corpus.task_test]
             paths = [str(d) if p is None else p for p, d in zip(paths, defaults)]
         return paths[0], paths[1], paths[2]

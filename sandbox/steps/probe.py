@@ -66,7 +66,7 @@ def describe(values: np.ndarray, quantiles: list[float]) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return {"count": 0}
-    out = {"count": int(v.size), "mean": float(v.mean()), "std": float(v.std()),
+    out = {"count": int(v.size), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
            "min": float(v.min()), "max": float(v.max())}
     for q, val in zip(quantiles, np.quantile(v, quantiles)):
         out[f"q{q:g}"] = float(val)

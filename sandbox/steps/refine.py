@@ -1,8 +1,11 @@
 """Refine: move the recipe's thresholds from what the probe saw.
 
-``KSigmaRefiner`` follows Data-Juicer: a filter argument that bounds a stat from below (its name
-contains ``min``) becomes mean - k*std of that stat, one that bounds from above (``max``) becomes
-mean + k*std, clipped to the argument's valid range. Integer arguments are rounded inwards-safe
+``KSigmaRefiner`` follows Data-Juicer: a filter argument *written in the recipe* that bounds a
+stat from below (its name contains ``min``) becomes mean - k*std of that stat (std with ddof=1,
+as Data-Juicer's analyzer reports it), one that bounds from above (``max``) becomes mean + k*std.
+Arguments left at their defaults stay there, so a recipe that writes only ``max_ratio`` gets a
+one-sided filter. Unlike Data-Juicer, values are clipped to the argument's valid range (a
+negative ``min_len`` means nothing). Integer arguments are rounded inwards-safe
 (``min`` up, ``max`` down), which keeps exactly the samples of the real-valued bound because
 their stats are integers. Writes the refined recipe in Data-Juicer's ``process:`` format and a
 table of the thresholds that moved."""
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
+import typing
 from typing import Any
 
 from sandbox.steps.base import Step, StepEnv
@@ -61,14 +65,16 @@ class KSigmaRefiner(Step):
         for spec in rec.ops:
             cls = get_op_class(spec.name)
             params = cls.params()
+            hints = typing.get_type_hints(cls.__init__)
             for arg, th in cls.thresholds.items():
+                if arg not in spec.args:
+                    continue
                 s = summary.get(stat_column(spec.key, th.stat))
                 if not s or not s.get("count"):
                     continue
-                old = spec.args.get(arg, params[arg].default)
+                old = spec.args[arg]
                 new = refine_value(s["mean"], s["std"], self.k, th.bound, th.low, th.high,
-                                   integer=isinstance(params[arg].default, int) and
-                                   not isinstance(params[arg].default, bool))
+                                   integer=hints.get(arg) is int)
                 spec.args[arg] = new
                 if new != old:
                     changes.append({"op": spec.key, "arg": arg, "stat": th.stat, "old": old,
