@@ -13,7 +13,7 @@ from sandbox.runner import run
 from tests.conftest import SENTENCES, compose
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_TRAINER = ["trainer.token_budget=4096", "+trainer.log_every=2", "trainer.n_layer=1", "trainer.n_embd=32",
+TINY_TRAINER = ["trainer.token_budget=4096", "trainer.log_every=2", "trainer.n_layer=1", "trainer.n_embd=32",
                 "trainer.n_head=2", "trainer.vocab_size=300", "trainer.seq_len=32",
                 "trainer.batch_size=8"]
 
@@ -142,3 +142,17 @@ def test_cli_process_and_clear_errors(docs_file, tmp_path):
               "tracking=none", "+recipe.ops.text_lenght_filter.min_len=3",
               f"hydra.run.dir={tmp_path / 'run3'}"], cwd=tmp_path)
     assert r.returncode == 2 and "Did you mean 'text_length_filter'" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_default_experiment_from_the_cli_on_the_real_corpus(tmp_path):
+    """`python -m sandbox` as a user runs it (real corpus, built-in eval sets), tiny budget."""
+    r = _cli(["trainer.token_budget=8192", "progress=false", f"hydra.run.dir={tmp_path / 'run'}",
+              f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ctx = json.loads((tmp_path / "run" / "context.json").read_text())["steps"]
+    assert ctx["load"]["outputs"]["num_samples"] == 5000
+    m = ctx["evaluate_model"]["outputs"]["metrics"]
+    assert m["perplexity"] > 1 and 0 <= m["downstream_accuracy"] <= 1
+    assert 0 < ctx["evaluate_data"]["outputs"]["metrics"]["retention"] < 1
+    assert "perplexity" in r.stdout and "No comparable baseline" in r.stdout
