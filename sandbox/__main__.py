@@ -14,18 +14,27 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    from hydra.types import RunMode
+
     from sandbox.errors import SandboxError
     from sandbox.runner import run
+    from sandbox.search.trial import install_hook_from_env, write_result
+    from sandbox.steps.base import Pruned
 
+    install_hook_from_env()  # a search trial in its own process: report to its Optuna trial
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN  # one process runs every job
     try:
         metrics = run(cfg, run_dir=HydraConfig.get().runtime.output_dir)
-    except SandboxError as e:
-        if cfg.get("traceback"):
+    except BaseException as e:
+        write_result("pruned" if isinstance(e, Pruned) else "failed", error=e)  # for the sweeper
+        if in_sweep or cfg.get("traceback") or not isinstance(e, (SandboxError, Pruned)):
             raise
         from sandbox.console import console
 
-        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
-        sys.exit(2)
+        console.print(f"[bold red]{'pruned' if isinstance(e, Pruned) else 'error'}:[/] {e}",
+                      soft_wrap=True)
+        sys.exit(3 if isinstance(e, Pruned) else 2)
+    write_result("ok", metrics)
     objective = cfg.get("objective")
     if objective:
         names = [objective] if isinstance(objective, str) else list(objective)

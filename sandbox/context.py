@@ -24,6 +24,7 @@ class Context:
     def __init__(self, path: Path | None = None):
         self.path = path
         self.steps: dict[str, dict[str, Any]] = {}
+        self.meta: dict[str, Any] = {}  # run-level facts, e.g. the tracking run to resume into
         self.touched: set[str] = set()  # steps read by the last resolution (for identities)
 
     # ------------------------------------------------------------------ persistence
@@ -39,11 +40,12 @@ class Context:
                     f"delete the file to re-run every step."
                 ) from None
             ctx.steps = data.get("steps", {})
+            ctx.meta = data.get("meta", {})
         return ctx
 
     def save(self) -> None:
         if self.path is not None:
-            atomic_write_json(self.path, {"steps": self.steps})
+            atomic_write_json(self.path, {"meta": self.meta, "steps": self.steps})
 
     # ------------------------------------------------------------------ access
     def record(self, step: str, outputs: dict[str, Any], identity: str, seconds: float) -> None:

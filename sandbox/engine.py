@@ -2,23 +2,33 @@
 
 Two phases, kept apart on purpose:
 
-1. ``compute``: mappers edit the text, filters compute stats, deduplicators compute hashes, for
-   *every* sample (nothing is dropped). This never looks at thresholds, so its result is cached
-   by (input fingerprint, the OPs' names and stat-relevant parameters): probe and process share
-   it, and a threshold change or a sweep trial re-uses it.
+1. ``compute`` / ``compute_file``: mappers edit the text, filters compute stats,
+   deduplicators compute hashes, for *every* sample (nothing is dropped). This never looks at
+   thresholds, so its result is cached by (input fingerprint, the OPs' names and stat-relevant
+   parameters): probe and process share it, and a threshold change or a sweep trial re-uses it.
 2. ``select``: thresholds turn stats into masks, OP by OP in recipe order, and deduplicators keep
-   the first alive sample of each hash. Cheap (vectorised), and it records which OP dropped each
-   sample (drop reasons as data).
+   the first alive sample of each hash. Vectorised (numpy masks; dedup is one ``np.unique`` over
+   integer hash codes of the alive rows), and it records which OP dropped each sample.
 
 Because mappers and stats are per-sample, computing every stat on every sample and masking
 afterwards keeps exactly the samples that applying the OPs one after the other would keep.
+
+Memory. ``compute_file`` streams: the main process reads the pool's Parquet file in record
+batches of ``batch_size`` rows (only the text column), ships each batch to a worker as an Arrow
+IPC buffer (no pickled lists of ``str``), and writes each result batch (stats, hashes, and the
+mapped text when a mapper ran) to the cache file with a ``ParquetWriter`` as it arrives, in input
+order. At most ``2 * num_proc`` batches are in flight, so memory is bounded by the batch size, not
+by the pool. Only the numeric stat columns and the integer hash codes are ever loaded whole
+(a few bytes per sample per stat).
 """
 from __future__ import annotations
 
 import multiprocessing as mp
-from dataclasses import dataclass
+import os
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -26,7 +36,7 @@ from sandbox.ops import Deduplicator, Filter, Mapper, Op, OpSpec, TextViews
 from sandbox.utils import stable_hash
 
 TEXT_COLUMN = "__text__"
-ENGINE_VERSION = 1  # bump when stat/cache layout changes
+ENGINE_VERSION = 2  # bump when stat/cache layout changes
 
 
 def stat_column(key: str, stat: str) -> str:
@@ -37,6 +47,14 @@ def hash_column(key: str) -> str:
     return f"{key}.hash"
 
 
+def default_num_proc() -> int:
+    """Processes to use when the config does not say: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass
 class Computed:
     texts: list[str]  # text after all mappers
@@ -44,15 +62,17 @@ class Computed:
     cache_hit: bool = False
 
 
-# ---------------------------------------------------------------- compute (stats, text, hashes)
+# ---------------------------------------------------------------- per-batch work (workers)
 _WORKER_OPS: list[tuple[str, Op]] = []
+_WORKER_MAPS = False
 
 
 def _init_worker(specs: list[OpSpec], text_key: str) -> None:
     from sandbox.ops import get_op_class
 
-    global _WORKER_OPS
+    global _WORKER_OPS, _WORKER_MAPS
     _WORKER_OPS = [(s.key, get_op_class(s.name)(text_key=text_key, **s.args)) for s in specs]
+    _WORKER_MAPS = any(isinstance(op, Mapper) for _, op in _WORKER_OPS)
 
 
 def _run_batch(texts: list[str]) -> tuple[list[str], dict[str, Any]]:
@@ -70,6 +90,46 @@ def _run_batch(texts: list[str]) -> tuple[list[str], dict[str, Any]]:
     return views.texts, cols
 
 
+def _to_ipc(batch) -> Any:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as w:
+        w.write_batch(batch)
+    return sink.getvalue()
+
+
+def _from_ipc(buf):
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(buf).read_next_batch()
+
+
+def _result_batch(texts: list[str], cols: dict[str, Any], n: int):
+    import pyarrow as pa
+
+    arrays, names = [], []
+    if _WORKER_MAPS:
+        arrays.append(pa.array(texts, type=pa.large_string()))
+        names.append(TEXT_COLUMN)
+    for k, v in cols.items():
+        arrays.append(pa.array(v) if not isinstance(v, np.ndarray) or v.dtype != object
+                      else pa.array(list(v)))
+        names.append(k)
+    if not arrays:
+        arrays, names = [pa.nulls(n, pa.int8())], ["__n__"]
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _run_ipc(buf) -> Any:
+    """Worker entry: an IPC buffer holding one text column in, an IPC buffer of results out."""
+    batch = _from_ipc(buf)
+    texts = batch.column(0).to_pylist()
+    out_texts, cols = _run_batch(texts)
+    return _to_ipc(_result_batch(out_texts, cols, len(texts)))
+
+
+# ---------------------------------------------------------------- cache keys and files
 def cache_key(fingerprint: str, specs: list[OpSpec], text_key: str) -> str:
     from sandbox.ops import get_op_class
 
@@ -80,64 +140,220 @@ def cache_key(fingerprint: str, specs: list[OpSpec], text_key: str) -> str:
     return stable_hash([ENGINE_VERSION, fingerprint, text_key, parts], n=24)
 
 
+def cache_path(cache_dir: Path, fingerprint: str, specs: list[OpSpec], text_key: str) -> Path:
+    return Path(cache_dir) / "stats" / f"{cache_key(fingerprint, specs, text_key)}.parquet"
+
+
+def _has_mapper(specs: list[OpSpec]) -> bool:
+    from sandbox.ops import get_op_class
+
+    return any(issubclass(get_op_class(s.name), Mapper) for s in specs)
+
+
+def isinstance_mapper(spec: OpSpec) -> bool:  # kept for callers of the old name
+    return _has_mapper([spec])
+
+
+def _num_rows(path: Path) -> int | None:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception:  # a damaged cache entry is recomputed, never trusted
+        return None
+
+
+# ---------------------------------------------------------------- parallel batch map
+def _map_ordered(fn: Callable, items: Iterator, num_proc: int, specs: list[OpSpec],
+                 text_key: str) -> Iterator:
+    """``map(fn, items)`` in order, on ``num_proc`` forked workers, with at most
+    ``2 * num_proc`` items in flight (``Pool.imap`` would drain ``items`` eagerly)."""
+    if num_proc <= 1:
+        _init_worker(specs, text_key)
+        for it in items:
+            yield fn(it)
+        return
+    ctx = mp.get_context("fork")
+    with ctx.Pool(num_proc, initializer=_init_worker, initargs=(specs, text_key)) as pool:
+        pending: deque = deque()
+        for it in items:
+            pending.append(pool.apply_async(fn, (it,)))
+            if len(pending) >= 2 * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+# ---------------------------------------------------------------- compute: streaming (files)
+@dataclass
+class ComputedFile:
+    """The result of ``compute_file``: a Parquet file aligned row by row with the input."""
+
+    path: Path  # stat/hash columns, plus TEXT_COLUMN when a mapper changed the text
+    num_rows: int
+    has_text: bool
+    cache_hit: bool = False
+    _columns: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def column_names(self) -> list[str]:
+        import pyarrow.parquet as pq
+
+        return [n for n in pq.ParquetFile(self.path).schema_arrow.names
+                if n not in (TEXT_COLUMN, "__n__")]
+
+    def columns(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Stat columns as numpy arrays; hash columns as int64 codes (equal hash = equal code)."""
+        import pyarrow.parquet as pq
+
+        names = self.column_names() if names is None else names
+        missing = [n for n in names if n not in self._columns]
+        if missing:
+            table = pq.read_table(self.path, columns=missing, memory_map=True)
+            for n in missing:
+                col = table.column(n)
+                if n.endswith(".hash"):
+                    self._columns[n] = hash_codes(col)
+                else:
+                    self._columns[n] = col.to_numpy()
+        return {n: self._columns[n] for n in names}
+
+    def raw(self, name: str) -> np.ndarray:
+        """A column's values as a 1-D object array (signatures of near-duplicate OPs)."""
+        import pyarrow.parquet as pq
+
+        return _objects(pq.read_table(self.path, columns=[name], memory_map=True).column(name))
+
+    def text_batches(self, batch_size: int) -> Iterator:
+        """The mapped text, as Arrow arrays of ``batch_size`` rows (None when no mapper ran)."""
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(self.path, memory_map=True)
+        for b in rechunk(pf.iter_batches(batch_size=batch_size, columns=[TEXT_COLUMN]), batch_size):
+            yield b.column(0)
+
+
+def hash_codes(col) -> np.ndarray:
+    """Integer codes of a hash column: equal hashes get equal codes (vectorised, in Arrow)."""
+    import pyarrow as pa
+
+    if isinstance(col, np.ndarray):
+        if col.dtype.kind in "iu":
+            return col.astype(np.int64, copy=False)
+        col = pa.array(list(col)) if col.dtype == object else pa.array(col)
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if pa.types.is_integer(col.type) and col.null_count == 0:
+        return col.to_numpy().astype(np.int64, copy=False)
+    enc = col.dictionary_encode()
+    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def rechunk(batches: Iterator, size: int) -> Iterator:
+    """Record batches of exactly ``size`` rows (the last one may be shorter)."""
+    import pyarrow as pa
+
+    buf, have = [], 0
+    for b in batches:
+        while b.num_rows:
+            take = min(size - have, b.num_rows)
+            buf.append(b.slice(0, take))
+            have += take
+            b = b.slice(take)
+            if have == size:
+                yield buf[0] if len(buf) == 1 else pa.Table.from_batches(buf).combine_chunks().to_batches()[0]
+                buf, have = [], 0
+    if have:
+        yield buf[0] if len(buf) == 1 else pa.Table.from_batches(buf).combine_chunks().to_batches()[0]
+
+
+def compute_file(dataset: str | Path, specs: list[OpSpec], text_key: str = "text",
+                 num_proc: int = 1, batch_size: int = 512, cache_dir: Path | None = None,
+                 fingerprint: str | None = None, progress=None,
+                 scratch_dir: Path | None = None) -> ComputedFile:
+    """Run every OP on every sample of a Parquet file, streaming; results go to a Parquet file
+    (the cache entry when ``cache_dir`` and ``fingerprint`` are given, else ``scratch_dir``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sandbox.utils import atomic_path
+
+    dataset = Path(dataset)
+    src = pq.ParquetFile(dataset, memory_map=True)
+    n = src.metadata.num_rows
+    has_text = _has_mapper(specs)
+    if cache_dir is not None and fingerprint is not None:
+        out = cache_path(cache_dir, fingerprint, specs, text_key)
+        if out.exists() and _num_rows(out) == n:
+            return ComputedFile(out, n, has_text, cache_hit=True)
+    else:
+        if scratch_dir is None:
+            raise ValueError("compute_file needs cache_dir+fingerprint or scratch_dir")
+        out = Path(scratch_dir) / f".engine-{os.getpid()}-{cache_key('scratch', specs, text_key)}.parquet"
+
+    advance = progress or (lambda k=1: None)
+    texts_in = (_to_ipc(b) for b in rechunk(src.iter_batches(batch_size=batch_size,
+                                                             columns=[text_key]), batch_size))
+    workers = max(1, int(num_proc)) if n > batch_size else 1
+    with atomic_path(out) as tmp:
+        writer = None
+        try:
+            for buf in _map_ordered(_run_ipc, texts_in, workers, specs, text_key):
+                rb = _from_ipc(buf)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, rb.schema, compression="zstd")
+                    schema = rb.schema
+                elif rb.schema != schema:
+                    rb = pa.Table.from_batches([rb]).cast(schema).to_batches()[0]
+                writer.write_batch(rb, row_group_size=max(batch_size, 65536))
+                advance(rb.num_rows)
+            if writer is None:  # an empty pool
+                pq.write_table(pa.table({"__n__": pa.nulls(0, pa.int8())}), tmp)
+        finally:
+            if writer is not None:
+                writer.close()
+    return ComputedFile(out, n, has_text)
+
+
+# ---------------------------------------------------------------- compute: in memory (lists)
 def compute(texts: list[str], specs: list[OpSpec], text_key: str = "text", num_proc: int = 1,
             batch_size: int = 512, cache_dir: Path | None = None, fingerprint: str | None = None,
             progress=None) -> Computed:
-    """Run every OP on every sample; cached when ``cache_dir`` and ``fingerprint`` are given."""
+    """Run every OP on every sample of an in-memory list (small pools, tests); cached when
+    ``cache_dir`` and ``fingerprint`` are given. Same batches and workers as ``compute_file``."""
+    import pyarrow as pa
+
     cache_file = None
     if cache_dir is not None and fingerprint is not None:
-        cache_file = Path(cache_dir) / "stats" / f"{cache_key(fingerprint, specs, text_key)}.parquet"
-        if cache_file.exists():
+        cache_file = cache_path(cache_dir, fingerprint, specs, text_key)
+        if cache_file.exists() and _num_rows(cache_file) == len(texts):
             got = _load_cache(cache_file, texts)
             if got is not None:
                 return got
-
-    batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-    results: list[tuple[list[str], dict[str, Any]]] = []
-    advance = progress or (lambda n=1: None)
-    if num_proc > 1 and len(batches) > 1:
-        ctx = mp.get_context("fork")
-        with ctx.Pool(num_proc, initializer=_init_worker, initargs=(specs, text_key)) as pool:
-            for res in pool.imap(_run_batch, batches, chunksize=1):
-                results.append(res)
-                advance(len(res[0]))
-    else:
-        _init_worker(specs, text_key)
-        for b in batches:
-            results.append(_run_batch(b))
-            advance(len(b))
-
-    out_texts = [t for r in results for t in r[0]]
-    columns: dict[str, np.ndarray] = {}
-    for name in (results[0][1] if results else {}):
-        parts = [r[1][name] for r in results]
-        columns[name] = (np.concatenate([np.asarray(p) for p in parts])
-                         if not name.endswith(".hash") else np.array(sum((list(p) for p in parts), []),
-                                                                      dtype=object))
-    computed = Computed(out_texts, columns)
+    advance = progress or (lambda k=1: None)
+    chunks = (_to_ipc(pa.record_batch([pa.array(texts[i:i + batch_size], type=pa.large_string())],
+                                      names=["t"]))
+              for i in range(0, len(texts), batch_size))
+    workers = max(1, int(num_proc)) if len(texts) > batch_size else 1
+    batches = []
+    for buf in _map_ordered(_run_ipc, chunks, workers, specs, text_key):
+        rb = _from_ipc(buf)
+        batches.append(rb)
+        advance(rb.num_rows)
+    table = pa.Table.from_batches(batches) if batches else None
+    out_texts = (table.column(TEXT_COLUMN).to_pylist() if table is not None
+                 and TEXT_COLUMN in table.column_names else list(texts))
+    columns = {}
+    for name in (table.column_names if table is not None else []):
+        if name in (TEXT_COLUMN, "__n__"):
+            continue
+        col = table.column(name)
+        columns[name] = _objects(col) if name.endswith(".hash") else col.to_numpy()
     if cache_file is not None:
-        _save_cache(cache_file, computed, changed=any(isinstance_mapper(s) for s in specs))
-    return computed
+        from sandbox.data.io import write_parquet
 
-
-def isinstance_mapper(spec: OpSpec) -> bool:
-    from sandbox.ops import get_op_class
-
-    return issubclass(get_op_class(spec.name), Mapper)
-
-
-def _save_cache(path: Path, c: Computed, changed: bool) -> None:
-    import pyarrow as pa
-
-    from sandbox.data.io import write_parquet
-
-    data: dict[str, Any] = {}
-    if changed:
-        data[TEXT_COLUMN] = pa.array(c.texts, type=pa.large_string())
-    for k, v in c.columns.items():
-        data[k] = pa.array(list(v)) if v.dtype == object else pa.array(v)
-    table = pa.table(data) if data else pa.table({"__n__": pa.array(np.zeros(len(c.texts), np.int8))})
-    write_parquet(table, path)
+        write_parquet(table if table is not None else pa.table({"__n__": pa.nulls(0, pa.int8())}),
+                      cache_file)
+    return Computed(out_texts, columns)
 
 
 def _load_cache(path: Path, texts: list[str]) -> Computed | None:
@@ -156,51 +372,94 @@ def _load_cache(path: Path, texts: list[str]) -> Computed | None:
         if n in (TEXT_COLUMN, "__n__"):
             continue
         col = table.column(n)
-        cols[n] = (np.array(col.to_pylist(), dtype=object) if n.endswith(".hash")
-                   else col.to_numpy())
+        cols[n] = _objects(col) if n.endswith(".hash") else col.to_numpy()
     return Computed(out_texts, cols, cache_hit=True)
+
+
+def _objects(col) -> np.ndarray:
+    """A 1-D object array of a column's values (lists stay lists, never a 2-D array)."""
+    values = col.to_pylist()
+    out = np.empty(len(values), dtype=object)
+    out[:] = values if not values or not isinstance(values[0], list) else [None] * len(values)
+    if values and isinstance(values[0], list):
+        for i, v in enumerate(values):
+            out[i] = v
+    return out
 
 
 # ---------------------------------------------------------------- select (thresholds, dedup)
 @dataclass
 class Selection:
     keep: np.ndarray  # bool per sample
-    dropped_by: np.ndarray  # object per sample: key of the OP that dropped it, or None
+    dropped_code: np.ndarray  # int16 per sample: index into ``op_keys`` of the dropping OP, or -1
+    op_keys: list[str]
     retention: list[dict[str, Any]]  # one row per OP: samples in/out
 
+    @property
+    def dropped_by(self) -> np.ndarray:
+        """Object per sample: key of the OP that dropped it, or None."""
+        names = np.array(list(self.op_keys) + [None], dtype=object)
+        return names[self.dropped_code]  # -1 picks the trailing None
 
-def select(specs: list[OpSpec], ops: list[Op], columns: dict[str, np.ndarray], n: int) -> Selection:
+
+def first_alive(codes: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    """Bool mask: the alive samples that are the first alive sample of their hash code."""
+    idx = np.flatnonzero(alive)
+    keep = np.zeros(len(alive), dtype=bool)
+    if idx.size:
+        _, first = np.unique(codes[idx], return_index=True)  # first occurrence (stable)
+        keep[idx[first]] = True
+    return keep
+
+
+def select(specs: list[OpSpec], ops: list[Op], columns, n: int) -> Selection:
+    """Apply thresholds and deduplication. ``columns`` is a dict of arrays or a
+    ``ComputedFile`` (only the columns the OPs need are loaded)."""
+    if isinstance(columns, ComputedFile):
+        cf, needed, raw = columns, [], {}
+        for spec, op in zip(specs, ops):
+            if isinstance(op, Filter):
+                needed += [stat_column(spec.key, s) for s in op.stat_keys]
+            elif isinstance(op, Deduplicator):
+                if _exact(op):
+                    needed.append(hash_column(spec.key))
+                else:  # a near-duplicate OP decides over its raw signatures
+                    raw[hash_column(spec.key)] = cf.raw(hash_column(spec.key))
+        columns = dict(cf.columns(needed)) | raw
     alive = np.ones(n, dtype=bool)
-    dropped_by = np.full(n, None, dtype=object)
+    dropped = np.full(n, -1, dtype=np.int16)
     rows = []
-    for spec, op in zip(specs, ops):
-        before = int(alive.sum())
+    for i, (spec, op) in enumerate(zip(specs, ops)):
+        before = int(np.count_nonzero(alive))
         alone = 0
         if isinstance(op, Filter):
             stats = {s: columns[stat_column(spec.key, s)] for s in op.stat_keys}
             passed = np.asarray(op.keep(stats), dtype=bool)
-            alone = int((~passed).sum())
+            alone = int(n - np.count_nonzero(passed))
             newly = alive & ~passed
+        elif isinstance(op, Deduplicator) and _exact(op):
+            codes = hash_codes(columns[hash_column(spec.key)])
+            newly = alive & ~first_alive(codes, alive)
+            alone = int(n - np.unique(codes).size)
         elif isinstance(op, Deduplicator):
             hashes = columns[hash_column(spec.key)]
-            newly = np.zeros(n, dtype=bool)
-            seen: set = set()
-            for i in np.flatnonzero(alive):
-                h = hashes[i]
-                if h in seen:
-                    newly[i] = True
-                else:
-                    seen.add(h)
-            alone = _duplicates_in(hashes)
+            newly = alive & ~np.asarray(op.keep_mask(hashes, alive.copy()), dtype=bool)
+            alone = int(n - np.count_nonzero(op.keep_mask(hashes, np.ones(n, dtype=bool))))
         else:
             newly = np.zeros(n, dtype=bool)
-        dropped_by[newly] = spec.key
+        dropped[newly] = i
         alive &= ~newly
         rows.append({"op": spec.key, "name": spec.name, "kind": op.kind, "in": before,
-                     "out": int(alive.sum()), "dropped": int(newly.sum()),
+                     "out": int(np.count_nonzero(alive)), "dropped": int(np.count_nonzero(newly)),
                      "would_drop_alone": alone})
-    return Selection(alive, dropped_by, rows)
+    return Selection(alive, dropped, [s.key for s in specs], rows)
+
+
+def _exact(op: Deduplicator) -> bool:
+    """True when the OP keeps the base class's exact first-of-each-hash rule (vectorised here)."""
+    return getattr(type(op), "keep_mask", None) is getattr(Deduplicator, "keep_mask", None)
 
 
 def _duplicates_in(hashes: np.ndarray) -> int:
-    return len(hashes) - len(set(hashes.tolist()))
+    codes = hash_codes(hashes)
+    return int(len(codes) - np.unique(codes).size)

@@ -72,6 +72,11 @@ def plan(cfg) -> list[PlannedStep]:
         for ref in refs:
             step, _, output = ref.partition(".")
             output = output.split(".")[0]
+            if step == name:
+                raise ConfigError(
+                    f"{where} reads ${{ctx:{ref}}}, its own output: a step cannot depend on "
+                    f"itself. Point it at an earlier step's output."
+                )
             if step not in done:
                 later = step in raw_steps
                 raise ConfigError(
@@ -159,7 +164,6 @@ def _check_inputs(cls: type, inputs: dict, where: str) -> None:
 # ============================================================================ execution
 def run(cfg, run_dir: str | Path | None = None) -> dict[str, float]:
     """Run the experiment described by a composed config; return its metrics."""
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from sandbox.console import console, print_summary, step_line
@@ -175,23 +179,21 @@ def run(cfg, run_dir: str | Path | None = None) -> dict[str, float]:
     ctx = Context.load(run_dir / "context.json") if resume else Context(run_dir / "context.json")
     resolved = resolved_config(cfg)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(redact(resolved))))
+    redact_hydra_record(run_dir)
 
     tracker = build_tracker(cfg)
     cache_dir = Path(str(cfg.get("cache_dir") or Path.home() / ".cache" / "sandbox"))
     tags = run_tags(cfg, resolved)
-    tracker.start(run_name=run_dir.name if run_dir.name else "run", params=flatten(redact(resolved)),
-                  tags=tags)
+    tracker.start(run_name=run_dir.name or "run", params=flatten(redact(resolved)), tags=tags,
+                  resume_run_id=ctx.meta.get("tracking_run_id") if resume else None)
+    ctx.meta["tracking_run_id"] = getattr(tracker, "run_id", None)
+    ctx.save()
     metrics: dict[str, float] = {}
     status = "FAILED"
     t_run = time.perf_counter()
     try:
         for step in steps:
-            with active(ctx):
-                ctx.touched = set()
-                node = OmegaConf.select(cfg, f"pipeline.steps.{step.name}")
-                comp_cfg = OmegaConf.to_container(node.component, resolve=True)
-                inputs = OmegaConf.to_container(node.inputs, resolve=True) if "inputs" in node \
-                    and node.inputs is not None else {}
+            comp_cfg, inputs = _resolve_step(cfg, ctx, step)
             identity = step_identity(comp_cfg, inputs, [ctx.steps[s]["identity"] for s in step.refs])
             if resume and ctx.done(step.name, identity) and _outputs_exist(ctx.steps[step.name]):
                 console.print(step_line(step.name, "skipped (unchanged, resume)"))
@@ -202,7 +204,7 @@ def run(cfg, run_dir: str | Path | None = None) -> dict[str, float]:
             env = StepEnv(name=step.name, workdir=workdir, run_dir=run_dir, cache_dir=cache_dir,
                           seed=int(cfg.get("seed", 42)), num_proc=int(cfg.get("num_proc", 1)),
                           tracker=tracker, show_progress=bool(cfg.get("progress", True)))
-            component = instantiate(comp_cfg, _convert_="all")
+            component = _build(comp_cfg, step)
             console.print(step_line(step.name, f"running {type(component).__name__}"))
             t0 = time.perf_counter()
             outputs = component.run(env, **inputs) or {}
@@ -230,6 +232,40 @@ def run(cfg, run_dir: str | Path | None = None) -> dict[str, float]:
         tracker.finish(status)
     print_summary(metrics, baseline, run_dir, tags.get("sandbox.baseline") == "true")
     return metrics
+
+
+def _resolve_step(cfg, ctx: Context, step: PlannedStep) -> tuple[dict, dict]:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    with active(ctx):
+        ctx.touched = set()
+        node = OmegaConf.select(cfg, f"pipeline.steps.{step.name}")
+        try:
+            comp_cfg = OmegaConf.to_container(node.component, resolve=True)
+            inputs = OmegaConf.to_container(node.inputs, resolve=True) \
+                if "inputs" in node and node.inputs is not None else {}
+        except OmegaConfBaseException as e:
+            raise ConfigError(
+                f"pipeline step `{step.name}` ({step.config_path}): its config cannot be resolved: "
+                f"{str(e).splitlines()[0]}. Fix the interpolation it names."
+            ) from None
+    return comp_cfg, inputs
+
+
+def _build(comp_cfg: dict, step: PlannedStep):
+    """Instantiate a component; a constructor that rejects its values is a config error."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(comp_cfg, _convert_="all")
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        raise ConfigError(
+            f"{step.config_path}: {step.cls.__name__} rejected its config: {cause}. Fix the value "
+            f"under `{step.config_path}`."
+        ) from None
 
 
 def step_identity(comp_cfg: dict, inputs: dict, upstream: list[str]) -> str:
@@ -286,6 +322,40 @@ def redact(obj: Any, _key: str = "") -> Any:
     if isinstance(obj, list):
         return [redact(v, _key) for v in obj]
     return obj
+
+
+def redact_hydra_record(run_dir: Path) -> None:
+    """Hydra saves the raw config and command-line overrides in ``.hydra/``: redact secrets there
+    too, so that no file in the run dir holds them in clear."""
+    import yaml
+
+    hydra_dir = run_dir / ".hydra"
+    for name in ("config.yaml", "hydra.yaml"):
+        f = hydra_dir / name
+        if f.exists():
+            data = yaml.safe_load(f.read_text(encoding="utf-8"))
+            atomic_write_text(f, yaml.safe_dump(_redact_overrides_in(redact(data)), sort_keys=False))
+    f = hydra_dir / "overrides.yaml"
+    if f.exists():
+        items = yaml.safe_load(f.read_text(encoding="utf-8")) or []
+        atomic_write_text(f, yaml.safe_dump([_redact_override(o) for o in items]))
+
+
+def _redact_overrides_in(obj: Any) -> Any:
+    """Redact ``key=value`` strings (Hydra's record of the command line) anywhere in ``obj``."""
+    if isinstance(obj, dict):
+        return {k: _redact_overrides_in(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_redact_overrides_in(v) for v in obj]
+    return _redact_override(obj) if isinstance(obj, str) and "=" in obj else obj
+
+
+def _redact_override(item: str) -> str:
+    key, sep, value = str(item).partition("=")
+    last = key.lstrip("+~").rsplit(".", 1)[-1]
+    if sep and SECRET.search(last) and not _is_threshold_key(last):
+        return f"{key}={REDACTED}"
+    return item
 
 
 def _is_threshold_key(k: str) -> bool:

@@ -25,11 +25,28 @@ def guess_format(path: Path) -> str:
     )
 
 
-def read_table(path: str | Path, fmt: str | None = None, text_key: str = "text",
-               limit: int | None = None):
-    """Read a data file into a ``pyarrow.Table`` and check that ``text_key`` holds strings."""
-    import pyarrow as pa
+BAD_RECORD_POLICIES = ("fail", "skip")
 
+
+def read_table(path: str | Path, fmt: str | None = None, text_key: str = "text",
+               limit: int | None = None, on_bad_record: str = "fail",
+               rejects_path: str | Path | None = None):
+    """Read a data file into a ``pyarrow.Table`` and check that ``text_key`` holds strings.
+
+    ``on_bad_record="fail"`` (default) stops at the first bad record, naming the file and line.
+    ``"skip"`` leaves bad records out, and writes each one (line, reason, raw text) to
+    ``rejects_path`` as jsonl so that nothing is silently lost."""
+    table, rejects = read_table_with_rejects(path, fmt, text_key, limit, on_bad_record)
+    if rejects and rejects_path is not None:
+        write_rejects(rejects, rejects_path)
+    return table
+
+
+def read_table_with_rejects(path: str | Path, fmt: str | None = None, text_key: str = "text",
+                            limit: int | None = None, on_bad_record: str = "fail"):
+    """``(table, rejects)``; ``rejects`` is a list of ``{"line", "reason", "raw"}`` dicts."""
+    if on_bad_record not in BAD_RECORD_POLICIES:
+        raise DataError(f"on_bad_record={on_bad_record!r}: use one of {', '.join(BAD_RECORD_POLICIES)}.")
     path = Path(path)
     if not path.exists():
         raise DataError(
@@ -42,8 +59,9 @@ def read_table(path: str | Path, fmt: str | None = None, text_key: str = "text",
             f"save_to_disk use data_pool=hf; otherwise point data_pool.path at one file."
         )
     fmt = fmt or guess_format(path)
+    rejects: list[dict] = []
     if fmt == "jsonl":
-        table = _read_jsonl(path, limit)
+        table, rejects = _read_jsonl(path, limit, text_key, on_bad_record == "skip")
     elif fmt == "json":
         table = _read_json(path)
     elif fmt == "parquet":
@@ -64,8 +82,41 @@ def read_table(path: str | Path, fmt: str | None = None, text_key: str = "text",
         raise DataError(f"unknown data format {fmt!r} for {path}; use one of {', '.join(FORMATS)}.")
     if limit is not None:
         table = table.slice(0, limit)
+    if on_bad_record == "skip" and fmt != "jsonl":
+        table, more = _drop_null_texts(table, text_key)
+        rejects += more
+    if table.num_rows == 0 and rejects:
+        raise DataError(
+            f"{path}: every record is bad ({len(rejects)} rejected; first: line "
+            f"{rejects[0]['line']}: {rejects[0]['reason']}). Fix the file or the text_key."
+        )
     check_text_column(table, text_key, str(path))
-    return table
+    return table, rejects
+
+
+def write_rejects(rejects: list[dict], path: str | Path) -> Path:
+    from sandbox.utils import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for r in rejects:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+def _drop_null_texts(table, text_key: str):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if text_key not in table.column_names or table.num_rows == 0:
+        return table, []
+    col = table.column(text_key)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return table, []  # a wrong column type is not a bad record: check_text_column explains
+    bad = col.is_null()
+    idx = [i for i, b in enumerate(bad.to_pylist()) if b]
+    rejects = [{"line": i + 1, "reason": f"no {text_key!r} (null or missing)",
+                "raw": json.dumps(table.slice(i, 1).to_pylist()[0], default=str)} for i in idx]
+    return (table.filter(pc.invert(bad)) if idx else table), rejects
 
 
 def check_text_column(table, text_key: str, where: str) -> None:
@@ -91,11 +142,20 @@ def check_text_column(table, text_key: str, where: str) -> None:
         )
 
 
-def _read_jsonl(path: Path, limit: int | None):
+def _read_jsonl(path: Path, limit: int | None, text_key: str, skip: bool):
     """Parse line by line so an error names its line; fast enough (~0.5 s per 100k lines)."""
     import pyarrow as pa
 
-    rows = []
+    rows, rejects = [], []
+
+    def bad(lineno: int, raw: bytes, reason: str, fix: str) -> None:
+        if not skip:
+            raise DataError(f"{path}, line {lineno}: {reason}. {fix} (or set "
+                            f"data_pool.on_bad_record=skip to skip bad records and list them in a "
+                            f"rejects file).")
+        rejects.append({"line": lineno, "reason": reason,
+                        "raw": raw.decode("utf-8", errors="replace").rstrip("\n")})
+
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             if limit is not None and len(rows) >= limit:
@@ -105,29 +165,59 @@ def _read_jsonl(path: Path, limit: int | None):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(
-                    f"{path}, line {lineno}: not valid UTF-8 ({e.reason} at byte {e.start}). "
-                    f"Re-encode the file as UTF-8."
-                ) from None
+                bad(lineno, raw, f"not valid UTF-8 ({e.reason} at byte {e.start})",
+                    "Re-encode the file as UTF-8")
+                continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(
-                    f"{path}, line {lineno}: malformed JSON ({e.msg}, column {e.colno}). Each line "
-                    f"must be one JSON object."
-                ) from None
+                bad(lineno, raw, f"malformed JSON ({e.msg}, column {e.colno})",
+                    "Each line must be one JSON object")
+                continue
             if not isinstance(rec, dict):
-                raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(rec).__name__}.")
+                bad(lineno, raw, f"expected a JSON object, got {type(rec).__name__}",
+                    "Each line must be one JSON object")
+                continue
+            text = rec.get(text_key)
+            if not isinstance(text, str):
+                what = "has no" if text is None else f"has a non-string ({type(text).__name__})"
+                bad(lineno, raw, f"record {what} {text_key!r} field",
+                    f"Give every record a string {text_key!r}, or set text_key to the text field")
+                continue
             rows.append(rec)
-    if not rows:
+    if not rows and not rejects:
         raise DataError(f"{path} holds no samples. Point the data pool at a non-empty file.")
+    if not rows:
+        return pa.table({text_key: pa.array([], pa.string())}), rejects
+    return _from_rows(rows, path), rejects
+
+
+def _from_rows(rows: list[dict], path: Path):
+    """Arrow table from records. A field Arrow cannot store as one column (an ``id`` that is
+    sometimes a number and sometimes a string, an integer beyond 64 bits) is kept as JSON text
+    rather than dropped."""
+    import pyarrow as pa
+
+    errors = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
     try:
         return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise DataError(
-            f"{path}: records do not share one schema ({e}). A field must have the same type in "
-            f"every record."
-        ) from None
+    except errors:
+        pass
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    columns, as_json = {}, []
+    for k in keys:
+        values = [r.get(k) for r in rows]
+        try:
+            columns[k] = pa.array(values)
+        except errors:
+            columns[k] = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+            as_json.append(k)
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "%s: field(s) %s cannot be stored as one typed column (types differ between records, or "
+        "integers beyond 64 bits); kept as JSON text.", path, ", ".join(as_json))
+    return pa.table(columns)
 
 
 def _read_json(path: Path):

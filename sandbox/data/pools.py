@@ -6,19 +6,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sandbox.data.io import check_text_column, read_table, write_parquet
+from sandbox.data.io import check_text_column, read_table
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
-from sandbox.utils import file_fingerprint
+
+ROW_GROUP_ROWS = 16384  # bounded reads for the streaming engine downstream
 
 
 class _Pool(Step):
     outputs = ("dataset", "num_samples", "fingerprint")
 
     def _finish(self, env: StepEnv, table) -> dict:
-        out = write_parquet(table, env.workdir / "pool.parquet")
-        return {"dataset": str(out), "num_samples": table.num_rows,
-                "fingerprint": file_fingerprint(out)}
+        import pyarrow.parquet as pq
+
+        from sandbox.utils import atomic_path
+
+        out = env.workdir / "pool.parquet"
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
+        return self._result(env, out, table.num_rows)
+
+    def _result(self, env: StepEnv, out: Path, num_rows: int) -> dict:
+        from sandbox.data.fingerprint import fingerprint
+
+        return {"dataset": str(out), "num_samples": num_rows,
+                "fingerprint": fingerprint(out, env.cache_dir)}
 
 
 class FilePool(_Pool):
@@ -29,6 +41,14 @@ class FilePool(_Pool):
         self.path, self.format, self.text_key, self.limit = path, format, text_key, limit
 
     def run(self, env: StepEnv) -> dict:
+        from sandbox.data import stream
+        from sandbox.data.io import guess_format
+
+        fmt = self.format or (guess_format(Path(self.path)) if Path(self.path).is_file() else None)
+        if fmt and stream.should_stream(self.path, fmt):  # big file: never one table in memory
+            out = env.workdir / "pool.parquet"
+            rows = stream.to_parquet(self.path, fmt, out, self.text_key, self.limit)
+            return self._result(env, out, rows)
         table = read_table(self.path, self.format, self.text_key, self.limit)
         return self._finish(env, table)
 

@@ -43,9 +43,23 @@ class TextViews:
     the view and the arguments that shape it (for example ``("words", strip, lower)``).
     """
 
-    def __init__(self, texts: list[str]):
+    def __init__(self, texts: list[str], fields: dict[str, list] | None = None):
         self.texts = texts
+        # Extra sample columns (``images``, ``meta``, ...) for OPs that declare them in
+        # ``input_fields()``; one value per text, in the same order.
+        self.fields = fields or {}
         self._cache: dict[Any, list] = {}
+
+    def field(self, name: str, op: str = "") -> list:
+        """The values of sample column ``name`` for this batch (a clear error when absent)."""
+        try:
+            return self.fields[name]
+        except KeyError:
+            who = f"{op}: " if op else ""
+            raise KeyError(
+                f"{who}the samples have no `{name}` column in this batch. The OP reads it (its "
+                f"input_fields() lists it); check the data pool has that column."
+            ) from None
 
     def get(self, key, fn) -> list:
         if key not in self._cache:
@@ -63,6 +77,10 @@ class Op:
     description: ClassVar[str] = ""
     # Parameters that are bounds on a stat (filters only): {arg_name: Threshold}
     thresholds: ClassVar[dict[str, Threshold]] = {}
+
+    # Which optional resources the OP needs: {name: description}; ``python -m sandbox.ops``
+    # lists them with whether each is available offline here (``sandbox.assets``).
+    assets: ClassVar[dict[str, str]] = {}
 
     def __init__(self, text_key: str = "text", **unused):
         if unused:  # the recipe loader checks names first; this is the last line of defence
@@ -82,6 +100,11 @@ class Op:
     def config(self) -> dict[str, Any]:
         """The parameter values this instance was built with (what a recipe file would hold)."""
         return {n: getattr(self, n) for n in self.params() if hasattr(self, n)}
+
+    def input_fields(self) -> tuple[str, ...]:
+        """Sample columns other than the text that the OP reads (``images``, a ``meta`` dict, ...).
+        The engine passes their values in ``TextViews.fields``; text-only OPs read none."""
+        return ()
 
     def stat_config(self) -> dict[str, Any]:
         """Parameters that change the stats (not thresholds): part of the stats cache key."""
@@ -117,14 +140,41 @@ class Filter(Op):
 
 
 class Deduplicator(Op):
+    """``hash_batch`` computes one value per sample (a hash, or a signature for near-duplicate
+    OPs); ``keep_mask`` then decides over the whole pool which alive samples stay. The default is
+    exact matching: the first alive sample of each hash stays. Near-duplicate OPs (MinHash-LSH,
+    SimHash) override ``keep_mask`` to cluster signatures."""
+
     kind = "deduplicator"
 
     def hash_batch(self, views: TextViews) -> list:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def keep_mask(self, hashes, alive: np.ndarray) -> np.ndarray:
+        """Bool per sample: True for alive samples that stay (always False where ``alive`` is
+        False). ``hashes`` holds ``hash_batch``'s values for every sample, in pool order."""
+        keep = np.zeros(len(alive), dtype=bool)
+        seen: set = set()
+        for i in np.flatnonzero(alive):
+            h = hashes[i]
+            if isinstance(h, list):
+                h = tuple(h)
+            if h not in seen:
+                seen.add(h)
+                keep[i] = True
+        return keep
+
 
 class Selector(Op):
+    """Dataset-level: picks samples from the pool as it is (the alive samples, in pool order).
+
+    ``select(fields, n)`` gets the values of its ``input_fields()`` for those ``n`` samples and
+    returns the indices (into them) of the selected ones, in Data-Juicer's output order."""
+
     kind = "selector"
+
+    def select(self, fields: dict[str, list], n: int) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
 
 
 @dataclass

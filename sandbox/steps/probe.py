@@ -28,28 +28,30 @@ class Probe(Step):
 
     def run(self, env: StepEnv, dataset: str, recipe: dict) -> dict[str, Any]:
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        from sandbox.data.io import read_parquet, write_parquet
-        from sandbox.engine import compute, stat_column
+        from sandbox.data.fingerprint import fingerprint
+        from sandbox.data.io import write_parquet
+        from sandbox.engine import compute_file, stat_column
         from sandbox.recipe import load_recipe
-        from sandbox.utils import file_fingerprint
 
         rec = load_recipe(recipe, self.text_key)
         ops = rec.build()
-        table = read_parquet(dataset)
-        texts = table.column(rec.text_key).to_pylist()
-        with env.progress(len(texts), "computing stats") as advance:
-            computed = compute(texts, rec.ops, rec.text_key, env.num_proc, self.batch_size,
-                               env.cache_dir, file_fingerprint(dataset), advance)
-        rows, thresholds = [], {}
+        n = pq.ParquetFile(dataset).metadata.num_rows
+        with env.progress(n, "computing stats") as advance:
+            computed = compute_file(dataset, rec.ops, rec.text_key, env.num_proc, self.batch_size,
+                                    env.cache_dir, fingerprint(dataset, env.cache_dir), advance,
+                                    scratch_dir=env.workdir)
+        rows, thresholds, names = [], {}, []
         for spec, op in zip(rec.ops, ops):
             for stat in getattr(op, "stat_keys", ()):
-                col = stat_column(spec.key, stat)
-                rows.append(describe(computed.columns[col], self.quantiles) |
-                            {"column": col, "op": spec.key, "stat": stat})
-                thresholds[col] = {arg: getattr(op, arg) for arg, th in op.thresholds.items()
-                                   if th.stat == stat}
-        stat_cols = {r["column"]: computed.columns[r["column"]] for r in rows}
+                names.append((spec.key, stat, op, stat_column(spec.key, stat)))
+        stat_cols = computed.columns([c for *_, c in names])
+        for key, stat, op, col in names:
+            rows.append(describe(stat_cols[col], self.quantiles) |
+                        {"column": col, "op": key, "stat": stat})
+            thresholds[col] = {arg: getattr(op, arg) for arg, th in op.thresholds.items()
+                               if th.stat == stat}
         stats_path = write_parquet(pa.table(stat_cols) if stat_cols else pa.table({"__n__": [0] * 0}),
                                    env.workdir / "stats.parquet")
         summary_path = env.workdir / "summary.csv"

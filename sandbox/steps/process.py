@@ -1,15 +1,24 @@
 """Process: apply the recipe. Writes the kept samples, the dropped ones with the OP that dropped
-each (nothing is silently lost), and a retention table (samples in/out per OP)."""
+each (nothing is silently lost), and a retention table (samples in/out per OP).
+
+Streaming: the engine computes stats (or reads them from the cache), ``select`` turns them into
+one keep mask, and the pool is then read again in chunks, each chunk split into kept and dropped
+rows and appended to ``processed.parquet``, ``dropped.parquet`` and the export file as it goes.
+The pool is never one table of Python objects, so memory does not grow with its size."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
+
+CHUNK_ROWS = 16384  # rows per write chunk (and per Parquet row group of the outputs)
 
 
 class Process(Step):
@@ -22,37 +31,30 @@ class Process(Step):
         self.export_path, self.keep_stats = export_path, keep_stats
 
     def run(self, env: StepEnv, dataset: str, recipe: dict) -> dict[str, Any]:
-        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        from sandbox.data.io import read_parquet, write_parquet
-        from sandbox.engine import compute, select
+        from sandbox.data.fingerprint import fingerprint
+        from sandbox.engine import compute_file, select
         from sandbox.recipe import load_recipe
-        from sandbox.utils import file_fingerprint
 
         rec = load_recipe(recipe, self.text_key)
         ops = rec.build()
-        table = read_parquet(dataset)
-        texts = table.column(rec.text_key).to_pylist()
-        n = len(texts)
+        n = pq.ParquetFile(dataset).metadata.num_rows
         with env.progress(n, "applying recipe") as advance:
-            computed = compute(texts, rec.ops, rec.text_key, env.num_proc, self.batch_size,
-                               env.cache_dir, file_fingerprint(dataset), advance)
-        sel = select(rec.ops, ops, computed.columns, n)
-
-        if computed.texts is not texts:
-            col = pa.array(computed.texts, type=table.schema.field(rec.text_key).type)
-            table = table.set_column(table.schema.get_field_index(rec.text_key), rec.text_key, col)
-        if self.keep_stats:
-            for name, values in computed.columns.items():
-                table = table.append_column(f"__stats__.{name}", pa.array(list(values)))
-        kept = table.filter(pa.array(sel.keep))
-        dropped = table.filter(pa.array(~sel.keep)).append_column(
-            "dropped_by", pa.array([d for d in sel.dropped_by if d is not None], type=pa.string()))
+            computed = compute_file(dataset, rec.ops, rec.text_key, env.num_proc, self.batch_size,
+                                    env.cache_dir, fingerprint(dataset, env.cache_dir), advance,
+                                    scratch_dir=env.workdir)
+        sel = select(rec.ops, ops, computed, n)
+        num_out = int(np.count_nonzero(sel.keep))
 
         retention_path = env.workdir / "retention.csv"
         _write_retention(retention_path, n, sel.retention)
-        dropped_path = write_parquet(dropped, env.workdir / "dropped.parquet")
-        if kept.num_rows == 0:
+        dropped_path = env.workdir / "dropped.parquet"
+        out = env.workdir / "processed.parquet"
+        export = Path(self.export_path) if self.export_path and num_out else None
+        self._write(dataset, computed, sel, rec.text_key, out if num_out else None, dropped_path,
+                    export)
+        if num_out == 0:
             culprit = next((r for r in sel.retention if r["in"] > 0 and r["out"] == 0), None)
             who = (f"OP `{culprit['op']}` removed the last {culprit['in']} sample(s)"
                    if culprit else "the recipe removed every sample")
@@ -61,14 +63,106 @@ class Process(Step):
                 f"are in {dropped_path}). Loosen that OP's thresholds or switch it off with "
                 f"recipe.ops.{culprit['op'] if culprit else 'OP'}._enabled=false."
             )
-        out = write_parquet(kept, env.workdir / "processed.parquet")
-        export = None
-        if self.export_path:
-            export = str(export_table(kept, Path(self.export_path)))
         return {"dataset": str(out), "dropped": str(dropped_path), "retention": sel.retention,
-                "retention_path": str(retention_path), "num_in": n, "num_out": kept.num_rows,
-                "export": export,
-                "metrics": {"samples_in": float(n), "samples_out": float(kept.num_rows)}}
+                "retention_path": str(retention_path), "num_in": n, "num_out": num_out,
+                "export": str(export) if export else None,
+                "metrics": {"samples_in": float(n), "samples_out": float(num_out)}}
+
+    def _write(self, dataset, computed, sel, text_key: str, kept_path: Path | None,
+               dropped_path: Path, export: Path | None) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from sandbox.engine import TEXT_COLUMN, rechunk
+        from sandbox.utils import atomic_path
+
+        src = pq.ParquetFile(dataset, memory_map=True)
+        schema = src.schema_arrow
+        extra = []  # columns read from the engine's result file, aligned with the pool
+        if computed.has_text:
+            extra.append(TEXT_COLUMN)
+        if self.keep_stats:
+            extra += computed.column_names()
+        aux = (rechunk(pq.ParquetFile(computed.path, memory_map=True).iter_batches(
+            batch_size=CHUNK_ROWS, columns=extra), CHUNK_ROWS) if extra else None)
+        names = np.array(list(sel.op_keys) + [None], dtype=object)
+        text_idx = schema.get_field_index(text_key)
+        with contextlib.ExitStack() as stack:
+            kw, dw, ex = None, None, None
+            kept_tmp = stack.enter_context(atomic_path(kept_path)) if kept_path else None
+            dropped_tmp = stack.enter_context(atomic_path(dropped_path))
+            if export is not None:
+                export_tmp = stack.enter_context(atomic_path(export))
+                if export.suffix != ".parquet":
+                    ex = stack.enter_context(open(export_tmp, "w", encoding="utf-8"))
+            offset = 0
+            for chunk in rechunk(src.iter_batches(batch_size=CHUNK_ROWS), CHUNK_ROWS):
+                m = chunk.num_rows
+                table = pa.Table.from_batches([chunk])
+                if aux is not None:
+                    side = next(aux)
+                    for i, name in enumerate(side.schema.names):
+                        col = side.column(i)
+                        if name == TEXT_COLUMN:
+                            table = table.set_column(text_idx, schema.field(text_idx),
+                                                     col.cast(schema.field(text_idx).type))
+                        else:
+                            table = table.append_column(f"__stats__.{name}", col)
+                keep = sel.keep[offset:offset + m]
+                codes = sel.dropped_code[offset:offset + m]
+                offset += m
+                kept = table.filter(pa.array(keep))
+                dropped = table.filter(pa.array(~keep)).append_column(
+                    "dropped_by", pa.array(names[codes[~keep]], type=pa.string()))
+                if kept_tmp is not None:
+                    if kw is None:
+                        kw = stack.enter_context(pq.ParquetWriter(kept_tmp, kept.schema))
+                        if export is not None and ex is None:
+                            xw = stack.enter_context(pq.ParquetWriter(export_tmp, kept.schema))
+                    kw.write_table(kept, row_group_size=CHUNK_ROWS)
+                    if export is not None:
+                        if ex is not None:
+                            ex.write(jsonl_lines(kept))
+                        else:
+                            xw.write_table(kept, row_group_size=CHUNK_ROWS)
+                if dw is None:
+                    dw = stack.enter_context(pq.ParquetWriter(dropped_tmp, dropped.schema))
+                dw.write_table(dropped, row_group_size=CHUNK_ROWS)
+            if dw is None:  # an empty pool
+                empty = pa.Table.from_batches([], schema)
+                pq.write_table(empty.append_column("dropped_by", pa.array([], pa.string())),
+                               dropped_tmp)
+
+
+def jsonl_lines(table) -> str:
+    """The rows of a table as jsonl, exactly as ``json.dumps(row, ensure_ascii=False)`` writes
+    them, built column by column (C string encoder for text columns)."""
+    import pyarrow as pa
+
+    if table.num_rows == 0:
+        return ""
+    try:
+        from json.encoder import c_encode_basestring as enc  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover
+        from json.encoder import py_encode_basestring as enc
+    if enc is None:  # pragma: no cover
+        from json.encoder import py_encode_basestring as enc
+    parts = []
+    for name, col in zip(table.column_names, table.columns):
+        values = col.to_pylist()
+        if (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) \
+                and col.null_count == 0:
+            enc_vals = list(map(enc, values))
+        else:
+            enc_vals = [json.dumps(v, ensure_ascii=False) for v in values]
+        parts.append((json.dumps(name, ensure_ascii=False) + ": ", enc_vals))
+    if len(parts) == 1:
+        key, vals = parts[0]
+        start = "{" + key
+        return "".join(start + v + "}\n" for v in vals)
+    keys = [k for k, _ in parts]
+    return "".join("{" + ", ".join(k + v for k, v in zip(keys, row)) + "}\n"
+                   for row in zip(*(v for _, v in parts)))
 
 
 def _write_retention(path: Path, n: int, rows: list[dict]) -> None:
@@ -83,7 +177,7 @@ def _write_retention(path: Path, n: int, rows: list[dict]) -> None:
 
 def export_table(table, path: Path) -> Path:
     """Write kept samples as jsonl (``.jsonl``/``.json``) or Parquet (``.parquet``)."""
-    import json
+    import pyarrow as pa
 
     from sandbox.data.io import write_parquet
     from sandbox.utils import atomic_path
@@ -92,6 +186,5 @@ def export_table(table, path: Path) -> Path:
         return write_parquet(table, path)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for batch in table.to_batches(max_chunksize=10000):
-            for rec in batch.to_pylist():
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.write(jsonl_lines(pa.Table.from_batches([batch])))
     return path

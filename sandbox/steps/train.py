@@ -298,6 +298,7 @@ class CausalLMTrainer(Step):
                     seen = (step + 1) * tokens_per_step
                     curve.append((step + 1, seen, mean_loss, lr))
                     env.tracker.log_metrics({"train_loss": mean_loss, "lr": lr}, step=seen)
+                    env.report("train_loss", mean_loss, seen)  # a sweep may prune here
                     loss_acc.zero_()
                     acc_n = 0
                 advance(1)

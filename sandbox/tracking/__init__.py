@@ -10,7 +10,8 @@ from sandbox.steps.base import NullTracker
 class NoTracker(NullTracker):
     """Tracks nothing; the run dir still holds everything."""
 
-    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> None:
+    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str],
+              resume_run_id: str | None = None) -> None:
         pass
 
     def log_dir(self, path: str | Path, artifact_path: str | None = None) -> None:

@@ -12,6 +12,7 @@ from sandbox.errors import ConfigError
 from sandbox.tracking import NoTracker
 
 PARENT_RUN_ENV = "SANDBOX_PARENT_RUN_ID"
+RUN_TAGS_ENV = "SANDBOX_RUN_TAGS"  # JSON object of extra tags for the run
 
 
 class MLflowTracker(NoTracker):
@@ -22,12 +23,16 @@ class MLflowTracker(NoTracker):
         self.client = None
         self.run_id: str | None = None
 
-    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> None:
+    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str],
+              resume_run_id: str | None = None) -> None:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
+        self._preflight()
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
+            if resume_run_id and self._reopen(resume_run_id):
+                return
             exp = self.client.get_experiment_by_name(self.experiment)
             exp_id = exp.experiment_id if exp else self.client.create_experiment(
                 self.experiment, artifact_location=self._artifact_location())
@@ -35,6 +40,11 @@ class MLflowTracker(NoTracker):
             parent = os.environ.get(PARENT_RUN_ENV)
             if parent:
                 all_tags["mlflow.parentRunId"] = parent
+            if os.environ.get(RUN_TAGS_ENV):  # e.g. a search trial's number and study
+                import json
+
+                all_tags.update({str(k): str(v) for k, v in
+                                 json.loads(os.environ[RUN_TAGS_ENV]).items()})
             run = self.client.create_run(exp_id, run_name=self.run_name or run_name, tags=all_tags)
         except Exception as e:
             raise ConfigError(
@@ -45,6 +55,35 @@ class MLflowTracker(NoTracker):
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def _reopen(self, run_id: str) -> bool:
+        """Continue logging into the run a crashed run left behind (resume)."""
+        try:
+            self.client.get_run(run_id)
+        except Exception:
+            return False
+        self.client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+        return True
+
+    def _preflight(self) -> None:
+        """Fail in seconds, before any work, when a tracking server does not answer (MLflow's
+        own client would retry for minutes)."""
+        if not self.uri.startswith(("http://", "https://")):
+            return
+        import urllib.error
+        import urllib.request
+
+        url = self.uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+        except urllib.error.HTTPError:
+            return  # it answered: authentication and such are MLflow's to report
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                f"the MLflow tracking server tracking.uri={self.uri} does not answer ({e}). Start "
+                f"it, fix the URI, or run with tracking=none; nothing has run yet."
+            ) from None
 
     def _artifact_location(self) -> str | None:
         # Keep artifacts beside a local SQLite store (absolute), whatever directory runs later.

@@ -1,0 +1,351 @@
+"""Benchmarks of the sandbox against Data-Juicer, one command each, one figure per line.
+
+    python bench/run.py throughput   # recipe A and B, samples/s: Data-Juicer vs `python -m sandbox`
+    python bench/run.py probe        # analysis: dj-analyze vs `python -m sandbox pipeline=probe`
+    python bench/run.py refilter     # seconds to apply new thresholds to cached stats
+    python bench/run.py rss          # peak RSS (whole process tree) processing 1M docs, recipe A
+    python bench/run.py train        # CausalLMTrainer tokens/s vs a bare PyTorch loop
+    python bench/run.py startup      # `python -m sandbox --help` wall time
+    python bench/run.py all
+
+Options: --docs N (default 100000; rss: 1000000), --np N (2), --repeats R (3),
+--no-dj (our side only), --dj-repeats R (default: --repeats). The Data-Juicer side runs in the
+virtualenv that bench/dj_env.sh installs (bench/.work/dj-venv). Inputs, recipes and run dirs go
+to bench/.work (git-ignored). Figures are medians over the repeats; ratios are of medians taken
+in the same invocation. Our side is always the user-facing command (whole wall time, start-up
+included), e.g. ``python -m sandbox pipeline=process data_pool=jsonl data_pool.path=IN.jsonl
+recipe=dj recipe.path=RECIPE.yaml tracking=none``, with a fresh stats cache per run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "bench" / ".work"
+PY = sys.executable
+
+FILTERS = [  # the eight stat filters of conf/recipe/default.yaml, same arguments
+    {"text_length_filter": {"min_len": 10}},
+    {"words_num_filter": {"min_num": 10}},
+    {"alphanumeric_filter": {"min_ratio": 0.25}},
+    {"special_characters_filter": {"max_ratio": 0.25}},
+    {"character_repetition_filter": {"rep_len": 10, "max_ratio": 0.5}},
+    {"word_repetition_filter": {"rep_len": 10, "max_ratio": 0.5}},
+    {"average_line_length_filter": {"min_len": 10}},
+    {"maximum_line_length_filter": {"max_len": 20000}},
+]
+MAPPERS = [{"clean_html_mapper": {}}, {"clean_links_mapper": {}}, {"clean_email_mapper": {}},
+           {"whitespace_normalization_mapper": {}}]
+DEDUP = [{"document_deduplicator": {"lowercase": False, "ignore_non_character": False}}]
+MINHASH = {"document_minhash_deduplicator": {}}
+
+
+def say(name: str, value, unit: str = "") -> None:
+    """One figure per line: ``name value [unit]``."""
+    v = f"{value:.4g}" if isinstance(value, float) else str(value)
+    print(f"{name} {v}{(' ' + unit) if unit else ''}", flush=True)
+
+
+def log(msg: str) -> None:
+    print(f"# {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ inputs
+def make_docs(n: int, seed: int = 0, path: Path | None = None) -> Path:
+    """``n`` realistic mixed documents: each is 1-3 documents of the default corpus pool (clean
+    prose, news, raw wiki markup, junk, duplicates), sampled with replacement, joined by a blank
+    line. Written once per (n, seed) and reused."""
+    path = path or WORK / "data" / f"mixed-{n}-{seed}.jsonl"
+    if path.exists():
+        return path
+    from sandbox.data.corpus import default_corpus
+
+    pool = [json.loads(line)["text"] for line in open(default_corpus().pool, encoding="utf-8")]
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for _ in range(n):
+            k = rng.choice((1, 1, 2, 3))
+            text = "\n\n".join(rng.choice(pool) for _ in range(k))
+            fh.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def has_minhash() -> bool:
+    from sandbox.ops import all_ops
+
+    return "document_minhash_deduplicator" in all_ops()
+
+
+def write_recipe(name: str, process: list, np_: int) -> Path:
+    import yaml
+
+    path = WORK / "recipes" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = {"project_name": f"bench-{name}", "np": np_, "text_keys": "text", "use_cache": False,
+           "open_tracer": False, "op_fusion": False, "skip_op_error": False, "process": process}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def recipes(np_: int, minhash: bool | None = None) -> dict[str, Path]:
+    minhash = has_minhash() if minhash is None else minhash
+    b = MAPPERS + FILTERS + DEDUP + ([MINHASH] if minhash else [])
+    return {"A": write_recipe("A", FILTERS, np_),
+            "B" if minhash else "B_exact_dedup_only": write_recipe("B", b, np_)}
+
+
+# ------------------------------------------------------------------------------ running
+def dj_bin(tool: str) -> Path:
+    venv = WORK / "dj-venv" / "bin"
+    if not (venv / tool).exists():
+        log("installing Data-Juicer with bench/dj_env.sh (once, ~2 GB)")
+        subprocess.run(["bash", str(ROOT / "bench" / "dj_env.sh")], check=True,
+                       stdout=subprocess.DEVNULL)
+    return venv / tool
+
+
+class PeakRSS:
+    """Polls the summed RSS of a process and all its descendants (workers included)."""
+
+    def __init__(self, pid: int, every: float = 0.1):
+        self.pid, self.every, self.peak = pid, every, 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _tree(self) -> list[int]:
+        kids: dict[int, list[int]] = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as fh:
+                        ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+                    kids.setdefault(ppid, []).append(int(d))
+                except (OSError, IndexError, ValueError):
+                    pass
+        out, todo = [], [self.pid]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo += kids.get(p, [])
+        return out
+
+    def _loop(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            total = 0
+            for p in self._tree():
+                try:
+                    with open(f"/proc/{p}/statm") as fh:
+                        total += int(fh.read().split()[1]) * page
+                except (OSError, IndexError, ValueError):
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.every)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._t.join()
+        return self.peak
+
+
+def timed(cmd: list[str], env: dict | None = None, rss: bool = False, cwd: Path | None = None):
+    """Run a command; returns (wall seconds, peak tree RSS bytes or 0). Fails loudly."""
+    t0 = time.perf_counter()
+    log_path = WORK / "logs" / f"{uuid.uuid4().hex[:8]}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                cwd=cwd or ROOT)
+        mon = PeakRSS(proc.pid) if rss else None
+        rc = proc.wait()
+    wall = time.perf_counter() - t0
+    peak = mon.stop() if mon else 0
+    if rc != 0:
+        tail = log_path.read_text()[-3000:]
+        raise SystemExit(f"command failed ({rc}): {' '.join(map(str, cmd))}\n{tail}")
+    return wall, peak
+
+
+def ours_cmd(pipeline: str, data: Path, recipe: Path, np_: int, export: Path | None = None) -> list[str]:
+    run_dir = WORK / "runs" / uuid.uuid4().hex[:10]
+    cmd = [PY, "-m", "sandbox", f"pipeline={pipeline}", "data_pool=jsonl", f"data_pool.path={data}",
+           "recipe=dj", f"recipe.path={recipe}", "tracking=none", f"num_proc={np_}",
+           "progress=false", f"cache_dir={WORK / 'cache' / run_dir.name}",
+           f"hydra.run.dir={run_dir}"]
+    if export is not None:
+        cmd.append(f"process.export_path={export}")
+    return cmd
+
+
+def dj_cmd(tool: str, data: Path, recipe: Path, np_: int, export: Path) -> list[str]:
+    return [str(dj_bin(tool)), "--config", str(recipe), "--dataset_path", str(data),
+            "--export_path", str(export), "--np", str(np_)]
+
+
+def dj_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("HF_DATASETS_OFFLINE", "1")
+    env["DATA_JUICER_CACHE_HOME"] = str(WORK / "dj-cache")
+    return env
+
+
+def kept_texts(path: Path) -> Counter:
+    with open(path, encoding="utf-8") as fh:
+        return Counter(json.loads(line)["text"] for line in fh if line.strip())
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+# ------------------------------------------------------------------------------ benchmarks
+def bench_throughput(a) -> None:
+    data = make_docs(a.docs)
+    n = a.docs
+    for label, recipe in recipes(a.np).items():
+        ours, dj = [], []
+        out_ours = WORK / "out" / f"ours-{label}.jsonl"
+        out_dj = WORK / "out" / f"dj-{label}.jsonl"
+        out_ours.parent.mkdir(parents=True, exist_ok=True)
+        for r in range(max(a.repeats, a.dj_repeats if not a.no_dj else 0)):
+            if r < a.repeats:
+                ours.append(timed(ours_cmd("process", data, recipe, a.np, out_ours))[0])
+                log(f"{label} ours run {r + 1}: {ours[-1]:.2f}s")
+            if not a.no_dj and r < a.dj_repeats:
+                dj.append(timed(dj_cmd("dj-process", data, recipe, a.np, out_dj), env=dj_env())[0])
+                log(f"{label} dj run {r + 1}: {dj[-1]:.2f}s")
+        say(f"process_{label}_ours_samples_per_s", n / median(ours))
+        if dj:
+            say(f"process_{label}_dj_samples_per_s", n / median(dj))
+            say(f"process_{label}_speedup_vs_dj", median(dj) / median(ours), "x")
+            a_, b_ = kept_texts(out_ours), kept_texts(out_dj)
+            say(f"process_{label}_kept_ours", sum(a_.values()))
+            say(f"process_{label}_kept_dj", sum(b_.values()))
+            say(f"process_{label}_kept_sets_equal", a_ == b_)
+
+
+def bench_probe(a) -> None:
+    data = make_docs(a.docs)
+    recipe = recipes(a.np)["A"]
+    ours, dj = [], []
+    for r in range(max(a.repeats, a.dj_repeats if not a.no_dj else 0)):
+        if r < a.repeats:
+            ours.append(timed(ours_cmd("probe", data, recipe, a.np))[0])
+            log(f"probe ours run {r + 1}: {ours[-1]:.2f}s")
+        if not a.no_dj and r < a.dj_repeats:
+            out = WORK / "out" / "dj-analyze" / "out.jsonl"
+            dj.append(timed(dj_cmd("dj-analyze", data, recipe, a.np, out), env=dj_env())[0])
+            log(f"probe dj run {r + 1}: {dj[-1]:.2f}s")
+    say("probe_A_ours_samples_per_s", a.docs / median(ours))
+    if dj:
+        say("probe_A_dj_samples_per_s", a.docs / median(dj))
+        say("probe_A_speedup_vs_dj", median(dj) / median(ours), "x")
+
+
+def bench_refilter(a) -> None:
+    """Stats computed once (the user-facing probe); then the time to apply new thresholds from
+    the cache: fingerprint look-up, cache hit, column load, masks, dedup. In-process, as a sweep
+    trial or the process step does it."""
+    from sandbox.engine import compute_file, select
+    from sandbox.data.fingerprint import fingerprint
+    from sandbox.recipe import load_recipe
+
+    data = make_docs(a.docs)
+    cache = WORK / "cache" / "refilter"
+    pool = WORK / "refilter" / "pool.parquet"
+    if not pool.exists():
+        from sandbox.data.stream import to_parquet
+
+        to_parquet(data, "jsonl", pool)
+    base = {k: v for d in FILTERS + DEDUP for k, v in d.items()}
+    rec = load_recipe({"ops": base})
+    t0 = time.perf_counter()
+    compute_file(pool, rec.ops, "text", a.np, 512, cache, fingerprint(pool, cache))
+    log(f"stats computed (or found) in {time.perf_counter() - t0:.1f}s")
+    times = []
+    for r in range(max(3, a.repeats)):
+        ops = {k: dict(v) for k, v in base.items()}
+        ops["text_length_filter"]["min_len"] = 50 + 10 * r  # a new threshold each time
+        ops["alphanumeric_filter"]["min_ratio"] = 0.3 + 0.05 * r
+        t0 = time.perf_counter()
+        rec = load_recipe({"ops": ops})
+        built = rec.build()
+        cf = compute_file(pool, rec.ops, "text", a.np, 512, cache, fingerprint(pool, cache))
+        assert cf.cache_hit, "threshold-only change missed the stats cache"
+        sel = select(rec.ops, built, cf, cf.num_rows)
+        times.append(time.perf_counter() - t0)
+        log(f"refilter run {r + 1}: {times[-1]:.3f}s, kept {int(sel.keep.sum())}")
+    say(f"refilter_{a.docs}_docs_seconds", median(times), "s")
+
+
+def bench_rss(a) -> None:
+    n = a.docs if a.docs_set else 1_000_000
+    data = make_docs(n)
+    recipe = recipes(a.np)["A"]
+    walls, peaks = [], []
+    for r in range(a.rss_repeats):
+        wall, peak = timed(ours_cmd("process", data, recipe, a.np), rss=True)
+        walls.append(wall)
+        peaks.append(peak)
+        log(f"rss run {r + 1}: {wall:.1f}s, peak {peak / 2**30:.2f} GiB")
+    say(f"rss_{n}_docs_peak_GiB", max(peaks) / 2**30, "GiB")
+    say(f"rss_{n}_docs_samples_per_s", n / median(walls))
+
+
+def bench_train(a) -> None:
+    """tokens/s of CausalLMTrainer vs a bare PyTorch loop over the same model, batch and data
+    (same threads), measured in one process, alternating, medians."""
+    out = subprocess.run([PY, str(ROOT / "bench" / "train_bench.py"), "--repeats",
+                          str(a.repeats), "--docs", str(min(a.docs, 5000))],
+                         capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise SystemExit(out.stdout + out.stderr)
+    sys.stderr.write(out.stderr)
+    print(out.stdout, end="", flush=True)
+
+
+def bench_startup(a) -> None:
+    times = [timed([PY, "-m", "sandbox", "--help"])[0] for _ in range(max(3, a.repeats))]
+    say("startup_help_seconds", median(times), "s")
+
+
+BENCHES = {"throughput": bench_throughput, "probe": bench_probe, "refilter": bench_refilter,
+           "rss": bench_rss, "train": bench_train, "startup": bench_startup}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("bench", choices=[*BENCHES, "all"])
+    p.add_argument("--docs", type=int, default=None)
+    p.add_argument("--np", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dj-repeats", type=int, default=None)
+    p.add_argument("--rss-repeats", type=int, default=1)
+    p.add_argument("--no-dj", action="store_true")
+    a = p.parse_args(argv)
+    a.docs_set = a.docs is not None
+    a.docs = a.docs or 100_000
+    a.dj_repeats = a.repeats if a.dj_repeats is None else a.dj_repeats
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    for name in (BENCHES if a.bench == "all" else [a.bench]):
+        BENCHES[name](a)
+
+
+if __name__ == "__main__":
+    main()

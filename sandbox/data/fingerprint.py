@@ -1,0 +1,83 @@
+"""Cheap fingerprints of big data files, for the stats cache.
+
+A fingerprint is a hash of the file's *content* (never its path), so two runs that load the same
+data into different run dirs, and every trial of a sweep, share one stats-cache entry.
+
+Trade-off: hashing a whole file is exact but reads it; at xxh3's speed (several GB/s, I/O-bound)
+that is ~1 s per GB cold and far less when the file was just written (page cache). To make the
+second and later look-ups free, the result is memoised under the cache dir keyed by the file's
+stat info (real path, size, mtime in ns, inode, device). A file rewritten in place with the same
+size, the same nanosecond mtime and the same inode would be missed; editors, ``cp`` and our own
+atomic writes all change at least one of those. Sampling bytes instead of hashing them all would
+be cheaper still on a cold multi-GB file, but a one-character edit inside an unsampled block of
+an equally sized file would then reuse stale stats, which we consider worse than one read.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+try:
+    import xxhash as _xxhash  # a dependency of `datasets`; ~10x blake2b's speed
+except ImportError:  # pragma: no cover
+    _xxhash = None
+
+CHUNK = 1 << 22
+
+
+def _hasher():
+    if _xxhash is not None:
+        return "x3", _xxhash.xxh3_128()
+    return "b2", hashlib.blake2b(digest_size=16)
+
+
+def content_hash(path: str | Path, n: int = 16) -> str:
+    """Hash of the bytes of a file (or of every file under a directory, names included)."""
+    path = Path(path)
+    tag, h = _hasher()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else "").encode())
+        with open(f, "rb") as fh:
+            while True:
+                chunk = fh.read(CHUNK)
+                if not chunk:
+                    break
+                h.update(chunk)
+    return (tag + h.hexdigest())[:n]
+
+
+def _stat_key(path: Path) -> str:
+    st = path.stat()
+    raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_dev}"
+    return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+
+def fingerprint(path: str | Path, cache_dir: str | Path | None = None, n: int = 16) -> str:
+    """Content fingerprint of a file, memoised by stat info under ``cache_dir/fingerprints``."""
+    path = Path(path)
+    if cache_dir is None or path.is_dir():
+        return content_hash(path, n)
+    memo = Path(cache_dir) / "fingerprints" / f"{_stat_key(path)}.txt"
+    try:
+        got = memo.read_text().strip()
+        if got:
+            return got[:n]
+    except OSError:
+        pass
+    value = content_hash(path, n)
+    remember(path, value, cache_dir)
+    return value
+
+
+def remember(path: str | Path, value: str, cache_dir: str | Path) -> None:
+    """Record a fingerprint computed elsewhere (e.g. while writing the file)."""
+    memo = Path(cache_dir) / "fingerprints" / f"{_stat_key(Path(path))}.txt"
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(value)
+        os.replace(tmp, memo)
+    except OSError:  # a read-only cache only costs the memo
+        pass

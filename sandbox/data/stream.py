@@ -1,0 +1,143 @@
+"""Streaming conversion of big data files into the run's ``pool.parquet``.
+
+``sandbox.data.io.read_table`` is the reference reader (it builds one in-memory table and its
+errors name the file and line). For files too big to hold comfortably in memory, ``to_parquet``
+streams instead: jsonl through pyarrow's block-wise JSON reader (C++, a few MB at a time),
+Parquet through its record batches; each block is written with a ``ParquetWriter`` as it comes,
+so memory stays at a few blocks whatever the file's size. When the fast reader rejects the file,
+the file is scanned line by line to raise the same ``DataError`` that ``io`` raises (file, line,
+what is wrong); if every line parses (records whose fields change type between blocks), the
+reference reader takes over.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sandbox.errors import DataError
+
+STREAM_MIN_BYTES = 64 << 20  # smaller files take the reference (in-memory) path
+BLOCK_BYTES = 8 << 20  # jsonl bytes parsed per block
+ROW_GROUP_ROWS = 16384  # rows per Parquet row group of pool.parquet (bounded reads downstream)
+
+
+def should_stream(path: str | Path, fmt: str) -> bool:
+    p = Path(path)
+    return fmt in ("jsonl", "parquet") and p.is_file() and p.stat().st_size >= STREAM_MIN_BYTES
+
+
+def _check_batch(batch, text_key: str, where: str, first_row: int) -> None:
+    import pyarrow as pa
+
+    if text_key not in batch.schema.names:
+        raise DataError(
+            f"{where} has no field {text_key!r} (fields: {', '.join(batch.schema.names)}). Set "
+            f"text_key=FIELD to the field that holds the text."
+        )
+    col = batch.column(batch.schema.get_field_index(text_key))
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        if pa.types.is_null(col.type):
+            raise DataError(f"{where}: record {first_row + 1} has no {text_key!r} (null or "
+                            f"missing). Fix or remove it.")
+        raise DataError(
+            f"{where}: field {text_key!r} holds {col.type}, not text. Set text_key to a text field."
+        )
+    if col.null_count:
+        import numpy as np
+
+        first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(
+            f"{where}: record {first_row + first + 1} has no {text_key!r} (null or missing). "
+            f"Fix or remove it."
+        )
+
+
+def _locate_jsonl_error(path: Path) -> None:
+    """Raise io's DataError for the first bad line of a jsonl file (if any line is bad)."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path}, line {lineno}: not valid UTF-8 ({e.reason} at byte {e.start}). "
+                    f"Re-encode the file as UTF-8."
+                ) from None
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"{path}, line {lineno}: malformed JSON ({e.msg}, column {e.colno}). Each line "
+                    f"must be one JSON object."
+                ) from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}, line {lineno}: expected a JSON object, got "
+                                f"{type(rec).__name__}.")
+
+
+def _batches(path: Path, fmt: str):
+    if fmt == "jsonl":
+        import pyarrow.json as pj
+
+        reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=BLOCK_BYTES))
+        for batch in reader:
+            yield batch
+    else:
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path, memory_map=True)
+        except Exception as e:
+            raise DataError(f"{path} is not a readable Parquet file: {e}") from None
+        yield from pf.iter_batches(batch_size=ROW_GROUP_ROWS)
+
+
+def to_parquet(path: str | Path, fmt: str, dst: str | Path, text_key: str = "text",
+               limit: int | None = None) -> int:
+    """Stream a jsonl/parquet file into ``dst`` (Parquet); returns the number of rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sandbox.utils import atomic_path
+
+    path = Path(path)
+    rows = 0
+    try:
+        with atomic_path(dst) as tmp:
+            writer = None
+            try:
+                for batch in _batches(path, fmt):
+                    if limit is not None and rows + batch.num_rows > limit:
+                        batch = batch.slice(0, limit - rows)
+                    if batch.num_rows == 0:
+                        if limit is not None and rows >= limit:
+                            break
+                        continue
+                    _check_batch(batch, text_key, str(path), rows)
+                    if writer is None:
+                        schema = batch.schema
+                        writer = pq.ParquetWriter(tmp, schema)
+                    elif batch.schema != schema:
+                        batch = pa.Table.from_batches([batch]).cast(schema).to_batches()[0]
+                    writer.write_table(pa.Table.from_batches([batch]), row_group_size=ROW_GROUP_ROWS)
+                    rows += batch.num_rows
+                    if limit is not None and rows >= limit:
+                        break
+            finally:
+                if writer is not None:
+                    writer.close()
+            if rows == 0:
+                raise DataError(f"{path} holds no samples. Point the data pool at a non-empty file.")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        if fmt == "jsonl":
+            _locate_jsonl_error(path)  # raises io's DataError for a bad line
+            # every line parses: fields change type between blocks; take the reference reader
+            from sandbox.data.io import read_table, write_parquet
+
+            table = read_table(path, fmt, text_key, limit)
+            write_parquet(table, dst)
+            return table.num_rows
+        raise DataError(f"{path} is not a readable Parquet file: {e}") from None
+    return rows

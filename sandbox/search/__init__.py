@@ -1,0 +1,10 @@
+"""Recipe search: an Optuna study driven by Hydra's ``--multirun`` (``hparams_search=...``).
+
+* ``space``: ``hydra.sweeper.params`` (``interval``, ``choice``, ``range``, ``tag(log, ...)``)
+  -> Optuna distributions;
+* ``constraints``: ``"retention >= 0.3"`` -> Optuna constraint values (parsed, never eval'd);
+* ``sweeper``: the ask-and-tell loop behind ``hydra/sweeper=optuna``
+  (``hydra_plugins.sandbox_optuna`` registers it with Hydra);
+* ``trial``: what a running trial sees (intermediate values for pruning, the result file);
+* ``summary``: the study's parent MLflow run (best trials, best recipe, plots).
+"""
