@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / "bench" / ".work"
+WORK = Path(os.environ.get("BENCH_WORK") or ROOT / "bench" / ".work")  # tests move it
 PY = sys.executable
 
 FILTERS = [  # the eight stat filters of conf/recipe/default.yaml, same arguments
@@ -110,7 +110,7 @@ def recipes(np_: int, minhash: bool | None = None) -> dict[str, Path]:
 
 # ------------------------------------------------------------------------------ running
 def dj_bin(tool: str) -> Path:
-    venv = WORK / "dj-venv" / "bin"
+    venv = ROOT / "bench" / ".work" / "dj-venv" / "bin"  # where dj_env.sh installs it
     if not (venv / tool).exists():
         log("installing Data-Juicer with bench/dj_env.sh (once, ~2 GB)")
         subprocess.run(["bash", str(ROOT / "bench" / "dj_env.sh")], check=True,
@@ -119,10 +119,12 @@ def dj_bin(tool: str) -> Path:
 
 
 class PeakRSS:
-    """Polls the summed RSS of a process and all its descendants (workers included)."""
+    """Polls the summed RSS of a process and all its descendants (workers included). RSS counts
+    pages shared by forked workers once per process (an over-estimate); ``peak_pss`` is the
+    summed proportional set size (shared pages split between their users)."""
 
     def __init__(self, pid: int, every: float = 0.1):
-        self.pid, self.every, self.peak = pid, every, 0
+        self.pid, self.every, self.peak, self.peak_pss = pid, every, 0, 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._loop, daemon=True)
         self._t.start()
@@ -147,14 +149,20 @@ class PeakRSS:
     def _loop(self) -> None:
         page = os.sysconf("SC_PAGE_SIZE")
         while not self._stop.is_set():
-            total = 0
+            total, pss = 0, 0
             for p in self._tree():
                 try:
                     with open(f"/proc/{p}/statm") as fh:
                         total += int(fh.read().split()[1]) * page
+                    with open(f"/proc/{p}/smaps_rollup") as fh:
+                        for line in fh:
+                            if line.startswith("Pss:"):
+                                pss += int(line.split()[1]) * 1024
+                                break
                 except (OSError, IndexError, ValueError):
                     pass
             self.peak = max(self.peak, total)
+            self.peak_pss = max(self.peak_pss, pss)
             self._stop.wait(self.every)
 
     def stop(self) -> int:
@@ -163,8 +171,16 @@ class PeakRSS:
         return self.peak
 
 
+LAST_PSS = [0]  # peak summed PSS of the last command run with rss=True
+LAST_CPU = [0.0]  # CPU seconds (user + sys) of the last timed command's process tree
+
+
 def timed(cmd: list[str], env: dict | None = None, rss: bool = False, cwd: Path | None = None):
-    """Run a command; returns (wall seconds, peak tree RSS bytes or 0). Fails loudly."""
+    """Run a command; returns (wall seconds, peak tree RSS bytes or 0) and leaves its tree's CPU
+    seconds (children that were waited for, i.e. every worker pool) in ``LAST_CPU``."""
+    import resource
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     log_path = WORK / "logs" / f"{uuid.uuid4().hex[:8]}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +190,10 @@ def timed(cmd: list[str], env: dict | None = None, rss: bool = False, cwd: Path 
         mon = PeakRSS(proc.pid) if rss else None
         rc = proc.wait()
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     peak = mon.stop() if mon else 0
+    LAST_PSS[0] = mon.peak_pss if mon else 0
     if rc != 0:
         tail = log_path.read_text()[-3000:]
         raise SystemExit(f"command failed ({rc}): {' '.join(map(str, cmd))}\n{tail}")
@@ -218,21 +237,28 @@ def bench_throughput(a) -> None:
     data = make_docs(a.docs)
     n = a.docs
     for label, recipe in recipes(a.np).items():
-        ours, dj = [], []
+        if a.recipe and not label.startswith(a.recipe):
+            continue
+        ours, dj, ours_cpu, dj_cpu = [], [], [], []
         out_ours = WORK / "out" / f"ours-{label}.jsonl"
         out_dj = WORK / "out" / f"dj-{label}.jsonl"
         out_ours.parent.mkdir(parents=True, exist_ok=True)
         for r in range(max(a.repeats, a.dj_repeats if not a.no_dj else 0)):
             if r < a.repeats:
                 ours.append(timed(ours_cmd("process", data, recipe, a.np, out_ours))[0])
-                log(f"{label} ours run {r + 1}: {ours[-1]:.2f}s")
+                ours_cpu.append(LAST_CPU[0])
+                log(f"{label} ours run {r + 1}: {ours[-1]:.2f}s wall, {ours_cpu[-1]:.1f} cpu-s")
             if not a.no_dj and r < a.dj_repeats:
                 dj.append(timed(dj_cmd("dj-process", data, recipe, a.np, out_dj), env=dj_env())[0])
-                log(f"{label} dj run {r + 1}: {dj[-1]:.2f}s")
+                dj_cpu.append(LAST_CPU[0])
+                log(f"{label} dj run {r + 1}: {dj[-1]:.2f}s wall, {dj_cpu[-1]:.1f} cpu-s")
         say(f"process_{label}_ours_samples_per_s", n / median(ours))
+        say(f"process_{label}_ours_samples_per_cpu_s", n / median(ours_cpu))
         if dj:
             say(f"process_{label}_dj_samples_per_s", n / median(dj))
+            say(f"process_{label}_dj_samples_per_cpu_s", n / median(dj_cpu))
             say(f"process_{label}_speedup_vs_dj", median(dj) / median(ours), "x")
+            say(f"process_{label}_cpu_speedup_vs_dj", median(dj_cpu) / median(ours_cpu), "x")
             a_, b_ = kept_texts(out_ours), kept_texts(out_dj)
             say(f"process_{label}_kept_ours", sum(a_.values()))
             say(f"process_{label}_kept_dj", sum(b_.values()))
@@ -242,19 +268,24 @@ def bench_throughput(a) -> None:
 def bench_probe(a) -> None:
     data = make_docs(a.docs)
     recipe = recipes(a.np)["A"]
-    ours, dj = [], []
+    ours, dj, ours_cpu, dj_cpu = [], [], [], []
     for r in range(max(a.repeats, a.dj_repeats if not a.no_dj else 0)):
         if r < a.repeats:
             ours.append(timed(ours_cmd("probe", data, recipe, a.np))[0])
-            log(f"probe ours run {r + 1}: {ours[-1]:.2f}s")
+            ours_cpu.append(LAST_CPU[0])
+            log(f"probe ours run {r + 1}: {ours[-1]:.2f}s wall, {ours_cpu[-1]:.1f} cpu-s")
         if not a.no_dj and r < a.dj_repeats:
             out = WORK / "out" / "dj-analyze" / "out.jsonl"
             dj.append(timed(dj_cmd("dj-analyze", data, recipe, a.np, out), env=dj_env())[0])
-            log(f"probe dj run {r + 1}: {dj[-1]:.2f}s")
+            dj_cpu.append(LAST_CPU[0])
+            log(f"probe dj run {r + 1}: {dj[-1]:.2f}s wall, {dj_cpu[-1]:.1f} cpu-s")
     say("probe_A_ours_samples_per_s", a.docs / median(ours))
+    say("probe_A_ours_samples_per_cpu_s", a.docs / median(ours_cpu))
     if dj:
         say("probe_A_dj_samples_per_s", a.docs / median(dj))
+        say("probe_A_dj_samples_per_cpu_s", a.docs / median(dj_cpu))
         say("probe_A_speedup_vs_dj", median(dj) / median(ours), "x")
+        say("probe_A_cpu_speedup_vs_dj", median(dj_cpu) / median(ours_cpu), "x")
 
 
 def bench_refilter(a) -> None:
@@ -297,21 +328,25 @@ def bench_rss(a) -> None:
     n = a.docs if a.docs_set else 1_000_000
     data = make_docs(n)
     recipe = recipes(a.np)["A"]
-    walls, peaks = [], []
+    walls, peaks, psss = [], [], []
     for r in range(a.rss_repeats):
         wall, peak = timed(ours_cmd("process", data, recipe, a.np), rss=True)
         walls.append(wall)
         peaks.append(peak)
-        log(f"rss run {r + 1}: {wall:.1f}s, peak {peak / 2**30:.2f} GiB")
+        psss.append(LAST_PSS[0])
+        log(f"rss run {r + 1}: {wall:.1f}s, peak RSS {peak / 2**30:.2f} GiB, "
+            f"PSS {psss[-1] / 2**30:.2f} GiB")
     say(f"rss_{n}_docs_peak_GiB", max(peaks) / 2**30, "GiB")
+    say(f"rss_{n}_docs_peak_pss_GiB", max(psss) / 2**30, "GiB")
     say(f"rss_{n}_docs_samples_per_s", n / median(walls))
 
 
 def bench_train(a) -> None:
     """tokens/s of CausalLMTrainer vs a bare PyTorch loop over the same model, batch and data
     (same threads), measured in one process, alternating, medians."""
+    extra = ["--budget", str(a.train_budget)] if a.train_budget else []
     out = subprocess.run([PY, str(ROOT / "bench" / "train_bench.py"), "--repeats",
-                          str(a.repeats), "--docs", str(min(a.docs, 5000))],
+                          str(a.repeats), "--docs", str(min(a.docs, 5000)), *extra],
                          capture_output=True, text=True, cwd=ROOT)
     if out.returncode:
         raise SystemExit(out.stdout + out.stderr)
@@ -337,6 +372,8 @@ def main(argv=None) -> None:
     p.add_argument("--dj-repeats", type=int, default=None)
     p.add_argument("--rss-repeats", type=int, default=1)
     p.add_argument("--no-dj", action="store_true")
+    p.add_argument("--recipe", choices=["A", "B"], default=None, help="throughput: only this one")
+    p.add_argument("--train-budget", type=int, default=None, help="tokens per trainer run")
     a = p.parse_args(argv)
     a.docs_set = a.docs is not None
     a.docs = a.docs or 100_000

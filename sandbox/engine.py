@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from sandbox.ops import Deduplicator, Filter, Mapper, Op, OpSpec, TextViews
+from sandbox.ops import Deduplicator, Filter, Mapper, Op, OpSpec, Selector, TextViews
 from sandbox.utils import stable_hash
 
 TEXT_COLUMN = "__text__"
@@ -55,6 +55,13 @@ def default_num_proc() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def resolve_num_proc(num_proc) -> int:
+    """``num_proc`` as given; ``None``/``0``/negative: every CPU this process may use."""
+    if num_proc is None or int(num_proc) <= 0:
+        return default_num_proc()
+    return int(num_proc)
+
+
 @dataclass
 class Computed:
     texts: list[str]  # text after all mappers
@@ -75,13 +82,27 @@ def _init_worker(specs: list[OpSpec], text_key: str) -> None:
     _WORKER_MAPS = any(isinstance(op, Mapper) for _, op in _WORKER_OPS)
 
 
-def _run_batch(texts: list[str]) -> tuple[list[str], dict[str, Any]]:
+def input_fields(specs: list[OpSpec], text_key: str) -> list[str]:
+    """Sample columns besides the text that the recipe's OPs read (``Op.input_fields``)."""
+    from sandbox.ops import get_op_class
+
+    out: list[str] = []
+    for s in specs:
+        op = get_op_class(s.name)(text_key=text_key, **s.args)
+        for f in op.input_fields():
+            if f != text_key and f not in out:
+                out.append(f)
+    return out
+
+
+def _run_batch(texts: list[str], fields: dict[str, list] | None = None
+               ) -> tuple[list[str], dict[str, Any]]:
     cols: dict[str, Any] = {}
-    views = TextViews(texts)
+    views = TextViews(texts, fields)
     for key, op in _WORKER_OPS:
         if isinstance(op, Mapper):
             texts = op.process_batch(views.texts)
-            views = TextViews(texts)  # derived views are stale once the text changed
+            views = TextViews(texts, fields)  # derived views are stale once the text changed
         elif isinstance(op, Filter):
             for stat, values in op.compute_stats_batch(views).items():
                 cols[stat_column(key, stat)] = values
@@ -125,7 +146,9 @@ def _run_ipc(buf) -> Any:
     """Worker entry: an IPC buffer holding one text column in, an IPC buffer of results out."""
     batch = _from_ipc(buf)
     texts = batch.column(0).to_pylist()
-    out_texts, cols = _run_batch(texts)
+    fields = {batch.schema.names[i]: batch.column(i).to_pylist()
+              for i in range(1, batch.num_columns)} or None
+    out_texts, cols = _run_batch(texts, fields) if fields else _run_batch(texts)
     return _to_ipc(_result_batch(out_texts, cols, len(texts)))
 
 
@@ -291,16 +314,17 @@ def compute_file(dataset: str | Path, specs: list[OpSpec], text_key: str = "text
         out = Path(scratch_dir) / f".engine-{os.getpid()}-{cache_key('scratch', specs, text_key)}.parquet"
 
     advance = progress or (lambda k=1: None)
+    extra = [f for f in input_fields(specs, text_key) if f in src.schema_arrow.names]
     texts_in = (_to_ipc(b) for b in rechunk(src.iter_batches(batch_size=batch_size,
-                                                             columns=[text_key]), batch_size))
-    workers = max(1, int(num_proc)) if n > batch_size else 1
+                                                             columns=[text_key, *extra]), batch_size))
+    workers = resolve_num_proc(num_proc) if n > batch_size else 1
     with atomic_path(out) as tmp:
         writer = None
         try:
             for buf in _map_ordered(_run_ipc, texts_in, workers, specs, text_key):
                 rb = _from_ipc(buf)
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, rb.schema, compression="zstd")
+                    writer = pq.ParquetWriter(tmp, rb.schema, compression="snappy")
                     schema = rb.schema
                 elif rb.schema != schema:
                     rb = pa.Table.from_batches([rb]).cast(schema).to_batches()[0]
@@ -317,7 +341,7 @@ def compute_file(dataset: str | Path, specs: list[OpSpec], text_key: str = "text
 # ---------------------------------------------------------------- compute: in memory (lists)
 def compute(texts: list[str], specs: list[OpSpec], text_key: str = "text", num_proc: int = 1,
             batch_size: int = 512, cache_dir: Path | None = None, fingerprint: str | None = None,
-            progress=None) -> Computed:
+            progress=None, fields: dict[str, list] | None = None) -> Computed:
     """Run every OP on every sample of an in-memory list (small pools, tests); cached when
     ``cache_dir`` and ``fingerprint`` are given. Same batches and workers as ``compute_file``."""
     import pyarrow as pa
@@ -330,10 +354,12 @@ def compute(texts: list[str], specs: list[OpSpec], text_key: str = "text", num_p
             if got is not None:
                 return got
     advance = progress or (lambda k=1: None)
-    chunks = (_to_ipc(pa.record_batch([pa.array(texts[i:i + batch_size], type=pa.large_string())],
-                                      names=["t"]))
-              for i in range(0, len(texts), batch_size))
-    workers = max(1, int(num_proc)) if len(texts) > batch_size else 1
+    fields = {k: v for k, v in (fields or {}).items() if k in input_fields(specs, text_key)}
+    chunks = (_to_ipc(pa.record_batch(
+        [pa.array(texts[i:i + batch_size], type=pa.large_string())]
+        + [pa.array(v[i:i + batch_size]) for v in fields.values()], names=["t", *fields]))
+        for i in range(0, len(texts), batch_size))
+    workers = resolve_num_proc(num_proc) if len(texts) > batch_size else 1
     batches = []
     for buf in _map_ordered(_run_ipc, chunks, workers, specs, text_key):
         rb = _from_ipc(buf)
@@ -412,9 +438,12 @@ def first_alive(codes: np.ndarray, alive: np.ndarray) -> np.ndarray:
     return keep
 
 
-def select(specs: list[OpSpec], ops: list[Op], columns, n: int) -> Selection:
-    """Apply thresholds and deduplication. ``columns`` is a dict of arrays or a
-    ``ComputedFile`` (only the columns the OPs need are loaded)."""
+def select(specs: list[OpSpec], ops: list[Op], columns, n: int, fields=None) -> Selection:
+    """Apply thresholds, deduplication and selectors. ``columns`` is a dict of arrays or a
+    ``ComputedFile`` (only the columns the OPs need are loaded). ``fields`` gives selectors the
+    sample columns they read: a dict of lists, or the path of the pool's Parquet file (only
+    those columns are read). Selectors keep their selected samples; the order of the output
+    stays the pool's order."""
     if isinstance(columns, ComputedFile):
         cf, needed, raw = columns, [], {}
         for spec, op in zip(specs, ops):
@@ -445,6 +474,14 @@ def select(specs: list[OpSpec], ops: list[Op], columns, n: int) -> Selection:
             hashes = columns[hash_column(spec.key)]
             newly = alive & ~np.asarray(op.keep_mask(hashes, alive.copy()), dtype=bool)
             alone = int(n - np.count_nonzero(op.keep_mask(hashes, np.ones(n, dtype=bool))))
+        elif isinstance(op, Selector):
+            idx = np.flatnonzero(alive)
+            values = _selector_fields(op, fields, idx)
+            chosen = np.asarray(op.select(values, len(idx)), dtype=np.int64)
+            stay = np.zeros(n, dtype=bool)
+            stay[idx[chosen]] = True
+            newly = alive & ~stay
+            alone = 0
         else:
             newly = np.zeros(n, dtype=bool)
         dropped[newly] = i
@@ -453,6 +490,20 @@ def select(specs: list[OpSpec], ops: list[Op], columns, n: int) -> Selection:
                      "out": int(np.count_nonzero(alive)), "dropped": int(np.count_nonzero(newly)),
                      "would_drop_alone": alone})
     return Selection(alive, dropped, [s.key for s in specs], rows)
+
+
+def _selector_fields(op, fields, idx: np.ndarray) -> dict[str, list]:
+    names = list(op.input_fields())
+    if not names:
+        return {}
+    if fields is None:
+        raise ValueError(f"{op.name} reads {names}: pass the pool (fields=) to select()")
+    if isinstance(fields, (str, Path)):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(fields, columns=names, memory_map=True).take(idx)
+        return {k: table.column(k).to_pylist() for k in names}
+    return {k: [fields[k][i] for i in idx] for k in names}
 
 
 def _exact(op: Deduplicator) -> bool:

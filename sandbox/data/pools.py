@@ -22,8 +22,10 @@ class _Pool(Step):
         from sandbox.utils import atomic_path
 
         out = env.workdir / "pool.parquet"
-        with atomic_path(out) as tmp:
-            pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
+        with atomic_path(out) as tmp:  # batch by batch: a memory-mapped table stays mapped
+            with pq.ParquetWriter(tmp, table.schema) as writer:
+                for batch in table.to_batches(max_chunksize=ROW_GROUP_ROWS):
+                    writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
         return self._result(env, out, table.num_rows)
 
     def _result(self, env: StepEnv, out: Path, num_rows: int) -> dict:
@@ -34,22 +36,33 @@ class _Pool(Step):
 
 
 class FilePool(_Pool):
-    """Your own data: a jsonl/json/parquet/csv file."""
+    """Your own data: a jsonl/json/parquet/csv file.
+
+    Big jsonl/parquet files (``sandbox.data.stream.STREAM_MIN_BYTES`` and up) are streamed into
+    ``pool.parquet`` block by block, never held whole in memory. ``on_bad_record="skip"`` takes
+    the reference reader (``sandbox.data.io``), which lists the skipped records in
+    ``rejects.jsonl`` beside the pool."""
 
     def __init__(self, path: str, format: str | None = None, text_key: str = "text",
-                 limit: int | None = None):
+                 limit: int | None = None, on_bad_record: str = "fail"):
         self.path, self.format, self.text_key, self.limit = path, format, text_key, limit
+        self.on_bad_record = on_bad_record
 
     def run(self, env: StepEnv) -> dict:
         from sandbox.data import stream
         from sandbox.data.io import guess_format
 
         fmt = self.format or (guess_format(Path(self.path)) if Path(self.path).is_file() else None)
-        if fmt and stream.should_stream(self.path, fmt):  # big file: never one table in memory
-            out = env.workdir / "pool.parquet"
+        if self.on_bad_record == "fail" and fmt and stream.should_stream(self.path, fmt):
+            out = env.workdir / "pool.parquet"  # big file: never one table in memory
             rows = stream.to_parquet(self.path, fmt, out, self.text_key, self.limit)
             return self._result(env, out, rows)
-        table = read_table(self.path, self.format, self.text_key, self.limit)
+        if self.on_bad_record == "fail":
+            table = read_table(self.path, self.format, self.text_key, self.limit)
+        else:
+            table = read_table(self.path, self.format, self.text_key, self.limit,
+                               on_bad_record=self.on_bad_record,
+                               rejects_path=env.workdir / "rejects.jsonl")
         return self._finish(env, table)
 
 
@@ -83,7 +96,8 @@ class HFDiskPool(_Pool):
         if self.limit is not None:
             ds = ds.select(range(min(self.limit, len(ds))))
         table = ds.data.table if hasattr(ds.data, "table") else ds.with_format("arrow")[:]
-        table = table.combine_chunks()
+        if getattr(ds, "_indices", None) is not None:  # a select()ed view: materialise its rows
+            table = ds.with_format("arrow")[:]
         check_text_column(table, self.text_key, str(p))
         return self._finish(env, table)
 

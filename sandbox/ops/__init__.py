@@ -26,7 +26,7 @@ def _load_builtin() -> None:
     # Imported for their @register side effect (importing one module alone registers only it).
     global _builtin_loaded
     if not _builtin_loaded:
-        from sandbox.ops import deduplicators, filters, mappers  # noqa: F401
+        from sandbox.ops import deduplicators, filters, mappers, selectors  # noqa: F401
 
         _builtin_loaded = True
 
@@ -36,6 +36,11 @@ def get_op_class(name: str) -> type[Op]:
     try:
         return OPS[name]
     except KeyError:
+        from sandbox.ops.dj_adapter import dj_op_class
+
+        adapted = dj_op_class(name)
+        if adapted is not None:
+            return adapted
         close = difflib.get_close_matches(name, OPS, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise KeyError(

@@ -67,6 +67,22 @@ def _param_lines(cls: type[Op], indent: str = "    ") -> list[str]:
     return out
 
 
+def _asset_lines(cls: type[Op], indent: str = "    ") -> list[str]:
+    """One line per asset the OP needs, with whether it is available offline on this machine."""
+    from sandbox.assets import asset_available
+
+    out = []
+    if getattr(cls, "adapted_from_data_juicer", False):
+        out.append(f"{indent}runs through Data-Juicer's own implementation (adapter)")
+    for name, what in getattr(cls, "assets", {}).items():
+        if name in ("kenlm", "hf_tokenizer"):
+            status = "user-provided path (nothing ships offline)"
+        else:
+            status = "available offline" if asset_available(name) else "MISSING here"
+        out.append(f"{indent}needs: {what} [{status}]")
+    return out
+
+
 def list_all() -> str:
     ops = all_ops()
     lines = [f"{len(ops)} operators. `python -m sandbox.ops NAME` describes one.", ""]
@@ -79,6 +95,7 @@ def list_all() -> str:
             stats = getattr(cls, "stat_keys", ())
             if stats:
                 lines.append(f"    stats: {', '.join(stats)}")
+            lines.extend(_asset_lines(cls))
             lines.extend(_param_lines(cls))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
@@ -93,6 +110,7 @@ def describe(cls: type[Op]) -> str:
     stats = getattr(cls, "stat_keys", ())
     if stats:
         lines.append(f"    stats: {', '.join(stats)}")
+    lines += _asset_lines(cls)
     lines += ["", "parameters:"] + _param_lines(cls)
     doc = inspect.getdoc(cls)
     if doc:

@@ -55,3 +55,346 @@ class DocumentDeduplicator(Deduplicator):
 
     def hash_batch(self, views: TextViews) -> list:
         return [self.hash_text(t) for t in views.texts]
+
+
+# =============================================================================================
+# Near-duplicate and image deduplicators (dataset-level: hash_batch + keep_mask)
+# =============================================================================================
+import functools  # noqa: E402
+import struct  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from typing import Optional  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+MERSENNE_PRIME = np.uint64((1 << 61) - 1)
+MAX_HASH = np.uint64((1 << 32) - 1)
+_PUNCT = _regex.compile(r"\p{P}")
+_TOKENIZATIONS = ("space", "punctuation", "character", "sentencepiece")
+
+
+def sha1_hash32(data: bytes) -> int:
+    """First 4 bytes of SHA-1, little-endian (datasketch's token hash, as Data-Juicer uses)."""
+    return struct.unpack("<I", hashlib.sha1(data).digest()[:4])[0]
+
+
+@functools.lru_cache(maxsize=64)
+def optimal_param(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
+                  false_negative_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows per band) minimising the weighted false-positive + false-negative areas of
+    the LSH S-curve (datasketch's method, as Data-Juicer computes it, with scipy's quad)."""
+    from scipy import integrate
+
+    best, opt = float("inf"), (0, 0)
+    for b in range(1, num_perm + 1):
+        for r in range(1, int(num_perm / b) + 1):
+            fp, _ = integrate.quad(lambda s: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)
+            fn, _ = integrate.quad(lambda s: 1 - (1 - (1 - s ** float(r)) ** float(b)), threshold, 1.0)
+            err = fp * false_positive_weight + fn * false_negative_weight
+            if err < best:
+                best, opt = err, (b, r)
+    return opt
+
+
+def _shingles(op, text: str, joiner: str = " ") -> list[bytes]:
+    if op.lowercase:
+        text = text.lower()
+    if op._ignore is not None:
+        text = op._ignore.sub("", text)
+    w = op.window_size
+    if op.tokenization == "character":
+        return [text[i:i + w].encode() for i in range(len(text) - w + 1)]
+    if op.tokenization == "punctuation":
+        toks = _PUNCT.split(text)
+    elif op.tokenization == "space":
+        # Data-Juicer calls split_on_whitespace(text) with its defaults new_line=False,
+        # tab=False here: only ' ' separates tokens ("a\nb" is one token).
+        toks = [w for w in text.split(" ") if w]
+    elif op.tokenization == "sentencepiece":
+        toks = op._sp.encode(text, out_type=str)
+        joiner = ""
+    else:
+        raise NotImplementedError(f"Unimplemented tokenization method [{op.tokenization}]")
+    return [joiner.join(toks[i:i + w]).encode() for i in range(len(toks) - w + 1)]
+
+
+class _ShingleDedup(Deduplicator):
+    def _shingle_setup(self, tokenization, window_size, lowercase, ignore_pattern):
+        if tokenization not in _TOKENIZATIONS[: 3 if self.name.endswith("simhash_deduplicator") else 4]:
+            raise NotImplementedError(f"{self.name}: unimplemented tokenization {tokenization!r}")
+        self.tokenization = tokenization
+        self.window_size = window_size
+        self.lowercase = lowercase
+        self.ignore_pattern = ignore_pattern
+        self._ignore = _regex.compile(ignore_pattern) if ignore_pattern else None
+
+
+class _UnionFind:
+    def __init__(self):
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        root = x
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while x != root:  # path compression
+            self.parent[x], x = root, self.parent.get(x, x)
+        return root
+
+    def union(self, x: int, y: int) -> None:
+        px, py = self.find(x), self.find(y)
+        self.parent[px] = self.parent[py] = min(px, py)
+
+
+@register
+class DocumentMinhashDeduplicator(_ShingleDedup):
+    """Near-duplicate removal with MinHash-LSH, as Data-Juicer does it. Per sample: shingles of
+    ``window_size`` tokens (``space``: words split on ' ' only, not on newlines or tabs (Data-Juicer's
+    call), joined with ' ';
+    ``punctuation``: pieces between ``\\p{P}`` characters; ``character``: characters;
+    ``sentencepiece``: pieces of ``tokenizer_model``), after lower-casing and removing
+    ``ignore_pattern``; each shingle's 32-bit SHA-1 goes through ``num_permutations`` universal
+    hashes ``(a*h + b) mod (2**61-1) & 0xffffffff`` (a, b drawn from ``RandomState(42)``), the
+    minimum per permutation is the signature, cut into ``num_bands`` bands of
+    ``num_rows_per_band`` rows (chosen to minimise false positive + negative areas for
+    ``jaccard_threshold`` when unset). Over the pool (``keep_mask``): samples sharing any band
+    are linked, and of each connected group only the first sample stays. A text with fewer
+    tokens than ``window_size`` has no shingles and gets the all-0xffffffff signature, so all such
+    texts are duplicates of one another (Data-Juicer's behaviour)."""
+
+    name = "document_minhash_deduplicator"
+    description = "Remove near-duplicate documents (MinHash-LSH, Jaccard >= jaccard_threshold)."
+
+    def __init__(self, tokenization: str = "space", window_size: int = 5, lowercase: bool = True,
+                 ignore_pattern: Optional[str] = None, num_permutations: int = 256,
+                 jaccard_threshold: float = 0.7, num_bands: Optional[int] = None,
+                 num_rows_per_band: Optional[int] = None, tokenizer_model: Optional[str] = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self._shingle_setup(tokenization, window_size, lowercase, ignore_pattern)
+        if not 0 <= jaccard_threshold <= 1:
+            raise ValueError(f"{self.name}: jaccard_threshold must be in [0, 1]")
+        self.num_permutations = num_permutations
+        self.jaccard_threshold = jaccard_threshold
+        self.num_bands = num_bands
+        self.num_rows_per_band = num_rows_per_band
+        self.tokenizer_model = tokenizer_model
+        self._sp = None
+        if tokenization == "sentencepiece":
+            if tokenizer_model is None:
+                raise ValueError("To use 'sentencepiece' tokenization, 'tokenizer_model' is required.")
+            import sentencepiece
+
+            self._sp = sentencepiece.SentencePieceProcessor()
+            self._sp.load(tokenizer_model)
+        if num_bands is None or num_rows_per_band is None:
+            self._bands, self._rows = optimal_param(jaccard_threshold, num_permutations)
+        else:
+            self._bands, self._rows = num_bands, num_rows_per_band
+        gen = np.random.RandomState(seed=42)
+        self._a, self._b = np.array(
+            [(gen.randint(1, MERSENNE_PRIME, dtype=np.uint64),
+              gen.randint(0, MERSENNE_PRIME, dtype=np.uint64)) for _ in range(num_permutations)],
+            dtype=np.uint64,
+        ).T
+        self._block = max(1, (8 * 1024 * 1024) // (num_permutations * 8))
+
+    def signature(self, text: str) -> np.ndarray:
+        tokens = set(_shingles(self, text))
+        hv = np.fromiter((sha1_hash32(t) for t in tokens), dtype=np.uint64, count=len(tokens))
+        if len(hv) == 0:
+            return np.full(self.num_permutations, MAX_HASH, dtype=np.uint64)
+        out = None
+        for s in range(0, len(hv), self._block):
+            block = hv[s:s + self._block]
+            m = np.bitwise_and((block[:, None] * self._a + self._b) % MERSENNE_PRIME, MAX_HASH).min(axis=0)
+            out = m if out is None else np.minimum(out, m)
+        return out
+
+    def hash_batch(self, views: TextViews) -> list:
+        r = self._rows
+        out = []
+        for t in views.texts:
+            sig = self.signature(t)
+            out.append([bytes(sig[i * r:(i + 1) * r].byteswap().data) for i in range(self._bands)])
+        return out
+
+    def keep_mask(self, hashes, alive: np.ndarray) -> np.ndarray:
+        idx = np.flatnonzero(alive)
+        keep = np.zeros(len(alive), dtype=bool)
+        if len(idx) <= 1:
+            keep[idx] = True
+            return keep
+        uf = _UnionFind()
+        for band in range(self._bands):
+            table: dict[bytes, int] = {}
+            for pos, i in enumerate(idx):
+                h = bytes(hashes[i][band])
+                first = table.setdefault(h, pos)
+                if first != pos:
+                    uf.union(pos, first)
+        keep[idx] = [uf.find(p) == p for p in range(len(idx))]
+        return keep
+
+
+@register
+class DocumentSimhashDeduplicator(_ShingleDedup):
+    """Near-duplicate removal with 64-bit SimHash, as Data-Juicer does it. Per sample: shingles as
+    document_minhash_deduplicator (``space``, ``punctuation`` or ``character``; window 6), each
+    hashed with the first 8 bytes of its MD5 (big-endian), combined by ``simhash.compute`` (bit i
+    set when more shingles have it set than not). Over the pool: pairs of distinct hashes at
+    Hamming distance <= ``hamming_distance`` (found with ``num_blocks`` permuted tables,
+    ``simhash.find_all``) are linked; of each connected group only the first sample stays, and
+    samples with equal hashes outside any group are exact duplicates (first one stays). Needs
+    the ``simhash-pybind`` package, as Data-Juicer does."""
+
+    name = "document_simhash_deduplicator"
+    description = "Remove near-duplicate documents (SimHash, Hamming distance <= hamming_distance)."
+    assets = {"simhash": "the simhash-pybind package (PyPI)"}
+
+    def __init__(self, tokenization: str = "space", window_size: int = 6, lowercase: bool = True,
+                 ignore_pattern: Optional[str] = None, num_blocks: int = 6,
+                 hamming_distance: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self._shingle_setup(tokenization, window_size, lowercase, ignore_pattern)
+        if hamming_distance >= num_blocks:
+            raise ValueError(f"{self.name}: hamming_distance ({hamming_distance}) must be less "
+                             f"than num_blocks ({num_blocks})")
+        self.num_blocks = num_blocks
+        self.hamming_distance = hamming_distance
+        import simhash
+
+        self._simhash = simhash
+
+    def hash_batch(self, views: TextViews) -> list:
+        sh = self._simhash
+        return [str(np.uint64(sh.compute(map(sh.unsigned_hash, _shingles(self, t)))))
+                for t in views.texts]
+
+    def keep_mask(self, hashes, alive: np.ndarray) -> np.ndarray:
+        idx = np.flatnonzero(alive)
+        keep = np.zeros(len(alive), dtype=bool)
+        if len(idx) <= 1:
+            keep[idx] = True
+            return keep
+        vals = [str(hashes[i]) for i in idx]
+        matches = self._simhash.find_all(np.array(vals, dtype=np.uint64), self.num_blocks,
+                                         self.hamming_distance)
+        graph: dict[str, set] = defaultdict(set)
+        for x, y in matches:
+            graph[str(x)].add(str(y))
+            graph[str(y)].add(str(x))
+        cluster: dict[str, int] = {}
+        cid = 0
+        for h in graph:
+            if h in cluster:
+                continue
+            stack = [h]
+            cluster[h] = cid
+            while stack:
+                for nb in graph[stack.pop()]:
+                    if nb not in cluster:
+                        cluster[nb] = cid
+                        stack.append(nb)
+            cid += 1
+        seen_c, seen_h = set(), set()
+        for i, h in zip(idx, vals):
+            if h in cluster:
+                c = cluster[h]
+                if c not in seen_c:
+                    seen_c.add(c)
+                    keep[i] = True
+            elif h not in seen_h:
+                seen_h.add(h)
+                keep[i] = True
+        return keep
+
+
+_HASH_SIZES = {"phash": (32, 32), "dhash": (9, 8), "ahash": (8, 8), "whash": (256, 256)}
+
+
+def image_hash(array: np.ndarray, method: str) -> str:
+    """imagededup's hashes (Data-Juicer's ``image_deduplicator`` uses them) of an RGB array:
+    the image is resized with Lanczos to the method's size, converted to 8-bit grey, then
+    ``phash``: 2-D DCT-II (scipy.fftpack), top-left 8x8, bit = coefficient >= median of the 63
+    non-DC ones; ``dhash``: 9x8, bit = pixel > its left neighbour; ``ahash``: 8x8, bit = pixel >=
+    mean; ``whash``: 256x256 /255, Haar wavelet (pywt, level 5), bit = LL >= its median. The
+    64 bits are packed to 16 hex digits."""
+    from PIL import Image
+
+    im = Image.fromarray(array.astype("uint8")).resize(_HASH_SIZES[method], Image.LANCZOS).convert("L")
+    a = np.array(im).astype("uint8")
+    if method == "phash":
+        from scipy.fftpack import dct
+
+        coef = dct(dct(a, axis=0), axis=1)[:8, :8]
+        bits = coef >= np.median(np.ndarray.flatten(coef)[1:])
+    elif method == "dhash":
+        bits = a[:, 1:] > a[:, :-1]
+    elif method == "ahash":
+        bits = a >= np.mean(a)
+    else:
+        try:
+            import pywt
+        except ImportError:
+            raise ImportError("image_deduplicator(method='whash') needs PyWavelets: "
+                              "`pip install PyWavelets`.") from None
+        ll = pywt.wavedec2(data=a / 255, wavelet="haar", level=5)[0]
+        bits = ll >= np.median(np.ndarray.flatten(ll))
+    return "".join("%0.2x" % x for x in np.packbits(bits))
+
+
+@register
+class ImageDeduplicator(Deduplicator):
+    """Exact duplicates by perceptual image hash: a sample's hash is the concatenation of the
+    ``method`` hashes (phash, dhash, whash, ahash; see ``image_hash``) of its distinct images (in
+    first-appearance order), after loading each as RGB; with ``consider_text`` the text's md5 (as
+    document_deduplicator) is part of the key. Samples without images are never removed."""
+
+    name = "image_deduplicator"
+    description = "Remove samples whose images have identical perceptual hashes (phash/dhash/...)."
+
+    def __init__(self, method: str = "phash", consider_text: bool = False,
+                 image_key: str = "images", **kwargs):
+        super().__init__(**kwargs)
+        if method not in _HASH_SIZES:
+            raise ValueError(f"Keep strategy [{method}] is not supported. Can only be one of "
+                             f"{sorted(_HASH_SIZES)}.")
+        self.method = method
+        self.consider_text = consider_text
+        self.image_key = image_key
+        self._text = DocumentDeduplicator() if consider_text else None
+
+    def input_fields(self) -> tuple[str, ...]:
+        return (self.image_key,)
+
+    def _hash_paths(self, paths) -> str:
+        from PIL import Image
+
+        out = ""
+        for p in dict.fromkeys(paths or []):
+            with Image.open(p) as im:
+                out += image_hash(np.array(im.convert("RGB")), self.method)
+        return out
+
+    def hash_batch(self, views: TextViews) -> list:
+        paths = views.field(self.image_key, self.name)
+        out = []
+        for t, ps in zip(views.texts, paths):
+            h = self._hash_paths(ps)
+            out.append([h, self._text.hash_text(t)] if self._text is not None else h)
+        return out
+
+    def keep_mask(self, hashes, alive: np.ndarray) -> np.ndarray:
+        keep = np.zeros(len(alive), dtype=bool)
+        seen: set = set()
+        for i in np.flatnonzero(alive):
+            h = hashes[i]
+            key = tuple(h) if isinstance(h, (list, tuple, np.ndarray)) else h
+            if not key:
+                keep[i] = True
+            elif key not in seen:
+                seen.add(key)
+                keep[i] = True
+        return keep

@@ -97,7 +97,7 @@ class OptunaSearch:
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
-        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
 
     # ------------------------------------------------------------------ building blocks
     def objectives(self) -> list[str]:
@@ -160,7 +160,9 @@ class OptunaSearch:
             return list(values) if values else [math.inf] * constraint_count
 
         sampler_cfg = self.sampler_cfg or {"_target_": "optuna.samplers.TPESampler"}
-        extra = {"constraints_func": constraints_func} if self.constraints else {}
+        # Optuna >= 5: trial.set_constraint (set before tell); older: the sampler's constraints_func
+        modern = hasattr(optuna.trial.Trial, "set_constraint")
+        extra = {"constraints_func": constraints_func} if self.constraints and not modern else {}
         sampler = self._instantiate(sampler_cfg, "sampler", **extra)
         pruner = self._instantiate(self.pruner_cfg, "pruner")
         try:
@@ -366,7 +368,11 @@ class OptunaSearch:
             if error:
                 trial.set_user_attr("error", str(error)[-2000:])
             if self.constraints and state == TrialState.COMPLETE:
-                trial.set_user_attr("constraints", [c.value(metrics) for c in self.constraints])
+                values_c = [c.value(metrics) for c in self.constraints]
+                trial.set_user_attr("constraints", values_c)
+                if hasattr(trial, "set_constraint"):
+                    for c, v in zip(self.constraints, values_c):
+                        trial.set_constraint(str(c), v)
             if state == TrialState.COMPLETE:
                 study.tell(trial, values if len(values) > 1 else values[0])
             else:

@@ -44,7 +44,7 @@ class Process(Step):
             computed = compute_file(dataset, rec.ops, rec.text_key, env.num_proc, self.batch_size,
                                     env.cache_dir, fingerprint(dataset, env.cache_dir), advance,
                                     scratch_dir=env.workdir)
-        sel = select(rec.ops, ops, computed, n)
+        sel = select(rec.ops, ops, computed, n, fields=dataset)
         num_out = int(np.count_nonzero(sel.keep))
 
         retention_path = env.workdir / "retention.csv"
@@ -61,7 +61,7 @@ class Process(Step):
             raise DataError(
                 f"processing left no samples: {who} (see {retention_path}; the dropped samples "
                 f"are in {dropped_path}). Loosen that OP's thresholds or switch it off with "
-                f"recipe.ops.{culprit['op'] if culprit else 'OP'}._enabled=false."
+                f"++recipe.ops.{culprit['op'] if culprit else 'OP'}._enabled=false."
             )
         return {"dataset": str(out), "dropped": str(dropped_path), "retention": sel.retention,
                 "retention_path": str(retention_path), "num_in": n, "num_out": num_out,
