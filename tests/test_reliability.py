@@ -203,3 +203,25 @@ def test_secrets_never_reach_files_or_mlflow(tmp_path, docs_file):
     assert run.data.params["service.api_key"] == "***"
     assert secret not in json.dumps(run.data.params) + json.dumps(run.data.tags)
     assert run.data.params["text_key"] == "text"  # `*key*` configuration is not a secret
+
+
+def test_a_50mb_sample_is_read_processed_and_written_whole(tmp_path):
+    from sandbox.runner import run
+    from tests.conftest import compose
+
+    big = ("word " * 10_000_000)[:50 * 1024 * 1024]
+    f = tmp_path / "big.jsonl"
+    with open(f, "w") as fh:
+        fh.write(json.dumps({"text": "a short sample of text", "id": 0}) + "\n")
+        fh.write(json.dumps({"text": big, "id": 1}) + "\n")
+        fh.write(json.dumps({"text": "<p>another sample here</p>", "id": 2}) + "\n")
+    cfg = compose(["pipeline=process", "data_pool=jsonl", f"data_pool.path={f}", "tracking=none",
+                   "progress=false", f"cache_dir={tmp_path / 'cache'}", "recipe=none",
+                   "+recipe.ops.clean_html_mapper={}", "+recipe.ops.text_length_filter.min_len=5",
+                   "+recipe.ops.document_deduplicator={}"])
+    run(cfg, run_dir=tmp_path / "run")
+    import pyarrow.parquet as pq
+
+    kept = pq.read_table(tmp_path / "run" / "process" / "processed.parquet").to_pylist()
+    assert [r["id"] for r in kept] == [0, 1, 2]
+    assert len(kept[1]["text"]) == len(big) and kept[2]["text"] == "another sample here"

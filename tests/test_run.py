@@ -156,3 +156,18 @@ def test_default_experiment_from_the_cli_on_the_real_corpus(tmp_path):
     assert m["perplexity"] > 1 and 0 <= m["downstream_accuracy"] <= 1
     assert 0 < ctx["evaluate_data"]["outputs"]["metrics"]["retention"] < 1
     assert "perplexity" in r.stdout and "No comparable baseline" in r.stdout
+
+
+def test_resume_logs_into_the_same_mlflow_run(docs_file, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    over = ["pipeline=process", "data_pool=jsonl", f"data_pool.path={docs_file}", "progress=false",
+            f"tracking.uri={uri}", f"cache_dir={tmp_path / 'cache'}"]
+    run(compose(over), run_dir=tmp_path / "run")
+    run(compose(over + ["resume=true"]), run_dir=tmp_path / "run")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("sandbox").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    ctx = json.loads((tmp_path / "run" / "context.json").read_text())
+    assert ctx["meta"]["tracking_run_id"] == runs[0].info.run_id
