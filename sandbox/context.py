@@ -1,5 +1,11 @@
 """The context: every finished step's outputs, and the ``${ctx:STEP.OUTPUT}`` resolver.
 
+Keys: ``step`` in the single-pipeline form (``pipeline.steps``); ``pipeline.step`` when the
+experiment holds several named pipelines (``pipelines.<name>.steps``); ``...@<i>`` for iteration
+``i`` of an iterating pipeline; ``...[<element>]`` for one element of a fan-out (``for_each``).
+``${ctx:step.output}`` reads the current pipeline (and iteration); ``${ctx:pipe.step.output}``
+an earlier pipeline (its last iteration). ``${item:field}`` is the current fan-out element.
+
 A step's inputs are ordinary OmegaConf interpolations into the context, resolved lazily when the
 step starts (``use_cache=False``), so one config describes the whole wiring. The context is saved
 to ``context.json`` (atomically) after every step; ``resume`` reads it back.
@@ -18,6 +24,7 @@ from sandbox.utils import atomic_write_json
 REF = re.compile(r"\$\{ctx:\s*([A-Za-z0-9_.\-]+)\s*\}")
 _current: contextvars.ContextVar["Context | None"] = contextvars.ContextVar("sandbox_ctx",
                                                                             default=None)
+_item: contextvars.ContextVar[Any] = contextvars.ContextVar("sandbox_item", default=None)
 
 
 class Context:
@@ -26,6 +33,11 @@ class Context:
         self.steps: dict[str, dict[str, Any]] = {}
         self.meta: dict[str, Any] = {}  # run-level facts, e.g. the tracking run to resume into
         self.touched: set[str] = set()  # steps read by the last resolution (for identities)
+        # run-time wiring (not saved): the pipeline whose steps run now, every pipeline's step
+        # names (None: the single-pipeline form), and logical -> recorded keys (iterations)
+        self.scope: str = ""
+        self.layout: dict[str, list[str]] | None = None
+        self.aliases: dict[str, str] = {}
 
     # ------------------------------------------------------------------ persistence
     @classmethod
@@ -56,11 +68,20 @@ class Context:
         rec = self.steps.get(step)
         return bool(rec) and rec.get("status") == "done" and rec.get("identity") == identity
 
+    def find(self, identity: str, exclude: str = "") -> dict[str, Any] | None:
+        """A finished record with this identity (under another key), or None."""
+        for key, rec in self.steps.items():
+            if key != exclude and rec.get("status") == "done" and rec.get("identity") == identity:
+                return dict(rec, _key=key)
+        return None
+
     def get(self, ref: str) -> Any:
-        step, _, output = ref.partition(".")
-        if step not in self.steps:
+        pipe, step, output = split_ref(ref, self.scope, self.layout)
+        logical = f"{pipe}.{step}" if pipe else step
+        key = self.aliases.get(logical, logical)
+        if key not in self.steps:
             raise ConfigError(f"${{ctx:{ref}}}: step `{step}` has not run yet.")
-        outputs = self.steps[step]["outputs"]
+        outputs = self.steps[key]["outputs"]
         value: Any = outputs
         for part in output.split(".") if output else []:
             if not isinstance(value, dict) or part not in value:
@@ -69,7 +90,7 @@ class Context:
                     f"(it produced: {', '.join(outputs)})."
                 )
             value = value[part]
-        self.touched.add(step)
+        self.touched.add(key)
         return value
 
     def flat(self) -> dict[str, Any]:
@@ -91,6 +112,51 @@ class active:
         _current.reset(self.token)
 
 
+class current_item:
+    """``with current_item(element):`` makes ``${item:field}`` resolve to ``element[field]``."""
+
+    def __init__(self, item: Any):
+        self.item = item
+
+    def __enter__(self) -> Any:
+        self.token = _item.set(self.item)
+        return self.item
+
+    def __exit__(self, *exc) -> None:
+        _item.reset(self.token)
+
+
+def _resolve_item(path: str = "") -> Any:
+    item = _item.get()
+    if item is None:
+        raise ConfigError(f"${{item:{path}}} is only defined in a step with `for_each:` (the "
+                          f"element it runs for).")
+    value = item
+    for part in str(path).split(".") if path else []:
+        if not isinstance(value, dict) or part not in value:
+            have = ", ".join(value) if isinstance(value, dict) else type(value).__name__
+            raise ConfigError(f"${{item:{path}}}: the element has no `{part}` (it has: {have}).")
+        value = value[part]
+    return value
+
+
+def split_ref(ref: str, scope: str = "", layout: dict[str, list[str]] | None = None
+              ) -> tuple[str, str, str]:
+    """``(pipeline, step, output path)`` of a reference read from pipeline ``scope``.
+
+    With several pipelines, ``pipe.step.output`` names pipeline ``pipe``'s step when ``pipe`` is
+    a pipeline with a step ``step``; anything else is ``step.output`` of the current pipeline."""
+    parts = ref.split(".")
+    if layout and len(parts) >= 3 and parts[0] in layout and parts[1] in layout[parts[0]]:
+        if parts[0] != scope and parts[0] in layout.get(scope, ()):
+            raise ConfigError(
+                f"${{ctx:{ref}}} is ambiguous: `{parts[0]}` is both a pipeline and a step of "
+                f"pipeline `{scope}`. Rename one of them."
+            )
+        return parts[0], parts[1], ".".join(parts[2:])
+    return scope, parts[0], ".".join(parts[1:])
+
+
 def _resolve(ref: str) -> Any:
     ctx = _current.get()
     if ctx is None:
@@ -106,6 +172,8 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("ctx"):
         OmegaConf.register_new_resolver("ctx", _resolve, use_cache=False)
+    if not OmegaConf.has_resolver("item"):
+        OmegaConf.register_new_resolver("item", _resolve_item, use_cache=False)
 
 
 def references(value: Any) -> list[str]:
@@ -117,3 +185,144 @@ def references(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [r for v in value for r in references(v)]
     return []
+
+
+# ============================================================================ stop conditions
+_TOKEN = re.compile(r"""\s*(?:(?P<num>-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)|(?P<op><=|>=|==|!=|<|>)
+                    |(?P<paren>[()])|(?P<str>'[^']*'|"[^"]*")
+                    |(?P<word>[A-Za-z_][A-Za-z0-9_./\-]*))""", re.X)
+_CMP = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+
+
+class Condition:
+    """A stop condition over context values, parsed (never ``eval``-ed). Grammar::
+
+        expr    := term ("or" term)*
+        term    := factor ("and" factor)*
+        factor  := "not" factor | "(" expr ")" | operand CMP operand
+        operand := NUMBER | 'string' | true | false | REF      (REF: step.output[.key...])
+        CMP     := < <= > >= == !=
+
+    e.g. ``evaluate.metrics.perplexity < 80 or train.final_loss <= 2.5``."""
+
+    def __init__(self, text: str, tree: tuple):
+        self.text, self.tree = text, tree
+
+    def refs(self) -> list[str]:
+        out: list[str] = []
+
+        def walk(node):
+            if node[0] == "ref":
+                out.append(node[1])
+            elif node[0] in ("and", "or", "cmp"):
+                for n in node[2:] if node[0] == "cmp" else node[1:]:
+                    walk(n)
+            elif node[0] == "not":
+                walk(node[1])
+
+        walk(self.tree)
+        return out
+
+    def evaluate(self, lookup) -> bool:
+        def val(node):
+            return lookup(node[1]) if node[0] == "ref" else node[1]
+
+        def ev(node) -> bool:
+            kind = node[0]
+            if kind == "or":
+                return ev(node[1]) or ev(node[2])
+            if kind == "and":
+                return ev(node[1]) and ev(node[2])
+            if kind == "not":
+                return not ev(node[1])
+            a, b = val(node[2]), val(node[3])
+            try:
+                return bool(_CMP[node[1]](a, b))
+            except TypeError:
+                raise ConfigError(f"stop condition `{self.text}`: cannot compare {a!r} "
+                                  f"{node[1]} {b!r}.") from None
+
+        return ev(self.tree)
+
+
+def parse_condition(text: str, where: str = "stop_when") -> Condition:
+    tokens, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise ConfigError(f"{where}: cannot parse `{text}` at `{text[pos:]}`. Write e.g. "
+                              f"`evaluate.metrics.perplexity < 80 and train.final_loss < 3`.")
+        kind = m.lastgroup
+        tokens.append((kind, m.group(kind)))
+        pos = m.end()
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    i = 0
+
+    def peek():
+        return tokens[i] if i < len(tokens) else (None, None)
+
+    def take():
+        nonlocal i
+        if i >= len(tokens):
+            fail("it ends too early")
+        i += 1
+        return tokens[i - 1]
+
+    def fail(msg):
+        raise ConfigError(f"{where}: `{text}`: {msg}. Grammar: <ref> <op> <value> joined by "
+                          f"and/or/not and parentheses; ops < <= > >= == !=.")
+
+    def expr():
+        node = term()
+        while peek() == ("word", "or"):
+            take()
+            node = ("or", node, term())
+        return node
+
+    def term():
+        node = factor()
+        while peek() == ("word", "and"):
+            take()
+            node = ("and", node, factor())
+        return node
+
+    def factor():
+        if peek() == ("word", "not"):
+            take()
+            return ("not", factor())
+        if peek() == ("paren", "("):
+            take()
+            node = expr()
+            if take() != ("paren", ")"):
+                fail("a `(` is not closed")
+            return node
+        left = operand()
+        kind, op = peek()
+        if kind != "op":
+            fail(f"expected a comparison after {left[1]!r}")
+        take()
+        return ("cmp", op, left, operand())
+
+    def operand():
+        if i >= len(tokens):
+            fail("it ends too early")
+        kind, v = take()
+        if kind == "num":
+            return ("lit", float(v))
+        if kind == "str":
+            return ("lit", v[1:-1])
+        if kind == "word" and v in ("true", "false"):
+            return ("lit", v == "true")
+        if kind == "word" and v not in ("and", "or", "not") and "." in v:
+            return ("ref", v)
+        fail(f"{v!r} is not a value or a step.output reference")
+
+    if not tokens:
+        fail("it is empty")
+    tree = expr()
+    if i != len(tokens):
+        fail(f"unexpected {tokens[i][1]!r}")
+    return Condition(text, tree)

@@ -19,7 +19,13 @@ IPC buffer (no pickled lists of ``str``), and writes each result batch (stats, h
 mapped text when a mapper ran) to the cache file with a ``ParquetWriter`` as it arrives, in input
 order. At most ``2 * num_proc`` batches are in flight, so memory is bounded by the batch size, not
 by the pool. Only the numeric stat columns and the integer hash codes are ever loaded whole
-(a few bytes per sample per stat).
+(a few bytes per sample per stat). Columns other than the text that an OP declares in
+``input_fields()`` travel with the text in the same batches (``TextViews.fields``); selectors get
+the alive samples' values of theirs in ``select``.
+
+``num_proc``: worker processes (forked); ``None`` or ``0`` means every CPU this process may use.
+With ``num_proc=N`` there are N workers plus the main process, which only reads, ships and writes
+Arrow buffers (about a tenth of the CPU of the OPs on the default recipe).
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ def bench(tmp_path, *args) -> dict[str, str]:
     return figures
 
 
+@pytest.mark.slow
 def test_throughput_probe_refilter_rss_ours(tmp_path):
     f = bench(tmp_path, "throughput", "--docs", "400", "--repeats", "1", "--no-dj")
     assert float(f["process_A_ours_samples_per_s"]) > 0
@@ -34,6 +35,7 @@ def test_throughput_probe_refilter_rss_ours(tmp_path):
     assert 0 < float(f["rss_400_docs_peak_GiB"].split()[0]) < 4
 
 
+@pytest.mark.slow
 def test_startup_and_train(tmp_path):
     f = bench(tmp_path, "startup", "--repeats", "1")
     assert float(f["startup_help_seconds"].split()[0]) > 0

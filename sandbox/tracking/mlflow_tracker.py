@@ -128,6 +128,19 @@ class MLflowTracker(NoTracker):
             order_by=["attributes.start_time DESC"], max_results=1)
         return dict(runs[0].data.metrics) if runs else None
 
+    def child(self, run_name: str, tags: dict[str, str] | None = None) -> "MLflowTracker":
+        """A nested run under this one (tag ``mlflow.parentRunId``), e.g. one pool's training
+        and evaluation in the bottom-up workflow; ``finish`` it when done."""
+        kid = MLflowTracker(self.uri, self.experiment, run_name, self.max_artifact_bytes / 2 ** 20)
+        if self.run_id is None:
+            return kid
+        kid.client = self.client
+        exp_id = self.client.get_run(self.run_id).info.experiment_id
+        run = self.client.create_run(exp_id, run_name=run_name,
+                                     tags={**(tags or {}), "mlflow.parentRunId": self.run_id})
+        kid.run_id = run.info.run_id
+        return kid
+
     def finish(self, status: str = "FINISHED") -> None:
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status)
