@@ -458,7 +458,7 @@ class _Executor:
 
         key = step.key + self.suffix
         comp_cfg, inputs = self._resolve(step)
-        identity = step_identity(comp_cfg, inputs, self._upstream(step))
+        identity = step_identity(comp_cfg, inputs, self._upstream(step), self.cache_dir)
         label = key
         if self._reusable(key, identity):
             console.print(step_line(label, "skipped (unchanged, resume)"))
@@ -676,12 +676,15 @@ def _build(comp_cfg: dict, step: PlannedStep):
         ) from None
 
 
-def step_identity(comp_cfg: dict, inputs: dict, upstream: list[str]) -> str:
+def step_identity(comp_cfg: dict, inputs: dict, upstream: list[str],
+                  cache_dir: Path | None = None) -> str:
+    from sandbox.data.fingerprint import fingerprint
+
     files = {}
     for k in ("path",):  # a data file that changed on disk must re-run its loading step
         p = comp_cfg.get(k)
         if isinstance(p, str) and Path(p).exists():
-            files[k] = file_fingerprint(p)
+            files[k] = fingerprint(p, cache_dir)  # memoised by stat info: big files hash once
     return stable_hash([comp_cfg, inputs, upstream, files])
 
 

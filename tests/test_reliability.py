@@ -225,3 +225,18 @@ def test_a_50mb_sample_is_read_processed_and_written_whole(tmp_path):
     kept = pq.read_table(tmp_path / "run" / "process" / "processed.parquet").to_pylist()
     assert [r["id"] for r in kept] == [0, 1, 2]
     assert len(kept[1]["text"]) == len(big) and kept[2]["text"] == "another sample here"
+
+
+def test_skip_bad_records_from_the_command_line(tmp_path):
+    f = tmp_path / "d.jsonl"
+    good = [json.dumps({"text": f"a perfectly fine sample number {i} with words"}) for i in range(5)]
+    f.write_text("\n".join(good[:2] + ['{"text": oops', '{"body": "x"}'] + good[2:]) + "\n")
+    r = cli(["pipeline=process", "data_pool=jsonl", f"data_pool.path={f}", "tracking=none",
+             "data_pool.on_bad_record=skip", "recipe=none", f"hydra.run.dir={tmp_path / 'run'}",
+             f"cache_dir={tmp_path / 'cache'}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "skipped 2 bad record(s)" in " ".join(r.stdout.split())
+    rejects = [json.loads(l) for l in (tmp_path / "run" / "load" / "rejects.jsonl").open()]
+    assert [x["line"] for x in rejects] == [3, 4]
+    ctx = json.loads((tmp_path / "run" / "context.json").read_text())["steps"]
+    assert ctx["load"]["outputs"]["num_samples"] == 5 and ctx["load"]["outputs"]["rejected"] == 2

@@ -14,7 +14,7 @@ ROW_GROUP_ROWS = 16384  # bounded reads for the streaming engine downstream
 
 
 class _Pool(Step):
-    outputs = ("dataset", "num_samples", "fingerprint")
+    outputs = ("dataset", "num_samples", "fingerprint", "rejected", "rejects")
 
     def _finish(self, env: StepEnv, table) -> dict:
         import pyarrow.parquet as pq
@@ -59,11 +59,20 @@ class FilePool(_Pool):
             return self._result(env, out, rows)
         if self.on_bad_record == "fail":
             table = read_table(self.path, self.format, self.text_key, self.limit)
-        else:
-            table = read_table(self.path, self.format, self.text_key, self.limit,
-                               on_bad_record=self.on_bad_record,
-                               rejects_path=env.workdir / "rejects.jsonl")
-        return self._finish(env, table)
+            return self._finish(env, table)
+        from sandbox.data.io import read_table_with_rejects, write_rejects
+
+        table, rejects = read_table_with_rejects(self.path, self.format, self.text_key, self.limit,
+                                                 on_bad_record=self.on_bad_record)
+        out = self._finish(env, table)
+        out["rejected"] = len(rejects)
+        if rejects:  # skipped, never silently: every bad record is listed with its line and reason
+            out["rejects"] = str(write_rejects(rejects, env.workdir / "rejects.jsonl"))
+            from sandbox.console import console
+
+            console.print(f"[yellow]skipped {len(rejects)} bad record(s) of {self.path}; they are "
+                          f"listed in {out['rejects']}[/]")
+        return out
 
 
 class HFDiskPool(_Pool):
