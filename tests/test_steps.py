@@ -211,3 +211,16 @@ def test_ksigma_refines_only_the_arguments_the_recipe_writes(tmp_path):
         "ops": {"special_characters_filter": {"max_ratio": 0.25}}})
     assert out["recipe"]["ops"]["special_characters_filter"] == {"max_ratio": pytest.approx(0.22)}
     assert [c["arg"] for c in out["changes"]] == ["max_ratio"]
+
+
+def test_probe_stores_but_does_not_summarise_non_numeric_stats(tmp_path):
+    pool = write_pool(tmp_path, ["The cat sat on the mat and looked at the door.",
+                                 "Le chat est assis sur le tapis et regarde la porte."])
+    recipe = {"ops": {"language_id_score_filter": {"lang": "en", "min_score": 0.5}}}
+    out = Probe().run(env_for(tmp_path, "probe"), dataset=pool, recipe=recipe)
+    stats = pq.read_table(out["stats"])
+    assert stats.column("language_id_score_filter.lang").to_pylist() == ["en", "fr"]
+    assert out["summary"]["language_id_score_filter.lang"]["numeric"] is False
+    assert out["summary"]["language_id_score_filter.lang_score"]["count"] == 2
+    assert [p.name for p in (tmp_path / "probe" / "plots").iterdir()] == \
+        ["language_id_score_filter.lang_score.png"]

@@ -47,21 +47,40 @@ class Probe(Step):
             for stat in getattr(op, "stat_keys", ()):
                 names.append((spec.key, stat, op, stat_column(spec.key, stat)))
         stat_cols = computed.columns([c for *_, c in names])
+        numeric = {}
         for key, stat, op, col in names:
-            rows.append(describe(stat_cols[col], self.quantiles) |
+            values = numeric_values(stat_cols[col])
+            if values is None:  # e.g. language labels, per-image lists: stored, not summarised
+                rows.append({"op": key, "stat": stat, "column": col, "count": len(stat_cols[col]),
+                             "numeric": False})
+                continue
+            numeric[col] = values
+            rows.append(describe(values, self.quantiles) |
                         {"column": col, "op": key, "stat": stat})
             thresholds[col] = {arg: getattr(op, arg) for arg, th in op.thresholds.items()
                                if th.stat == stat}
-        stats_path = write_parquet(pa.table(stat_cols) if stat_cols else pa.table({"__n__": [0] * 0}),
-                                   env.workdir / "stats.parquet")
+        table = pa.table({c: pa.array(list(v)) if getattr(v, "dtype", None) == object else v
+                          for c, v in stat_cols.items()}) if stat_cols else pa.table({"__n__": [0] * 0})
+        stats_path = write_parquet(table, env.workdir / "stats.parquet")
         summary_path = env.workdir / "summary.csv"
         _write_csv(summary_path, rows)
         plots_dir = env.workdir / "plots"
         if self.plots and rows:
-            plot_histograms(stat_cols, thresholds, plots_dir)
+            plot_histograms(numeric, thresholds, plots_dir)
         summary = {r["column"]: {k: v for k, v in r.items() if k != "column"} for r in rows}
         return {"stats": str(stats_path), "summary": summary, "summary_path": str(summary_path),
                 "plots": str(plots_dir)}
+
+
+def numeric_values(values) -> np.ndarray | None:
+    """The stat as float64, or None when it is not a number per sample (strings, lists)."""
+    arr = np.asarray(values) if not isinstance(values, np.ndarray) else values
+    if arr.dtype.kind in "biuf":
+        return arr.astype(np.float64, copy=False)
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
 
 
 def describe(values: np.ndarray, quantiles: list[float]) -> dict[str, float]:
@@ -78,10 +97,10 @@ def describe(values: np.ndarray, quantiles: list[float]) -> dict[str, float]:
 def _write_csv(path: Path, rows: list[dict]) -> None:
     from sandbox.utils import atomic_path
 
-    fields = ["op", "stat", "column"] + [k for k in (rows[0] if rows else {}) if k not in
-                                         ("op", "stat", "column")]
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # numeric rows first define order
+    fields = ["op", "stat", "column"] + [k for k in keys if k not in ("op", "stat", "column")]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(rows)
 
