@@ -520,3 +520,22 @@ def _exact(op: Deduplicator) -> bool:
 def _duplicates_in(hashes: np.ndarray) -> int:
     codes = hash_codes(hashes)
     return int(len(codes) - np.unique(codes).size)
+
+
+def compute_recipe(env, dataset: str, recipe: dict, text_key: str, batch_size: int,
+                   description: str):
+    """What probe and process share: load and build the recipe, then run it over the pool file
+    with a progress bar (cached). Returns ``(recipe, ops, computed, num_rows)``."""
+    import pyarrow.parquet as pq
+
+    from sandbox.data.fingerprint import fingerprint
+    from sandbox.recipe import load_recipe
+
+    rec = load_recipe(recipe, text_key)
+    ops = rec.build()
+    n = pq.ParquetFile(dataset).metadata.num_rows
+    with env.progress(n, description) as advance:
+        computed = compute_file(dataset, rec.ops, rec.text_key, env.num_proc, batch_size,
+                                env.cache_dir, fingerprint(dataset, env.cache_dir), advance,
+                                scratch_dir=env.workdir)
+    return rec, ops, computed, n

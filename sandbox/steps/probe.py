@@ -28,20 +28,12 @@ class Probe(Step):
 
     def run(self, env: StepEnv, dataset: str, recipe: dict) -> dict[str, Any]:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        from sandbox.data.fingerprint import fingerprint
         from sandbox.data.io import write_parquet
-        from sandbox.engine import compute_file, stat_column
-        from sandbox.recipe import load_recipe
+        from sandbox.engine import compute_recipe, stat_column
 
-        rec = load_recipe(recipe, self.text_key)
-        ops = rec.build()
-        n = pq.ParquetFile(dataset).metadata.num_rows
-        with env.progress(n, "computing stats") as advance:
-            computed = compute_file(dataset, rec.ops, rec.text_key, env.num_proc, self.batch_size,
-                                    env.cache_dir, fingerprint(dataset, env.cache_dir), advance,
-                                    scratch_dir=env.workdir)
+        rec, ops, computed, _ = compute_recipe(env, dataset, recipe, self.text_key,
+                                               self.batch_size, "computing stats")
         rows, thresholds, names = [], {}, []
         for spec, op in zip(rec.ops, ops):
             for stat in getattr(op, "stat_keys", ()):

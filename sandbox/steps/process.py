@@ -31,19 +31,10 @@ class Process(Step):
         self.export_path, self.keep_stats = export_path, keep_stats
 
     def run(self, env: StepEnv, dataset: str, recipe: dict) -> dict[str, Any]:
-        import pyarrow.parquet as pq
+        from sandbox.engine import compute_recipe, select
 
-        from sandbox.data.fingerprint import fingerprint
-        from sandbox.engine import compute_file, select
-        from sandbox.recipe import load_recipe
-
-        rec = load_recipe(recipe, self.text_key)
-        ops = rec.build()
-        n = pq.ParquetFile(dataset).metadata.num_rows
-        with env.progress(n, "applying recipe") as advance:
-            computed = compute_file(dataset, rec.ops, rec.text_key, env.num_proc, self.batch_size,
-                                    env.cache_dir, fingerprint(dataset, env.cache_dir), advance,
-                                    scratch_dir=env.workdir)
+        rec, ops, computed, n = compute_recipe(env, dataset, recipe, self.text_key,
+                                               self.batch_size, "applying recipe")
         sel = select(rec.ops, ops, computed, n, fields=dataset)
         num_out = int(np.count_nonzero(sel.keep))
 
