@@ -29,7 +29,9 @@ from pathlib import Path
 _LOCK = threading.Lock()
 
 
-class AssetMissing(RuntimeError):
+from sandbox.errors import SandboxError
+
+class AssetMissing(SandboxError, RuntimeError):
     """An operator needs a file that is not available offline; the message says how to provide it."""
 
 

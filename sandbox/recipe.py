@@ -44,7 +44,13 @@ class Recipe:
     def build(self):
         """Instantiate every OP (validated first)."""
         validate(self)
-        return [get_op_class(s.name)(text_key=self.text_key, **s.args) for s in self.ops]
+        ops = []
+        for s in self.ops:
+            try:
+                ops.append(get_op_class(s.name)(text_key=self.text_key, **s.args))
+            except (ValueError, TypeError) as e:  # a value the OP's constructor rejects
+                raise RecipeError(f"{self.source}, OP `{s.key}`: {e}. Fix its arguments.") from None
+        return ops
 
     def to_config(self) -> dict[str, Any]:
         """The config-tree form (what ``recipe.ops`` holds)."""

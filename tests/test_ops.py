@@ -95,7 +95,9 @@ def test_every_arg_is_an_attribute_and_annotated(name):
 
 def test_data_juicer_defaults():
     # the defaults Data-Juicer 1.6.1 ships, which a recipe without arguments gets
-    d = lambda name: {n: p.default for n, p in get_op_class(name).params().items()}  # noqa: E731
+    generic = {"min_closed_interval", "max_closed_interval", "reversed_range"}  # every filter's
+    d = lambda name: {n: p.default for n, p in get_op_class(name).params().items()  # noqa: E731
+                      if n not in generic}
     assert d("text_length_filter") == {"min_len": 10, "max_len": MAXSIZE}
     assert d("words_num_filter") == {"lang": "en", "tokenization": False, "min_num": 10, "max_num": MAXSIZE}
     assert d("alphanumeric_filter") == {"tokenization": False, "min_ratio": 0.25, "max_ratio": MAXSIZE}
@@ -560,3 +562,27 @@ def test_alnum_table_matches_str_isalnum():
     table = filters._alnum_table()
     cps = np.arange(0, sys.maxunicode + 1, 97)  # every 97th code point, surrogates included
     assert table[cps].tolist() == [chr(c).isalnum() for c in cps.tolist()]
+
+
+def test_filter_interval_flags_follow_data_juicer():
+    import numpy as np
+
+    cls = get_op_class("text_length_filter")
+    stats = {"text_len": np.array([5, 10, 15, 20, 25])}
+    assert cls(min_len=10, max_len=20).keep(stats).tolist() == [False, True, True, True, False]
+    assert cls(min_len=10, max_len=20, min_closed_interval=False,
+               max_closed_interval=False).keep(stats).tolist() == [False, False, True, False, False]
+    assert cls(min_len=10, max_len=20, reversed_range=True).keep(stats).tolist() == \
+        [True, False, False, False, True]
+    p = cls.params()
+    assert p["reversed_range"].default is False and p["min_closed_interval"].default is True
+    # mask-only flags do not change the stats cache key
+    assert cls(reversed_range=True).stat_config() == cls().stat_config()
+
+
+def test_interval_flags_rejected_where_the_keep_rule_is_not_a_range():
+    from sandbox.errors import RecipeError
+    from sandbox.recipe import load_recipe
+
+    with pytest.raises(RecipeError, match="language_id_score_filter.*does not support"):
+        load_recipe({"ops": {"language_id_score_filter": {"reversed_range": True}}}).build()

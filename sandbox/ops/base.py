@@ -90,12 +90,20 @@ class Op:
     @classmethod
     def params(cls) -> dict[str, inspect.Parameter]:
         """Constructor parameters (excluding ``self``/``**kwargs``), in declaration order."""
-        sig = inspect.signature(cls.__init__)
-        return {
-            n: p
-            for n, p in sig.parameters.items()
-            if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-        }
+        out: dict[str, inspect.Parameter] = {}
+        # the OP's own arguments first, then those every OP of its kind takes (``Filter``'s
+        # interval flags), as long as each level passes the rest on with ``**kwargs``
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is Op:
+                continue
+            params = inspect.signature(init).parameters.values()
+            for p in params:
+                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    out.setdefault(p.name, p)
+            if not any(p.kind == p.VAR_KEYWORD for p in params):
+                break
+        return out
 
     def config(self) -> dict[str, Any]:
         """The parameter values this instance was built with (what a recipe file would hold)."""
@@ -122,20 +130,48 @@ class Filter(Op):
     kind = "filter"
     # Names of the stats this filter computes, Data-Juicer's keys (``text_len``, ...).
     stat_keys: ClassVar[tuple[str, ...]] = ()
+    # Arguments that only shape the mask, like thresholds: not part of the stats cache key.
+    MASK_ARGS: ClassVar[tuple[str, ...]] = ("min_closed_interval", "max_closed_interval",
+                                            "reversed_range")
+
+    def __init__(self, min_closed_interval: bool = True, max_closed_interval: bool = True,
+                 reversed_range: bool = False, **kwargs):
+        """Data-Juicer's generic filter flags: open/closed bounds, and keeping the samples
+        *outside* [min, max] instead (applied per stat)."""
+        super().__init__(**kwargs)
+        self.min_closed_interval = min_closed_interval
+        self.max_closed_interval = max_closed_interval
+        self.reversed_range = reversed_range
+        custom_keep = type(self).keep is not Filter.keep
+        if custom_keep and (not min_closed_interval or not max_closed_interval or reversed_range):
+            raise ValueError(
+                f"{self.name} does not support min_closed_interval/max_closed_interval/"
+                f"reversed_range (its keep rule is not a plain [min, max] range); remove them")
+
+    def stat_config(self) -> dict[str, Any]:
+        return {k: v for k, v in super().stat_config().items() if k not in self.MASK_ARGS}
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
     def keep(self, stats: dict[str, np.ndarray]) -> np.ndarray:
-        """Default: every ``Threshold`` arg bounds its stat inclusively (Data-Juicer semantics)."""
+        """Default: every ``Threshold`` arg bounds its stat, inclusively unless the interval flags
+        say otherwise; ``reversed_range`` keeps what falls outside, stat by stat (Data-Juicer)."""
         n = len(next(iter(stats.values())))
         mask = np.ones(n, dtype=bool)
+        by_stat: dict[str, np.ndarray] = {}
         for arg, th in self.thresholds.items():
             value = getattr(self, arg)
             if value is None:
                 continue
             col = stats[th.stat]
-            mask &= (col >= value) if th.bound == "min" else (col <= value)
+            if th.bound == "min":
+                ok = (col >= value) if getattr(self, "min_closed_interval", True) else (col > value)
+            else:
+                ok = (col <= value) if getattr(self, "max_closed_interval", True) else (col < value)
+            by_stat[th.stat] = by_stat.get(th.stat, np.ones(n, dtype=bool)) & ok
+        for inside in by_stat.values():
+            mask &= ~inside if getattr(self, "reversed_range", False) else inside
         return mask
 
 
