@@ -32,6 +32,7 @@ import itertools
 import json
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -596,7 +597,7 @@ class RecipeExport(Step):
     def run(self, env: StepEnv, pool: dict, recipe: dict) -> dict[str, Any]:
         from sandbox.ops import get_op_class
         from sandbox.ops import OpSpec
-        from sandbox.recipe import Recipe, load_recipe
+        from sandbox.recipe import Recipe, load_recipe, validate
 
         rec = load_recipe(recipe, self.text_key)
         bounds = pool.get("bounds") or {}
@@ -617,27 +618,30 @@ class RecipeExport(Step):
                     ops.append(spec)
                 continue
             args = dict(spec.args)
+            hints = typing.get_type_hints(get_op_class(spec.name).__init__)
             for col, (lo, hi) in mine.items():
                 stat = col.rpartition(".")[2]
                 b = bins.get(col, "")
                 for arg, th in ths.items():
                     if th.stat != stat:
                         continue
+                    integer = hints.get(arg) is int  # integer stats: exact integer bounds
                     if th.bound == "min":
                         if b in ("low", "q0") or lo is None:
                             args.pop(arg, None)
                         else:
-                            args[arg] = lo
+                            args[arg] = math.ceil(lo) if integer else lo
                     elif th.bound == "max":
                         if b == "high" or hi is None:
                             args.pop(arg, None)
                         else:
-                            args[arg] = hi
+                            args[arg] = math.floor(hi) if integer else hi
             ops.append(OpSpec(key=spec.key, name=spec.name, args=args))
         out = Recipe(ops=ops, text_key=self.text_key)
         path = env.workdir / "recipe.yaml"
         header = f"# Data-Juicer recipe of pool {pool['name']} (bottom-up workflow)\n"
         path.write_text(header + out.to_dj_yaml(), encoding="utf-8")
+        validate(out)  # what we export must load back with recipe=dj
         return {"recipe": out.to_config(), "recipe_path": str(path)}
 
 
