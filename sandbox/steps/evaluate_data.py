@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from sandbox.steps.base import Step, StepEnv
+from sandbox.utils import sha256_file
 
 CLASSIFIER_VERSION = "1"
 MAX_CHARS = 2000  # characters of a document the quality classifier looks at
@@ -121,13 +122,6 @@ class QualityClassifier:
             return cls(z["coef"], float(z["intercept"]), json.loads(str(z["info"])))
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def load_reference(path: Path, text_key: str = "text") -> tuple[list[str], list[int]]:
     from sandbox.data.io import read_table
@@ -143,7 +137,7 @@ def load_reference(path: Path, text_key: str = "text") -> tuple[list[str], list[
 def quality_classifier(reference: Path, cache_dir: Path | None, text_key: str = "text",
                        seed: int = 0) -> tuple[QualityClassifier, Path | None]:
     """Train (or load from ``cache_dir``) the classifier for a reference file."""
-    key = hashlib.sha256(json.dumps([CLASSIFIER_VERSION, _file_sha256(reference), text_key, seed,
+    key = hashlib.sha256(json.dumps([CLASSIFIER_VERSION, sha256_file(reference), text_key, seed,
                                      MAX_CHARS, N_FEATURES]).encode()).hexdigest()[:16]
     cached = Path(cache_dir) / "quality_classifier" / f"{key}.npz" if cache_dir else None
     if cached is not None and cached.is_file():
@@ -239,7 +233,7 @@ class DataEvaluator(Step):
             cached = None
             if clf_path is not None:
                 key = hashlib.sha256(json.dumps(
-                    [clf_path.stem, _file_sha256(Path(path)), self.text_key, self.quality_sample,
+                    [clf_path.stem, sha256_file(Path(path)), self.text_key, self.quality_sample,
                      self.diversity_words, env.seed]).encode()).hexdigest()[:16]
                 cached = Path(env.cache_dir) / "data_eval" / f"{key}.json"
                 if cached.is_file():
