@@ -24,7 +24,7 @@ from typing import Any
 
 from sandbox.context import Context, active, references, register_resolvers
 from sandbox.errors import ConfigError
-from sandbox.utils import atomic_write_text, file_fingerprint, stable_hash
+from sandbox.utils import atomic_write_text, stable_hash
 
 GROUP_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_.]*)\}$")
 SECRET = re.compile(r"key|token|secret|password|passwd|credential", re.I)
@@ -573,7 +573,8 @@ class _Executor:
                 if seed is not None:
                     comp_cfg["seed"] = seed
                 identity = step_identity(comp_cfg, inputs, self._upstream(step, step.for_each)
-                                         + [_files_fingerprint(inputs), stable_hash(elem)])
+                                         + [_files_fingerprint(inputs, self.cache_dir),
+                                            stable_hash(elem)], self.cache_dir)
                 ekey = f"{key}[{name}]"
                 label = f"{step.name}[{name}]"
                 if self._reusable(ekey, identity):
@@ -652,12 +653,15 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+#=-]+", "_", name)[:150]
 
 
-def _files_fingerprint(inputs: dict) -> str:
-    """Content fingerprints of the data files an element's inputs name."""
+def _files_fingerprint(inputs: dict, cache_dir: Path | None = None) -> str:
+    """Content fingerprints of the data files an element's inputs name (memoised by stat info,
+    as for step identities, so a re-run does not re-read every pool)."""
+    from sandbox.data.fingerprint import fingerprint
+
     fps = {}
     for k, v in inputs.items():
         if isinstance(v, str) and ("/" in v) and Path(v).is_file():
-            fps[k] = file_fingerprint(v)
+            fps[k] = fingerprint(v, cache_dir)
     return stable_hash(fps)
 
 
