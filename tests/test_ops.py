@@ -253,33 +253,53 @@ def test_character_repetition_long_texts(a):
     assert stat("character_repetition_filter", [distinct, text, "ab" * 8]) == [0.0, 196 / 391, 4 / 7]
 
 
-@pytest.fixture
-def colliding_hashes(monkeypatch):
-    """Make every n-gram hash equal: the exact verification must notice and count exactly."""
-    real = filters._groups_hashed
-
-    def colliding(h, *args):
-        return real(np.zeros_like(h), *args)
-
-    monkeypatch.setattr(filters, "_groups_hashed", colliding)
+def thue_morse(k: int, a: str = "a", b: str = "b") -> tuple[str, str]:
+    """The Thue-Morse words of length 2**k over (a, b) and its complement: for k >= 11 their
+    polynomial hashes modulo 2**64 are equal for every odd base (the classic anti-hash input)."""
+    x, y = a, b
+    for _ in range(k):
+        x, y = x + y, y + x
+    return x, y
 
 
-def test_repetition_hash_collision_falls_back_to_exact(colliding_hashes):
-    text = "".join(chr(0x61 + (i * 7) % 26) for i in range(600)) + "xyzxyzxyzxyzxyz" * 30
-    assert filters.char_rep_ratios([text], 10).tolist() == [filters.char_rep_ratio(text, 10)]
-    words = [f"w{i % 37}" for i in range(500)] + ["a", "b"] * 40
-    assert filters.word_rep_ratios([words], 3).tolist() == [filters.word_rep_ratio(words, 3)]
+def poly_hash(values) -> int:
+    from sandbox.ops import kernels
+
+    h = 0
+    for v in values:
+        h = (h * int(kernels._BASE) + v) % 2**64
+    return h
+
+
+def test_repetition_kernels_are_exact_on_hash_collisions():
+    # two different 2048-character n-grams with the same 64-bit hash: a hash-only count would
+    # call them one repeated n-gram; the kernels compare the code points and keep them apart
+    x, y = thue_morse(11)
+    assert x != y and poly_hash(map(ord, x)) == poly_hash(map(ord, y))
+    text = x + y
+    assert stat("character_repetition_filter", [text], rep_len=2048) == [
+        filters.char_rep_ratio(text, 2048)]
+    # the same at word level: n-grams of 2048 words, and single words of 2048 characters
+    wx, wy = thue_morse(11, "a ", "b ")
+    ids = {"a": 0, "b": 1}  # word ids as the kernel numbers them (first occurrence)
+    assert poly_hash(ids[w] for w in wx.split()) == poly_hash(ids[w] for w in wy.split())
+    text = wx + wy
+    assert stat("word_repetition_filter", [text], rep_len=2048) == [
+        filters.word_rep_ratio(text.split(), 2048)]
+    text = " ".join([x, y, x, "z", "q"])
+    assert stat("word_repetition_filter", [text], rep_len=1) == [
+        filters.word_rep_ratio(text.split(), 1)] == [2 / 5]
 
 
 def test_word_repetition_long_word_lists():
     # 200 words "a b a b ...": 191 10-grams, two distinct ones, both repeated -> 1.0
-    assert filters.word_rep_ratios([["a", "b"] * 100], 10).tolist() == [1.0]
+    assert stat("word_repetition_filter", [" ".join(["a", "b"] * 100)]) == [1.0]
     # 100 distinct words then the first 10 again: 101 10-grams, only w0..w9 occurs twice -> 2/101
-    words = [f"w{i}" for i in range(100)] + [f"w{i}" for i in range(10)]
-    assert filters.word_rep_ratios([words, ["x"] * 3], 10).tolist() == [2 / 101, 0.0]
+    words = [f"w{i}x" for i in range(100)] + [f"w{i}x" for i in range(10)]
+    assert stat("word_repetition_filter", [" ".join(words), "x x x"]) == [2 / 101, 0.0]
     # unigrams (exact keys): 80 words, "x" 40 times and 40 distinct others -> 40/80
-    words = ["x", *[f"u{i}" for i in range(40)], *["x"] * 39]
-    assert filters.word_rep_ratios([words], 1).tolist() == [0.5]
+    words = ["x", *[f"u{i}x" for i in range(40)], *["x"] * 39]
+    assert stat("word_repetition_filter", [" ".join(words)], rep_len=1) == [0.5]
 
 
 def test_word_repetition_ratio():
@@ -346,18 +366,28 @@ class CountingViews(TextViews):
             self.computed[key] += 1
         return super().get(key, fn)
 
+    def shared(self, key, fn):
+        if key not in self._cache:
+            self.computed[key] += 1
+        return super().shared(key, fn)
+
 
 def test_views_are_computed_once_per_batch():
     views = CountingViews(["a b\nc d", "e f g\nh"])
     names = ["average_line_length_filter", "maximum_line_length_filter", "words_num_filter",
-             "word_repetition_filter", "text_length_filter"]
+             "word_repetition_filter", "text_length_filter", "alphanumeric_filter",
+             "special_characters_filter", "character_repetition_filter",
+             "stopwords_filter", "flagged_words_filter"]
     for name in names:
         get_op_class(name)().compute_stats_batch(views)
+    # the compiled kernels share the code points of the texts, and of the lower-cased texts
+    assert sorted(k for k in views.computed if k[0] == "codepoints") == [
+        ("codepoints",), ("codepoints", "lower")]
     lines_keys = [k for k in views.computed if k[0] == "lines"]
     words_keys = [k for k in views.computed if k[0] == "words"]
     refined_keys = [k for k in views.computed if k[0] == "refined_words"]
     assert len(lines_keys) == 1 and len(words_keys) == 1
-    assert len(refined_keys) == 2  # lower-cased (word repetition) and not (word count)
+    assert len(refined_keys) == 1  # lower-cased, shared by the two word-list filters
     assert all(v == 1 for v in views.computed.values())
     assert filters.lines_of(views) is filters.lines_of(views)
     assert filters.lines_of(views)[0] == ["a b", "c d"]
@@ -538,8 +568,11 @@ def ref_char_rep(text, n):
 @settings(max_examples=300, deadline=None)
 @given(TEXTS)
 def test_character_counts_match_reference(text):
-    assert filters.alnum_count(text) == sum(c.isalnum() for c in text)
-    assert filters.special_char_count(text) == len([c for c in text if c in filters.SPECIAL_CHARACTERS])
+    size = len(text) or 1  # Data-Juicer: 0.0 for empty text
+    assert stat("alphanumeric_filter", [text]) == [sum(c.isalnum() for c in text) / size]
+    assert stat("special_characters_filter", [text]) == [
+        len([c for c in text if c in filters.SPECIAL_CHARACTERS]) / size]
+    assert stat("words_num_filter", [text]) == [len(ref_refined(text, False))]
     words = [w for w in text.replace("\n", " ").replace("\t", " ").split(" ") if w]
     assert filters.split_on_whitespace(text) == words
     for lower in (False, True):
@@ -553,7 +586,8 @@ def test_character_counts_match_reference(text):
 def test_repetition_ratios_match_reference(parts, n):
     # repeating a random piece makes both long texts (vectorised path) and real repetitions
     texts = [piece * reps for piece, reps in parts]
-    assert filters.char_rep_ratios(texts, n).tolist() == [ref_char_rep(t, n) for t in texts]
+    got = stat("character_repetition_filter", texts, rep_len=n)
+    assert got == [ref_char_rep(t, n) for t in texts]
     got = stat("word_repetition_filter", texts, rep_len=n)
     assert got == [ref_word_rep(ref_refined(t, True), n) for t in texts]
 

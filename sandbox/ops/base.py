@@ -62,8 +62,16 @@ class TextViews:
             ) from None
 
     def get(self, key, fn) -> list:
+        """``[fn(t) for t in texts]``, computed once per batch for ``key``."""
         if key not in self._cache:
             self._cache[key] = [fn(t) for t in self.texts]
+        return self._cache[key]
+
+    def shared(self, key, fn):
+        """``fn(texts)`` (a whole-batch view, such as the code points of every text), computed
+        once per batch for ``key``."""
+        if key not in self._cache:
+            self._cache[key] = fn(self.texts)
         return self._cache[key]
 
 

@@ -14,12 +14,11 @@ Views that several filters need (lines, words, refined words) are computed once 
 from __future__ import annotations
 
 import math
-import re
 import string
 import sys
 from collections import Counter
-from itertools import count, islice, repeat
-from typing import Optional, Tuple
+from itertools import islice, repeat
+from typing import Optional
 
 import numpy as np
 
@@ -90,8 +89,6 @@ SPECIAL_CHARACTERS: frozenset[str] = frozenset(
 ).union(chr(c) for lo, hi in _EMOJI_SINGLE_CODEPOINT_RANGES for c in range(lo, hi + 1))
 
 _ASCII_SPECIAL = "".join(c for c in map(chr, range(128)) if c in SPECIAL_CHARACTERS)
-_ASCII_SPECIAL_BYTES = _ASCII_SPECIAL.encode("ascii")
-_ASCII_ALNUM_BYTES = bytes(c for c in range(128) if chr(c).isalnum())
 
 _SPECIAL_TABLE = np.zeros(sys.maxunicode + 1, dtype=bool)
 _SPECIAL_TABLE[[ord(c) for c in SPECIAL_CHARACTERS]] = True
@@ -110,20 +107,6 @@ def _alnum_table() -> np.ndarray:
 def codepoints(text: str) -> np.ndarray:
     """The code points of ``text`` as uint32 (lone surrogates kept, as Python's str keeps them)."""
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-
-
-def alnum_count(text: str) -> int:
-    """``sum(c.isalnum() for c in text)``."""
-    if text.isascii():
-        return len(text) - len(text.encode("ascii").translate(None, _ASCII_ALNUM_BYTES))
-    return int(np.count_nonzero(_alnum_table()[codepoints(text)]))
-
-
-def special_char_count(text: str) -> int:
-    """``len([c for c in text if c in SPECIAL_CHARACTERS])``."""
-    if text.isascii():
-        return len(text) - len(text.encode("ascii").translate(None, _ASCII_SPECIAL_BYTES))
-    return int(np.count_nonzero(_SPECIAL_TABLE[codepoints(text)]))
 
 
 def split_on_whitespace(text: str) -> list[str]:
@@ -195,7 +178,7 @@ def char_rep_ratio(text: str, n: int) -> float:
     """Data-Juicer's character n-gram repetition ratio: over the ``len(text) - n + 1`` character
     n-grams, the share taken by the ``k`` most frequent ones, where ``k = min(int(sqrt(D)),
     D - D1)``, D the number of distinct n-grams and D1 the number seen once. Reference version,
-    one text at a time; ``char_rep_ratios`` computes the same numbers faster."""
+    one text at a time; ``kernels.char_rep_ratios`` computes the same numbers, compiled."""
     total = len(text) - n + 1
     if total <= 0:
         return 0.0
@@ -205,151 +188,11 @@ def char_rep_ratio(text: str, n: int) -> float:
     return sum(freq[:k]) / total if k > 0 else 0.0
 
 
-# --- vectorised n-gram counting -------------------------------------------------------------
-# Both repetition filters only need the sizes of the groups of equal n-grams. They get them by
-# sorting integer keys instead of hashing Python strings:
-# * characters: texts are encoded with the narrowest fixed-width codec that holds all their
-#   characters (latin-1: 1 byte, UTF-16 without surrogate pairs: 2, UTF-32: 4) and viewed,
-#   without copying, as overlapping little-endian uint64 words: word i holds characters
-#   i .. i+q-1 *exactly* (q = 8, 4 or 2), so an n-gram with n <= q is its own exact key;
-# * words: each distinct word gets an integer id (a dict), one "word" per id.
-# Longer n-grams are covered by several words and get a 64-bit hash chained so that it is
-# invertible given all but the last word; n-grams are grouped by sorting (hash, position), and
-# every pair of neighbours with equal hash is checked against the exact words. On a collision
-# the text is counted with the reference function, so results are always exactly Data-Juicer's.
-_NP_MIN_CHARS = 256  # below this the per-call overhead of numpy outweighs dict counting
-_NP_MIN_WORDS = 64
-_NON_LATIN1 = re.compile("[^\\x00-\\xff]")
-_ASTRAL = re.compile("[\\U00010000-\\U0010ffff]")
-_CODECS = (("latin-1", 1), ("utf-16-le", 2), ("utf-32-le", 4))
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xBF58476D1CE4E5B9)
-_S29, _S32 = np.uint64(29), np.uint64(32)
-_POSITIONS = np.arange(1 << 16, dtype=np.uint64)
-
-
-def _positions(k: int) -> np.ndarray:
-    global _POSITIONS
-    if k > _POSITIONS.size:
-        _POSITIONS = np.arange(max(k, 2 * _POSITIONS.size), dtype=np.uint64)
-    return _POSITIONS[:k]
-
-
-def _codec_width(text: str) -> int:
-    if text.isascii() or _NON_LATIN1.search(text) is None:
-        return 0
-    return 1 if _ASTRAL.search(text) is None else 2
-
-
-def _chained_hashes(words: np.ndarray, offsets: list[int], m: int) -> np.ndarray:
-    """For every start i < m, a 64-bit hash of ``words[i + o] for o in offsets``; given all but
-    the last of those words, the hash determines the last one (every step is invertible)."""
-    h = words[:m] * _M1
-    for o in offsets[1:]:
-        h ^= h >> _S29
-        h *= _M2
-        h ^= words[o : o + m]
-    h ^= h >> _S32
-    h *= _M1
-    h ^= h >> _S29
-    return h
-
-
-# Group sizes come back as (sizes of the groups seen more than once, number of groups), or
-# None when a hash collision was found.
-_Groups = Optional[Tuple[np.ndarray, int]]
-_NO_REPS = np.zeros(0, dtype=np.int64)
-
-
-def _groups_exact(keys: np.ndarray) -> _Groups:
-    total = keys.size
-    keys = np.sort(keys)
-    ends = np.flatnonzero(keys[1:] != keys[:-1])
-    if ends.size == total - 1:  # every n-gram distinct
-        return _NO_REPS, total
-    sizes = np.diff(ends, prepend=-1, append=total - 1)
-    return sizes[sizes > 1], sizes.size
-
-
-def _groups_hashed(h: np.ndarray, words: np.ndarray, exact_offsets: list[int]) -> _Groups:
-    total = h.size
-    pbits = total.bit_length()
-    mask = np.uint64((1 << pbits) - 1)
-    packed = h & ~mask  # high bits of the hash, position in the low bits
-    packed |= _positions(total)
-    packed.sort()
-    same = (packed[1:] >> np.uint64(pbits)) == (packed[:-1] >> np.uint64(pbits))
-    pairs = np.flatnonzero(same)
-    if pairs.size == 0:
-        return _NO_REPS, total
-    a = (packed[pairs] & mask).astype(np.intp)
-    b = (packed[pairs + 1] & mask).astype(np.intp)
-    if not np.array_equal(h[a], h[b]):
-        return None
-    for o in exact_offsets:
-        if not np.array_equal(words[a + o], words[b + o]):
-            return None
-    sizes = np.diff(np.flatnonzero(~same), prepend=-1, append=total - 1)
-    return sizes[sizes > 1], sizes.size
-
-
-def _char_ratio(groups: tuple[np.ndarray, int], total: int) -> float:
-    reps, distinct = groups
-    k = min(int(math.sqrt(distinct)), reps.size)
-    if k <= 0:
-        return 0.0
-    if k < reps.size:
-        reps = np.partition(reps, reps.size - k)[reps.size - k :]
-    return int(reps.sum()) / total
-
-
-def _char_rep_group(texts: list[str], n: int, width: int) -> list[float]:
-    codec, unit = _CODECS[width]
-    q = 8 // unit
-    joined = "".join(texts)
-    buf = (joined + "\0" * (q - 1)).encode(codec, "surrogatepass")
-    words = np.ndarray(shape=(len(joined),), dtype="<u8", buffer=buf, strides=(unit,))
-    out = []
-    start = 0
-    if n <= q:
-        keys = words if n == q else words & np.uint64((1 << (8 * unit * n)) - 1)
-        for t in texts:
-            total = len(t) - n + 1
-            out.append(_char_ratio(_groups_exact(keys[start : start + total]), total))
-            start += len(t)
-        return out
-    offsets = list(range(0, n - q + 1, q))
-    if offsets[-1] != n - q:
-        offsets.append(n - q)
-    h = _chained_hashes(words, offsets, len(joined) - n + 1)
-    for t in texts:
-        total = len(t) - n + 1
-        groups = _groups_hashed(h[start : start + total], words[start:], offsets[:-1])
-        out.append(char_rep_ratio(t, n) if groups is None else _char_ratio(groups, total))
-        start += len(t)
-    return out
-
-
-def char_rep_ratios(texts: list[str], n: int) -> np.ndarray:
-    """``[char_rep_ratio(t, n) for t in texts]``, vectorised (identical results)."""
-    out = np.zeros(len(texts), dtype=np.float64)
-    groups: tuple[list[int], list[int], list[int]] = ([], [], [])
-    for i, t in enumerate(texts):
-        if len(t) < _NP_MIN_CHARS or len(t) <= n:
-            out[i] = char_rep_ratio(t, n)
-        else:
-            groups[_codec_width(t)].append(i)
-    for width, idx in enumerate(groups):
-        if idx:
-            out[idx] = _char_rep_group([texts[i] for i in idx], n, width)
-    return out
-
-
 def word_rep_ratio(words: list[str], n: int) -> float:
     """Data-Juicer's word n-gram repetition ratio: the share of the ``len(words) - n + 1`` word
     n-grams whose n-gram occurs more than once. (Data-Juicer keys n-grams by ``" ".join``; the
     words hold no space, so counting tuples is the same.) Reference version, one text at a time;
-    ``word_rep_ratios`` computes the same numbers faster."""
+    ``kernels.word_rep_ratios`` computes the same numbers, compiled."""
     total = len(words) - n + 1
     if total <= 0:
         return 0.0
@@ -361,36 +204,27 @@ def word_rep_ratio(words: list[str], n: int) -> float:
     return (total - once) / total
 
 
-def word_rep_ratios(word_lists: list[list[str]], n: int) -> np.ndarray:
-    """``[word_rep_ratio(w, n) for w in word_lists]``, vectorised (identical results)."""
-    out = np.zeros(len(word_lists), dtype=np.float64)
-    big = []
-    for i, words in enumerate(word_lists):
-        if len(words) < _NP_MIN_WORDS or len(words) <= n:
-            out[i] = word_rep_ratio(words, n)
-        else:
-            big.append(i)
-    if not big:
-        return out
-    flat = [w for i in big for w in word_lists[i]]
-    vocab: dict[str, int] = {}
-    ids = np.fromiter(map(vocab.setdefault, flat, count()), dtype=np.uint64, count=len(flat))
-    offsets = list(range(n))
-    h = _chained_hashes(ids, offsets, len(flat) - n + 1) if n > 1 else ids
-    start = 0
-    for i in big:
-        size = len(word_lists[i])
-        total = size - n + 1
-        if n == 1:
-            groups = _groups_exact(ids[start : start + total])
-        else:
-            groups = _groups_hashed(h[start : start + total], ids[start:], offsets[:-1])
-        if groups is None:
-            out[i] = word_rep_ratio(word_lists[i], n)
-        else:
-            out[i] = int(groups[0].sum()) / total
-        start += size
-    return out
+# --- batch views for the compiled kernels (sandbox/ops/kernels.py) ---------------------------
+def codepoints_of(views: TextViews, lower: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's code points and offsets (``kernels.codepoints``), of the lower-cased texts
+    when ``lower``: computed once per batch and shared by every kernel OP."""
+    from sandbox.ops import kernels
+
+    if lower:
+        return views.shared(("codepoints", "lower"),
+                            lambda texts: kernels.codepoints(list(map(str.lower, texts))))
+    return views.shared(("codepoints",), kernels.codepoints)
+
+
+def char_ratios(views: TextViews, table: str) -> np.ndarray:
+    """Per text: the share of its characters in ``kernels.char_table(table)``; 0.0 when empty."""
+    from sandbox.ops import kernels
+
+    cp, offsets = codepoints_of(views)
+    counts = kernels.count_in_table(cp, offsets, kernels.char_table(table))
+    lengths = np.diff(offsets)
+    # int / int in float64 is correctly rounded, as Python's ``count / len(text)``
+    return np.divide(counts, lengths, out=np.zeros(len(counts)), where=lengths > 0)
 
 
 def _array(values, dtype) -> np.ndarray:
@@ -474,7 +308,10 @@ class WordsNumFilter(Filter):
             raise _no_tokenizer(self.name, f"a sentencepiece model for lang={lang!r}")
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        return {"num_words": _array(map(len, refined_words_of(views, False)), np.int64)}
+        from sandbox.ops import kernels
+
+        cp, offsets = codepoints_of(views)
+        return {"num_words": kernels.words_num(cp, offsets, kernels.char_table("special"))}
 
 
 @register
@@ -511,11 +348,7 @@ class AlphanumericFilter(Filter):
             )
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        return {
-            "alnum_ratio": _array(
-                (alnum_count(t) / len(t) if t else 0.0 for t in views.texts), np.float64
-            )
-        }
+        return {"alnum_ratio": char_ratios(views, "alnum")}
 
 
 @register
@@ -539,11 +372,7 @@ class SpecialCharactersFilter(Filter):
         self.max_ratio = max_ratio
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        return {
-            "special_char_ratio": _array(
-                (special_char_count(t) / len(t) if t else 0.0 for t in views.texts), np.float64
-            )
-        }
+        return {"special_char_ratio": char_ratios(views, "special")}
 
 
 @register
@@ -571,7 +400,10 @@ class CharacterRepetitionFilter(Filter):
         self.max_ratio = max_ratio
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        return {"char_rep_ratio": char_rep_ratios(views.texts, self.rep_len)}
+        from sandbox.ops import kernels
+
+        cp, offsets = codepoints_of(views)
+        return {"char_rep_ratio": kernels.char_rep_ratios(cp, offsets, self.rep_len)}
 
 
 @register
@@ -613,7 +445,11 @@ class WordRepetitionFilter(Filter):
             raise _no_tokenizer(self.name, f"a sentencepiece model for lang={lang!r}")
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        return {"word_rep_ratio": word_rep_ratios(refined_words_of(views, True), self.rep_len)}
+        from sandbox.ops import kernels
+
+        cp, offsets = codepoints_of(views, lower=True)
+        special = kernels.char_table("special")
+        return {"word_rep_ratio": kernels.word_rep_ratios(cp, offsets, special, self.rep_len)}
 
 
 @register

@@ -1,0 +1,288 @@
+"""Compiled kernels for the per-character loops of the text OPs (numba; compiled on first use and
+cached on disk under ``<cache>/numba``, so later processes only load them).
+
+Each kernel works on a whole batch at once: the texts' code points as one ``uint32`` array plus
+``offsets`` (text ``d`` is ``cp[offsets[d]:offsets[d + 1]]``), or their UTF-8 bytes the same way.
+Results are exactly those of the reference Python functions they replace (``filters.py`` keeps
+those as the definition and the tests compare both): n-grams are grouped by open-addressing hash
+tables whose hashes only pick the slot, and every match is confirmed on the actual code points
+(or word ids), so a hash collision can never merge two different n-grams.
+
+Import this module lazily (``from sandbox.ops import kernels`` inside the OP): importing numba
+costs ~0.3 s that commands which never run these OPs should not pay.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _cache_dir() -> str:
+    from sandbox.assets import cache_root
+
+    return str(cache_root() / "numba")
+
+
+os.environ.setdefault("NUMBA_CACHE_DIR", _cache_dir())
+
+from numba import njit  # noqa: E402  (after NUMBA_CACHE_DIR is set)
+
+_U64_1 = np.uint64(1)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_BASE = np.uint64(0x100000001B3)
+
+
+# ------------------------------------------------------------------------------ batch inputs
+def codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(cp, offsets)``: the code points of all texts in one uint32 array (lone surrogates kept,
+    as ``str`` keeps them) and where each text starts; ``offsets[-1] == cp.size``."""
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=offsets[1:])
+    cp = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    return cp, offsets
+
+
+def utf8(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(bytes, offsets)`` as ``codepoints`` but UTF-8 encoded (strict, as ``str.encode()``)."""
+    encoded = [t.encode() for t in texts]
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(texts)), out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def char_table(name: str) -> np.ndarray:
+    """Bool look-up tables over every code point: ``special`` (Data-Juicer's SPECIAL_CHARACTERS,
+    single characters) and ``alnum`` (``chr(c).isalnum()``)."""
+    from sandbox.ops import filters
+
+    return filters._SPECIAL_TABLE if name == "special" else filters._alnum_table()
+
+
+# ------------------------------------------------------------------------------ helpers
+@njit(cache=True, inline="always")
+def _is_sep(c) -> bool:
+    """Data-Juicer's split_on_whitespace(new_line=True, tab=True) separators: ' ', '\\n', '\\t'."""
+    return c == 32 or c == 10 or c == 9
+
+
+@njit(cache=True)
+def _table_size(n):
+    size = 8
+    while size < 2 * n:
+        size <<= 1
+    return size
+
+
+@njit(cache=True)
+def _slot(h, mask):
+    return np.int64((h * _MIX) >> np.uint64(32)) & mask
+
+
+@njit(cache=True)
+def _refined_words(cp, start, end, special, ws, we):
+    """Fill ``ws``/``we`` with the [start, end) of each word of ``cp[start:end]`` (split on ' ',
+    '\\n', '\\t'), stripped of special characters at both ends; words left empty are dropped.
+    Returns the number of words."""
+    nw = 0
+    i = start
+    while i < end:
+        while i < end and _is_sep(cp[i]):
+            i += 1
+        if i >= end:
+            break
+        j = i
+        while j < end and not _is_sep(cp[j]):
+            j += 1
+        a, b = i, j
+        while a < b and special[cp[a]]:
+            a += 1
+        while b > a and special[cp[b - 1]]:
+            b -= 1
+        if b > a:
+            ws[nw] = a
+            we[nw] = b
+            nw += 1
+        i = j
+    return nw
+
+
+# ------------------------------------------------------------------------------ kernels
+@njit(cache=True, nogil=True)
+def count_in_table(cp, offsets, table):
+    """Per text: how many of its code points ``c`` have ``table[c]``."""
+    n = offsets.size - 1
+    out = np.zeros(n, dtype=np.int64)
+    for d in range(n):
+        k = 0
+        for i in range(offsets[d], offsets[d + 1]):
+            if table[cp[i]]:
+                k += 1
+        out[d] = k
+    return out
+
+
+@njit(cache=True, nogil=True)
+def words_num(cp, offsets, special):
+    """Per text: the number of words (split on ' ', '\\n', '\\t') that keep at least one
+    character after stripping special characters from both ends."""
+    n = offsets.size - 1
+    out = np.zeros(n, dtype=np.int64)
+    for d in range(n):
+        k = 0
+        in_word = False
+        plain = False
+        for i in range(offsets[d], offsets[d + 1]):
+            c = cp[i]
+            if _is_sep(c):
+                if plain:
+                    k += 1
+                in_word = False
+                plain = False
+            else:
+                in_word = True
+                if not special[c]:
+                    plain = True
+        if in_word and plain:
+            k += 1
+        out[d] = k
+    return out
+
+
+@njit(cache=True, nogil=True)
+def word_rep_ratios(cp, offsets, special, n):
+    """Per text: Data-Juicer's word n-gram repetition ratio over its refined words (split on ' ',
+    '\\n', '\\t'; special characters stripped; empty words dropped; lower-case the text first)."""
+    ndocs = offsets.size - 1
+    out = np.zeros(ndocs, dtype=np.float64)
+    longest = 0
+    for d in range(ndocs):
+        longest = max(longest, offsets[d + 1] - offsets[d])
+    cap = longest // 2 + 1
+    ws = np.empty(cap, dtype=np.int64)
+    we = np.empty(cap, dtype=np.int64)
+    ids = np.empty(cap, dtype=np.int64)
+    whash = np.empty(cap, dtype=np.uint64)
+    for d in range(ndocs):
+        nw = _refined_words(cp, offsets[d], offsets[d + 1], special, ws, we)
+        total = nw - n + 1
+        if total <= 0:
+            continue
+        # word ids: equal words (same code points) get the id of their first occurrence
+        size = _table_size(nw)
+        mask = size - 1
+        table = np.full(size, -1, dtype=np.int64)
+        for k in range(nw):
+            h = np.uint64(0)
+            for i in range(ws[k], we[k]):
+                h = h * _BASE + np.uint64(cp[i])
+            whash[k] = h
+            s = _slot(h, mask)
+            while True:
+                r = table[s]
+                if r == -1:
+                    table[s] = k
+                    ids[k] = k
+                    break
+                if whash[r] == h and we[r] - ws[r] == we[k] - ws[k]:
+                    same = True
+                    for i in range(we[k] - ws[k]):
+                        if cp[ws[r] + i] != cp[ws[k] + i]:
+                            same = False
+                            break
+                    if same:
+                        ids[k] = ids[r]
+                        break
+                s = (s + 1) & mask
+        # n-gram counts, keyed by the ids of their n words
+        size = _table_size(total)
+        mask = size - 1
+        table = np.full(size, -1, dtype=np.int64)
+        counts = np.zeros(size, dtype=np.int64)
+        for k in range(total):
+            h = np.uint64(0)
+            for o in range(n):
+                h = h * _BASE + np.uint64(ids[k + o])
+            s = _slot(h, mask)
+            while True:
+                r = table[s]
+                if r == -1:
+                    table[s] = k
+                    counts[s] = 1
+                    break
+                same = True
+                for o in range(n):
+                    if ids[r + o] != ids[k + o]:
+                        same = False
+                        break
+                if same:
+                    counts[s] += 1
+                    break
+                s = (s + 1) & mask
+        rep = 0
+        for s in range(size):
+            if counts[s] > 1:
+                rep += counts[s]
+        out[d] = rep / total
+    return out
+
+
+@njit(cache=True, nogil=True)
+def char_rep_ratios(cp, offsets, n):
+    """Per text: Data-Juicer's character n-gram repetition ratio: over the ``len - n + 1``
+    character n-grams, the share of the ``k = min(int(sqrt(D)), D - D1)`` most frequent distinct
+    ones (D distinct n-grams, D1 of them seen once)."""
+    ndocs = offsets.size - 1
+    out = np.zeros(ndocs, dtype=np.float64)
+    # base ** (n - 1), to take the leaving character out of the rolling hash
+    top = _U64_1
+    for _ in range(n - 1):
+        top = top * _BASE
+    for d in range(ndocs):
+        start = offsets[d]
+        total = offsets[d + 1] - start - n + 1
+        if total <= 0:
+            continue
+        size = _table_size(total)
+        mask = size - 1
+        table = np.full(size, -1, dtype=np.int64)
+        counts = np.zeros(size, dtype=np.int64)
+        hashes = np.empty(size, dtype=np.uint64)
+        h = np.uint64(0)
+        for i in range(n - 1):
+            h = h * _BASE + np.uint64(cp[start + i])
+        distinct = 0
+        for k in range(total):
+            h = h * _BASE + np.uint64(cp[start + k + n - 1])
+            s = _slot(h, mask)
+            while True:
+                r = table[s]
+                if r == -1:
+                    table[s] = k
+                    hashes[s] = h
+                    counts[s] = 1
+                    distinct += 1
+                    break
+                if hashes[s] == h:
+                    same = True
+                    for o in range(n):
+                        if cp[start + r + o] != cp[start + k + o]:
+                            same = False
+                            break
+                    if same:
+                        counts[s] += 1
+                        break
+                s = (s + 1) & mask
+            h = h - np.uint64(cp[start + k]) * top
+        reps = np.empty(distinct, dtype=np.int64)
+        nrep = 0
+        for s in range(size):
+            if counts[s] > 1:
+                reps[nrep] = counts[s]
+                nrep += 1
+        kk = min(int(np.sqrt(distinct)), nrep)
+        if kk <= 0:
+            continue
+        top_k = np.sort(reps[:nrep])[nrep - kk:]
+        out[d] = top_k.sum() / total
+    return out
