@@ -13,19 +13,19 @@ Two phases, kept apart on purpose:
 Because mappers and stats are per-sample, computing every stat on every sample and masking
 afterwards keeps exactly the samples that applying the OPs one after the other would keep.
 
-Memory. ``compute_file`` streams: the main process reads the pool's Parquet file in record
-batches of ``batch_size`` rows (only the text column), ships each batch to a worker as an Arrow
-IPC buffer (no pickled lists of ``str``), and writes each result batch (stats, hashes, and the
-mapped text when a mapper ran) to the cache file with a ``ParquetWriter`` as it arrives, in input
-order. At most ``2 * num_proc`` batches are in flight, so memory is bounded by the batch size, not
-by the pool. Only the numeric stat columns and the integer hash codes are ever loaded whole
-(a few bytes per sample per stat). Columns other than the text that an OP declares in
-``input_fields()`` travel with the text in the same batches (``TextViews.fields``); selectors get
-the alive samples' values of theirs in ``select``.
+Memory. ``compute_file`` streams: the pool's Parquet file is cut into spans of at most
+``SPAN_ROWS`` rows (never across a row group), and each worker reads its spans from the file itself
+(memory-mapped, only the columns the OPs need), runs the OPs on them ``batch_size`` rows at a
+time, and sends back an Arrow IPC buffer of results (stats, hashes, and the mapped text when a
+mapper ran). The main process only writes those results to the cache file with a
+``ParquetWriter`` as they arrive, in input order; at most ``2 * num_proc`` spans are in flight, so
+memory is bounded by the span size, not by the pool. Only the numeric stat columns and the
+integer hash codes are ever loaded whole (a few bytes per sample per stat). Columns other than
+the text that an OP declares in ``input_fields()`` are read with the text (``TextViews.fields``);
+selectors get the alive samples' values of theirs in ``select``.
 
 ``num_proc``: worker processes (forked); ``None`` or ``0`` means every CPU this process may use.
-With ``num_proc=N`` there are N workers plus the main process, which only reads, ships and writes
-Arrow buffers (about a tenth of the CPU of the OPs on the default recipe).
+With ``num_proc=N`` there are N workers plus the main process, which only writes what they send.
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from sandbox.utils import stable_hash
 
 TEXT_COLUMN = "__text__"
 ENGINE_VERSION = 2  # bump when stat/cache layout changes
+SPAN_ROWS = 2048  # rows a worker reads and processes per task (load balance vs per-task cost)
 
 
 def stat_column(key: str, stat: str) -> str:
@@ -78,14 +79,70 @@ class Computed:
 # ---------------------------------------------------------------- per-batch work (workers)
 _WORKER_OPS: list[tuple[str, Op]] = []
 _WORKER_MAPS = False
+_WORKER_SOURCE: "_Source | None" = None
 
 
-def _init_worker(specs: list[OpSpec], text_key: str) -> None:
+@dataclass
+class _Source:
+    """Where a worker reads its spans: a Parquet file, the columns to read (text first), and the
+    batch size the OPs run at. The open file and the last row group read stay per worker."""
+
+    path: str
+    columns: list[str]
+    batch_size: int
+    _file: Any = None
+    _group: tuple[int, Any] | None = None
+
+    def read(self, group: int, start: int, stop: int):
+        import pyarrow.parquet as pq
+
+        if self._file is None:  # opened in the worker, after the fork
+            self._file = pq.ParquetFile(self.path, memory_map=True)
+        if self._group is None or self._group[0] != group:
+            self._group = (group, self._file.read_row_group(group, columns=self.columns))
+        return self._group[1].slice(start, stop - start)
+
+
+def _init_worker(specs: list[OpSpec], text_key: str, source: _Source | None = None) -> None:
     from sandbox.ops import get_op_class
 
-    global _WORKER_OPS, _WORKER_MAPS
+    global _WORKER_OPS, _WORKER_MAPS, _WORKER_SOURCE
     _WORKER_OPS = [(s.key, get_op_class(s.name)(text_key=text_key, **s.args)) for s in specs]
     _WORKER_MAPS = any(isinstance(op, Mapper) for _, op in _WORKER_OPS)
+    _WORKER_SOURCE = source
+
+
+_PRELOADING: list = []  # background preload threads (``preload_in_background``)
+
+
+def preload(specs: list[OpSpec], text_key: str) -> None:
+    """``Op.preload`` of every OP, in this process: workers forked afterwards inherit it. Waits
+    for any background preload first (never fork while another thread holds a lock)."""
+    from sandbox.ops import get_op_class
+
+    while _PRELOADING:
+        _PRELOADING.pop().join()
+    for s in specs:
+        get_op_class(s.name)(text_key=text_key, **s.args).preload()
+
+
+def preload_in_background(specs: list[OpSpec], text_key: str) -> None:
+    """Start ``preload`` in a thread, so that loading compiled kernels (~0.5 s) overlaps the
+    steps before the first one that runs the recipe. Errors are left for that step to raise."""
+    import threading
+
+    from sandbox.ops import get_op_class
+
+    def work():
+        try:
+            for s in specs:
+                get_op_class(s.name)(text_key=text_key, **s.args).preload()
+        except Exception:  # the step that uses the OP reports it, with context
+            pass
+
+    thread = threading.Thread(target=work, name="sandbox-preload", daemon=True)
+    thread.start()
+    _PRELOADING.append(thread)
 
 
 def input_fields(specs: list[OpSpec], text_key: str) -> list[str]:
@@ -158,6 +215,48 @@ def _run_ipc(buf) -> Any:
     return _to_ipc(_result_batch(out_texts, cols, len(texts)))
 
 
+def _run_span(span: tuple[int, int, int]) -> Any:
+    """Worker entry: rows ``start:stop`` of row group ``group`` of the source file in, one IPC
+    stream of result batches (one per ``batch_size`` rows) out."""
+    import pyarrow as pa
+
+    src = _WORKER_SOURCE
+    table = src.read(*span)
+    batches = []
+    for lo in range(0, table.num_rows, src.batch_size):
+        part = table.slice(lo, src.batch_size)
+        texts = part.column(0).to_pylist()
+        fields = {name: part.column(i).to_pylist()
+                  for i, name in enumerate(part.column_names) if i} or None
+        out_texts, cols = _run_batch(texts, fields) if fields else _run_batch(texts)
+        batches.append(_result_batch(out_texts, cols, len(texts)))
+    schema = batches[0].schema
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as w:
+        for rb in batches:
+            w.write_batch(rb if rb.schema == schema else _cast(rb, schema))
+    return sink.getvalue()
+
+
+def _cast(rb, schema):
+    """A result batch in the schema of the first one (a column's inferred type can vary by
+    batch, e.g. all-null in one)."""
+    import pyarrow as pa
+
+    return pa.Table.from_batches([rb]).cast(schema).to_batches()[0]
+
+
+def _spans(path: Path, span_rows: int) -> Iterator[tuple[int, int, int]]:
+    """``(row group, start, stop)`` spans of at most ``span_rows`` rows, in file order."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    for group in range(meta.num_row_groups):
+        rows = meta.row_group(group).num_rows
+        for start in range(0, rows, span_rows):
+            yield group, start, min(rows, start + span_rows)
+
+
 # ---------------------------------------------------------------- cache keys and files
 def cache_key(fingerprint: str, specs: list[OpSpec], text_key: str) -> str:
     from sandbox.ops import get_op_class
@@ -194,16 +293,18 @@ def _num_rows(path: Path) -> int | None:
 
 # ---------------------------------------------------------------- parallel batch map
 def _map_ordered(fn: Callable, items: Iterator, num_proc: int, specs: list[OpSpec],
-                 text_key: str) -> Iterator:
+                 text_key: str, source: _Source | None = None) -> Iterator:
     """``map(fn, items)`` in order, on ``num_proc`` forked workers, with at most
     ``2 * num_proc`` items in flight (``Pool.imap`` would drain ``items`` eagerly)."""
     if num_proc <= 1:
-        _init_worker(specs, text_key)
+        _init_worker(specs, text_key, source)
         for it in items:
             yield fn(it)
         return
+    preload(specs, text_key)
     ctx = mp.get_context("fork")
-    with ctx.Pool(num_proc, initializer=_init_worker, initargs=(specs, text_key)) as pool:
+    with ctx.Pool(num_proc, initializer=_init_worker,
+                  initargs=(specs, text_key, source)) as pool:
         pending: deque = deque()
         for it in items:
             pending.append(pool.apply_async(fn, (it,)))
@@ -232,12 +333,12 @@ class ComputedFile:
 
     def columns(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Stat columns as numpy arrays; hash columns as int64 codes (equal hash = equal code)."""
-        import pyarrow.parquet as pq
+        from sandbox.data.io import read_parquet
 
         names = self.column_names() if names is None else names
         missing = [n for n in names if n not in self._columns]
         if missing:
-            table = pq.read_table(self.path, columns=missing, memory_map=True)
+            table = read_parquet(self.path, columns=missing)
             for n in missing:
                 col = table.column(n)
                 if n.endswith(".hash"):
@@ -248,17 +349,16 @@ class ComputedFile:
 
     def raw(self, name: str) -> np.ndarray:
         """A column's values as a 1-D object array (signatures of near-duplicate OPs)."""
-        import pyarrow.parquet as pq
+        from sandbox.data.io import read_parquet
 
-        return _objects(pq.read_table(self.path, columns=[name], memory_map=True).column(name))
+        return _objects(read_parquet(self.path, columns=[name]).column(name))
 
     def text_batches(self, batch_size: int) -> Iterator:
         """The mapped text, as Arrow arrays of ``batch_size`` rows (None when no mapper ran)."""
-        import pyarrow.parquet as pq
+        from sandbox.data.io import row_chunks
 
-        pf = pq.ParquetFile(self.path, memory_map=True)
-        for b in rechunk(pf.iter_batches(batch_size=batch_size, columns=[TEXT_COLUMN]), batch_size):
-            yield b.column(0)
+        for chunk in row_chunks(self.path, [TEXT_COLUMN], batch_size):
+            yield chunk.column(0).combine_chunks()
 
 
 def hash_codes(col) -> np.ndarray:
@@ -277,24 +377,6 @@ def hash_codes(col) -> np.ndarray:
     return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
-def rechunk(batches: Iterator, size: int) -> Iterator:
-    """Record batches of exactly ``size`` rows (the last one may be shorter)."""
-    import pyarrow as pa
-
-    buf, have = [], 0
-    for b in batches:
-        while b.num_rows:
-            take = min(size - have, b.num_rows)
-            buf.append(b.slice(0, take))
-            have += take
-            b = b.slice(take)
-            if have == size:
-                yield buf[0] if len(buf) == 1 else pa.Table.from_batches(buf).combine_chunks().to_batches()[0]
-                buf, have = [], 0
-    if have:
-        yield buf[0] if len(buf) == 1 else pa.Table.from_batches(buf).combine_chunks().to_batches()[0]
-
-
 def compute_file(dataset: str | Path, specs: list[OpSpec], text_key: str = "text",
                  num_proc: int = 1, batch_size: int = 512, cache_dir: Path | None = None,
                  fingerprint: str | None = None, progress=None,
@@ -304,6 +386,7 @@ def compute_file(dataset: str | Path, specs: list[OpSpec], text_key: str = "text
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from sandbox.data.io import parquet_writer
     from sandbox.utils import atomic_path
 
     dataset = Path(dataset)
@@ -321,21 +404,21 @@ def compute_file(dataset: str | Path, specs: list[OpSpec], text_key: str = "text
 
     advance = progress or (lambda k=1: None)
     extra = [f for f in input_fields(specs, text_key) if f in src.schema_arrow.names]
-    texts_in = (_to_ipc(b) for b in rechunk(src.iter_batches(batch_size=batch_size,
-                                                             columns=[text_key, *extra]), batch_size))
+    source = _Source(str(dataset), [text_key, *extra], batch_size)
     workers = resolve_num_proc(num_proc) if n > batch_size else 1
     with atomic_path(out) as tmp:
         writer = None
         try:
-            for buf in _map_ordered(_run_ipc, texts_in, workers, specs, text_key):
-                rb = _from_ipc(buf)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, rb.schema, compression="snappy")
-                    schema = rb.schema
-                elif rb.schema != schema:
-                    rb = pa.Table.from_batches([rb]).cast(schema).to_batches()[0]
-                writer.write_batch(rb, row_group_size=max(batch_size, 65536))
-                advance(rb.num_rows)
+            for buf in _map_ordered(_run_span, _spans(dataset, max(batch_size, SPAN_ROWS)),
+                                    workers, specs, text_key, source):
+                for rb in pa.ipc.open_stream(buf):
+                    if writer is None:
+                        writer = parquet_writer(tmp, rb.schema)
+                        schema = rb.schema
+                    elif rb.schema != schema:
+                        rb = _cast(rb, schema)
+                    writer.write_batch(rb, row_group_size=max(batch_size, 65536))
+                    advance(rb.num_rows)
             if writer is None:  # an empty pool
                 pq.write_table(pa.table({"__n__": pa.nulls(0, pa.int8())}), tmp)
         finally:
@@ -505,9 +588,9 @@ def _selector_fields(op, fields, idx: np.ndarray) -> dict[str, list]:
     if fields is None:
         raise ValueError(f"{op.name} reads {names}: pass the pool (fields=) to select()")
     if isinstance(fields, (str, Path)):
-        import pyarrow.parquet as pq
+        from sandbox.data.io import read_parquet
 
-        table = pq.read_table(fields, columns=names, memory_map=True).take(idx)
+        table = read_parquet(fields, columns=names).take(idx)
         return {k: table.column(k).to_pylist() for k in names}
     return {k: [fields[k][i] for i in idx] for k in names}
 

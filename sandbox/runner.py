@@ -354,6 +354,7 @@ def run(cfg, run_dir: str | Path | None = None) -> dict[str, float]:
                    or Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
     run_dir.mkdir(parents=True, exist_ok=True)
     pipelines = plan_pipelines(cfg)
+    _preload_recipe(cfg)
     if any(p.carry for p in pipelines):  # carried values rewrite the config: work on a copy
         cfg = copy.deepcopy(cfg)
 
@@ -391,6 +392,24 @@ def run(cfg, run_dir: str | Path | None = None) -> dict[str, float]:
         tracker.finish(status)
     print_summary(ex.metrics, baseline, run_dir, tags.get("sandbox.baseline") == "true")
     return ex.metrics
+
+
+def _preload_recipe(cfg) -> None:
+    """Load what the configured recipe's OPs need (compiled kernels) in the background while the
+    first steps run; the engine waits for it before it forks workers."""
+    from omegaconf import OmegaConf
+
+    from sandbox.engine import preload_in_background
+    from sandbox.recipe import load_recipe
+
+    node = OmegaConf.select(cfg, "recipe", default=None)
+    if not OmegaConf.is_dict(node):
+        return
+    try:
+        rec = load_recipe(OmegaConf.to_container(node, resolve=True), cfg.get("text_key", "text"))
+    except Exception:  # the step that runs the recipe reports the problem, with context
+        return
+    preload_in_background(rec.ops, rec.text_key)
 
 
 class _Executor:

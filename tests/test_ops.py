@@ -383,14 +383,13 @@ def test_views_are_computed_once_per_batch():
     # the compiled kernels share the code points of the texts, and of the lower-cased texts
     assert sorted(k for k in views.computed if k[0] == "codepoints") == [
         ("codepoints",), ("codepoints", "lower")]
-    lines_keys = [k for k in views.computed if k[0] == "lines"]
     words_keys = [k for k in views.computed if k[0] == "words"]
     refined_keys = [k for k in views.computed if k[0] == "refined_words"]
-    assert len(lines_keys) == 1 and len(words_keys) == 1
+    assert ("line_stats",) in views.computed and len(words_keys) == 1
     assert len(refined_keys) == 1  # lower-cased, shared by the two word-list filters
     assert all(v == 1 for v in views.computed.values())
-    assert filters.lines_of(views) is filters.lines_of(views)
-    assert filters.lines_of(views)[0] == ["a b", "c d"]
+    lines, longest = filters.line_stats_of(views)
+    assert lines.tolist() == [2, 2] and longest.tolist() == [3, 5]
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,6 +572,9 @@ def test_character_counts_match_reference(text):
     assert stat("special_characters_filter", [text]) == [
         len([c for c in text if c in filters.SPECIAL_CHARACTERS]) / size]
     assert stat("words_num_filter", [text]) == [len(ref_refined(text, False))]
+    lines = text.splitlines()
+    assert stat("average_line_length_filter", [text]) == [len(text) / len(lines) if lines else 0.0]
+    assert stat("maximum_line_length_filter", [text]) == [max(map(len, lines), default=0)]
     words = [w for w in text.replace("\n", " ").replace("\t", " ").split(" ") if w]
     assert filters.split_on_whitespace(text) == words
     for lower in (False, True):

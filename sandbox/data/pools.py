@@ -17,13 +17,12 @@ class _Pool(Step):
     outputs = ("dataset", "num_samples", "fingerprint", "rejected", "rejects")
 
     def _finish(self, env: StepEnv, table) -> dict:
-        import pyarrow.parquet as pq
-
+        from sandbox.data.io import parquet_writer
         from sandbox.utils import atomic_path
 
         out = env.workdir / "pool.parquet"
         with atomic_path(out) as tmp:  # batch by batch: a memory-mapped table stays mapped
-            with pq.ParquetWriter(tmp, table.schema) as writer:
+            with parquet_writer(tmp, table.schema) as writer:
                 for batch in table.to_batches(max_chunksize=ROW_GROUP_ROWS):
                     writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
         return self._result(env, out, table.num_rows)

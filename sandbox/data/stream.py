@@ -98,8 +98,8 @@ def to_parquet(path: str | Path, fmt: str, dst: str | Path, text_key: str = "tex
                limit: int | None = None) -> int:
     """Stream a jsonl/parquet file into ``dst`` (Parquet); returns the number of rows written."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    from sandbox.data.io import parquet_writer
     from sandbox.utils import atomic_path
 
     path = Path(path)
@@ -118,7 +118,7 @@ def to_parquet(path: str | Path, fmt: str, dst: str | Path, text_key: str = "tex
                     _check_batch(batch, text_key, str(path), rows)
                     if writer is None:
                         schema = batch.schema
-                        writer = pq.ParquetWriter(tmp, schema)
+                        writer = parquet_writer(tmp, schema)
                     elif batch.schema != schema:
                         batch = pa.Table.from_batches([batch]).cast(schema).to_batches()[0]
                     writer.write_table(pa.Table.from_batches([batch]), row_group_size=ROW_GROUP_ROWS)

@@ -117,6 +117,11 @@ class Op:
         """The parameter values this instance was built with (what a recipe file would hold)."""
         return {n: getattr(self, n) for n in self.params() if hasattr(self, n)}
 
+    def preload(self) -> None:
+        """Load heavy state the OP shares across batches (compiled kernels, models) now. The
+        engine calls it in the main process before forking its workers, which then inherit it
+        instead of each loading their own copy."""
+
     def input_fields(self) -> tuple[str, ...]:
         """Sample columns other than the text that the OP reads (``images``, a ``meta`` dict, ...).
         The engine passes their values in ``TextViews.fields``; text-only OPs read none."""

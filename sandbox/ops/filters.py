@@ -153,9 +153,12 @@ def refine_words(words: list[str], lower_case: bool) -> list[str]:
     return list(filter(None, map(str.strip, words, repeat(chars))))
 
 
-def lines_of(views: TextViews) -> list[list[str]]:
-    """``text.splitlines()`` per text (Data-Juicer's ``InterVars.lines``)."""
-    return views.get(("lines",), str.splitlines)
+def line_stats_of(views: TextViews) -> tuple[np.ndarray, np.ndarray]:
+    """Per text: the number of lines of ``text.splitlines()`` (Data-Juicer's ``InterVars.lines``)
+    and the length of the longest (``kernels.line_stats``), shared by the line filters."""
+    from sandbox.ops import kernels
+
+    return views.shared(("line_stats",), lambda _: kernels.line_stats(*codepoints_of(views)))
 
 
 def words_of(views: TextViews) -> list[list[str]]:
@@ -227,6 +230,15 @@ def char_ratios(views: TextViews, table: str) -> np.ndarray:
     return np.divide(counts, lengths, out=np.zeros(len(counts)), where=lengths > 0)
 
 
+class _Compiled:
+    """Mixin of the filters whose stats come from ``sandbox/ops/kernels.py``."""
+
+    def preload(self) -> None:
+        from sandbox.ops import kernels
+
+        kernels.warm_up()
+
+
 def _array(values, dtype) -> np.ndarray:
     return np.fromiter(values, dtype=dtype)
 
@@ -272,7 +284,7 @@ class TextLengthFilter(Filter):
 
 
 @register
-class WordsNumFilter(Filter):
+class WordsNumFilter(_Compiled, Filter):
     """``num_words``: the number of words after splitting on ' ', '\\n' and '\\t' only (other
     whitespace such as '\\r' or '\\xa0' stays inside words) and stripping leading/trailing
     ``SPECIAL_CHARACTERS`` from each word; words that were only special characters (``"--"``,
@@ -315,7 +327,7 @@ class WordsNumFilter(Filter):
 
 
 @register
-class AlphanumericFilter(Filter):
+class AlphanumericFilter(_Compiled, Filter):
     """``alnum_ratio = (number of characters c with c.isalnum()) / len(text)``; 0.0 for empty text.
     Unicode-aware: letters and digits of every script count (``str.isalnum``).
 
@@ -352,7 +364,7 @@ class AlphanumericFilter(Filter):
 
 
 @register
-class SpecialCharactersFilter(Filter):
+class SpecialCharactersFilter(_Compiled, Filter):
     """``special_char_ratio = (characters in SPECIAL_CHARACTERS) / len(text)``; 0.0 for empty
     text. SPECIAL_CHARACTERS is Data-Juicer's set: ASCII punctuation, digits and whitespace
     (so '\\n' and ' ' count as special), a list of other symbols/invisible characters, and the
@@ -376,7 +388,7 @@ class SpecialCharactersFilter(Filter):
 
 
 @register
-class CharacterRepetitionFilter(Filter):
+class CharacterRepetitionFilter(_Compiled, Filter):
     """``char_rep_ratio``: take all ``len(text) - rep_len + 1`` character n-grams (n = rep_len,
     overlapping, newlines included), D distinct ones of which D1 occur once; the ratio is the
     number of occurrences of the ``k = min(int(sqrt(D)), D - D1)`` most frequent distinct
@@ -407,7 +419,7 @@ class CharacterRepetitionFilter(Filter):
 
 
 @register
-class WordRepetitionFilter(Filter):
+class WordRepetitionFilter(_Compiled, Filter):
     """``word_rep_ratio``: words are split on ' ', '\\n', '\\t', lower-cased, then stripped of
     ``SPECIAL_CHARACTERS`` (empty ones dropped); over the ``len(words) - rep_len + 1`` word
     n-grams, the ratio is the number of n-grams whose n-gram occurs more than once over all
@@ -453,7 +465,7 @@ class WordRepetitionFilter(Filter):
 
 
 @register
-class AverageLineLengthFilter(Filter):
+class AverageLineLengthFilter(_Compiled, Filter):
     """``avg_line_length = len(text) / len(text.splitlines())`` (a float; 0.0 for empty text).
     Data-Juicer quirks: the numerator is the whole text length, line breaks included;
     ``str.splitlines`` also breaks on '\\r', '\\x0b', '\\x0c', '\\x1c'-'\\x1e', '\\x85',
@@ -473,17 +485,14 @@ class AverageLineLengthFilter(Filter):
         self.max_len = max_len
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        lines = lines_of(views)
-        return {
-            "avg_line_length": _array(
-                (len(t) / len(ls) if ls else 0.0 for t, ls in zip(views.texts, lines)),
-                np.float64,
-            )
-        }
+        lines, _ = line_stats_of(views)
+        lengths = np.diff(codepoints_of(views)[1])
+        return {"avg_line_length": np.divide(lengths, lines, out=np.zeros(len(lines)),
+                                             where=lines > 0)}
 
 
 @register
-class MaximumLineLengthFilter(Filter):
+class MaximumLineLengthFilter(_Compiled, Filter):
     """``max_line_length = max(len(line) for line in text.splitlines())`` (0 for empty text);
     lines exclude their line break, and are split as ``str.splitlines`` does."""
 
@@ -501,11 +510,7 @@ class MaximumLineLengthFilter(Filter):
         self.max_len = max_len
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        return {
-            "max_line_length": _array(
-                (max(map(len, ls)) if ls else 0 for ls in lines_of(views)), np.int64
-            )
-        }
+        return {"max_line_length": line_stats_of(views)[1]}
 
 
 # =============================================================================================

@@ -59,6 +59,17 @@ def char_table(name: str) -> np.ndarray:
     return filters._SPECIAL_TABLE if name == "special" else filters._alnum_table()
 
 
+def warm_up() -> None:
+    """Load every kernel now (from the on-disk cache; compiled on the very first use)."""
+    cp, offsets = codepoints(["a b", ""])
+    special = char_table("special")
+    count_in_table(cp, offsets, special)
+    words_num(cp, offsets, special)
+    word_rep_ratios(cp, offsets, special, 1)
+    char_rep_ratios(cp, offsets, 1)
+    line_stats(cp, offsets)
+
+
 # ------------------------------------------------------------------------------ helpers
 @njit(cache=True, inline="always")
 def _is_sep(c) -> bool:
@@ -163,6 +174,9 @@ def word_rep_ratios(cp, offsets, special, n):
     we = np.empty(cap, dtype=np.int64)
     ids = np.empty(cap, dtype=np.int64)
     whash = np.empty(cap, dtype=np.uint64)
+    # one set of tables for the batch, each text using the first 2x-its-size slots of them
+    table = np.full(_table_size(cap), -1, dtype=np.int64)
+    counts = np.zeros(table.size, dtype=np.int64)
     for d in range(ndocs):
         nw = _refined_words(cp, offsets[d], offsets[d + 1], special, ws, we)
         total = nw - n + 1
@@ -171,7 +185,6 @@ def word_rep_ratios(cp, offsets, special, n):
         # word ids: equal words (same code points) get the id of their first occurrence
         size = _table_size(nw)
         mask = size - 1
-        table = np.full(size, -1, dtype=np.int64)
         for k in range(nw):
             h = np.uint64(0)
             for i in range(ws[k], we[k]):
@@ -194,11 +207,10 @@ def word_rep_ratios(cp, offsets, special, n):
                         ids[k] = ids[r]
                         break
                 s = (s + 1) & mask
+        table[:size] = -1
         # n-gram counts, keyed by the ids of their n words
         size = _table_size(total)
         mask = size - 1
-        table = np.full(size, -1, dtype=np.int64)
-        counts = np.zeros(size, dtype=np.int64)
         for k in range(total):
             h = np.uint64(0)
             for o in range(n):
@@ -221,8 +233,10 @@ def word_rep_ratios(cp, offsets, special, n):
                 s = (s + 1) & mask
         rep = 0
         for s in range(size):
-            if counts[s] > 1:
-                rep += counts[s]
+            if table[s] != -1:
+                if counts[s] > 1:
+                    rep += counts[s]
+                table[s] = -1  # clean for the next text
         out[d] = rep / total
     return out
 
@@ -286,3 +300,29 @@ def char_rep_ratios(cp, offsets, n):
         top_k = np.sort(reps[:nrep])[nrep - kk:]
         out[d] = top_k.sum() / total
     return out
+
+
+@njit(cache=True, nogil=True)
+def line_stats(cp, offsets):
+    """Per text: ``(len(text.splitlines()), max(len(line) for line in text.splitlines()))``
+    (0 and 0 for empty text). Breaks as ``str.splitlines``: '\n', '\r', '\r\n' (one break),
+    '\x0b', '\x0c', '\x1c', '\x1d', '\x1e', '\x85', '\u2028', '\u2029'; a break at the end
+    does not start another line."""
+    ndocs = offsets.size - 1
+    lines = np.zeros(ndocs, dtype=np.int64)
+    longest = np.zeros(ndocs, dtype=np.int64)
+    for d in range(ndocs):
+        i, end = offsets[d], offsets[d + 1]
+        while i < end:
+            j = i
+            while j < end:
+                c = cp[j]
+                if (10 <= c <= 13) or (28 <= c <= 30) or c == 0x85 or c == 0x2028 or c == 0x2029:
+                    break
+                j += 1
+            lines[d] += 1
+            longest[d] = max(longest[d], j - i)
+            if j < end and cp[j] == 13 and j + 1 < end and cp[j + 1] == 10:
+                j += 1
+            i = j + 1
+    return lines, longest

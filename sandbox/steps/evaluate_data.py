@@ -179,12 +179,12 @@ def _sample(texts: list[str], n: int, seed: int) -> list[str]:
 
 
 def _read(path: str, text_key: str) -> tuple[list[str], list[str] | None]:
-    import pyarrow.parquet as pq
+    from sandbox.data.io import read_parquet
 
     from sandbox.errors import DataError
 
     try:
-        table = pq.read_table(path, memory_map=True)
+        table = read_parquet(path)
     except Exception as e:
         raise DataError(f"{path} is not a readable Parquet file: {e}") from None
     if text_key not in table.column_names:

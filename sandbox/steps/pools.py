@@ -51,9 +51,9 @@ def _safe(name: str) -> str:
 
 
 def _read(path: str):
-    import pyarrow.parquet as pq
+    from sandbox.data.io import read_parquet
 
-    return pq.read_table(path)
+    return read_parquet(path)
 
 
 def _write(table, folder: Path, name: str) -> str:

@@ -11,12 +11,13 @@ import contextlib
 import csv
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
+from sandbox.utils import atomic_path
 
 CHUNK_ROWS = 16384  # rows per write chunk (and per Parquet row group of the outputs)
 
@@ -44,7 +45,7 @@ class Process(Step):
         out = env.workdir / "processed.parquet"
         export = Path(self.export_path) if self.export_path and num_out else None
         self._write(dataset, computed, sel, rec.text_key, out if num_out else None, dropped_path,
-                    export)
+                    export, env.num_proc)
         if num_out == 0:
             culprit = next((r for r in sel.retention if r["in"] > 0 and r["out"] == 0), None)
             who = (f"OP `{culprit['op']}` removed the last {culprit['in']} sample(s)"
@@ -60,45 +61,27 @@ class Process(Step):
                 "metrics": {"samples_in": float(n), "samples_out": float(num_out)}}
 
     def _write(self, dataset, computed, sel, text_key: str, kept_path: Path | None,
-               dropped_path: Path, export: Path | None) -> None:
+               dropped_path: Path, export: Path | None, num_proc: int = 1) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from sandbox.engine import TEXT_COLUMN, rechunk
-        from sandbox.utils import atomic_path
+        from sandbox.data.io import parquet_writer
 
-        src = pq.ParquetFile(dataset, memory_map=True)
-        schema = src.schema_arrow
-        extra = []  # columns read from the engine's result file, aligned with the pool
-        if computed.has_text:
-            extra.append(TEXT_COLUMN)
-        if self.keep_stats:
-            extra += computed.column_names()
-        aux = (rechunk(pq.ParquetFile(computed.path, memory_map=True).iter_batches(
-            batch_size=CHUNK_ROWS, columns=extra), CHUNK_ROWS) if extra else None)
+        schema = pq.ParquetFile(dataset).schema_arrow
         names = np.array(list(sel.op_keys) + [None], dtype=object)
-        text_idx = schema.get_field_index(text_key)
+        jsonl = export is not None and export.suffix != ".parquet" and kept_path is not None
         with contextlib.ExitStack() as stack:
-            kw, dw, ex = None, None, None
+            kw, dw, xw = None, None, None
             kept_tmp = stack.enter_context(atomic_path(kept_path)) if kept_path else None
             dropped_tmp = stack.enter_context(atomic_path(dropped_path))
-            if export is not None:
-                export_tmp = stack.enter_context(atomic_path(export))
-                if export.suffix != ".parquet":
-                    ex = stack.enter_context(open(export_tmp, "w", encoding="utf-8"))
+            export_tmp = stack.enter_context(atomic_path(export)) if export is not None else None
+            # the jsonl export (Python string work) is written by child processes while this
+            # one writes the Parquet files (Arrow, mostly outside the GIL)
+            writers = _start_jsonl_export(self, dataset, computed, sel.keep, text_key,
+                                          export_tmp, num_proc) if jsonl else []
             offset = 0
-            for chunk in rechunk(src.iter_batches(batch_size=CHUNK_ROWS), CHUNK_ROWS):
-                m = chunk.num_rows
-                table = pa.Table.from_batches([chunk])
-                if aux is not None:
-                    side = next(aux)
-                    for i, name in enumerate(side.schema.names):
-                        col = side.column(i)
-                        if name == TEXT_COLUMN:
-                            table = table.set_column(text_idx, schema.field(text_idx),
-                                                     col.cast(schema.field(text_idx).type))
-                        else:
-                            table = table.append_column(f"__stats__.{name}", col)
+            for table in _output_chunks(self, dataset, computed, text_key):
+                m = table.num_rows
                 keep = sel.keep[offset:offset + m]
                 codes = sel.dropped_code[offset:offset + m]
                 offset += m
@@ -107,22 +90,106 @@ class Process(Step):
                     "dropped_by", pa.array(names[codes[~keep]], type=pa.string()))
                 if kept_tmp is not None:
                     if kw is None:
-                        kw = stack.enter_context(pq.ParquetWriter(kept_tmp, kept.schema))
-                        if export is not None and ex is None:
-                            xw = stack.enter_context(pq.ParquetWriter(export_tmp, kept.schema))
+                        kw = stack.enter_context(parquet_writer(kept_tmp, kept.schema))
+                        if export is not None and not jsonl:
+                            xw = stack.enter_context(parquet_writer(export_tmp, kept.schema))
                     kw.write_table(kept, row_group_size=CHUNK_ROWS)
-                    if export is not None:
-                        if ex is not None:
-                            ex.write(jsonl_lines(kept))
-                        else:
-                            xw.write_table(kept, row_group_size=CHUNK_ROWS)
+                    if xw is not None:
+                        xw.write_table(kept, row_group_size=CHUNK_ROWS)
                 if dw is None:
-                    dw = stack.enter_context(pq.ParquetWriter(dropped_tmp, dropped.schema))
+                    dw = stack.enter_context(parquet_writer(dropped_tmp, dropped.schema))
                 dw.write_table(dropped, row_group_size=CHUNK_ROWS)
             if dw is None:  # an empty pool
                 empty = pa.Table.from_batches([], schema)
                 pq.write_table(empty.append_column("dropped_by", pa.array([], pa.string())),
                                dropped_tmp)
+            if writers:
+                _finish_jsonl_export(writers, export_tmp, export)
+
+
+def _output_chunks(step: Process, dataset, computed, text_key: str, lo: int = 0,
+                   hi: int | None = None):
+    """Rows ``lo:hi`` of the pool as tables of CHUNK_ROWS rows, in the pool's schema, with the
+    mapped text in place of the original (when a mapper ran) and, with ``keep_stats``, the stats
+    appended as ``__stats__.<column>``."""
+    import pyarrow.parquet as pq
+
+    from sandbox.data.io import row_chunks
+    from sandbox.engine import TEXT_COLUMN
+
+    schema = pq.ParquetFile(dataset).schema_arrow
+    text_idx = schema.get_field_index(text_key)
+    extra = [TEXT_COLUMN] if computed.has_text else []
+    if step.keep_stats:
+        extra += computed.column_names()
+    aux = row_chunks(computed.path, extra, CHUNK_ROWS, lo, hi) if extra else None
+    for table in row_chunks(dataset, None, CHUNK_ROWS, lo, hi):
+        if aux is not None:
+            side = next(aux)
+            for name, col in zip(side.column_names, side.columns):
+                if name == TEXT_COLUMN:
+                    field = schema.field(text_idx)
+                    table = table.set_column(text_idx, field, col.cast(field.type))
+                else:
+                    table = table.append_column(f"__stats__.{name}", col)
+        yield table
+
+
+def _jsonl_part(step: Process, dataset, computed, keep: np.ndarray, text_key: str, lo: int,
+                hi: int, path: str) -> None:
+    """Child process: the kept rows among ``lo:hi`` as jsonl, into ``path``."""
+    import pyarrow as pa
+
+    offset = lo
+    with open(path, "w", encoding="utf-8") as fh:
+        for table in _output_chunks(step, dataset, computed, text_key, lo, hi):
+            m = table.num_rows
+            fh.write(jsonl_lines(table.filter(pa.array(keep[offset:offset + m]))))
+            offset += m
+
+
+def _start_jsonl_export(step: Process, dataset, computed, keep, text_key: str, tmp: Path,
+                        num_proc: int) -> list:
+    """Fork ``num_proc`` children, each writing the jsonl of a contiguous share of the rows."""
+    import multiprocessing as mp
+
+    from sandbox.engine import resolve_num_proc
+
+    n = len(keep)
+    parts = max(1, min(resolve_num_proc(num_proc), n // CHUNK_ROWS))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    ctx = mp.get_context("fork")
+    writers = []
+    for i in range(parts):
+        path = f"{tmp}.part{i}"
+        proc = ctx.Process(target=_jsonl_part, args=(step, dataset, computed, keep, text_key,
+                                                     bounds[i], bounds[i + 1], path))
+        proc.start()
+        writers.append((proc, path))
+    return writers
+
+
+def _finish_jsonl_export(writers: list, tmp: Path, export: Path) -> None:
+    """Wait for the children, then concatenate their parts (in row order) into ``tmp``."""
+    import os
+    import shutil
+
+    failed = False
+    for proc, _ in writers:
+        proc.join()
+        failed |= proc.exitcode != 0
+    try:
+        if failed:
+            raise DataError(f"writing the export {export} failed in a worker process (see the "
+                            f"error above). Check the disk space and that the folder is writable.")
+        with open(tmp, "wb") as out:
+            for _, part in writers:
+                with open(part, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 8 << 20)
+    finally:
+        for _, part in writers:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(part)
 
 
 def jsonl_lines(table) -> str:
@@ -147,18 +214,15 @@ def jsonl_lines(table) -> str:
         else:
             enc_vals = [json.dumps(v, ensure_ascii=False) for v in values]
         parts.append((json.dumps(name, ensure_ascii=False) + ": ", enc_vals))
-    if len(parts) == 1:
+    if len(parts) == 1:  # one join, no per-row concatenation (the text is copied once)
         key, vals = parts[0]
-        start = "{" + key
-        return "".join(start + v + "}\n" for v in vals)
+        return "{" + key + ("}\n{" + key).join(vals) + "}\n"
     keys = [k for k, _ in parts]
     return "".join("{" + ", ".join(k + v for k, v in zip(keys, row)) + "}\n"
                    for row in zip(*(v for _, v in parts)))
 
 
 def _write_retention(path: Path, n: int, rows: list[dict]) -> None:
-    from sandbox.utils import atomic_path
-
     fields = ["op", "name", "kind", "in", "out", "dropped", "would_drop_alone"]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
@@ -171,7 +235,6 @@ def export_table(table, path: Path) -> Path:
     import pyarrow as pa
 
     from sandbox.data.io import write_parquet
-    from sandbox.utils import atomic_path
 
     if path.suffix == ".parquet":
         return write_parquet(table, path)

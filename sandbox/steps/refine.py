@@ -64,7 +64,6 @@ class KSigmaRefiner(Step):
         changes = []
         for spec in rec.ops:
             cls = get_op_class(spec.name)
-            params = cls.params()
             hints = typing.get_type_hints(cls.__init__)
             for arg, th in cls.thresholds.items():
                 if arg not in spec.args:
