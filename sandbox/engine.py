@@ -96,8 +96,8 @@ class _Source:
     def read(self, group: int, start: int, stop: int):
         import pyarrow.parquet as pq
 
-        if self._file is None:  # opened in the worker, after the fork
-            self._file = pq.ParquetFile(self.path, memory_map=True)
+        if self._file is None:  # opened in the worker, after the fork; read, not mapped, so
+            self._file = pq.ParquetFile(self.path, memory_map=False)  # memory stays bounded
         if self._group is None or self._group[0] != group:
             self._group = (group, self._file.read_row_group(group, columns=self.columns))
         return self._group[1].slice(start, stop - start)

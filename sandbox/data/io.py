@@ -263,12 +263,13 @@ def write_parquet(table, path: str | Path) -> Path:
 def row_chunks(path: str | Path, columns: list[str] | None, size: int, lo: int = 0,
                hi: int | None = None):
     """Rows ``lo:hi`` of a Parquet file as tables of ``size`` rows (the last may be shorter),
-    read one row group at a time (memory-mapped). Two files with the same number of rows give
-    aligned chunks whatever their row groups; chunks are zero-copy slices."""
+    read one row group at a time (plain reads, not a memory map: pages of a mapped file stay in
+    the process's resident set until it ends). Two files with the same number of rows give aligned
+    chunks whatever their row groups; chunks are zero-copy slices."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path, memory_map=True)
+    pf = pq.ParquetFile(path, memory_map=False)
     meta = pf.metadata
     hi = meta.num_rows if hi is None else hi
     pending, have, start = [], 0, 0

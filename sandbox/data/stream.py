@@ -88,7 +88,7 @@ def _batches(path: Path, fmt: str):
         import pyarrow.parquet as pq
 
         try:
-            pf = pq.ParquetFile(path, memory_map=True)
+            pf = pq.ParquetFile(path, memory_map=False)
         except Exception as e:
             raise DataError(f"{path} is not a readable Parquet file: {e}") from None
         yield from pf.iter_batches(batch_size=ROW_GROUP_ROWS)
