@@ -128,13 +128,19 @@ def preload(specs: list[OpSpec], text_key: str) -> None:
 
 def preload_in_background(specs: list[OpSpec], text_key: str) -> None:
     """Start ``preload`` in a thread, so that loading compiled kernels (~0.5 s) overlaps the
-    steps before the first one that runs the recipe. Errors are left for that step to raise."""
+    steps before the first one that runs the recipe (forked workers inherit what it loaded).
+    Errors are left for that step to raise."""
     import threading
 
     from sandbox.ops import get_op_class
 
     def work():
         try:
+            import pyarrow as pa
+
+            # pyarrow imports pandas on its first conversion (~0.2 s); do it here too, so that
+            # neither the main process nor every worker pays it on the critical path
+            pa.array([0])
             for s in specs:
                 get_op_class(s.name)(text_key=text_key, **s.args).preload()
         except Exception:  # the step that uses the OP reports it, with context
@@ -344,7 +350,7 @@ class ComputedFile:
                 if n.endswith(".hash"):
                     self._columns[n] = hash_codes(col)
                 else:
-                    self._columns[n] = col.to_numpy()
+                    self._columns[n] = to_numpy(col)
         return {n: self._columns[n] for n in names}
 
     def raw(self, name: str) -> np.ndarray:
@@ -359,6 +365,19 @@ class ComputedFile:
 
         for chunk in row_chunks(self.path, [TEXT_COLUMN], batch_size):
             yield chunk.column(0).combine_chunks()
+
+
+def to_numpy(col) -> np.ndarray:
+    """An Arrow (chunked) array as numpy, chunk by chunk: ``ChunkedArray.to_numpy`` goes through
+    pandas, whose import alone costs ~0.2 s."""
+    import pyarrow as pa
+
+    if isinstance(col, pa.ChunkedArray):
+        if col.num_chunks != 1:
+            col = col.combine_chunks()
+        else:
+            col = col.chunk(0)
+    return col.to_numpy(zero_copy_only=False)
 
 
 def hash_codes(col) -> np.ndarray:
@@ -462,7 +481,7 @@ def compute(texts: list[str], specs: list[OpSpec], text_key: str = "text", num_p
         if name in (TEXT_COLUMN, "__n__"):
             continue
         col = table.column(name)
-        columns[name] = _objects(col) if name.endswith(".hash") else col.to_numpy()
+        columns[name] = _objects(col) if name.endswith(".hash") else to_numpy(col)
     if cache_file is not None:
         from sandbox.data.io import write_parquet
 
@@ -487,7 +506,7 @@ def _load_cache(path: Path, texts: list[str]) -> Computed | None:
         if n in (TEXT_COLUMN, "__n__"):
             continue
         col = table.column(n)
-        cols[n] = _objects(col) if n.endswith(".hash") else col.to_numpy()
+        cols[n] = _objects(col) if n.endswith(".hash") else to_numpy(col)
     return Computed(out_texts, cols, cache_hit=True)
 
 

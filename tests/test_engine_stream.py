@@ -124,7 +124,11 @@ def test_vectorised_dedup_equals_sequential_definition():
         np.testing.assert_array_equal(first_alive(engine.hash_codes(strs), alive), ref)
 
 
-def test_process_streams_the_same_outputs(tmp_path):
+@pytest.mark.parametrize("chunk_rows", [16384, 7])  # 7: many chunks, jsonl parts from 2 workers
+def test_process_streams_the_same_outputs(tmp_path, monkeypatch, chunk_rows):
+    from sandbox.steps import process
+
+    monkeypatch.setattr(process, "CHUNK_ROWS", chunk_rows)
     texts = _texts()
     pool = _pool(tmp_path, texts)
     wd = tmp_path / "process"
@@ -150,6 +154,9 @@ def test_jsonl_lines_match_json_dumps():
     t = pa.table({"text": ["a\"b\n\u00e9\u4e2d\x01", "plain"], "n": [1, None],
                   "f": [0.5, 2.0], "l": [[1, 2], []]})
     assert jsonl_lines(t).splitlines() == [json.dumps(r, ensure_ascii=False) for r in t.to_pylist()]
+    one = t.select(["text"])  # the single-column path joins the encoded texts in one go
+    assert jsonl_lines(one).splitlines() == [json.dumps(r, ensure_ascii=False)
+                                             for r in one.to_pylist()]
 
 
 def test_streaming_jsonl_pool(tmp_path, monkeypatch):

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from sandbox.engine import to_numpy
 from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import Step, StepEnv
 
@@ -76,7 +77,7 @@ def _rows(pool: dict) -> np.ndarray:
     if ROW not in t.column_names:
         raise DataError(f"pool {pool.get('name')!r} ({pool['dataset']}) has no `{ROW}` column: "
                         f"combine only pools built by PoolConstruction from one dataset.")
-    return np.asarray(t.column(ROW).to_numpy())
+    return to_numpy(t.column(ROW))
 
 
 def _as_pools(pools: Any, what: str) -> list[dict]:
@@ -297,7 +298,7 @@ class PoolCombination(Step):
                 if len(common) < self.min_size:
                     continue
                 t = _read(combo[0]["dataset"])
-                rows = np.asarray(t.column(ROW).to_numpy())
+                rows = to_numpy(t.column(ROW))
                 t = t.take(np.nonzero(np.isin(rows, common))[0])
                 name = "+".join(p["name"] for p in combo)
                 bounds = {}
@@ -343,7 +344,7 @@ class PoolMerging(Step):
         tables = [_read(p["dataset"]) for p in _as_pools(pools, "merge")]
         t = pa.concat_tables(tables, promote_options="default")
         if self.dedup and ROW in t.column_names:
-            _, first = np.unique(np.asarray(t.column(ROW).to_numpy()), return_index=True)
+            _, first = np.unique(to_numpy(t.column(ROW)), return_index=True)
             t = t.take(np.sort(first))
         pool = {"name": self.name, "kind": "merged", "size": t.num_rows,
                 "parts": [p["name"] for p in pools],
