@@ -525,13 +525,14 @@ class _Executor:
     def _execute(self, step: PlannedStep, comp_cfg: dict, inputs: dict, key: str,
                  workdir: Path, tracker, label: str, identity: str) -> tuple[dict, float]:
         from sandbox.console import console, step_line
+        from sandbox.engine import resolve_num_proc
         from sandbox.steps.base import StepEnv
 
         workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.cfg
         env = StepEnv(name=step.name, workdir=workdir, run_dir=self.run_dir,
                       cache_dir=self.cache_dir, seed=int(cfg.get("seed", 42)),
-                      num_proc=int(cfg.get("num_proc", 1)), tracker=tracker,
+                      num_proc=resolve_num_proc(cfg.get("num_proc")), tracker=tracker,
                       show_progress=bool(cfg.get("progress", True)))
         component = _build(comp_cfg, step)
         console.print(step_line(label, f"running {type(component).__name__}"))
