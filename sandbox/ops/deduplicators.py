@@ -147,6 +147,26 @@ class _UnionFind:
         self.parent[px] = self.parent[py] = min(px, py)
 
 
+def _union_find_keep(hashes, alive: np.ndarray, bands: int) -> np.ndarray:
+    """The reference LSH grouping (``hashes[i]`` is sample i's list of ``bands`` band byte
+    strings): samples sharing any band are linked, the first sample of each group stays."""
+    idx = np.flatnonzero(alive)
+    keep = np.zeros(len(alive), dtype=bool)
+    if len(idx) <= 1:
+        keep[idx] = True
+        return keep
+    uf = _UnionFind()
+    for band in range(bands):
+        table: dict[bytes, int] = {}
+        for pos, i in enumerate(idx):
+            h = bytes(hashes[i][band])
+            first = table.setdefault(h, pos)
+            if first != pos:
+                uf.union(pos, first)
+    keep[idx] = [uf.find(p) == p for p in range(len(idx))]
+    return keep
+
+
 @register
 class DocumentMinhashDeduplicator(_ShingleDedup):
     """Near-duplicate removal with MinHash-LSH, as Data-Juicer does it. Per sample: shingles of
@@ -161,7 +181,9 @@ class DocumentMinhashDeduplicator(_ShingleDedup):
     ``jaccard_threshold`` when unset). Over the pool (``keep_mask``): samples sharing any band
     are linked, and of each connected group only the first sample stays. A text with fewer
     tokens than ``window_size`` has no shingles and gets the all-0xffffffff signature, so all such
-    texts are duplicates of one another (Data-Juicer's behaviour)."""
+    texts are duplicates of one another (Data-Juicer's behaviour). Computed in compiled code
+    (``minhash_kernels``: SHA-1, permutations, ``space`` tokenization, the LSH grouping), equal
+    to the reference Python (``signature``, ``_union_find_keep``) value for value."""
 
     name = "document_minhash_deduplicator"
     description = "Remove near-duplicate documents (MinHash-LSH, Jaccard >= jaccard_threshold)."
@@ -193,14 +215,16 @@ class DocumentMinhashDeduplicator(_ShingleDedup):
         else:
             self._bands, self._rows = num_bands, num_rows_per_band
         gen = np.random.RandomState(seed=42)
-        self._a, self._b = np.array(
+        self._a, self._b = np.ascontiguousarray(np.array(
             [(gen.randint(1, MERSENNE_PRIME, dtype=np.uint64),
               gen.randint(0, MERSENNE_PRIME, dtype=np.uint64)) for _ in range(num_permutations)],
             dtype=np.uint64,
-        ).T
+        ).T)
         self._block = max(1, (8 * 1024 * 1024) // (num_permutations * 8))
 
     def signature(self, text: str) -> np.ndarray:
+        """The reference signature of one text (uint64, ``num_permutations`` values), in numpy;
+        ``signatures`` computes the same values in compiled code."""
         tokens = set(_shingles(self, text))
         hv = np.fromiter((sha1_hash32(t) for t in tokens), dtype=np.uint64, count=len(tokens))
         if len(hv) == 0:
@@ -212,29 +236,71 @@ class DocumentMinhashDeduplicator(_ShingleDedup):
             out = m if out is None else np.minimum(out, m)
         return out
 
+    def reference_bands(self, text: str) -> list[bytes]:
+        """The reference band values of one text (``signature`` cut into ``num_bands`` byte
+        strings, as Data-Juicer's), the input of ``_union_find_keep``."""
+        sig, r = self.signature(text), self._rows
+        return [bytes(sig[i * r:(i + 1) * r].byteswap().data) for i in range(self._bands)]
+
+    def signatures(self, texts: list[str], width: Optional[int] = None) -> np.ndarray:
+        """uint32 ``(len(texts), width)``: the first ``width`` (default all) values of each
+        text's signature, computed in compiled code (``minhash_kernels``)."""
+        from sandbox.ops import minhash_kernels as mk
+
+        width = self.num_permutations if width is None else min(width, self.num_permutations)
+        a, b = self._a[:width], self._b[:width]
+        if not texts:
+            return np.zeros((0, width), dtype=np.uint32)
+        if self.tokenization == "space" and self.window_size >= 1:
+            prepared = []
+            for t in texts:
+                if self.lowercase:
+                    t = t.lower()
+                if self._ignore is not None:
+                    t = self._ignore.sub("", t)
+                prepared.append(t)
+            buf, offsets = mk.utf8(prepared)
+            return mk.space_signatures(buf, offsets, self.window_size, a, b)
+        shingles = [_shingles(self, t) for t in texts]
+        doc_offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+        counts = np.fromiter(map(len, shingles), dtype=np.int64, count=len(texts))
+        np.cumsum(counts, out=doc_offsets[1:])
+        flat = [s for doc in shingles for s in doc]
+        sh_offsets = np.zeros(len(flat) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, flat), dtype=np.int64, count=len(flat)), out=sh_offsets[1:])
+        joined = b"".join(flat)
+        buf = np.frombuffer(joined, dtype=np.uint8) if joined else np.zeros(1, np.uint8)
+        return mk.shingle_signatures(buf, sh_offsets, doc_offsets, a, b)
+
+    def _width(self) -> int:
+        """How many signature values the bands use."""
+        return min(self._bands * self._rows, self.num_permutations)
+
     def hash_batch(self, views: TextViews) -> list:
-        r = self._rows
-        out = []
-        for t in views.texts:
-            sig = self.signature(t)
-            out.append([bytes(sig[i * r:(i + 1) * r].byteswap().data) for i in range(self._bands)])
-        return out
+        """Per text, one ``bytes``: the signature values the bands use (the first ``num_bands *
+        num_rows_per_band``) as little-endian uint32; band i is values ``[i*rows, (i+1)*rows)``.
+        Equal bands here are exactly equal bands of the reference (``reference_bands``)."""
+        sigs = self.signatures(views.texts, self._width()).astype("<u4", copy=False)
+        return [row.tobytes() for row in sigs]
 
     def keep_mask(self, hashes, alive: np.ndarray) -> np.ndarray:
+        """The kept set of ``_union_find_keep`` (the reference), by ``minhash_kernels.lsh_keep``
+        over the alive samples' signatures as one uint32 matrix."""
         idx = np.flatnonzero(alive)
         keep = np.zeros(len(alive), dtype=bool)
         if len(idx) <= 1:
             keep[idx] = True
             return keep
-        uf = _UnionFind()
-        for band in range(self._bands):
-            table: dict[bytes, int] = {}
-            for pos, i in enumerate(idx):
-                h = bytes(hashes[i][band])
-                first = table.setdefault(h, pos)
-                if first != pos:
-                    uf.union(pos, first)
-        keep[idx] = [uf.find(p) == p for p in range(len(idx))]
+        rows = [hashes[i] for i in idx]
+        width = 4 * self._width()
+        if not all(isinstance(v, (bytes, bytearray)) and len(v) == width for v in rows):
+            # lists of band byte strings (hash_batch's format before the compiled kernels)
+            return _union_find_keep(hashes, alive, self._bands)
+        from sandbox.ops import minhash_kernels as mk
+
+        words = np.frombuffer(b"".join(rows), dtype="<u4").reshape(len(rows), width // 4)
+        bounds = np.minimum(np.arange(self._bands + 1, dtype=np.int64) * self._rows, width // 4)
+        keep[idx] = mk.lsh_keep(words, bounds[:-1], bounds[1:])
         return keep
 
 

@@ -1,0 +1,410 @@
+"""Compiled kernels (numba) of ``document_minhash_deduplicator``: MinHash signatures and the
+LSH grouping over the pool.
+
+Exactly what the reference Python code computes (``DocumentMinhashDeduplicator.signature`` and
+``_union_find_keep`` stay as the definition; the tests compare both):
+
+* a shingle's hash is the first 4 bytes of its SHA-1, read little-endian (SHA-1 implemented
+  here, on the shingle's UTF-8 bytes);
+* permutation ``k`` maps it to ``((a[k] * h + b[k]) mod 2**64) mod (2**61 - 1) & 0xffffffff``
+  (the 64-bit wrap-around of the reference's uint64 numpy arithmetic), and the signature is the
+  minimum over the text's shingles (0xffffffff everywhere when it has none);
+* ``lsh_keep`` links samples with an equal band (a run of signature values; equality is checked
+  on the values, hashes only pick the table slot) and keeps the first sample of each group.
+
+Import lazily: importing numba costs ~0.3 s. ``sandbox.ops.kernels`` is imported first, as it
+sets NUMBA_CACHE_DIR before numba is loaded.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from sandbox.ops.kernels import utf8  # noqa: F401  (re-exported; sets NUMBA_CACHE_DIR first)
+
+from numba import njit  # noqa: E402
+
+_M32 = np.uint64(0xFFFFFFFF)
+_P61 = np.uint64((1 << 61) - 1)
+_S61 = np.uint64(61)
+_SPACE = np.uint8(32)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_S32 = np.uint64(32)
+_S29 = np.uint64(29)
+_MIX2 = np.uint64(0xBF58476D1CE4E5B9)
+
+
+# ------------------------------------------------------------------------------ SHA-1
+# Messages are read as big-endian 32-bit words: ``be[i]`` is the word of bytes i..i+3 of the
+# text (``_be_words``). Single-block messages (<= 55 bytes) are hashed LANES at a time, one per
+# lane of a loop the compiler vectorises; longer ones one by one.
+_H0, _H1, _H2, _H3, _H4 = 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0
+LANES = 64
+
+
+@njit
+def _rotl(x, n):
+    return ((x << n) | (x >> (32 - n))) & 0xFFFFFFFF
+
+
+@njit
+def _f(kind, b, c, d):
+    """SHA-1's round function plus round constant; ``kind`` (0-3) is the round group."""
+    if kind == 0:
+        return ((b & c) | ((b ^ 0xFFFFFFFF) & d)) + 0x5A827999
+    if kind == 2:
+        return ((b & c) | (b & d) | (c & d)) + 0x8F1BBCDC
+    return (b ^ c ^ d) + (0x6ED9EBA1 if kind == 1 else 0xCA62C1D6)
+
+
+@njit
+def _rounds5(a, b, c, d, e, w, t, l, kind):
+    """SHA-1 rounds t .. t+4 of lane ``l`` (message schedule ``w[:, l]``); after 5 rounds the
+    five variables are back in their roles. All values int64 in [0, 2**32)."""
+    e = (_rotl(a, 5) + _f(kind, b, c, d) + e + np.int64(w[t, l])) & 0xFFFFFFFF
+    b = _rotl(b, 30)
+    d = (_rotl(e, 5) + _f(kind, a, b, c) + d + np.int64(w[t + 1, l])) & 0xFFFFFFFF
+    a = _rotl(a, 30)
+    c = (_rotl(d, 5) + _f(kind, e, a, b) + c + np.int64(w[t + 2, l])) & 0xFFFFFFFF
+    e = _rotl(e, 30)
+    b = (_rotl(c, 5) + _f(kind, d, e, a) + b + np.int64(w[t + 3, l])) & 0xFFFFFFFF
+    d = _rotl(d, 30)
+    a = (_rotl(b, 5) + _f(kind, c, d, e) + a + np.int64(w[t + 4, l])) & 0xFFFFFFFF
+    c = _rotl(c, 30)
+    return a, b, c, d, e
+
+
+@njit
+def _block(w, l, h0, h1, h2, h3, h4):
+    """One SHA-1 block on the state (h0 .. h4) for lane ``l``; ``w[:, l]`` holds its message
+    schedule (all 80 words)."""
+    a, b, c, d, e = h0, h1, h2, h3, h4
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 0, l, 0)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 5, l, 0)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 10, l, 0)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 15, l, 0)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 20, l, 1)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 25, l, 1)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 30, l, 1)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 35, l, 1)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 40, l, 2)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 45, l, 2)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 50, l, 2)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 55, l, 2)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 60, l, 3)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 65, l, 3)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 70, l, 3)
+    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 75, l, 3)
+    return ((h0 + a) & 0xFFFFFFFF, (h1 + b) & 0xFFFFFFFF, (h2 + c) & 0xFFFFFFFF,
+            (h3 + d) & 0xFFFFFFFF, (h4 + e) & 0xFFFFFFFF)
+
+
+@njit
+def _schedule(w, count):
+    """Rows 16..79 of the message schedules ``w`` (uint32 ``(80, lanes)``) from rows 0..15."""
+    for t in range(16, 80):
+        for l in range(count):
+            x = (np.int64(w[t - 3, l]) ^ np.int64(w[t - 8, l]) ^ np.int64(w[t - 14, l])
+                 ^ np.int64(w[t - 16, l]))
+            w[t, l] = _rotl(x, 1)
+
+
+@njit
+def _hash32(h0):
+    """The first 4 digest bytes (h0, big-endian) read little-endian: h0 byte-swapped."""
+    return (((h0 & 0xFF) << 24) | ((h0 >> 8 & 0xFF) << 16) | ((h0 >> 16 & 0xFF) << 8)
+            | (h0 >> 24))
+
+
+@njit(cache=True, nogil=True)
+def sha1_lanes(w, out, count):
+    """``out[l]`` = ``sha1_hash32`` of the one-block message whose padded block is
+    ``w[:16, l]``, for the first ``count`` lanes. ``w``: uint32 ``(80, lanes)``, rows 16.. are
+    scratch. The rounds are spelled out here (not ``_block``) and only h0 is stored: that is
+    what lets the compiler vectorise the loop across lanes."""
+    _schedule(w, count)
+    for l in range(count):
+        a, b, c, d, e = _H0, _H1, _H2, _H3, _H4
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 0, l, 0)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 5, l, 0)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 10, l, 0)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 15, l, 0)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 20, l, 1)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 25, l, 1)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 30, l, 1)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 35, l, 1)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 40, l, 2)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 45, l, 2)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 50, l, 2)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 55, l, 2)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 60, l, 3)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 65, l, 3)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 70, l, 3)
+        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 75, l, 3)
+        out[l] = _hash32((_H0 + a) & 0xFFFFFFFF)
+
+
+@njit
+def _be_words(src, lo, hi, be):
+    """``be[i - lo]`` = the big-endian word of ``src[i:i + 4]`` for i in [lo, hi), bytes at or
+    past ``hi`` read as 0."""
+    for i in range(lo, max(lo, hi - 3)):
+        be[i - lo] = ((np.int64(src[i]) << 24) | (np.int64(src[i + 1]) << 16)
+                      | (np.int64(src[i + 2]) << 8) | np.int64(src[i + 3]))
+    for i in range(max(lo, hi - 3), hi):
+        x = 0
+        for j in range(4):
+            x <<= 8
+            if i + j < hi:
+                x |= np.int64(src[i + j])
+        be[i - lo] = x
+
+
+@njit
+def _put_block(w, l, be, start, n, blk, last):
+    """Lane ``l`` of ``w`` := block ``blk`` of the padded message of ``n`` bytes whose words are
+    ``be[start:]`` (SHA-1 padding: 0x80, zeros, and in the ``last`` block the bit length)."""
+    base = 64 * blk
+    for t in range(16):
+        p = base + 4 * t
+        if p + 4 <= n:
+            x = np.int64(be[start + p])
+        elif p < n:
+            r = n - p  # 1..3 message bytes left in this word
+            keep = (0xFFFFFFFF << (32 - 8 * r)) & 0xFFFFFFFF
+            x = (np.int64(be[start + p]) & keep) | (0x80 << (24 - 8 * r))
+        elif p == n:
+            x = 0x80000000
+        else:
+            x = 0
+        w[t, l] = x
+    if last:
+        bits = np.int64(n) * 8
+        w[14, l] = (bits >> 32) & 0xFFFFFFFF
+        w[15, l] = bits & 0xFFFFFFFF
+
+
+@njit
+def _sha1_one(be, start, n, w):
+    """``sha1_hash32`` of one message of any length (words ``be[start:]``), block by block in
+    lane 0 of ``w``."""
+    h0, h1, h2, h3, h4 = _H0, _H1, _H2, _H3, _H4
+    total = (n + 8) // 64 + 1  # blocks after padding
+    for k in range(total):
+        _put_block(w, 0, be, start, n, k, k == total - 1)
+        _schedule(w, 1)
+        h0, h1, h2, h3, h4 = _block(w, 0, h0, h1, h2, h3, h4)
+    return _hash32(h0)
+
+
+def sha1_hash32_bytes(data: bytes) -> int:
+    """The kernel's ``sha1_hash32`` of one byte string (for tests; ``_sha1_one``)."""
+    src = np.frombuffer(data, dtype=np.uint8) if data else np.zeros(0, dtype=np.uint8)
+    be = np.zeros(len(data) + 1, dtype=np.uint32)
+    _be_words(src, 0, len(data), be)
+    return int(_sha1_one(be, 0, len(data), np.empty((80, 1), np.uint32)))
+
+
+# ------------------------------------------------------------------------------ signatures
+@njit
+def _permute_min(hv, count, a, b, sig):
+    """For each hash ``h`` of ``hv[:count]``: ``sig[k] = min(sig[k], ((a[k]*h + b[k]) mod 2**64)
+    mod (2**61-1) & 0xffffffff)``."""
+    for i in range(count):
+        hu = np.uint64(hv[i])
+        for k in range(a.size):
+            x = a[k] * hu + b[k]
+            r = (x & _P61) + (x >> _S61)
+            if r >= _P61:
+                r -= _P61
+            r &= _M32
+            if r < sig[k]:
+                sig[k] = r
+
+
+@njit
+def _hash_messages(be, mstart, mlen, nmsg, w, hv, a, b, sig):
+    """Fold the hashes of messages ``i < nmsg`` (``mlen[i]`` bytes, words ``be[mstart[i]:]``)
+    into ``sig`` (MinHash over the permutations ``a``, ``b``). One-block messages go through
+    ``sha1_lanes`` LANES at a time (``w``: uint32 ``(80, LANES + 1)``), longer ones (a few
+    percent of the shingles of ordinary text) one by one in its last lane."""
+    count = 0
+    for i in range(nmsg):
+        n = mlen[i]
+        if n <= 55:
+            _put_block(w, count, be, mstart[i], n, 0, True)
+            count += 1
+            if count == LANES:
+                sha1_lanes(w, hv, count)
+                _permute_min(hv, count, a, b, sig)
+                count = 0
+        else:
+            hv[LANES] = _sha1_one(be, mstart[i], n, w[:, LANES:])
+            _permute_min(hv[LANES:], 1, a, b, sig)
+    if count:
+        sha1_lanes(w, hv, count)
+        _permute_min(hv, count, a, b, sig)
+
+
+@njit(cache=True, nogil=True)
+def space_signatures(buf, offsets, window, a, b):
+    """MinHash signatures of ``space`` shingles: per text ``buf[offsets[d]:offsets[d + 1]]``
+    (UTF-8, already lower-cased / cleaned), tokens are the non-empty runs between b' ' bytes,
+    shingles the windows of ``window`` tokens joined by one b' '. Returns the uint32 signatures,
+    ``(n, a.size)``."""
+    n = offsets.size - 1
+    out = np.empty((n, a.size), dtype=np.uint32)
+    longest = 0
+    for d in range(n):
+        longest = max(longest, offsets[d + 1] - offsets[d])
+    norm = np.empty(longest + 1, dtype=np.uint8)  # the tokens joined by single spaces
+    be = np.empty(longest + 1, dtype=np.uint32)
+    ts = np.empty(longest // 2 + 1, dtype=np.int64)  # token starts in ``norm``
+    te = np.empty(longest // 2 + 1, dtype=np.int64)  # token ends in ``norm``
+    mlen = np.empty(longest // 2 + 1, dtype=np.int64)
+    w = np.empty((80, LANES + 1), dtype=np.uint32)
+    hv = np.empty(LANES + 1, dtype=np.uint32)
+    sig = np.empty(a.size, dtype=np.uint64)
+    for d in range(n):
+        ntok = 0
+        m = 0
+        i = offsets[d]
+        end = offsets[d + 1]
+        while i < end:
+            while i < end and buf[i] == _SPACE:
+                i += 1
+            if i >= end:
+                break
+            if ntok > 0:
+                norm[m] = _SPACE
+                m += 1
+            ts[ntok] = m
+            while i < end and buf[i] != _SPACE:
+                norm[m] = buf[i]
+                m += 1
+                i += 1
+            te[ntok] = m
+            ntok += 1
+        sig[:] = _M32
+        nsh = ntok - window + 1
+        if nsh > 0:
+            _be_words(norm, 0, m, be)
+            for s in range(nsh):
+                mlen[s] = te[s + window - 1] - ts[s]
+            _hash_messages(be, ts, mlen, nsh, w, hv, a, b, sig)
+        for k in range(a.size):
+            out[d, k] = np.uint32(sig[k])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def shingle_signatures(buf, shingle_offsets, doc_offsets, a, b):
+    """MinHash signatures from explicit shingles: shingle ``s`` is
+    ``buf[shingle_offsets[s]:shingle_offsets[s + 1]]``, text ``d`` has shingles
+    ``doc_offsets[d]`` to ``doc_offsets[d + 1]``. Returns uint32 ``(n, a.size)``."""
+    n = doc_offsets.size - 1
+    out = np.empty((n, a.size), dtype=np.uint32)
+    longest = 0
+    most = 0
+    for d in range(n):
+        size = shingle_offsets[doc_offsets[d + 1]] - shingle_offsets[doc_offsets[d]]
+        longest = max(longest, size)
+        most = max(most, doc_offsets[d + 1] - doc_offsets[d])
+    be = np.empty(longest + 1, dtype=np.uint32)
+    mstart = np.empty(most + 1, dtype=np.int64)
+    mlen = np.empty(most + 1, dtype=np.int64)
+    w = np.empty((80, LANES + 1), dtype=np.uint32)
+    hv = np.empty(LANES + 1, dtype=np.uint32)
+    sig = np.empty(a.size, dtype=np.uint64)
+    for d in range(n):
+        sig[:] = _M32
+        first = doc_offsets[d]
+        nsh = doc_offsets[d + 1] - first
+        lo = shingle_offsets[first]
+        _be_words(buf, lo, shingle_offsets[doc_offsets[d + 1]], be)
+        for s in range(nsh):
+            mstart[s] = shingle_offsets[first + s] - lo
+            mlen[s] = shingle_offsets[first + s + 1] - shingle_offsets[first + s]
+        _hash_messages(be, mstart, mlen, nsh, w, hv, a, b, sig)
+        for k in range(a.size):
+            out[d, k] = np.uint32(sig[k])
+    return out
+
+
+# ------------------------------------------------------------------------------ LSH grouping
+@njit
+def _find(parent, x):
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:
+        nxt = parent[x]
+        parent[x] = root
+        x = nxt
+    return root
+
+
+@njit
+def _band_hash(words, p, c0, c1):
+    """A 64-bit hash of ``words[p, c0:c1]`` (it only picks table slots and tags): a sum of
+    independent products (no long dependency chain), then mixed."""
+    h = np.uint64(c1 - c0)
+    for c in range(c0, c1):
+        h += (np.uint64(words[p, c]) | (np.uint64(c - c0 + 1) << _S32)) * _MIX
+    h ^= h >> _S32
+    h *= _MIX2
+    h ^= h >> _S29
+    return h
+
+
+@njit(cache=True, nogil=True)
+def lsh_keep(words, starts, ends):
+    """``words``: uint32 ``(m, width)``, one row per alive sample in pool order; band ``j`` is
+    the columns ``[starts[j], ends[j])``. Samples with an equal band are linked; returns a bool
+    per row: True for the first row of each connected group."""
+    m = words.shape[0]
+    parent = np.arange(m)
+    size = 8
+    while size < 2 * m:
+        size <<= 1
+    mask = size - 1
+    # a slot holds (the upper 32 bits of the band's hash) << 32 | (1 + its first row); 0: empty
+    table = np.empty(size, dtype=np.uint64)
+    low = np.uint64(0xFFFFFFFF)
+    nb = starts.size
+    hashes = np.empty((nb, m), dtype=np.uint64)
+    for p in range(m):  # one sequential pass over the rows
+        for j in range(nb):
+            hashes[j, p] = _band_hash(words, p, starts[j], ends[j])
+    for j in range(nb):
+        c0 = starts[j]
+        c1 = ends[j]
+        table[:] = 0
+        for p in range(m):
+            h = hashes[j, p]
+            tag = h & ~low
+            s = np.int64(h & np.uint64(mask))
+            while True:
+                v = table[s]
+                if v == 0:
+                    table[s] = tag | np.uint64(p + 1)
+                    break
+                q = np.int64(v & low) - 1
+                if v & ~low == tag:
+                    same = True
+                    for c in range(c0, c1):
+                        if words[p, c] != words[q, c]:
+                            same = False
+                            break
+                    if same:  # union, the smaller root wins (the group's first sample)
+                        rp = _find(parent, p)
+                        rq = _find(parent, q)
+                        if rp < rq:
+                            parent[rq] = rp
+                        elif rq < rp:
+                            parent[rp] = rq
+                        break
+                s = (s + 1) & mask
+    keep = np.empty(m, dtype=np.bool_)
+    for p in range(m):
+        keep[p] = _find(parent, p) == p
+    return keep
