@@ -8,13 +8,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sandbox import engine
 from sandbox.engine import compute, compute_file, first_alive, select
 from sandbox.errors import DataError
 from sandbox.recipe import load_recipe
 from sandbox.steps.base import StepEnv
-from sandbox.steps.process import Process, jsonl_lines
+from sandbox.data.jsonl import jsonl_bytes
+from sandbox.steps.process import Process
 from tests.conftest import make_docs
 
 RECIPE = {"ops": {"clean_html_mapper": {}, "whitespace_normalization_mapper": {},
@@ -150,13 +153,31 @@ def test_process_streams_the_same_outputs(tmp_path, monkeypatch, chunk_rows):
     assert lines == [json.dumps(r, ensure_ascii=False) for r in kept.to_pylist()]
 
 
-def test_jsonl_lines_match_json_dumps():
-    t = pa.table({"text": ["a\"b\n\u00e9\u4e2d\x01", "plain"], "n": [1, None],
-                  "f": [0.5, 2.0], "l": [[1, 2], []]})
-    assert jsonl_lines(t).splitlines() == [json.dumps(r, ensure_ascii=False) for r in t.to_pylist()]
-    one = t.select(["text"])  # the single-column path joins the encoded texts in one go
-    assert jsonl_lines(one).splitlines() == [json.dumps(r, ensure_ascii=False)
-                                             for r in one.to_pylist()]
+def _reference_jsonl(table) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in table.to_pylist())
+
+
+def test_jsonl_bytes_match_json_dumps():
+    t = pa.table({"text": ["a\"b\n\u00e9\u4e2d\x01\\\x7f\u2028", "plain", ""], "n": [1, None, 3],
+                  "f": [0.5, 2.0, float("nan")], "l": [[1, 2], [], None],
+                  "s": ["x", None, "\t"], "\u00e9 key\"": ["k", "l", "m"]})
+    assert bytes(jsonl_bytes(t)).decode() == _reference_jsonl(t)
+    one = t.select(["text"])  # string columns only: no Python strings at all
+    assert bytes(jsonl_bytes(one)).decode() == _reference_jsonl(one)
+    for sliced in (t.slice(1, 2), pa.concat_tables([t.slice(1, 2), t.slice(0, 1)])):
+        # a slice's values start at an offset into its buffers; chunked columns get combined
+        assert bytes(jsonl_bytes(sliced)).decode() == _reference_jsonl(sliced)
+    big = pa.table({"text": pa.array(["\u00e9\n" * 3, "b"], type=pa.large_string())})
+    assert bytes(jsonl_bytes(big)).decode() == _reference_jsonl(big)
+    assert bytes(jsonl_bytes(t.slice(0, 0))) == b""
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"])), min_size=1,
+                max_size=8))
+def test_jsonl_bytes_match_json_dumps_on_any_text(texts):
+    t = pa.table({"text": texts, "id": list(range(len(texts)))})
+    assert bytes(jsonl_bytes(t)).decode() == _reference_jsonl(t)
 
 
 def test_streaming_jsonl_pool(tmp_path, monkeypatch):

@@ -272,6 +272,14 @@ class DocumentMinhashDeduplicator(_ShingleDedup):
         buf = np.frombuffer(joined, dtype=np.uint8) if joined else np.zeros(1, np.uint8)
         return mk.shingle_signatures(buf, sh_offsets, doc_offsets, a, b)
 
+    def preload(self) -> None:
+        """Load the compiled signature and LSH kernels (see ``Op.preload``)."""
+        from sandbox.ops import minhash_kernels as mk
+
+        self.signatures(["a b c d e f"], self._width())
+        one = np.arange(1, dtype=np.int64)
+        mk.lsh_keep(np.zeros((2, 1), dtype="<u4"), one, one + 1)
+
     def _width(self) -> int:
         """How many signature values the bands use."""
         return min(self._bands * self._rows, self.num_permutations)

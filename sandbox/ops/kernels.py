@@ -1,32 +1,21 @@
 """Compiled kernels for the per-character loops of the text OPs (numba; compiled on first use and
-cached on disk under ``<cache>/numba``, so later processes only load them).
+cached on disk, see ``sandbox.jit``, so later processes only load them).
 
 Each kernel works on a whole batch at once: the texts' code points as one ``uint32`` array plus
 ``offsets`` (text ``d`` is ``cp[offsets[d]:offsets[d + 1]]``), or their UTF-8 bytes the same way.
 Results are exactly those of the reference Python functions they replace (``filters.py`` keeps
 those as the definition and the tests compare both): n-grams are grouped by open-addressing hash
 tables whose hashes only pick the slot, and every match is confirmed on the actual code points
-(or word ids), so a hash collision can never merge two different n-grams.
+(or word ids), so a hash collision can never merge two different n-grams. (The hashes are
+polynomial in one base; the tests build real collisions from Thue-Morse words to check this.)
 
-Import this module lazily (``from sandbox.ops import kernels`` inside the OP): importing numba
-costs ~0.3 s that commands which never run these OPs should not pay.
+Import this module lazily (``from sandbox.ops import kernels`` inside the OP; see ``sandbox.jit``).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-
-def _cache_dir() -> str:
-    from sandbox.assets import cache_root
-
-    return str(cache_root() / "numba")
-
-
-os.environ.setdefault("NUMBA_CACHE_DIR", _cache_dir())
-
-from numba import njit  # noqa: E402  (after NUMBA_CACHE_DIR is set)
+from sandbox.jit import njit
 
 _U64_1 = np.uint64(1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)

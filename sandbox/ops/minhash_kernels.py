@@ -12,16 +12,14 @@ Exactly what the reference Python code computes (``DocumentMinhashDeduplicator.s
 * ``lsh_keep`` links samples with an equal band (a run of signature values; equality is checked
   on the values, hashes only pick the table slot) and keeps the first sample of each group.
 
-Import lazily: importing numba costs ~0.3 s. ``sandbox.ops.kernels`` is imported first, as it
-sets NUMBA_CACHE_DIR before numba is loaded.
+Import lazily (see ``sandbox.jit``).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from sandbox.ops.kernels import utf8  # noqa: F401  (re-exported; sets NUMBA_CACHE_DIR first)
-
-from numba import njit  # noqa: E402
+from sandbox.jit import njit
+from sandbox.ops.kernels import utf8  # noqa: F401  (re-exported)
 
 _M32 = np.uint64(0xFFFFFFFF)
 _P61 = np.uint64((1 << 61) - 1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ class Process(Step):
         out = env.workdir / "processed.parquet"
         export = Path(self.export_path) if self.export_path and num_out else None
         self._write(dataset, computed, sel, rec.text_key, out if num_out else None, dropped_path,
-                    export, env.num_proc)
+                    export)
         if num_out == 0:
             culprit = next((r for r in sel.retention if r["in"] > 0 and r["out"] == 0), None)
             who = (f"OP `{culprit['op']}` removed the last {culprit['in']} sample(s)"
@@ -61,24 +60,23 @@ class Process(Step):
                 "metrics": {"samples_in": float(n), "samples_out": float(num_out)}}
 
     def _write(self, dataset, computed, sel, text_key: str, kept_path: Path | None,
-               dropped_path: Path, export: Path | None, num_proc: int = 1) -> None:
+               dropped_path: Path, export: Path | None) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         from sandbox.data.io import parquet_writer
+        from sandbox.data.jsonl import jsonl_bytes
 
         schema = pq.ParquetFile(dataset).schema_arrow
         names = np.array(list(sel.op_keys) + [None], dtype=object)
-        jsonl = export is not None and export.suffix != ".parquet" and kept_path is not None
         with contextlib.ExitStack() as stack:
-            kw, dw, xw = None, None, None
+            kw, dw, xw, ex = None, None, None, None
             kept_tmp = stack.enter_context(atomic_path(kept_path)) if kept_path else None
             dropped_tmp = stack.enter_context(atomic_path(dropped_path))
-            export_tmp = stack.enter_context(atomic_path(export)) if export is not None else None
-            # the jsonl export (Python string work) is written by child processes while this
-            # one writes the Parquet files (Arrow, mostly outside the GIL)
-            writers = _start_jsonl_export(self, dataset, computed, sel.keep, text_key,
-                                          export_tmp, num_proc) if jsonl else []
+            if export is not None and kept_path is not None:
+                export_tmp = stack.enter_context(atomic_path(export))
+                if export.suffix != ".parquet":
+                    ex = stack.enter_context(open(export_tmp, "wb"))
             offset = 0
             for table in _output_chunks(self, dataset, computed, text_key):
                 m = table.num_rows
@@ -91,11 +89,13 @@ class Process(Step):
                 if kept_tmp is not None:
                     if kw is None:
                         kw = stack.enter_context(parquet_writer(kept_tmp, kept.schema))
-                        if export is not None and not jsonl:
+                        if export is not None and ex is None:
                             xw = stack.enter_context(parquet_writer(export_tmp, kept.schema))
                     kw.write_table(kept, row_group_size=CHUNK_ROWS)
                     if xw is not None:
                         xw.write_table(kept, row_group_size=CHUNK_ROWS)
+                    if ex is not None:
+                        ex.write(jsonl_bytes(kept))
                 if dw is None:
                     dw = stack.enter_context(parquet_writer(dropped_tmp, dropped.schema))
                 dw.write_table(dropped, row_group_size=CHUNK_ROWS)
@@ -103,15 +103,12 @@ class Process(Step):
                 empty = pa.Table.from_batches([], schema)
                 pq.write_table(empty.append_column("dropped_by", pa.array([], pa.string())),
                                dropped_tmp)
-            if writers:
-                _finish_jsonl_export(writers, export_tmp, export)
 
 
-def _output_chunks(step: Process, dataset, computed, text_key: str, lo: int = 0,
-                   hi: int | None = None):
-    """Rows ``lo:hi`` of the pool as tables of CHUNK_ROWS rows, in the pool's schema, with the
-    mapped text in place of the original (when a mapper ran) and, with ``keep_stats``, the stats
-    appended as ``__stats__.<column>``."""
+def _output_chunks(step: Process, dataset, computed, text_key: str):
+    """The pool as tables of CHUNK_ROWS rows, in the pool's schema, with the mapped text in
+    place of the original (when a mapper ran) and, with ``keep_stats``, the stats appended as
+    ``__stats__.<column>``."""
     import pyarrow.parquet as pq
 
     from sandbox.data.io import row_chunks
@@ -122,8 +119,8 @@ def _output_chunks(step: Process, dataset, computed, text_key: str, lo: int = 0,
     extra = [TEXT_COLUMN] if computed.has_text else []
     if step.keep_stats:
         extra += computed.column_names()
-    aux = row_chunks(computed.path, extra, CHUNK_ROWS, lo, hi) if extra else None
-    for table in row_chunks(dataset, None, CHUNK_ROWS, lo, hi):
+    aux = row_chunks(computed.path, extra, CHUNK_ROWS) if extra else None
+    for table in row_chunks(dataset, None, CHUNK_ROWS):
         if aux is not None:
             side = next(aux)
             for name, col in zip(side.column_names, side.columns):
@@ -135,110 +132,9 @@ def _output_chunks(step: Process, dataset, computed, text_key: str, lo: int = 0,
         yield table
 
 
-def _jsonl_part(step: Process, dataset, computed, keep: np.ndarray, text_key: str, lo: int,
-                hi: int, path: str) -> None:
-    """Child process: the kept rows among ``lo:hi`` as jsonl, into ``path``."""
-    import pyarrow as pa
-
-    offset = lo
-    with open(path, "w", encoding="utf-8") as fh:
-        for table in _output_chunks(step, dataset, computed, text_key, lo, hi):
-            m = table.num_rows
-            fh.write(jsonl_lines(table.filter(pa.array(keep[offset:offset + m]))))
-            offset += m
-
-
-def _start_jsonl_export(step: Process, dataset, computed, keep, text_key: str, tmp: Path,
-                        num_proc: int) -> list:
-    """Fork ``num_proc`` children, each writing the jsonl of a contiguous share of the rows."""
-    import multiprocessing as mp
-
-    from sandbox.engine import resolve_num_proc
-
-    n = len(keep)
-    parts = max(1, min(resolve_num_proc(num_proc), n // CHUNK_ROWS))
-    bounds = [n * i // parts for i in range(parts + 1)]
-    ctx = mp.get_context("fork")
-    writers = []
-    for i in range(parts):
-        path = f"{tmp}.part{i}"
-        proc = ctx.Process(target=_jsonl_part, args=(step, dataset, computed, keep, text_key,
-                                                     bounds[i], bounds[i + 1], path))
-        proc.start()
-        writers.append((proc, path))
-    return writers
-
-
-def _finish_jsonl_export(writers: list, tmp: Path, export: Path) -> None:
-    """Wait for the children, then concatenate their parts (in row order) into ``tmp``."""
-    import os
-    import shutil
-
-    failed = False
-    for proc, _ in writers:
-        proc.join()
-        failed |= proc.exitcode != 0
-    try:
-        if failed:
-            raise DataError(f"writing the export {export} failed in a worker process (see the "
-                            f"error above). Check the disk space and that the folder is writable.")
-        with open(tmp, "wb") as out:
-            for _, part in writers:
-                with open(part, "rb") as fh:
-                    shutil.copyfileobj(fh, out, 8 << 20)
-    finally:
-        for _, part in writers:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(part)
-
-
-def jsonl_lines(table) -> str:
-    """The rows of a table as jsonl, exactly as ``json.dumps(row, ensure_ascii=False)`` writes
-    them, built column by column (C string encoder for text columns)."""
-    import pyarrow as pa
-
-    if table.num_rows == 0:
-        return ""
-    try:
-        from json.encoder import c_encode_basestring as enc  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover
-        from json.encoder import py_encode_basestring as enc
-    if enc is None:  # pragma: no cover
-        from json.encoder import py_encode_basestring as enc
-    parts = []
-    for name, col in zip(table.column_names, table.columns):
-        values = col.to_pylist()
-        if (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) \
-                and col.null_count == 0:
-            enc_vals = list(map(enc, values))
-        else:
-            enc_vals = [json.dumps(v, ensure_ascii=False) for v in values]
-        parts.append((json.dumps(name, ensure_ascii=False) + ": ", enc_vals))
-    if len(parts) == 1:  # one join, no per-row concatenation (the text is copied once)
-        key, vals = parts[0]
-        return "{" + key + ("}\n{" + key).join(vals) + "}\n"
-    keys = [k for k, _ in parts]
-    return "".join("{" + ", ".join(k + v for k, v in zip(keys, row)) + "}\n"
-                   for row in zip(*(v for _, v in parts)))
-
-
 def _write_retention(path: Path, n: int, rows: list[dict]) -> None:
     fields = ["op", "name", "kind", "in", "out", "dropped", "would_drop_alone"]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-
-
-def export_table(table, path: Path) -> Path:
-    """Write kept samples as jsonl (``.jsonl``/``.json``) or Parquet (``.parquet``)."""
-    import pyarrow as pa
-
-    from sandbox.data.io import write_parquet
-
-    if path.suffix == ".parquet":
-        return write_parquet(table, path)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for batch in table.to_batches(max_chunksize=10000):
-            fh.write(jsonl_lines(pa.Table.from_batches([batch])))
-    return path
