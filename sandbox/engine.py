@@ -139,8 +139,11 @@ def preload_in_background(specs: list[OpSpec], text_key: str) -> None:
             import pyarrow as pa
 
             # pyarrow imports pandas on its first conversion (~0.2 s); do it here too, so that
-            # neither the main process nor every worker pays it on the critical path
-            pa.array([0])
+            # neither the main process nor every worker pays it on the critical path; and load
+            # the JSON-lines kernel that exports use
+            from sandbox.data.jsonl import jsonl_bytes
+
+            jsonl_bytes(pa.table({"text": ["a"]}))
             for s in specs:
                 get_op_class(s.name)(text_key=text_key, **s.args).preload()
         except Exception:  # the step that uses the OP reports it, with context
