@@ -15,8 +15,7 @@ afterwards keeps exactly the samples that applying the OPs one after the other w
 
 Memory. ``compute_file`` streams: the pool's Parquet file is cut into spans of at most
 ``SPAN_ROWS`` rows (never across a row group), and each worker reads its spans from the file itself
-(memory-mapped, only the columns the OPs need), runs the OPs on them ``batch_size`` rows at a
-time, and sends back an Arrow IPC buffer of results (stats, hashes, and the mapped text when a
+(only the columns the OPs need), runs the OPs on them ``batch_size`` rows at a time, and sends back an Arrow IPC buffer of results (stats, hashes, and the mapped text when a
 mapper ran). The main process only writes those results to the cache file with a
 ``ParquetWriter`` as they arrive, in input order; at most ``2 * num_proc`` spans are in flight, so
 memory is bounded by the span size, not by the pool. Only the numeric stat columns and the
@@ -118,10 +117,14 @@ _PRELOADING: list = []  # background preload threads (``preload_in_background``)
 def preload(specs: list[OpSpec], text_key: str) -> None:
     """``Op.preload`` of every OP, in this process: workers forked afterwards inherit it. Waits
     for any background preload first (never fork while another thread holds a lock)."""
-    from sandbox.ops import get_op_class
-
     while _PRELOADING:
         _PRELOADING.pop().join()
+    _preload_ops(specs, text_key)
+
+
+def _preload_ops(specs: list[OpSpec], text_key: str) -> None:
+    from sandbox.ops import get_op_class
+
     for s in specs:
         get_op_class(s.name)(text_key=text_key, **s.args).preload()
 
@@ -131,8 +134,6 @@ def preload_in_background(specs: list[OpSpec], text_key: str) -> None:
     steps before the first one that runs the recipe (forked workers inherit what it loaded).
     Errors are left for that step to raise."""
     import threading
-
-    from sandbox.ops import get_op_class
 
     def work():
         try:
@@ -144,8 +145,7 @@ def preload_in_background(specs: list[OpSpec], text_key: str) -> None:
             from sandbox.data.jsonl import jsonl_bytes
 
             jsonl_bytes(pa.table({"text": ["a"]}))
-            for s in specs:
-                get_op_class(s.name)(text_key=text_key, **s.args).preload()
+            _preload_ops(specs, text_key)
         except Exception:  # the step that uses the OP reports it, with context
             pass
 
