@@ -24,7 +24,7 @@ def bare_loop(vocab: int, steps: int, B: int, L: int, threads: int, n_layer=2, n
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=vocab, n_positions=L, n_embd=n_embd, n_layer=n_layer,
                      n_head=n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                     tie_word_embeddings=True)
+                     tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
     model = GPT2LMHeadModel(cfg)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.95), foreach=True)

@@ -63,7 +63,9 @@ class StepEnv:
     @contextlib.contextmanager
     def progress(self, total: int | None, description: str) -> Iterator[Any]:
         """``with env.progress(n, "training") as advance: advance(k)`` shows a progress bar."""
-        if not self.show_progress:
+        from sandbox.console import console
+
+        if not self.show_progress or not console.is_terminal:  # no bars in logs and pipes
             yield lambda n=1: None
             return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -71,7 +73,7 @@ class StepEnv:
 
         columns = [TextColumn(f"[bold]{self.name}[/] {description}"), BarColumn(),
                    MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-        with Progress(*columns, transient=True) as bar:
+        with Progress(*columns, transient=True, console=console) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n=1: bar.advance(task, n)
 
