@@ -222,6 +222,19 @@ def forget_run(cmd: list[str]) -> None:
                 shutil.rmtree(arg[len(key):], ignore_errors=True)
 
 
+def forget_outputs(*exports: Path) -> None:
+    """Delete the previous runs' exported files (and Data-Juicer's ``*_stats`` beside them)
+    before a timed run, so that every run starts from the same page-cache state."""
+    import shutil
+
+    for path in exports:
+        for p in path.parent.glob(f"{path.stem}*"):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
 def dj_cmd(tool: str, data: Path, recipe: Path, np_: int, export: Path) -> list[str]:
     return [str(dj_bin(tool)), "--config", str(recipe), "--dataset_path", str(data),
             "--export_path", str(export), "--np", str(np_)]
@@ -257,11 +270,13 @@ def bench_throughput(a) -> None:
         for r in range(max(a.repeats, a.dj_repeats if not a.no_dj else 0)):
             if r < a.repeats:
                 cmd = ours_cmd("process", data, recipe, a.np, out_ours)
+                forget_outputs(out_ours, out_dj)
                 ours.append(timed(cmd)[0])
                 ours_cpu.append(LAST_CPU[0])
                 forget_run(cmd)
                 log(f"{label} ours run {r + 1}: {ours[-1]:.2f}s wall, {ours_cpu[-1]:.1f} cpu-s")
             if not a.no_dj and r < a.dj_repeats:
+                forget_outputs(out_ours, out_dj)
                 dj.append(timed(dj_cmd("dj-process", data, recipe, a.np, out_dj), env=dj_env())[0])
                 dj_cpu.append(LAST_CPU[0])
                 log(f"{label} dj run {r + 1}: {dj[-1]:.2f}s wall, {dj_cpu[-1]:.1f} cpu-s")
@@ -283,14 +298,16 @@ def bench_probe(a) -> None:
     recipe = recipes(a.np)["A"]
     ours, dj, ours_cpu, dj_cpu = [], [], [], []
     for r in range(max(a.repeats, a.dj_repeats if not a.no_dj else 0)):
+        out = WORK / "out" / "dj-analyze" / "out.jsonl"
         if r < a.repeats:
             cmd = ours_cmd("probe", data, recipe, a.np)
+            forget_outputs(out.parent)
             ours.append(timed(cmd)[0])
             ours_cpu.append(LAST_CPU[0])
             forget_run(cmd)
             log(f"probe ours run {r + 1}: {ours[-1]:.2f}s wall, {ours_cpu[-1]:.1f} cpu-s")
         if not a.no_dj and r < a.dj_repeats:
-            out = WORK / "out" / "dj-analyze" / "out.jsonl"
+            forget_outputs(out.parent)
             dj.append(timed(dj_cmd("dj-analyze", data, recipe, a.np, out), env=dj_env())[0])
             dj_cpu.append(LAST_CPU[0])
             log(f"probe dj run {r + 1}: {dj[-1]:.2f}s wall, {dj_cpu[-1]:.1f} cpu-s")
@@ -397,6 +414,10 @@ def main(argv=None) -> None:
     a.dj_repeats = a.repeats if a.dj_repeats is None else a.dj_repeats
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
+    import shutil
+
+    for leftover in ("runs", "cache"):  # of interrupted benchmarks: hundreds of MB each
+        shutil.rmtree(WORK / leftover, ignore_errors=True)
     for name in (BENCHES if a.bench == "all" else [a.bench]):
         BENCHES[name](a)
 

@@ -196,8 +196,22 @@ def test_streaming_jsonl_pool(tmp_path, monkeypatch):
     table = pq.read_table(out["dataset"])
     assert table.column("text").to_pylist() == [d["text"] for d in docs]
     assert out["num_samples"] == len(docs)
+    # the converted pool is fingerprinted by its input and the conversion, not re-hashed:
+    # the same content elsewhere gives the same fingerprint (a shared stats cache), any other
+    # content or option another one
+    first = out["fingerprint"]
+    assert first.startswith("dv")
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(src.read_bytes())
+    wd2 = tmp_path / "load2"
+    wd2.mkdir()
+    env2 = StepEnv(name="load", workdir=wd2, run_dir=tmp_path, cache_dir=tmp_path / "cache")
+    assert FilePool(path=str(copy)).run(env2)["fingerprint"] == first
     out = FilePool(path=str(src), limit=50).run(env)
     assert out["num_samples"] == 50 and pq.read_table(out["dataset"]).num_rows == 50
+    assert out["fingerprint"] != first
+    copy.write_text("".join(json.dumps(d) + "\n" for d in docs[1:]))
+    assert FilePool(path=str(copy)).run(env2)["fingerprint"] not in (first, out["fingerprint"])
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps(d) + "\n" for d in docs[:100]) + "{oops\n")
     with pytest.raises(DataError, match=r"bad.jsonl, line 101: malformed JSON"):

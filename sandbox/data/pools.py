@@ -53,8 +53,17 @@ class FilePool(_Pool):
 
         fmt = self.format or (guess_format(Path(self.path)) if Path(self.path).is_file() else None)
         if self.on_bad_record == "fail" and fmt and stream.should_stream(self.path, fmt):
+            import pyarrow
+
+            from sandbox.data.fingerprint import derived, remember
+
             out = env.workdir / "pool.parquet"  # big file: never one table in memory
             rows = stream.to_parquet(self.path, fmt, out, self.text_key, self.limit)
+            # the pool is a deterministic conversion of the input: fingerprint it by that
+            if env.cache_dir is not None:
+                remember(out, derived(self.path, env.cache_dir, "to_parquet", stream.VERSION, fmt,
+                                      self.text_key, self.limit, pyarrow.__version__),
+                         env.cache_dir)
             return self._result(env, out, rows)
         if self.on_bad_record == "fail":
             table = read_table(self.path, self.format, self.text_key, self.limit)

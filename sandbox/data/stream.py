@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sandbox.errors import DataError
 
+VERSION = 1  # bump when to_parquet's output can change: it is part of the pool's fingerprint
 STREAM_MIN_BYTES = 64 << 20  # smaller files take the reference (in-memory) path
 BLOCK_BYTES = 8 << 20  # jsonl bytes parsed per block
 ROW_GROUP_ROWS = 16384  # rows per Parquet row group of pool.parquet (bounded reads downstream)
