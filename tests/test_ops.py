@@ -385,11 +385,14 @@ def test_views_are_computed_once_per_batch():
         ("codepoints",), ("codepoints", "lower")]
     words_keys = [k for k in views.computed if k[0] == "words"]
     refined_keys = [k for k in views.computed if k[0] == "refined_words"]
-    assert ("line_stats",) in views.computed and len(words_keys) == 1
+    assert ("char_stats",) in views.computed and len(words_keys) == 1
     assert len(refined_keys) == 1  # lower-cased, shared by the two word-list filters
     assert all(v == 1 for v in views.computed.values())
-    lines, longest = filters.line_stats_of(views)
-    assert lines.tolist() == [2, 2] and longest.tolist() == [3, 5]
+    from sandbox.ops.kernels import LINES, LONGEST_LINE, WORDS
+
+    stats = filters.char_stats_of(views)
+    assert stats[:, LINES].tolist() == [2, 2] and stats[:, LONGEST_LINE].tolist() == [3, 5]
+    assert stats[:, WORDS].tolist() == [4, 4]
 
 
 # --------------------------------------------------------------------------------------------

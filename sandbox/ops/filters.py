@@ -153,12 +153,13 @@ def refine_words(words: list[str], lower_case: bool) -> list[str]:
     return list(filter(None, map(str.strip, words, repeat(chars))))
 
 
-def line_stats_of(views: TextViews) -> tuple[np.ndarray, np.ndarray]:
-    """Per text: the number of lines of ``text.splitlines()`` (Data-Juicer's ``InterVars.lines``)
-    and the length of the longest (``kernels.line_stats``), shared by the line filters."""
+def char_stats_of(views: TextViews) -> np.ndarray:
+    """Per text, the character counts, word count and line stats of ``kernels.char_stats`` (one
+    pass over the batch, shared by the filters that need any of them)."""
     from sandbox.ops import kernels
 
-    return views.shared(("line_stats",), lambda _: kernels.line_stats(*codepoints_of(views)))
+    return views.shared(("char_stats",), lambda _: kernels.char_stats(*codepoints_of(views),
+                                                                      kernels.char_classes()))
 
 
 def words_of(views: TextViews) -> list[list[str]]:
@@ -219,13 +220,10 @@ def codepoints_of(views: TextViews, lower: bool = False) -> tuple[np.ndarray, np
     return views.shared(("codepoints",), kernels.codepoints)
 
 
-def char_ratios(views: TextViews, table: str) -> np.ndarray:
-    """Per text: the share of its characters in ``kernels.char_table(table)``; 0.0 when empty."""
-    from sandbox.ops import kernels
-
-    cp, offsets = codepoints_of(views)
-    counts = kernels.count_in_table(cp, offsets, kernels.char_table(table))
-    lengths = np.diff(offsets)
+def char_ratio(views: TextViews, column: int) -> np.ndarray:
+    """Per text: ``char_stats`` column ``column`` over the text's length; 0.0 when empty."""
+    counts = char_stats_of(views)[:, column]
+    lengths = np.diff(codepoints_of(views)[1])
     # int / int in float64 is correctly rounded, as Python's ``count / len(text)``
     return np.divide(counts, lengths, out=np.zeros(len(counts)), where=lengths > 0)
 
@@ -320,10 +318,9 @@ class WordsNumFilter(_Compiled, Filter):
             raise _no_tokenizer(self.name, f"a sentencepiece model for lang={lang!r}")
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        from sandbox.ops import kernels
+        from sandbox.ops.kernels import WORDS
 
-        cp, offsets = codepoints_of(views)
-        return {"num_words": kernels.words_num(cp, offsets, kernels.char_table("special"))}
+        return {"num_words": char_stats_of(views)[:, WORDS].copy()}
 
 
 @register
@@ -360,7 +357,9 @@ class AlphanumericFilter(_Compiled, Filter):
             )
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        return {"alnum_ratio": char_ratios(views, "alnum")}
+        from sandbox.ops.kernels import ALNUM
+
+        return {"alnum_ratio": char_ratio(views, ALNUM)}
 
 
 @register
@@ -384,7 +383,9 @@ class SpecialCharactersFilter(_Compiled, Filter):
         self.max_ratio = max_ratio
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        return {"special_char_ratio": char_ratios(views, "special")}
+        from sandbox.ops.kernels import SPECIAL
+
+        return {"special_char_ratio": char_ratio(views, SPECIAL)}
 
 
 @register
@@ -485,7 +486,9 @@ class AverageLineLengthFilter(_Compiled, Filter):
         self.max_len = max_len
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        lines, _ = line_stats_of(views)
+        from sandbox.ops.kernels import LINES
+
+        lines = char_stats_of(views)[:, LINES]
         lengths = np.diff(codepoints_of(views)[1])
         return {"avg_line_length": np.divide(lengths, lines, out=np.zeros(len(lines)),
                                              where=lines > 0)}
@@ -510,7 +513,9 @@ class MaximumLineLengthFilter(_Compiled, Filter):
         self.max_len = max_len
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        return {"max_line_length": line_stats_of(views)[1]}
+        from sandbox.ops.kernels import LONGEST_LINE
+
+        return {"max_line_length": char_stats_of(views)[:, LONGEST_LINE].copy()}
 
 
 # =============================================================================================

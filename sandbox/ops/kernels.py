@@ -52,11 +52,9 @@ def warm_up() -> None:
     """Load every kernel now (from the on-disk cache; compiled on the very first use)."""
     cp, offsets = codepoints(["a b", ""])
     special = char_table("special")
-    count_in_table(cp, offsets, special)
-    words_num(cp, offsets, special)
+    char_stats(cp, offsets, char_classes())
     word_rep_ratios(cp, offsets, special, 1)
     char_rep_ratios(cp, offsets, 1)
-    line_stats(cp, offsets)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -108,44 +106,78 @@ def _refined_words(cp, start, end, special, ws, we):
 
 
 # ------------------------------------------------------------------------------ kernels
-@njit(cache=True, nogil=True)
-def count_in_table(cp, offsets, table):
-    """Per text: how many of its code points ``c`` have ``table[c]``."""
-    n = offsets.size - 1
-    out = np.zeros(n, dtype=np.int64)
-    for d in range(n):
-        k = 0
-        for i in range(offsets[d], offsets[d + 1]):
-            if table[cp[i]]:
-                k += 1
-        out[d] = k
-    return out
+# columns of ``char_stats``
+ALNUM, SPECIAL, WORDS, LINES, LONGEST_LINE = range(5)
+
+
+_IS_ALNUM, _IS_SPECIAL, _IS_SEP, _IS_BREAK = 1, 2, 4, 8
+_CLASSES: list = []
+
+
+def char_classes() -> np.ndarray:
+    """uint8 bit flags per code point for ``char_stats``: alnum, special (Data-Juicer's
+    SPECIAL_CHARACTERS), word separator (' ', '\\n', '\\t') and line break (``str.splitlines``'s:
+    '\\n', '\\r', '\\x0b', '\\x0c', '\\x1c'-'\\x1e', '\\x85', '\\u2028', '\\u2029')."""
+    if not _CLASSES:
+        classes = char_table("alnum").astype(np.uint8) * _IS_ALNUM
+        classes |= char_table("special").astype(np.uint8) * _IS_SPECIAL
+        classes[[32, 10, 9]] |= _IS_SEP
+        classes[[10, 11, 12, 13, 28, 29, 30, 0x85, 0x2028, 0x2029]] |= _IS_BREAK
+        _CLASSES.append(classes)
+    return _CLASSES[0]
 
 
 @njit(cache=True, nogil=True)
-def words_num(cp, offsets, special):
-    """Per text: the number of words (split on ' ', '\\n', '\\t') that keep at least one
-    character after stripping special characters from both ends."""
+def char_stats(cp, offsets, classes):
+    """Per text, in one pass over its code points (``classes`` from ``char_classes``), an int64
+    row of:
+
+    * ALNUM, SPECIAL: how many of its characters are alnum / special;
+    * WORDS: words (split on ' ', '\\n', '\\t') keeping a character once the special
+      characters at both ends are stripped (Data-Juicer's words_num);
+    * LINES, LONGEST_LINE: ``len(text.splitlines())`` and the length of its longest line
+      ('\\r\\n' is one break; a break at the end starts no line)."""
     n = offsets.size - 1
-    out = np.zeros(n, dtype=np.int64)
+    out = np.zeros((n, 5), dtype=np.int64)
     for d in range(n):
-        k = 0
-        in_word = False
-        plain = False
-        for i in range(offsets[d], offsets[d + 1]):
+        start, end = offsets[d], offsets[d + 1]
+        n_alnum = n_special = words = lines = longest = 0
+        in_word = plain = prev_cr = False
+        line_start = start
+        for i in range(start, end):
             c = cp[i]
-            if _is_sep(c):
+            k = classes[c]
+            n_alnum += k & 1
+            n_special += (k >> 1) & 1
+            if k & 4:  # a word separator
                 if plain:
-                    k += 1
-                in_word = False
-                plain = False
+                    words += 1
+                in_word = plain = False
             else:
                 in_word = True
-                if not special[c]:
+                if not k & 2:
                     plain = True
+            if k & 8:  # a line break
+                if c == 10 and prev_cr:  # the \n of \r\n: the same break
+                    line_start = i + 1
+                    prev_cr = False
+                    continue
+                lines += 1
+                longest = max(longest, i - line_start)
+                line_start = i + 1
+                prev_cr = c == 13
+            else:
+                prev_cr = False
         if in_word and plain:
-            k += 1
-        out[d] = k
+            words += 1
+        if line_start < end:
+            lines += 1
+            longest = max(longest, end - line_start)
+        out[d, ALNUM] = n_alnum
+        out[d, SPECIAL] = n_special
+        out[d, WORDS] = words
+        out[d, LINES] = lines
+        out[d, LONGEST_LINE] = longest
     return out
 
 
@@ -289,29 +321,3 @@ def char_rep_ratios(cp, offsets, n):
         top_k = np.sort(reps[:nrep])[nrep - kk:]
         out[d] = top_k.sum() / total
     return out
-
-
-@njit(cache=True, nogil=True)
-def line_stats(cp, offsets):
-    """Per text: ``(len(text.splitlines()), max(len(line) for line in text.splitlines()))``
-    (0 and 0 for empty text). Breaks as ``str.splitlines``: '\n', '\r', '\r\n' (one break),
-    '\x0b', '\x0c', '\x1c', '\x1d', '\x1e', '\x85', '\u2028', '\u2029'; a break at the end
-    does not start another line."""
-    ndocs = offsets.size - 1
-    lines = np.zeros(ndocs, dtype=np.int64)
-    longest = np.zeros(ndocs, dtype=np.int64)
-    for d in range(ndocs):
-        i, end = offsets[d], offsets[d + 1]
-        while i < end:
-            j = i
-            while j < end:
-                c = cp[j]
-                if (10 <= c <= 13) or (28 <= c <= 30) or c == 0x85 or c == 0x2028 or c == 0x2029:
-                    break
-                j += 1
-            lines[d] += 1
-            longest[d] = max(longest[d], j - i)
-            if j < end and cp[j] == 13 and j + 1 < end and cp[j + 1] == 10:
-                j += 1
-            i = j + 1
-    return lines, longest
