@@ -270,13 +270,13 @@ def bench_throughput(a) -> None:
         for r in range(max(a.repeats, a.dj_repeats if not a.no_dj else 0)):
             if r < a.repeats:
                 cmd = ours_cmd("process", data, recipe, a.np, out_ours)
-                forget_outputs(out_ours, out_dj)
+                forget_outputs(out_ours)
                 ours.append(timed(cmd)[0])
                 ours_cpu.append(LAST_CPU[0])
                 forget_run(cmd)
                 log(f"{label} ours run {r + 1}: {ours[-1]:.2f}s wall, {ours_cpu[-1]:.1f} cpu-s")
             if not a.no_dj and r < a.dj_repeats:
-                forget_outputs(out_ours, out_dj)
+                forget_outputs(out_dj)
                 dj.append(timed(dj_cmd("dj-process", data, recipe, a.np, out_dj), env=dj_env())[0])
                 dj_cpu.append(LAST_CPU[0])
                 log(f"{label} dj run {r + 1}: {dj[-1]:.2f}s wall, {dj_cpu[-1]:.1f} cpu-s")
@@ -343,7 +343,7 @@ def bench_refilter(a) -> None:
     times = []
     for r in range(max(3, a.repeats)):
         ops = {k: dict(v) for k, v in base.items()}
-        ops["text_length_filter"]["min_len"] = 50 + 10 * r  # a new threshold each time
+        ops["text_length_filter"]["min_len"] = 500 * (r + 1)  # a new, binding threshold each time
         ops["alphanumeric_filter"]["min_ratio"] = 0.3 + 0.05 * r
         t0 = time.perf_counter()
         rec = load_recipe({"ops": ops})
