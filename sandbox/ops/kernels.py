@@ -64,6 +64,15 @@ def _is_sep(c) -> bool:
     return c == 32 or c == 10 or c == 9
 
 
+@njit(cache=True, inline="always")
+def _same(a, i, j, n) -> bool:
+    """``a[i:i + n] == a[j:j + n]``: the check that makes every hash-table match exact."""
+    for o in range(n):
+        if a[i + o] != a[j + o]:
+            return False
+    return True
+
+
 @njit(cache=True)
 def _table_size(n):
     size = 8
@@ -218,15 +227,10 @@ def word_rep_ratios(cp, offsets, special, n):
                     table[s] = k
                     ids[k] = k
                     break
-                if whash[r] == h and we[r] - ws[r] == we[k] - ws[k]:
-                    same = True
-                    for i in range(we[k] - ws[k]):
-                        if cp[ws[r] + i] != cp[ws[k] + i]:
-                            same = False
-                            break
-                    if same:
-                        ids[k] = ids[r]
-                        break
+                if (whash[r] == h and we[r] - ws[r] == we[k] - ws[k]
+                        and _same(cp, ws[r], ws[k], we[k] - ws[k])):
+                    ids[k] = ids[r]
+                    break
                 s = (s + 1) & mask
         table[:size] = -1
         # n-gram counts, keyed by the ids of their n words
@@ -243,12 +247,7 @@ def word_rep_ratios(cp, offsets, special, n):
                     table[s] = k
                     counts[s] = 1
                     break
-                same = True
-                for o in range(n):
-                    if ids[r + o] != ids[k + o]:
-                        same = False
-                        break
-                if same:
+                if _same(ids, r, k, n):
                     counts[s] += 1
                     break
                 s = (s + 1) & mask
@@ -298,15 +297,9 @@ def char_rep_ratios(cp, offsets, n):
                     counts[s] = 1
                     distinct += 1
                     break
-                if hashes[s] == h:
-                    same = True
-                    for o in range(n):
-                        if cp[start + r + o] != cp[start + k + o]:
-                            same = False
-                            break
-                    if same:
-                        counts[s] += 1
-                        break
+                if hashes[s] == h and _same(cp, start + r, start + k, n):
+                    counts[s] += 1
+                    break
                 s = (s + 1) & mask
             h = h - np.uint64(cp[start + k]) * top
         reps = np.empty(distinct, dtype=np.int64)
