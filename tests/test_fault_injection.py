@@ -68,7 +68,7 @@ def reference(tmp_path_factory):
 
 
 @pytest.mark.parametrize("marker,delay", [
-    ("probe running", 0.5),            # during probe (stats computed by worker processes)
+    ("probe running", 0.2),            # during probe (stats computed by worker processes, ~1 s)
     ("refine done", 0.0),              # between steps
     ("train running", 2.5),            # during training
 ])
@@ -96,7 +96,8 @@ def test_killed_process_pipeline_resumes_to_the_same_output(tmp_path):
     ref = tmp_path / "ref"
     run_to_end(cmd(ref / "run", ref / "cache", ["pipeline=process"]), tmp_path)
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    kill_after(cmd(run_dir, cache, ["pipeline=process"]), tmp_path, "process running", 0.5)
+    # the step takes ~0.3 s on the default pool: kill as soon as it starts
+    kill_after(cmd(run_dir, cache, ["pipeline=process"]), tmp_path, "process running", 0.0)
     assert "process" not in steps(run_dir)
     assert not (run_dir / "process" / "processed.parquet").exists()  # never half-written
     run_to_end(cmd(run_dir, cache, ["pipeline=process", "resume=true"]), tmp_path)
