@@ -98,32 +98,28 @@ class Context:
         return {f"{s}.{k}": v for s, rec in self.steps.items() for k, v in rec["outputs"].items()}
 
 
-class active:
-    """``with active(ctx):`` makes ``${ctx:...}`` resolve against ``ctx``."""
+class _Bound:
+    """``with _Bound(var, value):`` sets a context variable for the block, then restores it."""
 
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
-
-    def __enter__(self) -> Context:
-        self.token = _current.set(self.ctx)
-        return self.ctx
-
-    def __exit__(self, *exc) -> None:
-        _current.reset(self.token)
-
-
-class current_item:
-    """``with current_item(element):`` makes ``${item:field}`` resolve to ``element[field]``."""
-
-    def __init__(self, item: Any):
-        self.item = item
+    def __init__(self, var: contextvars.ContextVar, value: Any):
+        self.var, self.value = var, value
 
     def __enter__(self) -> Any:
-        self.token = _item.set(self.item)
-        return self.item
+        self.token = self.var.set(self.value)
+        return self.value
 
     def __exit__(self, *exc) -> None:
-        _item.reset(self.token)
+        self.var.reset(self.token)
+
+
+def active(ctx: Context) -> _Bound:
+    """``with active(ctx):`` makes ``${ctx:...}`` resolve against ``ctx``."""
+    return _Bound(_current, ctx)
+
+
+def current_item(item: Any) -> _Bound:
+    """``with current_item(element):`` makes ``${item:field}`` resolve to ``element[field]``."""
+    return _Bound(_item, item)
 
 
 def _resolve_item(path: str = "") -> Any:

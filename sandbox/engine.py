@@ -287,10 +287,6 @@ def _has_mapper(specs: list[OpSpec]) -> bool:
     return any(issubclass(get_op_class(s.name), Mapper) for s in specs)
 
 
-def isinstance_mapper(spec: OpSpec) -> bool:  # kept for callers of the old name
-    return _has_mapper([spec])
-
-
 def _num_rows(path: Path) -> int | None:
     import pyarrow.parquet as pq
 
@@ -620,11 +616,6 @@ def _selector_fields(op, fields, idx: np.ndarray) -> dict[str, list]:
 def _exact(op: Deduplicator) -> bool:
     """True when the OP keeps the base class's exact first-of-each-hash rule (vectorised here)."""
     return getattr(type(op), "keep_mask", None) is getattr(Deduplicator, "keep_mask", None)
-
-
-def _duplicates_in(hashes: np.ndarray) -> int:
-    codes = hash_codes(hashes)
-    return int(len(codes) - np.unique(codes).size)
 
 
 def compute_recipe(env, dataset: str, recipe: dict, text_key: str, batch_size: int,

@@ -153,10 +153,10 @@ class CorpusPaths:
 # --------------------------------------------------------------------------------------------
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("SANDBOX_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sandbox"
+    """``cache_dir`` when given, else the project's cache root (``sandbox.assets.cache_root``)."""
+    from sandbox.assets import cache_root as default_root
+
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_root()
 
 
 
