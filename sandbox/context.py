@@ -18,6 +18,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from sandbox.conditions import Condition, parse_condition  # noqa: F401 (stop_when)
 from sandbox.errors import ConfigError
 from sandbox.utils import atomic_write_json
 
@@ -32,7 +35,6 @@ class Context:
         self.path = path
         self.steps: dict[str, dict[str, Any]] = {}
         self.meta: dict[str, Any] = {}  # run-level facts, e.g. the tracking run to resume into
-        self.touched: set[str] = set()  # steps read by the last resolution (for identities)
         # run-time wiring (not saved): the pipeline whose steps run now, every pipeline's step
         # names (None: the single-pipeline form), and logical -> recorded keys (iterations)
         self.scope: str = ""
@@ -68,12 +70,16 @@ class Context:
         rec = self.steps.get(step)
         return bool(rec) and rec.get("status") == "done" and rec.get("identity") == identity
 
-    def find(self, identity: str, exclude: str = "") -> dict[str, Any] | None:
-        """A finished record with this identity (under another key), or None."""
+    def find(self, identity: str, exclude: str = "") -> str | None:
+        """The key of a finished record with this identity (other than ``exclude``), or None."""
         for key, rec in self.steps.items():
             if key != exclude and rec.get("status") == "done" and rec.get("identity") == identity:
-                return dict(rec, _key=key)
+                return key
         return None
+
+    def copy(self, source: str, target: str) -> None:
+        """Record ``source``'s outputs as ``target``'s (a twin: same identity, same result)."""
+        self.steps[target] = dict(self.steps[source], reused_from=source)
 
     def get(self, ref: str) -> Any:
         pipe, step, output = split_ref(ref, self.scope, self.layout)
@@ -90,12 +96,7 @@ class Context:
                     f"(it produced: {', '.join(outputs)})."
                 )
             value = value[part]
-        self.touched.add(key)
         return value
-
-    def flat(self) -> dict[str, Any]:
-        """``{"step.output": value}`` for every recorded output."""
-        return {f"{s}.{k}": v for s, rec in self.steps.items() for k, v in rec["outputs"].items()}
 
 
 class _Bound:
@@ -164,8 +165,6 @@ def _resolve(ref: str) -> Any:
 
 
 def register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
     if not OmegaConf.has_resolver("ctx"):
         OmegaConf.register_new_resolver("ctx", _resolve, use_cache=False)
     if not OmegaConf.has_resolver("item"):
@@ -182,143 +181,3 @@ def references(value: Any) -> list[str]:
         return [r for v in value for r in references(v)]
     return []
 
-
-# ============================================================================ stop conditions
-_TOKEN = re.compile(r"""\s*(?:(?P<num>-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)|(?P<op><=|>=|==|!=|<|>)
-                    |(?P<paren>[()])|(?P<str>'[^']*'|"[^"]*")
-                    |(?P<word>[A-Za-z_][A-Za-z0-9_./\-]*))""", re.X)
-_CMP = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
-        ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
-
-
-class Condition:
-    """A stop condition over context values, parsed (never ``eval``-ed). Grammar::
-
-        expr    := term ("or" term)*
-        term    := factor ("and" factor)*
-        factor  := "not" factor | "(" expr ")" | operand CMP operand
-        operand := NUMBER | 'string' | true | false | REF      (REF: step.output[.key...])
-        CMP     := < <= > >= == !=
-
-    e.g. ``evaluate.metrics.perplexity < 80 or train.final_loss <= 2.5``."""
-
-    def __init__(self, text: str, tree: tuple):
-        self.text, self.tree = text, tree
-
-    def refs(self) -> list[str]:
-        out: list[str] = []
-
-        def walk(node):
-            if node[0] == "ref":
-                out.append(node[1])
-            elif node[0] in ("and", "or", "cmp"):
-                for n in node[2:] if node[0] == "cmp" else node[1:]:
-                    walk(n)
-            elif node[0] == "not":
-                walk(node[1])
-
-        walk(self.tree)
-        return out
-
-    def evaluate(self, lookup) -> bool:
-        def val(node):
-            return lookup(node[1]) if node[0] == "ref" else node[1]
-
-        def ev(node) -> bool:
-            kind = node[0]
-            if kind == "or":
-                return ev(node[1]) or ev(node[2])
-            if kind == "and":
-                return ev(node[1]) and ev(node[2])
-            if kind == "not":
-                return not ev(node[1])
-            a, b = val(node[2]), val(node[3])
-            try:
-                return bool(_CMP[node[1]](a, b))
-            except TypeError:
-                raise ConfigError(f"stop condition `{self.text}`: cannot compare {a!r} "
-                                  f"{node[1]} {b!r}.") from None
-
-        return ev(self.tree)
-
-
-def parse_condition(text: str, where: str = "stop_when") -> Condition:
-    tokens, pos = [], 0
-    text = text.strip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            raise ConfigError(f"{where}: cannot parse `{text}` at `{text[pos:]}`. Write e.g. "
-                              f"`evaluate.metrics.perplexity < 80 and train.final_loss < 3`.")
-        kind = m.lastgroup
-        tokens.append((kind, m.group(kind)))
-        pos = m.end()
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    i = 0
-
-    def peek():
-        return tokens[i] if i < len(tokens) else (None, None)
-
-    def take():
-        nonlocal i
-        if i >= len(tokens):
-            fail("it ends too early")
-        i += 1
-        return tokens[i - 1]
-
-    def fail(msg):
-        raise ConfigError(f"{where}: `{text}`: {msg}. Grammar: <ref> <op> <value> joined by "
-                          f"and/or/not and parentheses; ops < <= > >= == !=.")
-
-    def expr():
-        node = term()
-        while peek() == ("word", "or"):
-            take()
-            node = ("or", node, term())
-        return node
-
-    def term():
-        node = factor()
-        while peek() == ("word", "and"):
-            take()
-            node = ("and", node, factor())
-        return node
-
-    def factor():
-        if peek() == ("word", "not"):
-            take()
-            return ("not", factor())
-        if peek() == ("paren", "("):
-            take()
-            node = expr()
-            if take() != ("paren", ")"):
-                fail("a `(` is not closed")
-            return node
-        left = operand()
-        kind, op = peek()
-        if kind != "op":
-            fail(f"expected a comparison after {left[1]!r}")
-        take()
-        return ("cmp", op, left, operand())
-
-    def operand():
-        if i >= len(tokens):
-            fail("it ends too early")
-        kind, v = take()
-        if kind == "num":
-            return ("lit", float(v))
-        if kind == "str":
-            return ("lit", v[1:-1])
-        if kind == "word" and v in ("true", "false"):
-            return ("lit", v == "true")
-        if kind == "word" and v not in ("and", "or", "not") and "." in v:
-            return ("ref", v)
-        fail(f"{v!r} is not a value or a step.output reference")
-
-    if not tokens:
-        fail("it is empty")
-    tree = expr()
-    if i != len(tokens):
-        fail(f"unexpected {tokens[i][1]!r}")
-    return Condition(text, tree)

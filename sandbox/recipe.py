@@ -12,11 +12,14 @@ Every OP name and argument is checked against the OP's signature before anything
 """
 from __future__ import annotations
 
+import difflib
 import inspect
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from sandbox.errors import RecipeError
 from sandbox.ops import OpSpec, get_op_class
@@ -67,8 +70,6 @@ class Recipe:
         return {"text_keys": self.text_key, "process": [{s.name: dict(s.args)} for s in self.ops]}
 
     def to_dj_yaml(self) -> str:
-        import yaml
-
         return yaml.safe_dump(self.to_dj(), sort_keys=False, allow_unicode=True)
 
 
@@ -106,8 +107,6 @@ def load_recipe(cfg: dict | None, text_key: str = "text") -> Recipe:
 
 
 def load_dj_file(path: str | Path, text_key: str = "text") -> Recipe:
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise RecipeError(
@@ -147,13 +146,13 @@ def load_dj_file(path: str | Path, text_key: str = "text") -> Recipe:
     return Recipe(ops=ops, text_key=str(keys), source=f"recipe file {p}")
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
+def type_ok(value: Any, annotation: Any) -> bool:
     """Loose check of a YAML value against an annotation (int accepted where float is)."""
     if annotation is inspect.Parameter.empty or annotation is Any:
         return True
     origin = typing.get_origin(annotation)
     if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+        return any(type_ok(value, a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
     if origin in (list, tuple):
@@ -181,8 +180,6 @@ def validate(recipe: Recipe) -> None:
         hints = typing.get_type_hints(cls.__init__)
         for arg, value in spec.args.items():
             if arg not in params:
-                import difflib
-
                 close = difflib.get_close_matches(arg, params, n=2)
                 hint = f" Did you mean {' or '.join(close)}?" if close else ""
                 raise RecipeError(
@@ -190,9 +187,9 @@ def validate(recipe: Recipe) -> None:
                     f"{', '.join(p for p in params if p != 'text_key')}."
                 )
             ann = hints.get(arg, params[arg].annotation)
-            if not _type_ok(value, ann):
+            if not type_ok(value, ann):
                 raise RecipeError(
-                    f"{where}: parameter `{arg}` must be {_type_name(ann)}, got {value!r} "
+                    f"{where}: parameter `{arg}` must be {type_name(ann)}, got {value!r} "
                     f"({type(value).__name__}). Fix the value in the recipe."
                 )
         # min <= max for each pair of thresholds on the same stat
@@ -210,5 +207,5 @@ def validate(recipe: Recipe) -> None:
                     )
 
 
-def _type_name(ann: Any) -> str:
+def type_name(ann: Any) -> str:
     return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")

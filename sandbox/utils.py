@@ -1,9 +1,10 @@
-"""Small helpers shared across steps: hashing, atomic writes, JSON."""
+"""Small helpers shared across the package: hashing, safe file names, atomic writes, JSON."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,17 +26,9 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def file_fingerprint(path: str | Path, n: int = 16) -> str:
-    """Content hash of a file or of every file under a directory (names + bytes)."""
-    path = Path(path)
-    h = hashlib.blake2b(digest_size=16)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()[:n]
+def safe_name(name: str) -> str:
+    """``name`` as a file or folder name: runs of other characters become ``_``, at most 150."""
+    return re.sub(r"[^A-Za-z0-9_.+#=-]+", "_", name)[:150]
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -7,17 +7,17 @@ import json
 
 import pytest
 
+from sandbox.recipe import load_dj_file
 from sandbox.runner import run
-from tests.conftest import compose, make_docs
-from tests.test_run import TINY_TRAINER, eval_files  # noqa: F401  (fixture)
+from tests.conftest import TINY_TRAINER, compose, make_docs
 
 
 @pytest.mark.slow
-def test_bottom_up_experiment_tiny(tmp_path, eval_files):  # noqa: F811
+def test_bottom_up_experiment_tiny(tmp_path, eval_files):
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps(d) + "\n" for d in make_docs(240)))
     over = ["experiment=bottom_up", "data_pool=jsonl", f"data_pool.path={docs}",
-            f"cache_dir={tmp_path / 'cache'}", "progress=false", "tracking=none", *TINY_TRAINER,
+            "progress=false", "tracking=none", *TINY_TRAINER,
             *eval_files, "trainer.num_threads=1", "evaluator.num_threads=1",
             "bottom_up.stats=[text_length_filter.text_len,alphanumeric_filter.alnum_ratio]",
             "bottom_up.min_combined_size=5", "bottom_up.scale_token_budget=8192",
@@ -34,8 +34,6 @@ def test_bottom_up_experiment_tiny(tmp_path, eval_files):  # noqa: F811
     ctx = json.loads((run_dir / "context.json").read_text())["steps"]
     assert len([k for k in ctx if k.startswith("single_op.train[")]) == 14
     best = ctx["combine.rank"]["outputs"]["best"]["name"]
-    from sandbox.recipe import load_dj_file
-
     recipe = load_dj_file(ctx["combine.export"]["outputs"]["recipe_path"])
     assert any(s.name.endswith("_filter") for s in recipe.ops), best
     assert "scale/best_beats_control" in metrics and metrics["single_op/pools"] == 7

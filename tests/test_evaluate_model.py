@@ -6,6 +6,9 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sandbox.errors import DataError
@@ -60,9 +63,6 @@ def data(tmp_path_factory) -> dict[str, str]:
     rng = random.Random(0)
     pool = [" ".join((animal if rng.random() < 0.5 else finance)(rng) for _ in range(3))
             for _ in range(200)]
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     pq.write_table(pa.table({"text": pool}), d / "pool.parquet")
     # eval docs: short ones, one longer than several windows, unicode (bytes != chars), a blank
     long_doc = " ".join(animal(rng) for _ in range(12))
@@ -118,6 +118,7 @@ def hand_nll(model_dir: str, texts: list[str], L: int, S: int | None = None) -> 
     return total, count
 
 
+@pytest.mark.slow  # a forward pass per token of the reference loop
 def test_word_perplexity_matches_hand_calculation(data, model_dir, tmp_path):
     L = 16  # shorter than the model's context: the long document spans several windows
     ev = LMEvaluator(eval_path=data["eval"], seq_len=L, downstream=False, max_eval_words=None,
@@ -144,6 +145,7 @@ def test_word_perplexity_matches_hand_calculation(data, model_dir, tmp_path):
     assert env.tracker.artifacts == [out["report"]]
 
 
+@pytest.mark.slow  # a forward pass per token of the reference loop
 def test_overlapping_windows_match_hand_calculation(data, model_dir, tmp_path):
     texts = [t for t in data["eval_texts"] if t.split()]
     a = LMEvaluator(eval_path=data["eval"], seq_len=16, downstream=False).run(
@@ -189,7 +191,6 @@ def test_downstream_probe_beats_majority(data, model_dir, tmp_path):
 def test_features_ignore_padding(data, model_dir):
     """A snippet's features do not depend on what it is batched with."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    import numpy as np
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()

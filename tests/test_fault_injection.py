@@ -1,37 +1,48 @@
-"""Kill the default experiment with SIGKILL at several points, resume, and check that the run
-completes, that finished steps are not redone, and that the metrics equal an uninterrupted run's."""
+"""SIGKILL a small run in the middle of each step and right after it, resume, and check that
+finished steps are not redone, that nothing is left half-written, and that every step's record
+and output tables (and so the final metrics) equal an uninterrupted run's.
+
+Each case starts from the uninterrupted run's records of the steps before the one under test (as
+a run killed there would have left them), so a case costs two short runs, not two experiments."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+import yaml
+
+from tests.conftest import TINY_TRAINER, write_eval_files, write_quality_reference
 
 pytestmark = pytest.mark.slow
-COMMON = ["trainer.token_budget=131072", "progress=false", "tracking=none"]
+STEPS = ["load", "probe", "refine", "process", "train", "evaluate_data", "evaluate_model"]
+SMALL = ["data_pool.num_docs=600", *TINY_TRAINER, "progress=false", "tracking=none"]
+MID_STEP_DELAY = 0.3  # seconds after `<step> running` before the kill
 
 
-def cmd(run_dir: Path, cache: Path, extra=()):
-    return [sys.executable, "-m", "sandbox", *COMMON, *extra, f"hydra.run.dir={run_dir}",
-            f"cache_dir={cache}"]
+def sandbox(run_dir: Path, settings: list[str], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sandbox", *settings, *extra, f"hydra.run.dir={run_dir}"]
 
 
-def run_to_end(args, cwd):
-    r = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600,
+def run_to_end(args: list[str], cwd: Path) -> str:
+    r = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, PYTHONUNBUFFERED="1"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r.stdout
 
 
-def kill_after(args, cwd, marker: str, delay: float) -> str:
-    """Start the run, wait for ``marker`` on its output, wait ``delay`` s, SIGKILL its group."""
-    p = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+def kill_after(args: list[str], cwd: Path, marker: str, delay: float) -> str:
+    """Start the run, wait for ``marker`` in its output, wait ``delay`` s, SIGKILL its group."""
+    p = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                         start_new_session=True)
     seen = []
     deadline = time.time() + 300
     for line in p.stdout:
@@ -40,67 +51,115 @@ def kill_after(args, cwd, marker: str, delay: float) -> str:
             time.sleep(delay)
             break
         assert time.time() < deadline, "marker never appeared"
+    else:
+        pytest.fail(f"the run ended before `{marker}`:\n" + "".join(seen)[-3000:])
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     assert p.returncode == -signal.SIGKILL, "".join(seen)
     return "".join(seen)
 
 
-def steps(run_dir: Path) -> dict:
+def records(run_dir: Path) -> dict:
     f = run_dir / "context.json"
     return json.loads(f.read_text())["steps"] if f.exists() else {}
 
 
-def final_metrics(run_dir: Path) -> dict:
-    s = steps(run_dir)
-    out = {}
-    for name in ("evaluate_data", "evaluate_model", "train"):
-        out.update({k: v for k, v in s[name]["outputs"]["metrics"].items()
-                    if "seconds" not in k and "per_s" not in k})
-    return out
+def comparable(record: dict, run_dir: Path) -> dict:
+    """A step's record without timings, its paths relative to its run dir."""
+    outputs = json.loads(json.dumps(record["outputs"]).replace(str(run_dir), "RUN"))
+    outputs["metrics"] = {k: v for k, v in (outputs.get("metrics") or {}).items()
+                          if "seconds" not in k and "per_s" not in k}
+    return {"identity": record["identity"], "outputs": outputs}
+
+
+def assert_nothing_half_written(run_dir: Path) -> None:
+    """Every data file under a final name (not a hidden temporary) reads back whole."""
+    for f in run_dir.rglob("*"):
+        if not f.is_file() or any(part.startswith(".") for part in f.relative_to(run_dir).parts):
+            continue
+        if f.suffix == ".parquet":
+            pq.read_table(f)
+        elif f.suffix == ".json":
+            json.loads(f.read_text())
+        elif f.suffix == ".jsonl":
+            for line in f.read_text().splitlines():
+                json.loads(line)
+        elif f.suffix == ".yaml":
+            yaml.safe_load(f.read_text())
+
+
+def assert_same_tables(record: dict, reference: dict) -> None:
+    """The step's Parquet outputs hold the same rows as the uninterrupted run's."""
+    for key, path in reference["outputs"].items():
+        if isinstance(path, str) and path.endswith(".parquet"):
+            assert pq.read_table(record["outputs"][key]).equals(pq.read_table(path)), key
+
+
+def forget_computed_stats(cache: Path) -> None:
+    """Empty the stats cache, so that probe and process compute (and a kill lands in the work)
+    instead of reading the uninterrupted run's results."""
+    shutil.rmtree(cache / "stats", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def settings(tmp_path_factory) -> list[str]:
+    folder = tmp_path_factory.mktemp("eval")
+    return SMALL + write_eval_files(folder) + write_quality_reference(folder)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, settings, session_cache) -> tuple[Path, dict]:
+    """The uninterrupted run: its run dir and its step records."""
     root = tmp_path_factory.mktemp("reference")
-    run_to_end(cmd(root / "run", root / "cache"), root)
-    return final_metrics(root / "run")
+    run_to_end(sandbox(root / "run", settings), root)
+    steps = records(root / "run")
+    assert list(steps) == STEPS
+    stats = session_cache / "stats"
+    assert any(stats.iterdir()), f"no stats cached in {stats}: see forget_computed_stats"
+    return root / "run", steps
 
 
-@pytest.mark.parametrize("marker,delay", [
-    ("probe running", 0.2),            # during probe (stats computed by worker processes, ~1 s)
-    ("refine done", 0.0),              # between steps
-    ("train running", 2.5),            # during training
-])
-def test_killed_run_resumes_to_identical_metrics(tmp_path, reference, marker, delay):
-    run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    kill_after(cmd(run_dir, cache), tmp_path, marker, delay)
-    before = steps(run_dir)
-    killed_in = marker.split()[0]
-    assert killed_in not in before or marker.endswith("done"), "the step under the kill finished"
-    # nothing half-written under a final name
-    assert not list(run_dir.rglob("*.tmp*")) or all(".tmp" in p.name for p in run_dir.rglob("*.tmp*"))
-    out = run_to_end(cmd(run_dir, cache, ["resume=true"]), tmp_path)
-    after = steps(run_dir)
-    for name, rec in before.items():  # finished steps were skipped, not redone
-        assert after[name] == rec, name
+def start_after(reference: tuple[Path, dict], step: str, run_dir: Path) -> dict:
+    """A run dir whose context holds the uninterrupted run's records of the steps before
+    ``step`` (their files stay in the reference run dir, where the records point)."""
+    ref_dir, ref_steps = reference
+    earlier = {name: rec for name, rec in ref_steps.items()
+               if STEPS.index(name) < STEPS.index(step)}
+    context = json.loads((ref_dir / "context.json").read_text())
+    run_dir.mkdir(parents=True)
+    (run_dir / "context.json").write_text(json.dumps(dict(context, steps=earlier)))
+    return earlier
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_killed_in_and_after_a_step_resumes_to_the_same_records(step, reference, settings,
+                                                                 tmp_path, session_cache):
+    ref_dir, ref_steps = reference
+    run_dir = tmp_path / "run"
+    earlier = start_after(reference, step, run_dir)
+    forget_computed_stats(session_cache)
+    resume = sandbox(run_dir, settings, "resume=true")
+
+    # killed in the middle of the step (a quick one may be done by then: then it is recorded)
+    out = kill_after(resume, tmp_path, f"{step} running", MID_STEP_DELAY)
+    after_kill = records(run_dir)
+    assert list(after_kill) == STEPS[:len(after_kill)] and set(earlier) <= set(after_kill)
+    for name in earlier:  # finished steps were skipped, not redone
+        assert after_kill[name] == earlier[name], name
         assert f"{name} skipped" in " ".join(out.split()), out
-    assert list(after) == ["load", "probe", "refine", "process", "train", "evaluate_data",
-                           "evaluate_model"]
-    assert final_metrics(run_dir) == reference
+    assert_nothing_half_written(run_dir)
 
-
-def test_killed_process_pipeline_resumes_to_the_same_output(tmp_path):
-    import pyarrow.parquet as pq
-
-    ref = tmp_path / "ref"
-    run_to_end(cmd(ref / "run", ref / "cache", ["pipeline=process"]), tmp_path)
-    run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    # the step takes ~0.3 s on the default pool: kill as soon as it starts
-    kill_after(cmd(run_dir, cache, ["pipeline=process"]), tmp_path, "process running", 0.0)
-    assert "process" not in steps(run_dir)
-    assert not (run_dir / "process" / "processed.parquet").exists()  # never half-written
-    run_to_end(cmd(run_dir, cache, ["pipeline=process", "resume=true"]), tmp_path)
-    got = pq.read_table(run_dir / "process" / "processed.parquet")
-    want = pq.read_table(ref / "run" / "process" / "processed.parquet")
-    assert got.equals(want)
+    # resumed, and killed as soon as the step is done or skipped (the last one: run to the end)
+    if step == STEPS[-1]:
+        out = run_to_end(resume, tmp_path)
+    else:
+        out = kill_after(resume, tmp_path, f"{step} {'skipped' if step in after_kill else 'done'}",
+                         0.0)
+    final = records(run_dir)
+    assert list(final) == STEPS[:len(final)] and step in final
+    for name in after_kill:
+        assert final[name] == after_kill[name], name
+        assert f"{name} skipped" in " ".join(out.split()), out
+    assert_nothing_half_written(run_dir)
+    assert comparable(final[step], run_dir) == comparable(ref_steps[step], ref_dir)
+    assert_same_tables(final[step], ref_steps[step])

@@ -2,6 +2,7 @@
 whole text, which is what Data-Juicer runs."""
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -49,8 +50,6 @@ def _re_class(compiled_class):
 
 
 def test_anchor_classes_cover_what_regex_matches():
-    import re
-
     letters = _re_class(re.compile("[" + mappers._LINK_LETTERS + "]"))
     # [a-z] under (?i): the ASCII letters, 'İ', 'ſ' and the Kelvin sign in `regex`
     assert _class(r"(?i)[a-z]") <= letters

@@ -162,7 +162,7 @@ def test_keep_mask_on_real_text_and_parquet_round_trip(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sandbox.engine import _objects
+    from sandbox.engine import object_array
 
     o = op()
     rng = random.Random(3)
@@ -177,7 +177,7 @@ def test_keep_mask_on_real_text_and_parquet_round_trip(tmp_path):
     hashes = o.hash_batch(TextViews(batch))
     ref = [o.reference_bands(t) for t in batch]
     pq.write_table(pa.table({"h": pa.array(hashes)}), tmp_path / "h.parquet")
-    back = _objects(pq.read_table(tmp_path / "h.parquet").column("h"))
+    back = object_array(pq.read_table(tmp_path / "h.parquet").column("h"))
     assert list(back) == hashes
     for alive in (np.ones(len(batch), bool), np.array([i % 3 != 1 for i in range(len(batch))])):
         expected = _union_find_keep(ref, alive, o._bands)
@@ -199,11 +199,12 @@ def test_more_bands_than_permutations():
 
 def test_engine_select_equals_reference(tmp_path):
     """Through the engine: hash_batch in the compute pass, its column written to Parquet and
-    read back by ``ComputedFile.raw``, ``keep_mask`` in ``select``."""
+    read back by ``ComputedFile.raw``, ``keep_mask`` in ``select``; the batch size does not
+    change the result."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sandbox.engine import compute, compute_file, select
+    from sandbox.engine import LocalEngine, select
     from sandbox.recipe import load_recipe
 
     rng = random.Random(5)
@@ -220,10 +221,11 @@ def test_engine_select_equals_reference(tmp_path):
     ops = rec.build()
     pool = tmp_path / "pool.parquet"
     pq.write_table(pa.table({"text": texts}), pool)
-    cf = compute_file(pool, rec.ops, num_proc=1, batch_size=64, scratch_dir=tmp_path)
+    cf = LocalEngine(num_proc=1, batch_size=64).compute(pool, rec.ops, scratch_dir=tmp_path)
     got = select(rec.ops, ops, cf, len(texts))
-    mem = select(rec.ops, ops, compute(texts, rec.ops, num_proc=1, batch_size=50).columns,
-                 len(texts))
+    other = LocalEngine(num_proc=1, batch_size=50).compute(pool, rec.ops,
+                                                           scratch_dir=tmp_path / "b50")
+    mem = select(rec.ops, ops, other, len(texts))
     o = op()
     alive = np.array([len([w for w in t.split() if w]) >= 3 for t in texts])
     expected = _union_find_keep([o.reference_bands(t) for t in texts], alive, o._bands)

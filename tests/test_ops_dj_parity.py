@@ -1,11 +1,17 @@
 """Hand-computed expectations for the operators ported from Data-Juicer 1.6.1 (small inputs)."""
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from sandbox.assets import AssetMissing
 from sandbox.ops import TextViews, get_op_class
+from sandbox.ops.deduplicators import image_hash
+from sandbox.ops.filters import size_to_bytes
 
 
 def op(name, **kw):
@@ -88,8 +94,6 @@ def test_sentence_split_and_chinese_convert():
 
 # ----------------------------------------------------------------------------- filters
 def _words_dir(tmp_path, kind, data):
-    import json
-
     (tmp_path / f"my_{kind}.json").write_text(json.dumps(data))
     return str(tmp_path)
 
@@ -151,8 +155,6 @@ def test_field_filters():
 
 @pytest.fixture
 def images(tmp_path):
-    from PIL import Image
-
     paths = []
     for i, (w, h) in enumerate([(100, 50), (40, 40), (30, 300)]):
         p = tmp_path / f"i{i}.png"
@@ -174,8 +176,6 @@ def test_image_filters(images):
     assert s["image_width"][1] == [40, 30] and k.tolist() == [True, False, True]
     _, s, k = stats("image_size_filter", ["", "", ""], rows, max_size="1KB")
     assert s["image_sizes"][0][0] > 0
-    from sandbox.ops.filters import size_to_bytes
-
     assert size_to_bytes("1.5MB") == 15 << 20 and size_to_bytes("2KiB") == 2048
 
 
@@ -193,8 +193,6 @@ def test_minhash_and_simhash():
 
 
 def test_image_dedup(images, tmp_path):
-    import shutil
-
     copy = tmp_path / "copy.png"
     shutil.copy(images[0], copy)
     o = op("image_deduplicator")
@@ -202,8 +200,6 @@ def test_image_dedup(images, tmp_path):
     h = o.hash_batch(v)
     assert len(h[0]) == 16 and h[2] == ""
     assert o.keep_mask(h, np.ones(4, bool)).tolist() == [True, False, True, True]
-    from sandbox.ops.deduplicators import image_hash
-
     arr = np.zeros((8, 8, 3), dtype=np.uint8)
     arr[:, 4:] = 255
     assert image_hash(arr, "ahash") == "0f0f0f0f0f0f0f0f"

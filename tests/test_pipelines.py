@@ -2,6 +2,7 @@
 condition, carried values) and fan-out (for_each) with per-element identities and resume."""
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -19,8 +20,6 @@ CALLS: list[str] = []
 def calls() -> list[str]:
     """The steps' call log (they run from module ``tests.test_pipelines``, which pytest may
     have imported under another name)."""
-    import importlib
-
     return importlib.import_module("tests.test_pipelines").CALLS
 
 

@@ -7,46 +7,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from sandbox.runner import run
-from tests.conftest import SENTENCES, compose
-
-ROOT = Path(__file__).resolve().parent.parent
-TINY_TRAINER = ["trainer.token_budget=4096", "trainer.log_every=2", "trainer.n_layer=1", "trainer.n_embd=32",
-                "trainer.n_head=2", "trainer.vocab_size=300", "trainer.seq_len=32",
-                "trainer.batch_size=8"]
-
-
-@pytest.fixture
-def eval_files(tmp_path):
-    ev = tmp_path / "eval.jsonl"
-    ev.write_text("".join(json.dumps({"text": " ".join(SENTENCES[i:i + 3])}) + "\n"
-                          for i in range(0, 6)))
-    words = {1: ["great", "wonderful", "superb", "lovely"], 0: ["awful", "boring", "terrible", "dull"]}
-    rows = [{"text": f"the film was {w} and {w}", "label": lab} for lab, ws in words.items()
-            for w in ws for _ in range(5)]
-    tr, te = tmp_path / "task_train.jsonl", tmp_path / "task_test.jsonl"
-    tr.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    te.write_text("".join(json.dumps(r) + "\n" for r in rows[::2]))
-    return [f"evaluator.eval_path={ev}", f"evaluator.task_train_path={tr}",
-            f"evaluator.task_test_path={te}"]
+from tests.conftest import TINY_TRAINER, compose, write_quality_reference
 
 
 def loop_overrides(docs_file, tmp_path, eval_files, tracking="none"):
-    ref = tmp_path / "reference.jsonl"
-    ref.write_text("".join(json.dumps({"text": s, "label": 1}) + "\n" for s in SENTENCES) +
-                   "".join(json.dumps({"text": t, "label": 0}) + "\n"
-                           for t in ["$$$ ### %%%", "click here buy now", "<div></div> ok"] * 3))
-    return ["data_pool=jsonl", f"data_pool.path={docs_file}", f"cache_dir={tmp_path / 'cache'}",
-            "progress=false", f"tracking={tracking}",
-            f"+pipeline.steps.evaluate_data.component.reference_path={ref}",
-            *TINY_TRAINER, *eval_files]
+    """The full loop on a small jsonl pool: tiny model, small eval files, own quality reference."""
+    return ["data_pool=jsonl", f"data_pool.path={docs_file}", "progress=false",
+            f"tracking={tracking}", *write_quality_reference(tmp_path), *TINY_TRAINER, *eval_files]
 
 
 def test_process_pipeline_on_own_jsonl(docs_file, tmp_path):
     cfg = compose(["pipeline=process", "data_pool=jsonl", f"data_pool.path={docs_file}",
-                   "tracking=none", "progress=false", f"cache_dir={tmp_path / 'cache'}"])
+                   "tracking=none", "progress=false"])
     metrics = run(cfg, run_dir=tmp_path / "run")
     ctx = json.loads((tmp_path / "run" / "context.json").read_text())
     assert list(ctx["steps"]) == ["load", "process"]
@@ -54,8 +30,6 @@ def test_process_pipeline_on_own_jsonl(docs_file, tmp_path):
     out = ctx["steps"]["process"]["outputs"]
     assert out["num_in"] == n_in and 0 < out["num_out"] < n_in
     assert metrics["samples_in"] == n_in
-    import pyarrow.parquet as pq
-
     kept = pq.read_table(out["dataset"]).column("text").to_pylist()
     assert not any("<div>" in t or "spam spam spam spam spam spam" in t for t in kept)
     assert pq.read_table(out["dropped"]).num_rows + len(kept) == n_in
@@ -124,8 +98,8 @@ def _cli(args, cwd, env_extra=None):
 
 def test_cli_process_and_clear_errors(docs_file, tmp_path):
     r = _cli(["pipeline=process", "data_pool=jsonl", f"data_pool.path={docs_file}",
-              "tracking=none", "progress=false", f"hydra.run.dir={tmp_path / 'run'}",
-              f"cache_dir={tmp_path / 'cache'}"], cwd=tmp_path)
+              "tracking=none", "progress=false", f"hydra.run.dir={tmp_path / 'run'}"],
+             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run" / "process" / "processed.parquet").exists()
     assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
@@ -146,8 +120,9 @@ def test_cli_process_and_clear_errors(docs_file, tmp_path):
 
 @pytest.mark.slow
 def test_default_experiment_from_the_cli_on_the_real_corpus(tmp_path):
-    """`python -m sandbox` as a user runs it (real corpus, built-in eval sets), tiny budget."""
-    r = _cli(["trainer.token_budget=8192", "progress=false", f"hydra.run.dir={tmp_path / 'run'}",
+    """`python -m sandbox` as a user runs it (real corpus, built-in eval sets and quality
+    reference), with a tiny model so that evaluating it on the built-in sets takes seconds."""
+    r = _cli([*TINY_TRAINER, "progress=false", f"hydra.run.dir={tmp_path / 'run'}",
               f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     ctx = json.loads((tmp_path / "run" / "context.json").read_text())["steps"]
@@ -161,7 +136,7 @@ def test_default_experiment_from_the_cli_on_the_real_corpus(tmp_path):
 def test_resume_logs_into_the_same_mlflow_run(docs_file, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     over = ["pipeline=process", "data_pool=jsonl", f"data_pool.path={docs_file}", "progress=false",
-            f"tracking.uri={uri}", f"cache_dir={tmp_path / 'cache'}"]
+            f"tracking.uri={uri}"]
     run(compose(over), run_dir=tmp_path / "run")
     run(compose(over + ["resume=true"]), run_dir=tmp_path / "run")
     from mlflow.tracking import MlflowClient

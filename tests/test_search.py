@@ -137,6 +137,83 @@ def test_the_plugin_is_registered_with_hydra():
     assert cfg.refine._target_.endswith("NoRefine")
 
 
+# ============================================================================ stopping a sweep
+def _parallel_search(tmp_path, monkeypatch, fail_trial: int | None = None):
+    """A 2-job sweep whose trials are `sh` processes (each with a background child) that run until
+    stopped; trial ``fail_trial``'s thread raises once the other trial's process runs."""
+    from omegaconf import OmegaConf
+
+    from sandbox.search import launch
+    from sandbox.search.sweeper import OptunaSearch
+
+    monkeypatch.setattr(launch, "trial_command", lambda overrides, run_dir: [
+        "sh", "-c", "echo $$; sleep 1000 & sleep 1000"])
+    real_launch = launch.SubprocessLauncher.launch
+
+    def launch_or_fail(self, trial, overrides, env):
+        if trial.number == fail_trial:
+            _wait_for_trial_pids(tmp_path, 1)
+            raise RuntimeError("the storage went away")
+        return real_launch(self, trial, overrides, env)
+
+    monkeypatch.setattr(launch.SubprocessLauncher, "launch", launch_or_fail)
+    search = OptunaSearch(storage=f"sqlite:///{tmp_path / 'optuna.db'}", n_trials=4, n_jobs=2,
+                          study_name="stop", params={"x": "interval(0.0, 1.0)"})
+    search.config = OmegaConf.create({"objective": "score"})
+    search.sweep_dir = tmp_path / "multirun"
+    return search
+
+
+def _wait_for_trial_pids(tmp_path, count: int) -> list[int]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        logs = sorted((tmp_path / "multirun").glob("*/trial.log"))
+        pids = [int(lines[1]) for lines in (log.read_text().splitlines() for log in logs)
+                if len(lines) > 1]
+        if len(pids) >= count:
+            return pids
+        time.sleep(0.05)
+    pytest.fail(f"{count} trial process(es) did not start")
+
+
+def _interrupted_trials(tmp_path) -> list[int]:
+    study = load(tmp_path, "stop")
+    return [t.number for t in study.trials if t.user_attrs.get("interrupted")]
+
+
+def test_ctrl_c_stops_every_running_trial_process(tmp_path, monkeypatch):
+    import _thread
+    import threading
+
+    from tests.test_programs import assert_group_gone
+
+    search = _parallel_search(tmp_path, monkeypatch)
+    pids: list[int] = []
+
+    def interrupt_when_both_run():
+        pids.extend(_wait_for_trial_pids(tmp_path, 2))
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_when_both_run, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        search.sweep([])
+    assert len(pids) == 2
+    for pid in pids:
+        assert_group_gone(pid)
+    assert sorted(_interrupted_trials(tmp_path)) == [0, 1]
+
+
+def test_a_failed_trial_thread_stops_the_other_trials(tmp_path, monkeypatch):
+    from tests.test_programs import assert_group_gone
+
+    search = _parallel_search(tmp_path, monkeypatch, fail_trial=0)
+    with pytest.raises(RuntimeError, match="the storage went away"):
+        search.sweep([])
+    (pid,) = _wait_for_trial_pids(tmp_path, 1)
+    assert_group_gone(pid)
+    assert _interrupted_trials(tmp_path) == [1]  # the failed one is left for a resume
+
+
 # ============================================================================ real sweeps
 @pytest.fixture
 def tiny(tmp_path, docs_file):
@@ -147,7 +224,7 @@ def tiny(tmp_path, docs_file):
     return [
         "hparams_search=data_quality", "data_pool=jsonl", f"data_pool.path={docs_file}",
         f"cache_dir={tmp_path / 'cache'}", "progress=false", "num_proc=1",
-        f"+pipeline.steps.evaluate_data.component.reference_path={ref}",
+        f"+data_evaluator.reference_path={ref}",
         f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
         "hydra.sweeper.sampler.seed=0", "hydra.sweeper.constraints=[]",

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sandbox.engine import compute, select
+from sandbox.data.io import write_parquet
+from sandbox.engine import LocalEngine, select
 from sandbox.errors import DataError, RecipeError
 from sandbox.recipe import load_recipe
 from sandbox.steps.base import StepEnv
@@ -151,8 +152,9 @@ def test_masking_all_stats_equals_applying_ops_one_by_one(docs_file, tmp_path):
                                "special_characters_filter": {"max_ratio": 0.25},
                                "document_deduplicator": {}, "words_num_filter": {"min_num": 8}}})
     ops = rec.build()
-    c = compute(texts, rec.ops, num_proc=2, batch_size=16)
-    sel = select(rec.ops, ops, c.columns, len(texts))
+    pool = write_parquet(pa.table({"text": texts}), tmp_path / "pool.parquet")
+    c = LocalEngine(num_proc=2, batch_size=16).compute(pool, rec.ops, scratch_dir=tmp_path)
+    sel = select(rec.ops, ops, c, len(texts))
     # sequential reference
     alive = list(range(len(texts)))
     cur = list(texts)
@@ -180,17 +182,20 @@ def test_masking_all_stats_equals_applying_ops_one_by_one(docs_file, tmp_path):
 
 def test_stats_cache_is_reused_across_threshold_changes(tmp_path):
     texts = ["x" * i for i in range(1, 50)]
+    pool = write_parquet(pa.table({"text": texts}), tmp_path / "pool.parquet")
+    engine = LocalEngine(num_proc=1)
+    cache = tmp_path / "cache"
     spec_a = load_recipe({"ops": {"text_length_filter": {"min_len": 5}}}).ops
     spec_b = load_recipe({"ops": {"text_length_filter": {"min_len": 30}}}).ops
-    a = compute(texts, spec_a, cache_dir=tmp_path, fingerprint="f1")
-    b = compute(texts, spec_b, cache_dir=tmp_path, fingerprint="f1")
+    a = engine.compute(pool, spec_a, cache_dir=cache, fingerprint="f1")
+    b = engine.compute(pool, spec_b, cache_dir=cache, fingerprint="f1")
     assert not a.cache_hit and b.cache_hit
-    np.testing.assert_array_equal(a.columns["text_length_filter.text_len"],
-                                  b.columns["text_length_filter.text_len"])
+    np.testing.assert_array_equal(a.columns()["text_length_filter.text_len"],
+                                  b.columns()["text_length_filter.text_len"])
     spec_c = load_recipe({"ops": {"character_repetition_filter": {"rep_len": 5}}}).ops
     spec_d = load_recipe({"ops": {"character_repetition_filter": {"rep_len": 6}}}).ops
-    compute(texts, spec_c, cache_dir=tmp_path, fingerprint="f1")
-    assert not compute(texts, spec_d, cache_dir=tmp_path, fingerprint="f1").cache_hit
+    engine.compute(pool, spec_c, cache_dir=cache, fingerprint="f1")
+    assert not engine.compute(pool, spec_d, cache_dir=cache, fingerprint="f1").cache_hit
 
 
 def test_ksigma_keeps_float_arguments_float_when_default_is_an_int(tmp_path):

@@ -7,6 +7,8 @@ import logging
 import random
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sandbox.errors import DataError
@@ -33,9 +35,6 @@ def make_corpus(n: int, seed: int = 0) -> list[str]:
 
 
 def write_parquet(path: Path, texts: list[str], key: str = "text") -> str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     pq.write_table(pa.table({key: pa.array(texts, type=pa.string())}), path)
     return str(path)
 

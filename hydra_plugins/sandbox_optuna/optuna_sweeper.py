@@ -17,6 +17,8 @@ from hydra.plugins.sweeper import Sweeper
 
 @dataclass
 class OptunaSweeperConf:
+    """The keys of ``hydra.sweeper`` (their defaults and what they mean)."""
+
     _target_: str = "hydra_plugins.sandbox_optuna.optuna_sweeper.OptunaSweeper"
     _recursive_: bool = False  # the sampler is built by the sweeper (it adds constraints_func)
     # "minimize" | "maximize", or a list of them (one per metric of `objective:`)
@@ -50,7 +52,11 @@ ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSw
 
 
 class OptunaSweeper(Sweeper):
+    """Hydra's side of the sweeper; ``sandbox.search.sweeper.OptunaSearch`` does the work."""
+
     def __init__(self, **kwargs: Any) -> None:
+        # Hydra executes every plugin module when it starts (``--help`` included), so the
+        # search code is imported only once a sweep is set up
         from sandbox.search.sweeper import OptunaSearch
 
         self._search = OptunaSearch(**kwargs)

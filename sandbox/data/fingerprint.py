@@ -5,18 +5,22 @@ data into different run dirs, and every trial of a sweep, share one stats-cache 
 
 Trade-off: hashing a whole file is exact but reads it; at xxh3's speed (several GB/s, I/O-bound)
 that is ~1 s per GB cold and far less when the file was just written (page cache). To make the
-second and later look-ups free, the result is memoised under the cache dir keyed by the file's
-stat info (real path, size, mtime in ns, inode, device). A file rewritten in place with the same
-size, the same nanosecond mtime and the same inode would be missed; editors, ``cp`` and our own
-atomic writes all change at least one of those. Sampling bytes instead of hashing them all would
-be cheaper still on a cold multi-GB file, but a one-character edit inside an unsampled block of
-an equally sized file would then reuse stale stats, which we consider worse than one read.
+second and later look-ups free, the result is memoised under the cache dir (by default the cache
+root, ``sandbox.cache.cache_root``) keyed by the file's stat info (real path, size, mtime in ns,
+inode, device). A file rewritten in place with the same size, the same nanosecond mtime and the
+same inode would be missed; editors, ``cp`` and our own atomic writes all change at least one of
+those. Sampling bytes instead of hashing them all would be cheaper still on a cold multi-GB
+file, but a one-character edit inside an unsampled block of an equally sized file would then reuse
+stale stats, which we consider worse than one read.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
+
+from sandbox.cache import cache_dir_or_root
+from sandbox.utils import stable_hash
 
 try:
     import xxhash as _xxhash  # a dependency of `datasets`; ~10x blake2b's speed
@@ -50,18 +54,21 @@ def content_hash(path: str | Path, n: int = 16) -> str:
     return (tag + h.hexdigest())[:n]
 
 
-def _stat_key(path: Path) -> str:
+def _memo_path(path: Path, cache_dir: str | Path | None) -> Path:
+    """Where the fingerprint of ``path`` as it is now (its stat info) is memoised."""
     st = path.stat()
     raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_dev}"
-    return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+    key = hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+    return cache_dir_or_root(cache_dir) / "fingerprints" / f"{key}.txt"
 
 
 def fingerprint(path: str | Path, cache_dir: str | Path | None = None, n: int = 16) -> str:
-    """Content fingerprint of a file, memoised by stat info under ``cache_dir/fingerprints``."""
+    """Content fingerprint of a file, memoised by stat info under ``<cache_dir>/fingerprints``
+    (``cache_dir`` defaults to the cache root). A directory is hashed every time."""
     path = Path(path)
-    if cache_dir is None or path.is_dir():
+    if path.is_dir():
         return content_hash(path, n)
-    memo = Path(cache_dir) / "fingerprints" / f"{_stat_key(path)}.txt"
+    memo = _memo_path(path, cache_dir)
     try:
         got = memo.read_text().strip()
         if got:
@@ -73,9 +80,9 @@ def fingerprint(path: str | Path, cache_dir: str | Path | None = None, n: int = 
     return value
 
 
-def remember(path: str | Path, value: str, cache_dir: str | Path) -> None:
+def remember(path: str | Path, value: str, cache_dir: str | Path | None = None) -> None:
     """Record a fingerprint computed elsewhere (e.g. while writing the file)."""
-    memo = Path(cache_dir) / "fingerprints" / f"{_stat_key(Path(path))}.txt"
+    memo = _memo_path(Path(path), cache_dir)
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo.with_suffix(f".{os.getpid()}.tmp")
@@ -90,6 +97,4 @@ def derived(source: str | Path, cache_dir: str | Path | None, *how) -> str:
     source's content fingerprint hashed with ``how`` (what made it: reader, options, library
     versions). Naming a converted pool this way saves reading back and hashing the hundreds of
     MB just written; a change to any part of ``how`` gives another fingerprint."""
-    from sandbox.utils import stable_hash
-
     return "dv" + stable_hash([fingerprint(source, cache_dir), *map(str, how)], n=14)

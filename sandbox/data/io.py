@@ -5,14 +5,22 @@ Between steps, datasets are Parquet files (columnar, compressed, memory-mappable
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
 from sandbox.errors import DataError
+from sandbox.utils import atomic_path
 
 FORMATS = ("jsonl", "json", "parquet", "csv")
 
 
 def guess_format(path: Path) -> str:
+    """The data format a file's name says: its last suffix among ``FORMATS`` (or ``.ndjson``)."""
     suffixes = [s.lstrip(".") for s in path.suffixes]
     for s in reversed(suffixes):
         if s in FORMATS:
@@ -65,15 +73,11 @@ def read_table_with_rejects(path: str | Path, fmt: str | None = None, text_key: 
     elif fmt == "json":
         table = _read_json(path)
     elif fmt == "parquet":
-        import pyarrow.parquet as pq
-
         try:
             table = pq.read_table(path)
         except Exception as e:  # pyarrow raises several types for corrupt files
             raise DataError(f"{path} is not a readable Parquet file: {e}") from None
     elif fmt == "csv":
-        import pyarrow.csv as pcsv
-
         try:
             table = pcsv.read_csv(path)
         except Exception as e:
@@ -95,8 +99,7 @@ def read_table_with_rejects(path: str | Path, fmt: str | None = None, text_key: 
 
 
 def write_rejects(rejects: list[dict], path: str | Path) -> Path:
-    from sandbox.utils import atomic_path
-
+    """Write skipped records (``{"line", "reason", "raw"}``) to ``path`` as jsonl."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for r in rejects:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -104,9 +107,6 @@ def write_rejects(rejects: list[dict], path: str | Path) -> Path:
 
 
 def _drop_null_texts(table, text_key: str):
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if text_key not in table.column_names or table.num_rows == 0:
         return table, []
     col = table.column(text_key)
@@ -120,8 +120,8 @@ def _drop_null_texts(table, text_key: str):
 
 
 def check_text_column(table, text_key: str, where: str) -> None:
-    import pyarrow as pa
-
+    """Raise a ``DataError`` naming ``where`` unless ``table`` has rows and ``text_key`` holds
+    strings without nulls."""
     if table.num_rows == 0:
         raise DataError(f"{where} holds no samples. Point the data pool at a non-empty file.")
     if text_key not in table.column_names:
@@ -144,8 +144,6 @@ def check_text_column(table, text_key: str, where: str) -> None:
 
 def _read_jsonl(path: Path, limit: int | None, text_key: str, skip: bool):
     """Parse line by line so an error names its line; fast enough (~0.5 s per 100k lines)."""
-    import pyarrow as pa
-
     rows, rejects = [], []
 
     def bad(lineno: int, raw: bytes, reason: str, fix: str) -> None:
@@ -196,8 +194,6 @@ def _from_rows(rows: list[dict], path: Path):
     """Arrow table from records. A field Arrow cannot store as one column (an ``id`` that is
     sometimes a number and sometimes a string, an integer beyond 64 bits) is kept as JSON text
     rather than dropped."""
-    import pyarrow as pa
-
     errors = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
     try:
         return pa.Table.from_pylist(rows)
@@ -212,8 +208,6 @@ def _from_rows(rows: list[dict], path: Path):
         except errors:
             columns[k] = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
             as_json.append(k)
-    import logging
-
     logging.getLogger(__name__).warning(
         "%s: field(s) %s cannot be stored as one typed column (types differ between records, or "
         "integers beyond 64 bits); kept as JSON text.", path, ", ".join(as_json))
@@ -221,8 +215,6 @@ def _from_rows(rows: list[dict], path: Path):
 
 
 def _read_json(path: Path):
-    import pyarrow as pa
-
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -245,16 +237,11 @@ PARQUET_OPTIONS = {"compression": "none", "use_dictionary": False}
 
 def parquet_writer(path: str | Path, schema):
     """A ``pyarrow.parquet.ParquetWriter`` with the run's options (use it as a context manager)."""
-    import pyarrow.parquet as pq
-
     return pq.ParquetWriter(path, schema, **PARQUET_OPTIONS)
 
 
 def write_parquet(table, path: str | Path) -> Path:
-    import pyarrow.parquet as pq
-
-    from sandbox.utils import atomic_path
-
+    """Write ``table`` to ``path`` atomically, with the run's Parquet options."""
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, **PARQUET_OPTIONS)
     return Path(path)
@@ -266,9 +253,6 @@ def row_chunks(path: str | Path, columns: list[str] | None, size: int, lo: int =
     read one row group at a time (plain reads, not a memory map: pages of a mapped file stay in
     the process's resident set until it ends). Two files with the same number of rows give aligned
     chunks whatever their row groups; chunks are zero-copy slices."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     pf = pq.ParquetFile(path, memory_map=False)
     meta = pf.metadata
     hi = meta.num_rows if hi is None else hi
@@ -296,6 +280,4 @@ def row_chunks(path: str | Path, columns: list[str] | None, size: int, lo: int =
 def read_parquet(path: str | Path, columns: list[str] | None = None):
     """One Parquet file as a table (memory-mapped). ``ParquetFile.read`` rather than
     ``pq.read_table``: the latter goes through the dataset API, which imports pandas (~0.2 s)."""
-    import pyarrow.parquet as pq
-
     return pq.ParquetFile(path, memory_map=True).read(columns=columns)

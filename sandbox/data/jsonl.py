@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 
 from sandbox.jit import njit
 
@@ -97,8 +98,6 @@ def _rows(buf, starts, ends, quoted, keys, key_offsets, short, hexdigits):
 
 def _string_values(col) -> tuple[np.ndarray, np.ndarray] | None:
     """``(utf-8 bytes, offsets)`` of a string column without nulls, from its Arrow buffers."""
-    import pyarrow as pa
-
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) \
             or col.null_count:
         return None

@@ -14,7 +14,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+
+from sandbox.data.io import parquet_writer, read_table, write_parquet
+from sandbox.data.media import resolve_media
 from sandbox.errors import DataError
+from sandbox.utils import atomic_path
 
 VERSION = 1  # bump when to_parquet's output can change: it is part of the pool's fingerprint
 STREAM_MIN_BYTES = 64 << 20  # smaller files take the reference (in-memory) path
@@ -23,13 +31,12 @@ ROW_GROUP_ROWS = 16384  # rows per Parquet row group of pool.parquet (bounded re
 
 
 def should_stream(path: str | Path, fmt: str) -> bool:
+    """Whether ``path`` is a jsonl/parquet file big enough (``STREAM_MIN_BYTES``) to stream."""
     p = Path(path)
     return fmt in ("jsonl", "parquet") and p.is_file() and p.stat().st_size >= STREAM_MIN_BYTES
 
 
 def _check_batch(batch, text_key: str, where: str, first_row: int) -> None:
-    import pyarrow as pa
-
     if text_key not in batch.schema.names:
         raise DataError(
             f"{where} has no field {text_key!r} (fields: {', '.join(batch.schema.names)}). Set "
@@ -44,8 +51,6 @@ def _check_batch(batch, text_key: str, where: str, first_row: int) -> None:
             f"{where}: field {text_key!r} holds {col.type}, not text. Set text_key to a text field."
         )
     if col.null_count:
-        import numpy as np
-
         first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
         raise DataError(
             f"{where}: record {first_row + first + 1} has no {text_key!r} (null or missing). "
@@ -80,14 +85,10 @@ def _locate_jsonl_error(path: Path) -> None:
 
 def _batches(path: Path, fmt: str):
     if fmt == "jsonl":
-        import pyarrow.json as pj
-
         reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=BLOCK_BYTES))
         for batch in reader:
             yield batch
     else:
-        import pyarrow.parquet as pq
-
         try:
             pf = pq.ParquetFile(path, memory_map=False)
         except Exception as e:
@@ -96,13 +97,10 @@ def _batches(path: Path, fmt: str):
 
 
 def to_parquet(path: str | Path, fmt: str, dst: str | Path, text_key: str = "text",
-               limit: int | None = None) -> int:
-    """Stream a jsonl/parquet file into ``dst`` (Parquet); returns the number of rows written."""
-    import pyarrow as pa
+               limit: int | None = None, media_dir: str | Path | None = None) -> int:
+    """Stream a jsonl/parquet file into ``dst`` (Parquet); returns the number of rows written.
 
-    from sandbox.data.io import parquet_writer
-    from sandbox.utils import atomic_path
-
+    With ``media_dir``, relative media paths are made absolute against it (``resolve_media``)."""
     path = Path(path)
     rows = 0
     try:
@@ -117,13 +115,16 @@ def to_parquet(path: str | Path, fmt: str, dst: str | Path, text_key: str = "tex
                             break
                         continue
                     _check_batch(batch, text_key, str(path), rows)
+                    block = pa.Table.from_batches([batch])
                     if writer is None:
-                        schema = batch.schema
+                        schema = block.schema
                         writer = parquet_writer(tmp, schema)
-                    elif batch.schema != schema:
-                        batch = pa.Table.from_batches([batch]).cast(schema).to_batches()[0]
-                    writer.write_table(pa.Table.from_batches([batch]), row_group_size=ROW_GROUP_ROWS)
-                    rows += batch.num_rows
+                    elif block.schema != schema:
+                        block = block.cast(schema)
+                    if media_dir is not None:
+                        block = resolve_media(block, media_dir)
+                    writer.write_table(block, row_group_size=ROW_GROUP_ROWS)
+                    rows += block.num_rows
                     if limit is not None and rows >= limit:
                         break
             finally:
@@ -135,9 +136,9 @@ def to_parquet(path: str | Path, fmt: str, dst: str | Path, text_key: str = "tex
         if fmt == "jsonl":
             _locate_jsonl_error(path)  # raises io's DataError for a bad line
             # every line parses: fields change type between blocks; take the reference reader
-            from sandbox.data.io import read_table, write_parquet
-
             table = read_table(path, fmt, text_key, limit)
+            if media_dir is not None:
+                table = resolve_media(table, media_dir)
             write_parquet(table, dst)
             return table.num_rows
         raise DataError(f"{path} is not a readable Parquet file: {e}") from None

@@ -7,37 +7,20 @@ from __future__ import annotations
 
 import difflib
 
+# The OP modules are imported for their @register side effect: once this package is imported,
+# every built-in OP is in OPS.
+from sandbox.ops import deduplicators, filters, mappers, selectors  # noqa: F401
 from sandbox.ops.base import Deduplicator, Filter, Mapper, Op, OpSpec, Selector, TextViews, Threshold
-
-OPS: dict[str, type[Op]] = {}
-_builtin_loaded = False
-
-
-def register(cls: type[Op]) -> type[Op]:
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in OPS:
-        raise ValueError(f"duplicate OP name {cls.name!r}")
-    OPS[cls.name] = cls
-    return cls
-
-
-def _load_builtin() -> None:
-    # Imported for their @register side effect (importing one module alone registers only it).
-    global _builtin_loaded
-    if not _builtin_loaded:
-        from sandbox.ops import deduplicators, filters, mappers, selectors  # noqa: F401
-
-        _builtin_loaded = True
+from sandbox.ops.dj_adapter import dj_op_class
+from sandbox.ops.registry import OPS, register
 
 
 def get_op_class(name: str) -> type[Op]:
-    _load_builtin()
+    """The OP class registered as ``name``, else Data-Juicer's own class through the adapter
+    (when ``data_juicer`` is installed); a KeyError naming the closest names otherwise."""
     try:
         return OPS[name]
     except KeyError:
-        from sandbox.ops.dj_adapter import dj_op_class
-
         adapted = dj_op_class(name)
         if adapted is not None:
             return adapted
@@ -49,7 +32,7 @@ def get_op_class(name: str) -> type[Op]:
 
 
 def all_ops() -> dict[str, type[Op]]:
-    _load_builtin()
+    """Every registered OP class by name (a copy of the registry)."""
     return dict(OPS)
 
 

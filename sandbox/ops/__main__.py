@@ -9,6 +9,7 @@ import inspect
 import sys
 import textwrap
 
+from sandbox.assets import asset_available
 from sandbox.ops import all_ops, get_op_class
 from sandbox.ops.base import MAXSIZE, Op
 
@@ -69,8 +70,6 @@ def _param_lines(cls: type[Op], indent: str = "    ") -> list[str]:
 
 def _asset_lines(cls: type[Op], indent: str = "    ") -> list[str]:
     """One line per asset the OP needs, with whether it is available offline on this machine."""
-    from sandbox.assets import asset_available
-
     out = []
     if getattr(cls, "adapted_from_data_juicer", False):
         out.append(f"{indent}runs through Data-Juicer's own implementation (adapter)")
@@ -84,6 +83,7 @@ def _asset_lines(cls: type[Op], indent: str = "    ") -> list[str]:
 
 
 def list_all() -> str:
+    """Every registered OP by kind, with its stats, assets and parameters."""
     ops = all_ops()
     lines = [f"{len(ops)} operators. `python -m sandbox.ops NAME` describes one.", ""]
     kinds = sorted({c.kind for c in ops.values()}, key=lambda k: (KIND_ORDER + (k,)).index(k))
@@ -102,6 +102,7 @@ def list_all() -> str:
 
 
 def describe(cls: type[Op]) -> str:
+    """One OP in full: kind, class, stats, assets, parameters and its documentation."""
     lines = [
         f"{cls.name}  [{cls.kind}]",
         f"    {cls.description}",
@@ -122,6 +123,7 @@ def describe(cls: type[Op]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: list every OP, or describe the ones named; 2 for an unknown name."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print("usage: python -m sandbox.ops [NAME]\n\nList every operator, or describe NAME.")

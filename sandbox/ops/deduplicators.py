@@ -1,20 +1,22 @@
 """Deduplicators with Data-Juicer's (py-data-juicer 1.6.1) names, parameters and hashes."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import string
+import struct
+from collections import defaultdict
+from typing import Optional
 
-from sandbox.ops import register
+import numpy as np
+import regex
+
 from sandbox.ops.base import Deduplicator, TextViews
-
-try:  # a dependency of transformers, so always present in this project's environment
-    import regex as _regex
-except ImportError:  # pragma: no cover - `re`'s \s and \d differ on a few non-ASCII characters
-    import re as _regex
+from sandbox.ops.registry import register
 
 # Data-Juicer's pattern, compiled with the `regex` module as Data-Juicer does. Its \s is Unicode's
 # White_Space (not '\x1c'-'\x1f', unlike `re`), its \d Unicode's Nd of regex's own Unicode version.
-_NON_CHARACTER = _regex.compile(r"\s+|\d+|[" + _regex.escape(string.punctuation) + "]")
+_NON_CHARACTER = regex.compile(r"\s+|\d+|[" + regex.escape(string.punctuation) + "]")
 # What that pattern removes from ASCII text: \s = \t \n \v \f \r and space, \d = 0-9, punctuation.
 _ASCII_NON_CHARACTER = (" \t\n\x0b\x0c\r" + string.digits + string.punctuation).encode("ascii")
 # Python's str.strip() on ASCII strips these (\x1c-\x1f are str.isspace(), though not \s above).
@@ -60,17 +62,9 @@ class DocumentDeduplicator(Deduplicator):
 # =============================================================================================
 # Near-duplicate and image deduplicators (dataset-level: hash_batch + keep_mask)
 # =============================================================================================
-import functools  # noqa: E402
-import struct  # noqa: E402
-from collections import defaultdict  # noqa: E402
-from typing import Optional  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 MAX_HASH = np.uint64((1 << 32) - 1)
-_PUNCT = _regex.compile(r"\p{P}")
+_PUNCT = regex.compile(r"\p{P}")
 _TOKENIZATIONS = ("space", "punctuation", "character", "sentencepiece")
 
 
@@ -127,7 +121,7 @@ class _ShingleDedup(Deduplicator):
         self.window_size = window_size
         self.lowercase = lowercase
         self.ignore_pattern = ignore_pattern
-        self._ignore = _regex.compile(ignore_pattern) if ignore_pattern else None
+        self._ignore = regex.compile(ignore_pattern) if ignore_pattern else None
 
 
 class _UnionFind:
@@ -206,7 +200,7 @@ class DocumentMinhashDeduplicator(_ShingleDedup):
         if tokenization == "sentencepiece":
             if tokenizer_model is None:
                 raise ValueError("To use 'sentencepiece' tokenization, 'tokenizer_model' is required.")
-            import sentencepiece
+            import sentencepiece  # an optional package, absent from a default install
 
             self._sp = sentencepiece.SentencePieceProcessor()
             self._sp.load(tokenizer_model)
@@ -337,7 +331,7 @@ class DocumentSimhashDeduplicator(_ShingleDedup):
                              f"than num_blocks ({num_blocks})")
         self.num_blocks = num_blocks
         self.hamming_distance = hamming_distance
-        import simhash
+        import simhash  # only this OP needs it
 
         self._simhash = simhash
 
@@ -395,7 +389,7 @@ def image_hash(array: np.ndarray, method: str) -> str:
     non-DC ones; ``dhash``: 9x8, bit = pixel > its left neighbour; ``ahash``: 8x8, bit = pixel >=
     mean; ``whash``: 256x256 /255, Haar wavelet (pywt, level 5), bit = LL >= its median. The
     64 bits are packed to 16 hex digits."""
-    from PIL import Image
+    from PIL import Image  # only the image OPs need it (~20 ms to import)
 
     im = Image.fromarray(array.astype("uint8")).resize(_HASH_SIZES[method], Image.LANCZOS).convert("L")
     a = np.array(im).astype("uint8")
@@ -444,7 +438,7 @@ class ImageDeduplicator(Deduplicator):
         return (self.image_key,)
 
     def _hash_paths(self, paths) -> str:
-        from PIL import Image
+        from PIL import Image  # only the image OPs need it (~20 ms to import)
 
         out = ""
         for p in dict.fromkeys(paths or []):

@@ -21,6 +21,7 @@ _CACHE: dict[str, type[Op]] = {}
 
 
 def available() -> bool:
+    """Whether the ``data_juicer`` package is installed (it is only imported when used)."""
     return importlib.util.find_spec("data_juicer") is not None
 
 

@@ -3,11 +3,12 @@ cached on disk, see ``sandbox.jit``, so later processes only load them).
 
 Each kernel works on a whole batch at once: the texts' code points as one ``uint32`` array plus
 ``offsets`` (text ``d`` is ``cp[offsets[d]:offsets[d + 1]]``), or their UTF-8 bytes the same way.
-Results are exactly those of the reference Python functions they replace (``filters.py`` keeps
-those as the definition and the tests compare both): n-grams are grouped by open-addressing hash
-tables whose hashes only pick the slot, and every match is confirmed on the actual code points
-(or word ids), so a hash collision can never merge two different n-grams. (The hashes are
-polynomial in one base; the tests build real collisions from Thue-Morse words to check this.)
+Results are exactly those of the reference Python functions they replace (``filters/text.py``
+keeps those as the definition and the tests compare both): n-grams are grouped by
+open-addressing hash tables whose hashes only pick the slot, and every match is confirmed on the
+actual code points (or word ids), so a hash collision can never merge two different n-grams.
+(The hashes are polynomial in one base; the tests build real collisions from Thue-Morse words to
+check this.)
 
 Import this module lazily (``from sandbox.ops import kernels`` inside the OP; see ``sandbox.jit``).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from sandbox.jit import njit
+from sandbox.ops.chars import char_table
 
 _U64_1 = np.uint64(1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -38,14 +40,6 @@ def utf8(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(texts)), out=offsets[1:])
     return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
-
-
-def char_table(name: str) -> np.ndarray:
-    """Bool look-up tables over every code point: ``special`` (Data-Juicer's SPECIAL_CHARACTERS,
-    single characters) and ``alnum`` (``chr(c).isalnum()``)."""
-    from sandbox.ops import filters
-
-    return filters._SPECIAL_TABLE if name == "special" else filters._alnum_table()
 
 
 def warm_up() -> None:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Optional
+from typing import List, Optional, Union
 
-from sandbox.ops import register
+import regex
+from selectolax.lexbor import LexborHTMLParser
+
+from sandbox.assets import punkt_tokenizer
 from sandbox.ops.base import Mapper
-from sandbox.ops.filters import strip_special
-
-try:  # a dependency of transformers, so always present in this project's environment
-    import regex as _regex
-except ImportError:  # pragma: no cover - exactness on non-ASCII \w/\s/\b needs `regex`
-    import re as _regex
+from sandbox.ops.chars import strip_special
+from sandbox.ops.registry import register
 
 # Data-Juicer's default link pattern (clean_links_mapper), verbatim.
 DEFAULT_LINK_PATTERN = (
@@ -162,7 +161,7 @@ class _RegexSubMapper(Mapper):
             self._regex = self.default_compiled
         else:
             effective = self.default_pattern if pattern is None else _unwrap_raw_literal(pattern)
-            self._regex = _regex.compile(effective, flags=_regex.DOTALL)
+            self._regex = regex.compile(effective, flags=regex.DOTALL)
         self._needles = self.default_needles if pattern is None else ()
 
     def _clean(self, text):
@@ -232,8 +231,6 @@ class CleanHtmlMapper(Mapper):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        from selectolax.lexbor import LexborHTMLParser
-
         self._parser = LexborHTMLParser
 
     def _clean(self, raw_html):
@@ -280,7 +277,6 @@ class WhitespaceNormalizationMapper(Mapper):
 # reproduces Data-Juicer's regular expressions with the same engine (`regex`), so outputs are
 # byte-identical, including its quirks, which each docstring lists.
 # =============================================================================================
-from typing import List, Union  # noqa: E402
 
 # Data-Juicer's default IPv4/IPv6 pattern (clean_ip_mapper), verbatim.
 DEFAULT_IP_PATTERN = (
@@ -316,8 +312,8 @@ class CleanCopyrightMapper(Mapper):
     name = "clean_copyright_mapper"
     description = "Remove a leading copyright comment block (/* */, //, #, --) from code text."
 
-    _BLOCK = _regex.compile("/\\*[^*]*\\*+(?:[^/*][^*]*\\*+)*/")
-    _COPYRIGHT = _regex.compile("copyright", _regex.IGNORECASE)
+    _BLOCK = regex.compile("/\\*[^*]*\\*+(?:[^/*][^*]*\\*+)*/")
+    _COPYRIGHT = regex.compile("copyright", regex.IGNORECASE)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -357,8 +353,8 @@ class ExpandMacroMapper(Mapper):
     name = "expand_macro_mapper"
     description = "Inline-expand argument-free LaTeX macros (\\newcommand, \\def)."
 
-    _NC = _regex.compile(r"\\\bnewcommand\b\*?\{(\\[a-zA-Z0-9]+?)\}\{(.*?)\}$", flags=_regex.MULTILINE)
-    _DEF = _regex.compile(r"\\def\s*(\\[a-zA-Z0-9]+?)\s*\{(.*?)\}$", flags=_regex.MULTILINE)
+    _NC = regex.compile(r"\\\bnewcommand\b\*?\{(\\[a-zA-Z0-9]+?)\}\{(.*?)\}$", flags=regex.MULTILINE)
+    _DEF = regex.compile(r"\\def\s*(\\[a-zA-Z0-9]+?)\s*\{(.*?)\}$", flags=regex.MULTILINE)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -372,7 +368,7 @@ class ExpandMacroMapper(Mapper):
                 name = m.group(1).encode("unicode-escape").decode("utf-8")
                 macros[name] = m.group(2).encode("unicode-escape").decode("utf-8")
         for name, value in macros.items():
-            text = _regex.sub(r"(" + name + r")" + r"([^a-zA-Z0-9])", value + r"\2", text)
+            text = regex.sub(r"(" + name + r")" + r"([^a-zA-Z0-9])", value + r"\2", text)
         return text
 
     def process_batch(self, texts: list[str]) -> list[str]:
@@ -400,7 +396,7 @@ class FixUnicodeMapper(Mapper):
                 f'of ["NFC", "NFKC", "NFD", "NFKD"].'
             )
         self._form = form
-        import ftfy
+        import ftfy  # only this OP needs it (~90 ms to import)
 
         self._fix = ftfy.fix_text
 
@@ -434,10 +430,10 @@ class PunctuationNormalizationMapper(Mapper):
         return [t if t.isascii() else t.translate(_PUNCT_TABLE) for t in texts]
 
 
-_BIB = _regex.compile(
+_BIB = regex.compile(
     r"(\\appendix|\\begin\{references\}|\\begin\{REFERENCES\}|\\begin\{thebibliography\}|"
     r"\\bibliography\{.*\}).*$",
-    flags=_regex.DOTALL,
+    flags=regex.DOTALL,
 )
 
 
@@ -458,8 +454,8 @@ class RemoveBibliographyMapper(Mapper):
         return [_BIB.sub("", t) if "\\" in t else t for t in texts]
 
 
-_INLINE_COMMENT = _regex.compile(r"[^\\]%.+$", flags=_regex.MULTILINE)
-_LINE_COMMENT = _regex.compile(r"(?m)^%.*\n?", flags=_regex.MULTILINE)
+_INLINE_COMMENT = regex.compile(r"[^\\]%.+$", flags=regex.MULTILINE)
+_LINE_COMMENT = regex.compile(r"(?m)^%.*\n?", flags=regex.MULTILINE)
 
 
 @register
@@ -493,7 +489,7 @@ class RemoveCommentsMapper(Mapper):
         return [self._clean(t) for t in texts]
 
 
-_HEADER = _regex.compile(
+_HEADER = regex.compile(
     r"^(.*?)("
     + "|".join(
         rf"\\\b{h}\b\*?(?:\[(.*?)\])?\{{(.*?)\}}"
@@ -501,7 +497,7 @@ _HEADER = _regex.compile(
                   "subparagraph")
     )
     + r")",
-    flags=_regex.DOTALL,
+    flags=regex.DOTALL,
 )
 
 
@@ -601,7 +597,7 @@ class RemoveNonChineseCharacterlMapper(Mapper):
             pattern += ".， ,\\-。%《*》/•、&＆(—)（+）：？!！“”·]+"
         else:
             pattern += "]"
-        self._regex = _regex.compile(pattern, flags=_regex.DOTALL)
+        self._regex = regex.compile(pattern, flags=regex.DOTALL)
 
     def process_batch(self, texts: list[str]) -> list[str]:
         return [self._regex.sub("", t) for t in texts]
@@ -619,8 +615,8 @@ class RemoveSpecificCharsMapper(Mapper):
         super().__init__(**kwargs)
         self.chars_to_remove = chars_to_remove
         self._regex = (
-            _regex.compile("[" + "".join(_regex.escape(c) for c in chars_to_remove) + "]",
-                           flags=_regex.DOTALL)
+            regex.compile("[" + "".join(regex.escape(c) for c in chars_to_remove) + "]",
+                          flags=regex.DOTALL)
             if chars_to_remove else None
         )
 
@@ -648,7 +644,7 @@ class RemoveTableTextMapper(Mapper):
         self.min_col = min_col
         self.max_col = max_col
         self._patterns = [
-            _regex.compile(r"(?<=\n)((\S+?)([ |\t](\S+?)){%d}\n+){2,}" % i)
+            regex.compile(r"(?<=\n)((\S+?)([ |\t](\S+?)){%d}\n+){2,}" % i)
             for i in range(min_col - 1, max_col)
         ]
 
@@ -710,8 +706,6 @@ class SentenceSplitMapper(Mapper):
     def __init__(self, lang: str = "en", **kwargs):
         super().__init__(**kwargs)
         self.lang = lang
-        from sandbox.assets import punkt_tokenizer
-
         self._tok = punkt_tokenizer(lang)
 
     def process_batch(self, texts: list[str]) -> list[str]:
@@ -739,7 +733,7 @@ class ChineseConvertMapper(Mapper):
             raise ValueError(f"chinese_convert_mapper: mode must be one of {list(OPENCC_MODES)}, "
                              f"got {mode!r}")
         self.mode = mode
-        try:
+        try:  # only this OP needs it
             import opencc
         except ImportError:
             raise ImportError("chinese_convert_mapper needs OpenCC: `pip install opencc`.") from None

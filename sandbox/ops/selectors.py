@@ -14,8 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from sandbox.ops import register
 from sandbox.ops.base import Selector
+from sandbox.ops.registry import register
 
 
 def stats_to_number(s, reverse: bool = True) -> float:

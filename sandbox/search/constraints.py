@@ -1,19 +1,16 @@
 """Constraints on a trial's metrics: ``"retention >= 0.3"``, ``"time/total_s < 120"``.
 
-Parsed with a regular expression (``METRIC OP NUMBER``, OP one of ``<= < >= >``), never
+Read by ``sandbox.conditions.parse_bound`` (``METRIC OP NUMBER``, OP one of ``<= < >= >``), never
 evaluated as code. Each becomes an Optuna constraint value, feasible when <= 0:
 ``metric >= b`` -> ``b - metric``; ``metric <= b`` -> ``metric - b``. Optuna does not separate
 strict from non-strict bounds (0 is feasible), so ``<`` reads as ``<=``."""
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
+from sandbox.conditions import parse_bound
 from sandbox.errors import ConfigError
-
-_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
-_CONSTRAINT = re.compile(rf"^\s*([A-Za-z_][A-Za-z0-9_./\-]*)\s*(<=|>=|<|>|=<|=>)\s*({_NUMBER})\s*$")
 
 
 @dataclass(frozen=True)
@@ -34,17 +31,18 @@ class Constraint:
 
 
 def parse_constraint(text: str) -> Constraint:
-    m = _CONSTRAINT.match(str(text))
-    if not m:
+    """One ``hydra.sweeper.constraints`` entry."""
+    parsed = parse_bound(str(text))
+    if parsed is None:
         raise ConfigError(
             f"hydra.sweeper.constraints: cannot read `{text}`. Write METRIC OP NUMBER with OP one "
             f"of <=, <, >=, > (e.g. `retention >= 0.3`).")
-    metric, op, bound = m.groups()
-    op = {"<": "<=", "=<": "<=", ">": ">=", "=>": ">="}.get(op, op)
-    return Constraint(metric, op, float(bound))
+    metric, op, bound = parsed
+    return Constraint(metric, "<=" if op in ("<", "<=") else ">=", bound)
 
 
 def parse_constraints(items) -> list[Constraint]:
+    """``hydra.sweeper.constraints``: a list of entries, one entry, or None."""
     if items is None:
         return []
     if isinstance(items, str):

@@ -21,6 +21,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.errors import HydraException
+
 from sandbox.errors import ConfigError
 
 _INT = r"[+-]?\d+"
@@ -62,9 +66,6 @@ def format_value(value: Any) -> str:
 
 def distribution_for(key: str, text: str):
     """The Optuna distribution for one ``key: text`` entry, or None when the value is fixed."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-    from hydra.errors import HydraException
     from optuna.distributions import (CategoricalDistribution, FloatDistribution,
                                       IntDistribution)
 
@@ -139,8 +140,6 @@ def parse_space(params: dict[str, Any] | None, cli_overrides: list[str] = ()) ->
 
 def split_cli(arguments: list[str]) -> tuple[list[str], list[str]]:
     """Command-line overrides -> (fixed ones, sweep ones) (``refine.k='interval(1,3)'``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     fixed, sweep = [], []
     parser = OverridesParser.create()
     for arg in arguments:

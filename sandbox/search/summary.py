@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
+import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from omegaconf import OmegaConf
+
+from sandbox import env_vars
+from sandbox.console import console
+from sandbox.tracking.mlflow_tracker import MLflowTracker
+
 
 def _mlflow_target(config) -> tuple[str, str] | None:
-    from omegaconf import OmegaConf
-
     node = OmegaConf.select(config, "tracking")
     if node is None or not str(node.get("_target_", "")).endswith("MLflowTracker"):
         return None
@@ -28,6 +35,7 @@ def _mlflow_target(config) -> tuple[str, str] | None:
 
 
 def best_trials(study) -> list:
+    """The best trial (one objective) or the Pareto-optimal ones; [] while none is feasible."""
     from optuna.trial import TrialState
 
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
@@ -39,6 +47,8 @@ def best_trials(study) -> list:
 
 
 class ParentRun:
+    """The study's MLflow run: its trials' runs are children of it."""
+
     def __init__(self, tracker, experiment_objectives: list[str], directions: list[str]):
         self.tracker = tracker
         self.run_id: str = tracker.run_id
@@ -47,13 +57,10 @@ class ParentRun:
 
     @classmethod
     def open(cls, config, study, study_name: str, space, objectives, directions, constraints):
+        """The study's run (the stored one on a resume), or None when tracking is not MLflow."""
         target = _mlflow_target(config)
         if target is None:
             return None
-        import os
-
-        from sandbox.tracking.mlflow_tracker import PARENT_RUN_ENV, MLflowTracker
-
         uri, experiment = target
         tracker = MLflowTracker(uri=uri, experiment=experiment)
         existing = study.user_attrs.get("mlflow_parent_run")
@@ -68,7 +75,7 @@ class ParentRun:
                 return cls(tracker, objectives, directions)
             except Exception:
                 pass  # deleted: make a new one
-        saved = os.environ.pop(PARENT_RUN_ENV, None)
+        saved = os.environ.pop(env_vars.PARENT_RUN_ID, None)
         try:
             params = {"study_name": study_name, "storage": str(study._storage.__class__.__name__),
                       "objectives": ",".join(objectives), "directions": ",".join(directions),
@@ -80,7 +87,7 @@ class ParentRun:
                           tags={"sandbox.study": study_name, "sandbox.search": "parent"})
         finally:
             if saved is not None:
-                os.environ[PARENT_RUN_ENV] = saved
+                os.environ[env_vars.PARENT_RUN_ID] = saved
         study.set_user_attr("mlflow_parent_run", {"uri": uri, "run_id": tracker.run_id})
         return cls(tracker, objectives, directions)
 
@@ -93,6 +100,7 @@ class ParentRun:
         return runs[0] if runs else None
 
     def record_trial(self, number: int, state: str, params: dict, error: str | None) -> None:
+        """Tag trial ``number``'s run with its Optuna state, error and sampled params."""
         from mlflow.entities import Param, RunTag
 
         try:
@@ -108,16 +116,13 @@ class ParentRun:
             if state == "PRUNED":
                 self.client.set_terminated(child.info.run_id, "KILLED")
         except Exception as e:  # tracking must not stop the study
-            from sandbox.console import console
-
             console.print(f"[yellow]warning:[/] could not tag trial {number}'s run: {e}")
 
     def finish(self, study, status: str) -> None:
+        """Log the study's summary to the run and end it with ``status``."""
         try:
             self._summarise(study)
         except Exception as e:
-            from sandbox.console import console
-
             console.print(f"[yellow]warning:[/] the study summary was not logged: {e}")
         finally:
             self.tracker.finish(status)
@@ -137,7 +142,7 @@ class ParentRun:
                 tags[f"best.{k}"] = str(v)[:500]
         else:
             metrics["pareto_size"] = float(len(best))
-        ts = __import__("time").time()
+        ts = time.time()
         self.client.log_batch(
             self.run_id,
             metrics=[Metric(k, v, int(ts * 1000), len(study.trials)) for k, v in metrics.items()],
@@ -158,6 +163,7 @@ def _finite(v: Any) -> Any:
 
 
 def study_summary(study, objectives: list[str]) -> dict:
+    """Every trial of the study as JSON-able data (``study_summary.json``)."""
     best = {t.number for t in best_trials(study)}
     return {
         "study_name": study.study_name,
@@ -233,8 +239,6 @@ def write_plots(study, objectives: list[str], out: Path) -> list[Path]:
     if multi and len(study.directions) in (2, 3):
         jobs.append(("pareto_front", lambda: vis.plot_pareto_front(study, target_names=objectives)))
     paths = []
-    import warnings
-
     for name, make in jobs:
         path = out / f"{name}.{ext}"
         try:
@@ -256,6 +260,7 @@ def write_plots(study, objectives: list[str], out: Path) -> list[Path]:
 
 
 def print_summary(study, objectives: list[str], say: Callable[[str], None]) -> None:
+    """The trial counts and the best trial(s), through ``say``."""
     best = best_trials(study)
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):

@@ -1,5 +1,6 @@
 """The ask-and-tell loop behind ``hydra/sweeper=optuna`` (registered by
-``hydra_plugins.sandbox_optuna``).
+``hydra_plugins.sandbox_optuna``); the study is made in ``sandbox.search.study``, trials are run
+by ``sandbox.search.launch``.
 
 For each trial: ask the study for parameters (``hydra.sweeper.params`` -> distributions), run the
 experiment with them as overrides, read its metrics, tell the study the objective value(s)
@@ -15,7 +16,8 @@ experiment with them as overrides, read its metrics, tell the study the objectiv
   (``interrupted``), do not count, and their parameters are tried again first.
 * **Parallel trials.** ``n_jobs: 1`` runs trials in this process through Hydra's launcher.
   ``n_jobs > 1`` keeps ``n_jobs`` trials running, each as its own ``python -m sandbox`` process
-  (log in its run dir, ``trial.log``); a new trial is asked for as soon as one finishes.
+  (log in its run dir, ``trial.log``); a new trial is asked for as soon as one finishes. Ctrl-C,
+  or a trial thread that fails, stops the running trials' processes (and their children).
   ``threads_per_trial`` (``auto``: cores / n_jobs) sets ``trainer.num_threads`` and ``num_proc``
   of parallel trials unless you set them.
 * **Pruning.** With a ``pruner``, the trainer's ``train_loss`` (``prune_on``) is reported at each
@@ -26,40 +28,38 @@ experiment with them as overrides, read its metrics, tell the study the objectiv
 from __future__ import annotations
 
 import json
-import math
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from sandbox.errors import ConfigError
-from sandbox.search.constraints import parse_constraints
-from sandbox.search.space import format_value, parse_space, split_cli
+from hydra.core.plugins import Plugins
+from omegaconf import OmegaConf
 
-DIRECTIONS = {"minimize": "minimize", "min": "minimize", "maximize": "maximize", "max": "maximize"}
+from sandbox import env_vars
+from sandbox.console import console
+from sandbox.errors import ConfigError
+from sandbox.search import summary
+from sandbox.search.constraints import parse_constraints
+from sandbox.search.launch import InProcessLauncher, SubprocessLauncher, TrialCancelled
+from sandbox.search.space import format_value, parse_space, split_cli
+from sandbox.search.study import (claim, counted_trials, create_study, default_study_name,
+                                  mark_interrupted, parse_directions, recover_interrupted)
+from sandbox.search.trial import read_result
 
 
 def _plain(node: Any) -> Any:
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _say(msg: str) -> None:
+    console.print(f"[bold magenta]{'search':>15}[/] {msg}", soft_wrap=True)
 
 
 class OptunaSearch:
+    """The sweep: ``hydra.sweeper`` keys in, one study run to ``n_trials`` finished trials."""
+
     def __init__(self, direction: Any = "minimize", study_name: str | None = None,
                  storage: str | None = "sqlite:///optuna.db", n_trials: int = 20,
                  n_jobs: int = 1, sampler: Any = None, pruner: Any = None,
@@ -69,13 +69,7 @@ class OptunaSearch:
             raise ConfigError(f"hydra.sweeper has unknown key(s) {sorted(unknown)}. It takes: "
                               "direction, study_name, storage, n_trials, n_jobs, sampler, pruner, "
                               "params, constraints, prune_on, threads_per_trial, plots.")
-        direction = _plain(direction)
-        dirs = [direction] if isinstance(direction, str) else list(direction or ["minimize"])
-        try:
-            self.directions = [DIRECTIONS[str(d).lower().split(".")[-1]] for d in dirs]
-        except KeyError:
-            raise ConfigError(f"hydra.sweeper.direction={direction}: use minimize or maximize "
-                              f"(or a list of them, one per objective).") from None
+        self.directions = parse_directions(_plain(direction))
         self.study_name = study_name
         self.storage = storage or None
         self.n_trials = int(n_trials)
@@ -87,20 +81,19 @@ class OptunaSearch:
         self.prune_on = prune_on
         self.threads_per_trial = threads_per_trial
         self.plots = bool(plots)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the study is shared by the trial threads
 
     # ------------------------------------------------------------------ hydra
     def setup(self, *, hydra_context, task_function, config) -> None:
-        from hydra.core.plugins import Plugins
-
+        """Hydra hands over the composed config and the launcher for in-process trials."""
         self.config = config
-        self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
 
     # ------------------------------------------------------------------ building blocks
     def objectives(self) -> list[str]:
+        """The metric names of ``objective:``, one per direction."""
         obj = _plain(self.config.get("objective"))
         names = [obj] if isinstance(obj, str) else list(obj or [])
         if not names:
@@ -112,91 +105,22 @@ class OptunaSearch:
                               f"direction per objective.")
         return [str(n) for n in names]
 
-    def _instantiate(self, node: dict | None, what: str, **extra):
-        from hydra.utils import get_class
-
-        if not node:
-            return None
-        node = dict(node)
-        target = node.pop("_target_", None)
-        if not target:
-            raise ConfigError(f"hydra.sweeper.{what} needs `_target_` (an Optuna class).")
-        try:
-            cls = get_class(target)
-        except Exception as e:
-            raise ConfigError(f"hydra.sweeper.{what}._target_={target}: {e}") from None
-        import inspect
-
-        accepted = inspect.signature(cls.__init__).parameters
-        for k, v in extra.items():
-            if k not in accepted:
-                raise ConfigError(
-                    f"hydra.sweeper.{what}: {cls.__name__} does not take `{k}`"
-                    + (" (constraints need a sampler that supports them: TPESampler, "
-                       "NSGAIISampler, NSGAIIISampler, GPSampler)" if k == "constraints_func"
-                       else "") + ".")
-            node[k] = v
-        try:
-            return cls(**node)
-        except TypeError as e:
-            raise ConfigError(f"hydra.sweeper.{what}: {e}") from None
-
     def _study_name(self) -> str:
-        if self.study_name:
-            return str(self.study_name)
-        try:
-            choice = self.config.hydra.runtime.choices.get("hparams_search")
-        except Exception:
-            choice = None
-        return f"sandbox-{choice}" if choice else "sandbox"
+        return str(self.study_name) if self.study_name else default_study_name(self.config)
 
-    def _create_study(self):
-        import optuna
-
-        constraint_count = len(self.constraints)
-
-        def constraints_func(frozen) -> list[float]:
-            values = frozen.user_attrs.get("constraints")
-            return list(values) if values else [math.inf] * constraint_count
-
-        sampler_cfg = self.sampler_cfg or {"_target_": "optuna.samplers.TPESampler"}
-        # Optuna >= 5: trial.set_constraint (set before tell); older: the sampler's constraints_func
-        modern = hasattr(optuna.trial.Trial, "set_constraint")
-        extra = {"constraints_func": constraints_func} if self.constraints and not modern else {}
-        sampler = self._instantiate(sampler_cfg, "sampler", **extra)
-        pruner = self._instantiate(self.pruner_cfg, "pruner")
-        try:
-            return optuna.create_study(
-                study_name=self._study_name(), storage=self.storage, sampler=sampler,
-                pruner=pruner, directions=self.directions, load_if_exists=True)
-        except ValueError as e:
-            raise ConfigError(f"optuna study {self._study_name()} in {self.storage}: {e}. Use "
-                              f"another hydra.sweeper.study_name.") from None
-
-    def _recover_interrupted(self, study) -> None:
-        """Trials a killed sweep on this host left RUNNING: FAIL them and retry their params."""
-        from optuna.trial import TrialState
-
-        host = socket.gethostname()
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = t.user_attrs.get("sweeper")
-            if not owner or owner.get("host") != host or _pid_alive(int(owner.get("pid", -1))):
-                continue
-            study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-            study.tell(t.number, state=TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number},
-                                skip_if_exists=False)
-            self._print(f"trial {t.number} was interrupted (its sweep was killed): marked "
-                        f"FAIL, its parameters are tried again first")
-
-    @staticmethod
-    def counted(study) -> int:
-        """Finished trials that count toward n_trials (not interrupted ones)."""
-        from optuna.trial import TrialState
-
-        done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        return sum(1 for t in study.get_trials(deepcopy=False, states=done)
-                   if not t.user_attrs.get("interrupted"))
+    def _space(self, sweep_cli: list[str]):
+        """``hydra.sweeper.params`` plus the command line's sweeps (these win)."""
+        space = parse_space(self.params, sweep_cli)
+        for arg in sweep_cli:  # sweeps given only on the command line
+            name = arg.partition("=")[0].lstrip("+~")
+            if name not in space.distributions:
+                extra = parse_space({arg.partition("=")[0]: arg.partition("=")[2]})
+                space.distributions.update(extra.distributions)
+                space.keys.update(extra.keys)
+        if not space.distributions:
+            raise ConfigError("the search space is empty: write hydra.sweeper.params in the "
+                              "hparams_search config (e.g. refine.k: interval(1.0, 4.0)).")
+        return space
 
     def _base_overrides(self, fixed_cli: list[str], space) -> list[str]:
         cli_keys = {a.partition("=")[0].lstrip("+~") for a in fixed_cli}
@@ -213,116 +137,121 @@ class OptunaSearch:
                 per = int(self.threads_per_trial)
             taken = cli_keys | {o.partition("=")[0].lstrip("+~") for o in base} | \
                 set(space.distributions)
-            from omegaconf import OmegaConf
-
             for key in ("trainer.num_threads", "num_proc"):
                 if key not in taken and OmegaConf.select(self.config, key) is not None:
                     base.append(f"{key}={per}")
         return base
 
-    def _print(self, msg: str) -> None:
-        from sandbox.console import console
-
-        console.print(f"[bold magenta]{'search':>15}[/] {msg}", soft_wrap=True)
-
     # ------------------------------------------------------------------ the loop
     def sweep(self, arguments: list[str]) -> list:
+        """Run the missing trials (``arguments``: the command line's overrides)."""
         import optuna
-
-        from sandbox.search import summary
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         objectives = self.objectives()
         fixed_cli, sweep_cli = split_cli(list(arguments))
-        space = parse_space(self.params, sweep_cli)
-        for arg in sweep_cli:  # sweeps given only on the command line
-            name = arg.partition("=")[0].lstrip("+~")
-            if name not in space.distributions:
-                extra = parse_space({arg.partition("=")[0]: arg.partition("=")[2]})
-                space.distributions.update(extra.distributions)
-                space.keys.update(extra.keys)
-        if not space.distributions:
-            raise ConfigError("the search space is empty: write hydra.sweeper.params in the "
-                              "hparams_search config (e.g. refine.k: interval(1.0, 4.0)).")
+        space = self._space(sweep_cli)
         if self.n_jobs > 1 and self.storage is None:
             raise ConfigError("hydra.sweeper.n_jobs > 1 needs a storage (trials run in their own "
                               "processes): set hydra.sweeper.storage, e.g. sqlite:///optuna.db.")
-        prune = self.pruner_cfg is not None and len(objectives) == 1
+        prune_on = self.prune_on if self.pruner_cfg is not None and len(objectives) == 1 else None
         sign = 1.0 if self.directions[0] == "minimize" else -1.0
         base = self._base_overrides(fixed_cli, space)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        from omegaconf import OmegaConf
-
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
 
-        study = self._create_study()
+        study = create_study(self._study_name(), self.storage, self.directions, self.sampler_cfg,
+                             self.pruner_cfg, len(self.constraints))
         study.set_user_attr("objectives", objectives)
-        self._recover_interrupted(study)
-        remaining = max(0, self.n_trials - self.counted(study))
+        recover_interrupted(study, _say)
+        remaining = max(0, self.n_trials - counted_trials(study))
         parent = summary.ParentRun.open(self.config, study, self._study_name(), space,
                                         objectives, self.directions, self.constraints)
-        self._print(
-            f"study `{study.study_name}` ({self.storage or 'in memory'}): "
-            f"{len(study.trials)} stored trial(s), running {remaining} more "
-            f"(n_trials={self.n_trials} in total), {self.n_jobs} at a time; "
-            f"{' and '.join(f'{d} {o}' for d, o in zip(self.directions, objectives))}"
-            + (f" subject to {', '.join(map(str, self.constraints))}" if self.constraints else ""))
+        _say(f"study `{study.study_name}` ({self.storage or 'in memory'}): "
+             f"{len(study.trials)} stored trial(s), running {remaining} more "
+             f"(n_trials={self.n_trials} in total), {self.n_jobs} at a time; "
+             f"{' and '.join(f'{d} {o}' for d, o in zip(self.directions, objectives))}"
+             + (f" subject to {', '.join(map(str, self.constraints))}" if self.constraints
+                else ""))
 
-        state = {"launched": 0, "running": {}}
+        stop = threading.Event()  # set on Ctrl-C or a failed trial thread: running trials stop
+        if self.n_jobs == 1:
+            launcher = InProcessLauncher(self.launcher, prune_on, sign)
+        else:
+            launcher = SubprocessLauncher(self.sweep_dir, self.storage, study.study_name,
+                                          prune_on, sign, stop)
+        launched = 0
+        running: dict[int, Any] = {}  # trial number -> trial, while it runs
         results: list = []
+        failures: list[BaseException] = []
 
         def worker() -> None:
-            while True:
+            nonlocal launched
+            while not stop.is_set():
                 with self._lock:
-                    if state["launched"] >= remaining:
+                    if launched >= remaining:
                         return
-                    state["launched"] += 1
+                    launched += 1
                     trial = study.ask(space.distributions)
-                    trial.set_user_attr("sweeper", {"host": socket.gethostname(),
-                                                    "pid": os.getpid()})
-                    state["running"][trial.number] = trial
+                    claim(trial)
+                    running[trial.number] = trial
                 try:
-                    ret = self._run_trial(study, trial, space, base, objectives, parent, prune,
-                                          sign)
-                    if ret is not None:
-                        results.append(ret)
-                finally:
+                    outcome = self._run_trial(launcher, study, trial, space, base, objectives,
+                                              parent)
+                except TrialCancelled:
+                    return  # stays in `running`: marked interrupted when the sweep ends
+                except BaseException:
+                    # e.g. Ctrl-C in an in-process trial: it stays RUNNING in the storage and the
+                    # next sweep retries it
                     with self._lock:
-                        state["running"].pop(trial.number, None)
+                        running.pop(trial.number, None)
+                    raise
+                with self._lock:
+                    running.pop(trial.number, None)
+                results.append(outcome)
+
+        def thread_worker() -> None:
+            try:
+                worker()
+            except BaseException as e:  # stop the others; the sweep raises it
+                failures.append(e)
+                stop.set()
 
         status = "FAILED"
         try:
             if self.n_jobs == 1:
                 worker()
             else:
-                threads = [threading.Thread(target=worker, name=f"trial-slot-{i}", daemon=True)
-                           for i in range(self.n_jobs)]
+                threads = [threading.Thread(target=thread_worker, name=f"trial-slot-{i}",
+                                            daemon=True) for i in range(self.n_jobs)]
                 for t in threads:
                     t.start()
-                for t in threads:
-                    while t.is_alive():
-                        t.join(0.5)
+                try:
+                    for t in threads:
+                        while t.is_alive():
+                            t.join(0.5)
+                finally:  # Ctrl-C: the threads stop their trials' processes, then end
+                    stop.set()
+                    for t in threads:
+                        t.join()
+                if failures:
+                    raise failures[0]
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
             raise
         finally:
-            from optuna.trial import TrialState
-
             with self._lock:
-                for number, trial in list(state["running"].items()):
-                    study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-                    study.tell(trial, state=TrialState.FAIL)
+                for trial in running.values():
+                    mark_interrupted(study, trial._trial_id, trial.number)
             if parent is not None:
                 parent.finish(study, status)
-            summary.print_summary(study, objectives, self._print)
+            summary.print_summary(study, objectives, _say)
         return results
 
     # ------------------------------------------------------------------ one trial
-    def _run_trial(self, study, trial, space, base, objectives, parent, prune, sign):
+    def _run_trial(self, launcher, study, trial, space, base, objectives, parent):
         from optuna.trial import TrialState
-
-        from sandbox.search.trial import read_result
 
         params = dict(trial.params)
         overrides = base + space.overrides(params)
@@ -331,17 +260,13 @@ class OptunaSearch:
         result_file = results_dir / f"{trial.number}.json"
         result_file.unlink(missing_ok=True)
         tags = {"sandbox.trial": str(trial.number), "sandbox.study": study.study_name}
-        env = {"SANDBOX_RESULT_FILE": str(result_file),
-               "SANDBOX_RUN_TAGS": json.dumps(tags)}
+        env = {env_vars.RESULT_FILE: str(result_file), env_vars.RUN_TAGS: json.dumps(tags)}
         if parent is not None:
-            env["SANDBOX_PARENT_RUN_ID"] = parent.run_id
+            env[env_vars.PARENT_RUN_ID] = parent.run_id
         shown = ", ".join(f"{k}={format_value(v)}" for k, v in params.items())
-        self._print(f"trial {trial.number} started: {shown}")
+        _say(f"trial {trial.number} started: {shown}")
         t0 = time.perf_counter()
-        if self.n_jobs == 1:
-            run_dir, error = self._launch_in_process(trial, overrides, env, prune, sign)
-        else:
-            run_dir, error = self._launch_subprocess(study, trial, overrides, env, prune, sign)
+        run_dir, error = launcher.launch(trial, overrides, env)
         seconds = time.perf_counter() - t0
         result = read_result(result_file)
         values, state = None, TrialState.FAIL
@@ -378,67 +303,9 @@ class OptunaSearch:
             else:
                 study.tell(trial, state=state)
         shown_values = ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, values or []))
-        self._print(f"trial {trial.number} {state.name} in {seconds:.0f}s"
-                    + (f": {shown_values}" if values else "")
-                    + (f" ({str(error).strip().splitlines()[-1][:300]})" if error else ""))
+        _say(f"trial {trial.number} {state.name} in {seconds:.0f}s"
+             + (f": {shown_values}" if values else "")
+             + (f" ({str(error).strip().splitlines()[-1][:300]})" if error else ""))
         if parent is not None:
             parent.record_trial(trial.number, state.name, params, error)
         return {"number": trial.number, "state": state.name, "values": values}
-
-    def _launch_in_process(self, trial, overrides, env, prune, sign):
-        from sandbox.search.trial import make_hook
-        from sandbox.steps.base import set_intermediate_hook
-
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        previous = set_intermediate_hook(make_hook(trial, self.prune_on, sign) if prune else None)
-        error, run_dir = None, None
-        try:
-            rets = self.launcher.launch([overrides], initial_job_idx=trial.number)
-            ret = rets[0] if rets else None
-            if ret is not None:
-                try:
-                    run_dir = ret.hydra_cfg.hydra.runtime.output_dir
-                except Exception:
-                    run_dir = None
-                raw = getattr(ret, "_return_value", None)
-                if isinstance(raw, BaseException):
-                    error = f"{type(raw).__name__}: {raw}"
-        except Exception as e:  # an invalid override fails before the job starts
-            error = f"{type(e).__name__}: {e}"
-        finally:
-            set_intermediate_hook(previous)
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        return run_dir, error
-
-    def _launch_subprocess(self, study, trial, overrides, env, prune, sign):
-        from sandbox.search import trial as trial_env
-
-        run_dir = self.sweep_dir / str(trial.number)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        n_user = len(sys.argv) - 1
-        prefix = list(sys.orig_argv[1:len(sys.orig_argv) - n_user]) if n_user else \
-            list(sys.orig_argv[1:])
-        cmd = [sys.executable, *prefix, *overrides, f"hydra.run.dir={format_value(str(run_dir))}",
-               "progress=false"]
-        child_env = dict(os.environ, **env)
-        if prune:
-            child_env.update({
-                trial_env.STORAGE_ENV: str(self.storage), trial_env.STUDY_ENV: study.study_name,
-                trial_env.TRIAL_ENV: str(trial._trial_id), trial_env.PRUNE_ON_ENV: self.prune_on,
-                trial_env.SIGN_ENV: str(sign)})
-        log_path = run_dir / "trial.log"
-        with open(log_path, "w") as log:
-            log.write(" ".join(cmd) + "\n")
-            log.flush()
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env,
-                                  stdin=subprocess.DEVNULL)
-        error = None
-        if proc.returncode != 0:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
-            error = f"exit status {proc.returncode}; {log_path}:\n" + "\n".join(tail)
-        return run_dir, error

@@ -18,22 +18,17 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-RESULT_ENV = "SANDBOX_RESULT_FILE"
-STORAGE_ENV = "SANDBOX_OPTUNA_STORAGE"
-STUDY_ENV = "SANDBOX_OPTUNA_STUDY"
-TRIAL_ENV = "SANDBOX_OPTUNA_TRIAL_ID"
-PRUNE_ON_ENV = "SANDBOX_OPTUNA_PRUNE_ON"
-SIGN_ENV = "SANDBOX_OPTUNA_SIGN"
+from sandbox import env_vars
+from sandbox.steps.base import Pruned, set_intermediate_hook
+from sandbox.utils import atomic_write_text
 
 
 def write_result(status: str, metrics: dict[str, float] | None = None,
                  error: BaseException | None = None) -> None:
     """Write the trial's result where the sweeper asked (no-op outside a sweep)."""
-    path = os.environ.get(RESULT_ENV)
+    path = os.environ.get(env_vars.RESULT_FILE)
     if not path:
         return
-    from sandbox.utils import atomic_write_text
-
     clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in (metrics or {}).items()}
     payload: dict[str, Any] = {"status": status, "metrics": clean}
     if error is not None:
@@ -43,6 +38,7 @@ def write_result(status: str, metrics: dict[str, float] | None = None,
 
 
 def read_result(path: str | Path) -> dict[str, Any] | None:
+    """The result a trial wrote, or None when it wrote none (or an unreadable one)."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
@@ -51,8 +47,6 @@ def read_result(path: str | Path) -> dict[str, Any] | None:
 
 def make_hook(trial, prune_on: str, sign: float = 1.0) -> Callable[[str, float, int], None]:
     """A hook that reports ``prune_on`` values to ``trial`` and raises ``Pruned`` when told."""
-    from sandbox.steps.base import Pruned
-
     def hook(name: str, value: float, step: int) -> None:
         if name != prune_on or not math.isfinite(value):
             return
@@ -65,13 +59,11 @@ def make_hook(trial, prune_on: str, sign: float = 1.0) -> Callable[[str, float, 
 
 def install_hook_from_env() -> None:
     """In a trial's child process: report to the trial named by the environment."""
-    trial_id = os.environ.get(TRIAL_ENV)
-    storage_url = os.environ.get(STORAGE_ENV)
-    prune_on = os.environ.get(PRUNE_ON_ENV)
+    trial_id = os.environ.get(env_vars.OPTUNA_TRIAL_ID)
+    storage_url = os.environ.get(env_vars.OPTUNA_STORAGE)
+    prune_on = os.environ.get(env_vars.OPTUNA_PRUNE_ON)
     if not (trial_id and storage_url and prune_on):
         return
-    from sandbox.steps.base import set_intermediate_hook
-
     state: dict[str, Any] = {}
 
     def lazy(name: str, value: float, step: int) -> None:
@@ -81,9 +73,11 @@ def install_hook_from_env() -> None:
             import optuna
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            study = optuna.load_study(study_name=os.environ[STUDY_ENV], storage=storage_url)
+            study = optuna.load_study(study_name=os.environ[env_vars.OPTUNA_STUDY],
+                                      storage=storage_url)
             trial = optuna.trial.Trial(study, int(trial_id))
-            state["hook"] = make_hook(trial, prune_on, float(os.environ.get(SIGN_ENV, "1")))
+            state["hook"] = make_hook(trial, prune_on,
+                                      float(os.environ.get(env_vars.OPTUNA_SIGN, "1")))
         state["hook"](name, value, step)
 
     set_intermediate_hook(lazy)

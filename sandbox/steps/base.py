@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from sandbox.console import console
+from sandbox.tracking.base import NoTracker
+
 # Who receives intermediate values (``StepEnv.report``): a sweep trial's pruning hook, or nobody.
 _INTERMEDIATE_HOOK: Callable[[str, float, int], None] | None = None
 
@@ -31,16 +37,6 @@ def set_intermediate_hook(hook: Callable[[str, float, int], None] | None):
     return previous
 
 
-class NullTracker:
-    """Tracker interface (and the ``tracking=none`` implementation)."""
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        pass
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        pass
-
-
 @dataclass
 class StepEnv:
     """What a step may use besides its inputs."""
@@ -51,8 +47,9 @@ class StepEnv:
     cache_dir: Path  # shared across runs (content-addressed caches)
     seed: int = 42
     num_proc: int = 1
-    tracker: Any = field(default_factory=NullTracker)
+    tracker: Any = field(default_factory=NoTracker)
     show_progress: bool = True
+    engine: Any = None  # the data engine (sandbox.engine.Engine) the run was configured with
 
     def report(self, name: str, value: float, step: int) -> None:
         """Report an intermediate value (e.g. ``train_loss`` at ``step`` tokens) to a sweep's
@@ -63,14 +60,9 @@ class StepEnv:
     @contextlib.contextmanager
     def progress(self, total: int | None, description: str) -> Iterator[Any]:
         """``with env.progress(n, "training") as advance: advance(k)`` shows a progress bar."""
-        from sandbox.console import console
-
         if not self.show_progress or not console.is_terminal:  # no bars in logs and pipes
             yield lambda n=1: None
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
         columns = [TextColumn(f"[bold]{self.name}[/] {description}"), BarColumn(),
                    MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns, transient=True, console=console) as bar:
@@ -80,6 +72,11 @@ class StepEnv:
 
 class Step:
     outputs: ClassVar[tuple[str, ...]] = ()
+    # Parameters or inputs (dotted names) that name files or directories the step reads besides
+    # its upstream steps' outputs: a script, an environment spec, a model dir. Their contents are
+    # part of the step's identity, so a changed file is re-run, never silently resumed. Every
+    # `path` key is covered without being named here.
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def run(self, env: StepEnv, **inputs: Any) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -29,8 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from sandbox.data.corpus import default_corpus
+from sandbox.data.io import read_table
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
+from sandbox.utils import atomic_write_json
 
 
 class LMEvaluator(Step):
@@ -94,16 +97,12 @@ class LMEvaluator(Step):
         paths = [self.eval_path, self.task_train_path, self.task_test_path]
         needed = [paths[0]] + (paths[1:] if self.downstream else [])
         if any(p is None for p in needed):
-            from sandbox.data.corpus import default_corpus
-
             corpus = default_corpus(seed=self.corpus_seed)
             defaults = [corpus.eval_text, corpus.task_train, corpus.task_test]
             paths = [str(d) if p is None else p for p, d in zip(paths, defaults)]
         return paths[0], paths[1], paths[2]
 
     def _read(self, path: str, with_labels: bool = False):
-        from sandbox.data.io import read_table
-
         table = read_table(path, text_key=self.text_key)
         texts = table.column(self.text_key).to_pylist()
         if not with_labels:
@@ -133,8 +132,6 @@ class LMEvaluator(Step):
     def _run(self, env: StepEnv, model_dir: str) -> dict[str, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
-
-        from sandbox.utils import atomic_write_json
 
         t0 = time.perf_counter()
         if not Path(model_dir, "config.json").is_file():

@@ -37,8 +37,11 @@ from typing import Any
 
 import numpy as np
 
+from sandbox.data.corpus import default_corpus
+from sandbox.data.io import read_parquet, read_table
+from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
-from sandbox.utils import sha256_file
+from sandbox.utils import atomic_write_json, sha256_file
 
 CLASSIFIER_VERSION = "1"
 MAX_CHARS = 2000  # characters of a document the quality classifier looks at
@@ -124,9 +127,6 @@ class QualityClassifier:
 
 
 def load_reference(path: Path, text_key: str = "text") -> tuple[list[str], list[int]]:
-    from sandbox.data.io import read_table
-    from sandbox.errors import DataError
-
     table = read_table(path, None, text_key)
     if "label" not in table.column_names:
         raise DataError(f"quality reference {path} needs a 'label' field (1 = clean, 0 = noisy); "
@@ -179,10 +179,6 @@ def _sample(texts: list[str], n: int, seed: int) -> list[str]:
 
 
 def _read(path: str, text_key: str) -> tuple[list[str], list[str] | None]:
-    from sandbox.data.io import read_parquet
-
-    from sandbox.errors import DataError
-
     try:
         table = read_parquet(path)
     except Exception as e:
@@ -217,8 +213,6 @@ class DataEvaluator(Step):
     def _reference(self) -> Path:
         if self.reference_path is not None:
             return Path(self.reference_path)
-        from sandbox.data.corpus import default_corpus
-
         return default_corpus(seed=self.corpus_seed).quality_reference
 
     def run(self, env: StepEnv, dataset: str, source_dataset: str) -> dict[str, Any]:
@@ -247,8 +241,6 @@ class DataEvaluator(Step):
             out = {"quality_score": quality, "diversity": diversity,
                    "diversity_words_used": float(used), "quality_docs": float(len(sample))}
             if cached is not None:
-                from sandbox.utils import atomic_write_json
-
                 atomic_write_json(cached, out)
             return out
 

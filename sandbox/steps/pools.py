@@ -31,42 +31,37 @@ import csv
 import itertools
 import json
 import math
-import re
 import typing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from sandbox.data.io import read_parquet, read_table, write_parquet
 from sandbox.engine import to_numpy
 from sandbox.errors import ConfigError, DataError
+from sandbox.numeric import float_column, welch_t
+from sandbox.ops import OpSpec, get_op_class
+from sandbox.recipe import Recipe, load_recipe, validate
 from sandbox.steps.base import Step, StepEnv
+from sandbox.utils import atomic_path, safe_name
 
 ROW = "__row__"
 BIN_NAMES = {2: ["low", "high"], 3: ["low", "middle", "high"]}
 
 
 # ============================================================================ helpers
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)[:150]
-
-
 def _read(path: str):
-    from sandbox.data.io import read_parquet
-
     return read_parquet(path)
 
 
 def _write(table, folder: Path, name: str) -> str:
-    from sandbox.data.io import write_parquet
-
     folder.mkdir(parents=True, exist_ok=True)
-    return str(write_parquet(table, folder / f"{_safe(name)}.parquet"))
+    return str(write_parquet(table, folder / f"{safe_name(name)}.parquet"))
 
 
 def _with_rows(table):
-    import pyarrow as pa
-
     if ROW in table.column_names:
         return table
     return table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
@@ -88,24 +83,6 @@ def _as_pools(pools: Any, what: str) -> list[dict]:
         raise ConfigError(f"{what}: expected a list of pools ({{name, dataset, size}} dicts), "
                           f"got {type(pools).__name__}. Wire it to a pool step's `pools` output.")
     return pools
-
-
-def numeric_stat(values: list) -> np.ndarray | None:
-    """A stat column as float64 (a list-valued stat by its mean); None if not numeric."""
-    out = np.empty(len(values), dtype=np.float64)
-    for i, v in enumerate(values):
-        if isinstance(v, (list, tuple, np.ndarray)):
-            arr = [x for x in v if isinstance(x, (int, float)) and not isinstance(x, bool)]
-            if len(arr) != len(v):
-                return None
-            out[i] = float(np.mean(arr)) if arr else np.nan
-        elif v is None:
-            out[i] = np.nan
-        elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-            out[i] = float(v)
-        else:
-            return None
-    return out
 
 
 def split_positions(n: int, split_ratios: list[float] | None, split_counts: list[int] | None
@@ -179,7 +156,7 @@ class PoolConstruction(Step):
         pools: list[dict] = []
         skipped = []
         for col in columns:
-            values = numeric_stat(st.column(col).to_pylist())
+            values = float_column(st.column(col).to_pylist(), list_mean=True)
             if values is None:
                 skipped.append(col)
                 continue
@@ -254,8 +231,6 @@ class PoolDuplication(Step):
         self.times, self.shuffle, self.seed = int(times), bool(shuffle), int(seed)
 
     def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
-        import pyarrow as pa
-
         out = []
         for p in _as_pools(pools, "duplicate"):
             t = pa.concat_tables([_read(p["dataset"])] * self.times)
@@ -339,8 +314,6 @@ class PoolMerging(Step):
         self.name, self.dedup = name, bool(dedup)
 
     def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
-        import pyarrow as pa
-
         tables = [_read(p["dataset"]) for p in _as_pools(pools, "merge")]
         t = pa.concat_tables(tables, promote_options="default")
         if self.dedup and ROW in t.column_names:
@@ -363,8 +336,6 @@ class PoolCartesianJoin(Step):
         self.suffix, self.max_rows = suffix, int(max_rows)
 
     def run(self, env: StepEnv, left: list, right: list) -> dict[str, Any]:
-        import pyarrow as pa
-
         out = []
         for a in _as_pools(left, "cartesian join (left)"):
             for b in _as_pools(right, "cartesian join (right)"):
@@ -385,57 +356,6 @@ class PoolCartesianJoin(Step):
 
 
 # ============================================================================ ranking
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta function (Lentz's method)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-12:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    front = math.exp(lbeta + a * math.log(x) + b * math.log(1 - x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1 - x) / b
-
-
-def welch_t(x: list[float], y: list[float]) -> tuple[float, float]:
-    """Welch's two-sided t-test: ``(t, p)``; ``(nan, nan)`` with fewer than 2 values a side."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.size < 2 or y.size < 2:
-        return math.nan, math.nan
-    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
-    if vx + vy == 0:
-        return (0.0, 1.0) if x.mean() == y.mean() else (math.copysign(math.inf, x.mean() - y.mean()), 0.0)
-    t = (x.mean() - y.mean()) / math.sqrt(vx + vy)
-    df = (vx + vy) ** 2 / (vx ** 2 / (x.size - 1) + vy ** 2 / (y.size - 1))
-    p = betainc(df / 2, 0.5, df / (df + t * t))
-    return float(t), float(p)
-
-
 class PoolRanking(Step):
     """Order evaluated pools by metric keys (Data-Juicer's pool ranking, plus statistics).
 
@@ -569,8 +489,6 @@ def _fmt(v) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> str:
-    from sandbox.utils import atomic_path
-
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]
@@ -596,10 +514,6 @@ class RecipeExport(Step):
         self.text_key, self.keep_unbounded = text_key, bool(keep_unbounded)
 
     def run(self, env: StepEnv, pool: dict, recipe: dict) -> dict[str, Any]:
-        from sandbox.ops import get_op_class
-        from sandbox.ops import OpSpec
-        from sandbox.recipe import Recipe, load_recipe, validate
-
         rec = load_recipe(recipe, self.text_key)
         bounds = pool.get("bounds") or {}
         bins = {}
@@ -662,7 +576,7 @@ class ToJsonl(Step):
         folder.mkdir(parents=True, exist_ok=True)
         for p in _as_pools(pools, "to_jsonl"):
             rows = _read(p["dataset"]).to_pylist()
-            path = folder / f"{_safe(p['name'])}.jsonl"
+            path = folder / f"{safe_name(p['name'])}.jsonl"
             with open(path, "w", encoding="utf-8") as f:
                 for r in rows:
                     if self.drop_row:
@@ -681,8 +595,6 @@ class FromJsonl(Step):
         self.text_key = text_key
 
     def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
-        from sandbox.data.io import read_table
-
         out = []
         for p in _as_pools(pools, "from_jsonl"):
             t = read_table(p["dataset"], text_key=self.text_key)
@@ -716,7 +628,7 @@ class ToCocoCaption(Step):
                     images.append({"id": len(images), "file_name": path})
                     anns.append({"id": len(anns), "image_id": images[-1]["id"],
                                  "caption": " ".join(text.split())})
-            f = env.workdir / f"{_safe(p['name'])}.coco.json"
+            f = env.workdir / f"{safe_name(p['name'])}.coco.json"
             f.write_text(json.dumps({"images": images, "annotations": anns}), encoding="utf-8")
             files.append(str(f))
         return {"files": files}

@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from sandbox.data.io import write_parquet
+from sandbox.engine import engine_for, resolve_num_proc, stat_column
+from sandbox.numeric import float_column
 from sandbox.steps.base import Step, StepEnv
 
 
@@ -27,13 +31,8 @@ class Probe(Step):
         self.batch_size = batch_size
 
     def run(self, env: StepEnv, dataset: str, recipe: dict) -> dict[str, Any]:
-        import pyarrow as pa
-
-        from sandbox.data.io import write_parquet
-        from sandbox.engine import compute_recipe, resolve_num_proc, stat_column
-
-        rec, ops, computed, _ = compute_recipe(env, dataset, recipe, self.text_key,
-                                               self.batch_size, "computing stats")
+        rec, ops, computed, _ = engine_for(env).compute_recipe(
+            env, dataset, recipe, self.text_key, self.batch_size, "computing stats")
         rows, thresholds, names = [], {}, []
         for spec, op in zip(rec.ops, ops):
             for stat in getattr(op, "stat_keys", ()):
@@ -41,7 +40,7 @@ class Probe(Step):
         stat_cols = computed.columns([c for *_, c in names])
         numeric = {}
         for key, stat, op, col in names:
-            values = numeric_values(stat_cols[col])
+            values = float_column(stat_cols[col])
             if values is None:  # e.g. language labels, per-image lists: stored, not summarised
                 rows.append({"op": key, "stat": stat, "column": col, "count": len(stat_cols[col]),
                              "numeric": False})
@@ -62,17 +61,6 @@ class Probe(Step):
         summary = {r["column"]: {k: v for k, v in r.items() if k != "column"} for r in rows}
         return {"stats": str(stats_path), "summary": summary, "summary_path": str(summary_path),
                 "plots": str(plots_dir)}
-
-
-def numeric_values(values) -> np.ndarray | None:
-    """The stat as float64, or None when it is not a number per sample (strings, lists)."""
-    arr = np.asarray(values) if not isinstance(values, np.ndarray) else values
-    if arr.dtype.kind in "biuf":
-        return arr.astype(np.float64, copy=False)
-    try:
-        return np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
 
 
 def describe(values: np.ndarray, quantiles: list[float]) -> dict[str, float]:

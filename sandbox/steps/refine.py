@@ -16,6 +16,7 @@ import math
 import typing
 from typing import Any
 
+from sandbox.engine import stat_column
 from sandbox.steps.base import Step, StepEnv
 
 OUTPUTS = ("recipe", "recipe_path", "changes")
@@ -56,7 +57,6 @@ class KSigmaRefiner(Step):
         self.text_key = text_key
 
     def run(self, env: StepEnv, recipe: dict, summary: dict) -> dict[str, Any]:
-        from sandbox.engine import stat_column
         from sandbox.ops import get_op_class
         from sandbox.recipe import load_recipe, validate
 

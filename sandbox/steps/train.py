@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from sandbox.data.io import read_table
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
+from sandbox.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +141,6 @@ class CausalLMTrainer(Step):
         return math.ceil(self.token_budget / (self.batch_size * self.seq_len))
 
     def _read_texts(self, dataset: str) -> list[str]:
-        from sandbox.data.io import read_table
-
         table = read_table(dataset, text_key=self.text_key)
         texts = [t for t in table.column(self.text_key).to_pylist() if t and t.strip()]
         if not texts:
@@ -188,8 +188,6 @@ class CausalLMTrainer(Step):
         import torch
         import torch.nn.functional as F
         from transformers import GPT2Config, GPT2LMHeadModel
-
-        from sandbox.utils import atomic_path
 
         t_setup = time.perf_counter()
         workdir = Path(env.workdir)
@@ -356,8 +354,6 @@ class CausalLMTrainer(Step):
             from matplotlib.figure import Figure
         except ImportError:  # pragma: no cover - matplotlib is a dependency
             return None
-        from sandbox.utils import atomic_path
-
         fig = Figure(figsize=(6, 3.5))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()

@@ -1,24 +1,9 @@
 """Trackers record a run's params, metrics and files. ``tracking=none`` uses ``NoTracker``;
-the default is MLflow (``sandbox.tracking.mlflow_tracker``)."""
+the default is MLflow (``sandbox.tracking.mlflow_tracker``). ``sandbox.tracking.params`` turns
+a config into what a tracker logs (flattened, secrets redacted) and the tags that make runs
+comparable."""
 from __future__ import annotations
 
-from pathlib import Path
+from sandbox.tracking.base import NoTracker
 
-from sandbox.steps.base import NullTracker
-
-
-class NoTracker(NullTracker):
-    """Tracks nothing; the run dir still holds everything."""
-
-    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str],
-              resume_run_id: str | None = None) -> None:
-        pass
-
-    def log_dir(self, path: str | Path, artifact_path: str | None = None) -> None:
-        pass
-
-    def find_baseline(self, tags: dict[str, str]) -> dict[str, float] | None:
-        return None
-
-    def finish(self, status: str = "FINISHED") -> None:
-        pass
+__all__ = ["NoTracker"]

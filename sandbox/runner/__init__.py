@@ -1,0 +1,122 @@
+"""Run one experiment: ``run(cfg) -> metrics``.
+
+1. *Plan* (``sandbox.runner.plan``): every step of every pipeline is checked against its class
+   (parameters, inputs) and every ``${ctx:STEP.OUTPUT}`` against the steps that run earlier,
+   before any step runs.
+2. *Execute* (``sandbox.runner.executor``): steps run in order; each one's inputs resolve when
+   it starts; its outputs are saved to ``context.json``, its metrics and files go to the tracker.
+   A step's identity (``sandbox.runner.identity``) is a hash of its resolved config, inputs,
+   upstream identities and the files it reads: with ``resume=true`` a finished step whose
+   identity is unchanged is skipped.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from datetime import datetime
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from sandbox.cache import cache_root, using_cache_root
+from sandbox.console import print_summary
+from sandbox.context import Context, register_resolvers
+from sandbox.engine import build_engine, preload_in_background, resolve_num_proc
+from sandbox.errors import ConfigError
+from sandbox.recipe import load_recipe
+from sandbox.runner.executor import Executor
+from sandbox.runner.plan import PlannedPipeline, PlannedStep, plan, plan_pipelines
+from sandbox.tracking import NoTracker
+from sandbox.tracking.params import flatten, redact, redact_hydra_record, run_tags
+from sandbox.utils import atomic_write_text
+
+__all__ = ["run", "plan", "plan_pipelines", "PlannedPipeline", "PlannedStep"]
+
+
+def run(cfg, run_dir: str | Path | None = None) -> dict[str, float]:
+    """Run the experiment described by a composed config; return its metrics."""
+    register_resolvers()
+    run_dir = Path(run_dir or OmegaConf.select(cfg, "run_dir", default=None)
+                   or Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(str(OmegaConf.select(cfg, "cache_dir") or cache_root()))
+    with using_cache_root(cache_dir):  # before anything reads a cache (corpus, kernels)
+        return _run(cfg, run_dir, cache_dir)
+
+
+def _run(cfg, run_dir: Path, cache_dir: Path) -> dict[str, float]:
+    pipelines = plan_pipelines(cfg)
+    _preload_recipe(cfg)
+    if any(p.carry for p in pipelines):  # carried values rewrite the config: work on a copy
+        cfg = copy.deepcopy(cfg)
+
+    resume = bool(cfg.get("resume", False))
+    ctx = Context.load(run_dir / "context.json") if resume else Context(run_dir / "context.json")
+    if pipelines[0].name:  # the multi-pipeline form
+        ctx.layout = {p.name: [s.name for s in p.steps] for p in pipelines}
+    resolved = resolved_config(cfg)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(redact(resolved))))
+    redact_hydra_record(run_dir)
+
+    num_proc = resolve_num_proc(cfg.get("num_proc"))
+    engine = build_engine(OmegaConf.select(cfg, "engine"))
+    tracker = build_tracker(cfg)
+    tags = run_tags(resolved, [s.key for p in pipelines for s in p.steps])
+    tracker.start(run_name=run_dir.name or "run", params=flatten(redact(resolved)), tags=tags,
+                  resume_run_id=ctx.meta.get("tracking_run_id") if resume else None)
+    ctx.meta["tracking_run_id"] = getattr(tracker, "run_id", None)
+    ctx.save()
+    ex = Executor(cfg, ctx, run_dir, cache_dir, tracker, resume, engine, num_proc)
+    status = "FINISHED"
+    t_run = time.perf_counter()
+    try:
+        for pipe in pipelines:
+            ex.run_pipeline(pipe)
+        ex.metrics["time/total_s"] = time.perf_counter() - t_run
+        tracker.log_metrics({"time/total_s": ex.metrics["time/total_s"]})
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        ctx.save()
+        ex.close(status)
+        tracker.log_artifact(run_dir / "config.yaml")
+        tracker.log_artifact(run_dir / "context.json")
+        baseline = tracker.find_baseline(tags) if status == "FINISHED" else None
+        tracker.finish(status)
+    print_summary(ex.metrics, baseline, run_dir, tags.get("sandbox.baseline") == "true")
+    return ex.metrics
+
+
+def _preload_recipe(cfg) -> None:
+    """Load what the configured recipe's OPs need (compiled kernels) in the background while the
+    first steps run; the engine waits for it before it forks workers."""
+    node = OmegaConf.select(cfg, "recipe", default=None)
+    if not OmegaConf.is_dict(node):
+        return
+    try:
+        rec = load_recipe(OmegaConf.to_container(node, resolve=True), cfg.get("text_key", "text"))
+    except Exception:  # the step that runs the recipe reports the problem, with context
+        return
+    preload_in_background(rec.ops, rec.text_key)
+
+
+def build_tracker(cfg):
+    node = OmegaConf.select(cfg, "tracking")
+    return NoTracker() if node is None else instantiate(node, _convert_="all")
+
+
+def resolved_config(cfg) -> dict:
+    """Everything but the pipeline wiring resolved (``${ctx:...}`` cannot resolve yet)."""
+    out = {}
+    for key in cfg:
+        if key in ("pipeline", "pipelines", "hydra"):
+            out[key] = OmegaConf.to_container(cfg[key], resolve=False)
+        else:
+            try:
+                out[key] = OmegaConf.to_container(cfg[key], resolve=True) \
+                    if OmegaConf.is_config(cfg[key]) else cfg[key]
+            except Exception as e:  # a missing value: report it clearly
+                raise ConfigError(f"config key `{key}` cannot be resolved: {e}") from None
+    return out

@@ -1,0 +1,49 @@
+"""Start-up stays fast: heavy packages (``sandbox.LAZY_IMPORTS``) are imported only where they
+are used, and the CLI's --help answers quickly."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from sandbox import LAZY_IMPORTS
+
+# modules whose job is a heavy package (compiled kernels are numba functions)
+HEAVY_BY_NATURE = ("sandbox.jit", "sandbox.ops.kernels", "sandbox.ops.minhash_kernels",
+                   "sandbox.data.jsonl")
+
+PROBE = """
+import importlib, json, pkgutil, sys
+import sandbox, sandbox.__main__
+skip = set(json.loads(sys.argv[1]))
+for m in pkgutil.walk_packages(sandbox.__path__, "sandbox."):
+    if m.name not in skip and not m.name.endswith("__main__"):
+        importlib.import_module(m.name)
+top = {name.split(".")[0] for name in sys.modules}
+print(json.dumps(sorted(top & set(json.loads(sys.argv[2])))))
+"""
+
+
+def test_importing_every_module_loads_no_heavy_package():
+    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(HEAVY_BY_NATURE),
+                          json.dumps(LAZY_IMPORTS)], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [], (
+        "these packages were imported at module level; import them inside the function that "
+        "uses them: " + out.stdout)
+
+
+def test_cli_module_imports_little():
+    out = subprocess.run([sys.executable, "-c", "import json, sys, sandbox.__main__; "
+                          "print(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout)
+    assert "sandbox.runner" not in loaded and "sandbox.engine" not in loaded, loaded
+
+
+def test_help_is_fast():
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "sandbox", "--help"], capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    assert r.returncode == 0 and "data_pool" in r.stdout, r.stdout + r.stderr
+    assert seconds < 3.0, f"--help took {seconds:.2f}s"  # ~0.5 s on an idle 2-core machine
