@@ -147,7 +147,7 @@ def write_quality_reference(folder: Path) -> list[str]:
     noisy = ["$$$ ### %%%", "click here buy now", "<div></div> ok"] * 3
     reference.write_text("".join(json.dumps({"text": s, "label": 1}) + "\n" for s in SENTENCES) +
                          "".join(json.dumps({"text": t, "label": 0}) + "\n" for t in noisy))
-    return [f"+data_evaluator.reference_path={reference}"]
+    return [f"data_evaluator.reference_path={reference}"]
 
 
 @pytest.fixture

@@ -34,8 +34,9 @@ def options(group: str) -> list[str]:
 
 
 def is_empty(group: str, option: str) -> bool:
-    """An option with nothing in it (only comments): the steps that use it are left out."""
-    return not yaml.safe_load((CONF / group / f"{option}.yaml").read_text(encoding="utf-8"))
+    """An option that switches its steps off (``_target_: null``): they are left out."""
+    node = yaml.safe_load((CONF / group / f"{option}.yaml").read_text(encoding="utf-8"))
+    return isinstance(node, dict) and "_target_" in node and node["_target_"] is None
 
 
 def defaults_entries() -> dict[str, tuple[str, str]]:
@@ -113,7 +114,7 @@ def test_every_option_composes_plans_and_instantiates(group, option, required_va
     built = instantiate_steps(cfg)
     assert built and built[0].endswith("load")
     node = OmegaConf.select(cfg, group)  # None for options that merge at the top level
-    if node is not None and "_target_" in node:
+    if node is not None and node.get("_target_"):
         obj = instantiate(node, _convert_="all")
         assert type(obj).__name__ == node._target_.rsplit(".", 1)[1]
     load_recipe(OmegaConf.to_container(cfg.recipe, resolve=True), cfg.text_key).build()
@@ -122,6 +123,11 @@ def test_every_option_composes_plans_and_instantiates(group, option, required_va
 def test_no_training_and_no_model_evaluation_plans_the_data_steps():
     steps = plan(compose(["trainer=none", "evaluator=none"]))
     assert [s.name for s in steps] == ["load", "probe", "refine", "process", "evaluate_data"]
+
+
+def test_no_training_stays_off_when_other_files_set_trainer_values():
+    steps = plan(compose(["trainer=none", "evaluator=none", "debug=default"]))
+    assert "train" not in [s.name for s in steps]
 
 
 def test_no_training_with_a_model_evaluator_is_a_config_error():

@@ -114,11 +114,14 @@ def test_misaligned_results_are_refused(tmp_path):
     sel = select(rec.ops, ops, cf, len(texts))
     table = pq.read_table(cf.path)
     ids = table.column(ROW_ID_COLUMN).to_numpy()
+    # rows out of place across row groups: select sees it in the groups' statistics
+    pq.write_table(table.take(np.roll(np.arange(len(texts)), 1)), cf.path, row_group_size=64)
+    with pytest.raises(DataError, match="do not match"):
+        select(rec.ops, ops, cf, len(texts))
+    # two rows swapped inside a row group: writing, which reads every id, refuses it
     swapped = ids.copy()
     swapped[[100, 101]] = swapped[[101, 100]]
     write_parquet(table.set_column(0, ROW_ID_COLUMN, pa.array(swapped)), cf.path)
-    with pytest.raises(DataError, match="row ids out of order"):
-        select(rec.ops, ops, cf, len(texts))
     outputs = ProcessOutputs(dropped=tmp_path / "dropped.parquet", kept=tmp_path / "kept.parquet")
     with pytest.raises(DataError, match="do not line up with the pool"):
         engine.write(pool, cf, sel, "text", outputs)

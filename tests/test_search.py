@@ -224,7 +224,7 @@ def tiny(tmp_path, docs_file):
     return [
         "hparams_search=data_quality", "data_pool=jsonl", f"data_pool.path={docs_file}",
         f"cache_dir={tmp_path / 'cache'}", "progress=false", "num_proc=1",
-        f"+data_evaluator.reference_path={ref}",
+        f"data_evaluator.reference_path={ref}",
         f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
         "hydra.sweeper.sampler.seed=0", "hydra.sweeper.constraints=[]",

@@ -58,11 +58,27 @@ class ComputedFile:
 
     def check_aligned(self, num_rows: int, pool: str | Path | None = None) -> None:
         """Raise ``DataError`` unless this file holds row ids ``0..num_rows-1`` in order, i.e.
-        one result per pool sample, in the pool's order."""
+        one result per pool sample, in the pool's order. Read from the row groups' statistics
+        (each group's ids must run from where the previous one stopped) without loading the
+        ids; a file without statistics has its ids read and compared."""
+        meta = pq.ParquetFile(self.path).metadata
+        if meta.num_rows != num_rows:
+            raise misaligned(self.path, pool, f"{meta.num_rows} result rows for {num_rows} samples")
+        index = meta.schema.to_arrow_schema().get_field_index(ROW_ID_COLUMN)
+        start = 0
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            stats = group.column(index).statistics if index >= 0 else None
+            if stats is None or not stats.has_min_max or stats.null_count:
+                return self._check_ids(num_rows, pool)
+            if (stats.min, stats.max) != (start, start + group.num_rows - 1):
+                raise misaligned(self.path, pool, f"the rows after offset {start} do not match")
+            start += group.num_rows
+
+    def _check_ids(self, num_rows: int, pool: str | Path | None) -> None:
         ids = to_numpy(read_parquet(self.path, columns=[ROW_ID_COLUMN]).column(0))
-        if ids.size != num_rows or not np.array_equal(ids, np.arange(num_rows)):
-            raise misaligned(self.path, pool, f"{ids.size} result rows for {num_rows} samples"
-                             if ids.size != num_rows else "row ids out of order")
+        if not np.array_equal(ids, np.arange(num_rows)):
+            raise misaligned(self.path, pool, "row ids out of order")
 
     def check_chunk(self, ids: np.ndarray, start: int, pool: str | Path | None = None) -> None:
         """Raise ``DataError`` unless ``ids`` (a chunk of this file's row ids) are the pool

@@ -3,7 +3,7 @@
 For each step: find its component class, check its parameters against the class's signature
 (names and types), its inputs against ``run``'s signature, and every ``${ctx:STEP.OUTPUT}``
 against the steps that run earlier and the outputs they declare. A step whose component is empty
-(a group option such as ``trainer=none``) is switched off: it is left out of the plan, and a
+or has ``_target_: null`` (a group option such as ``trainer=none``) is switched off: it is left out of the plan, and a
 step that reads it is an error. A typo costs seconds, not an hour.
 """
 from __future__ import annotations
@@ -111,7 +111,9 @@ def _plan_pipeline(cfg, pname: str, praw: dict, where_p: str, layout: dict | Non
         if m:  # `component: ${trainer}` -> the `trainer` group's node
             config_path = m.group(1)
             comp = _container(cfg, config_path)
-        if comp is None or comp == {}:  # an empty option (`trainer=none`): the step is off
+        if comp is None or comp == {} or (isinstance(comp, dict) and "_target_" in comp
+                                           and comp["_target_"] is None):
+            # `trainer=none` (`_target_: null`, whatever other files set there): the step is off
             off[name] = config_path
             continue
         if not isinstance(comp, dict) or "_target_" not in comp:

@@ -59,6 +59,7 @@ class LMEvaluator(Step):
     """
 
     outputs = ("metrics", "report")
+    reads = ("eval_path", "task_train_path", "task_test_path")
 
     def __init__(
         self,

@@ -197,6 +197,7 @@ class DataEvaluator(Step):
     """Retention, quality, diversity and size of a processed pool against its source pool."""
 
     outputs = ("metrics", "report")
+    reads = ("reference_path",)
 
     def __init__(self, text_key: str = "text", quality_sample: int = 2000,
                  diversity_words: int = 50000, reference_path: str | None = None,
