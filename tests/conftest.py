@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -160,3 +161,12 @@ def docs_file(tmp_path) -> Path:
     p = tmp_path / "docs.jsonl"
     p.write_text("".join(json.dumps(d) + "\n" for d in make_docs()), encoding="utf-8")
     return p
+
+
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test (``_thread.interrupt_main`` raises
+    KeyboardInterrupt only under it; a library loaded earlier may have replaced it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

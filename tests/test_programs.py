@@ -164,8 +164,8 @@ def test_the_cancel_event_stops_the_program_from_another_thread(tmp_path):
     assert_group_gone(program.pgid)
 
 
-def test_ctrl_c_kills_the_whole_group(tmp_path):
-    program = Program(GRANDCHILD, log_path=tmp_path / "log", grace=1)
+def test_ctrl_c_kills_the_whole_group(tmp_path, python_sigint):
+    program = Program(GRANDCHILD, log_path=tmp_path / "log", grace=1, timeout=60)
     threading.Timer(0.3, _thread.interrupt_main).start()
     with pytest.raises(KeyboardInterrupt):
         with program:

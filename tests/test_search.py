@@ -181,7 +181,7 @@ def _interrupted_trials(tmp_path) -> list[int]:
     return [t.number for t in study.trials if t.user_attrs.get("interrupted")]
 
 
-def test_ctrl_c_stops_every_running_trial_process(tmp_path, monkeypatch):
+def test_ctrl_c_stops_every_running_trial_process(tmp_path, monkeypatch, python_sigint):
     import _thread
     import threading
 
