@@ -433,8 +433,10 @@ def main(argv=None) -> None:
 
     for leftover in ("runs", "cache"):  # of interrupted benchmarks: hundreds of MB each
         shutil.rmtree(WORK / leftover, ignore_errors=True)
-    warm_kernels(a.np)
-    for name in (BENCHES if a.bench == "all" else [a.bench]):
+    names = list(BENCHES) if a.bench == "all" else [a.bench]
+    if {"throughput", "probe", "rss"} & set(names):  # the benches that time whole commands
+        warm_kernels(a.np)
+    for name in names:
         BENCHES[name](a)
 
 

@@ -215,7 +215,7 @@ def _check_ref(ref: str, where: str, pname: str, name: str | None, raw_steps: di
         if step in off:
             raise ConfigError(
                 f"{where} reads ${{ctx:{ref}}}, but step `{step}` is switched off: its component "
-                f"`{off[step]}` is empty (e.g. {off[step]}=none). Choose an option for "
+                f"`{off[step]}` has no class (`{off[step]}=none`). Choose an option for "
                 f"`{off[step]}`, or switch off this step too."
             )
         if step not in done:
