@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sandbox.components import build_component
 from sandbox.engine.base import Engine, ProcessOutputs
 from sandbox.engine.common import (ENGINE_VERSION, ROW_ID_COLUMN, TEXT_COLUMN, cache_key,
                                    cache_path, default_num_proc, hash_codes, hash_column,
@@ -24,18 +25,7 @@ def build_engine(node: Any = None) -> Engine:
     ``conf/engine/``), or a ``LocalEngine`` with its defaults when ``node`` is None."""
     if node is None:
         return LocalEngine()
-    # lazy: the engine is also used outside Hydra (tests, benchmarks)
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        engine = instantiate(node, _convert_="all")
-    except InstantiationException as e:
-        cause = e.__cause__ or e
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(f"engine: the engine rejected its config: {cause}. Fix the values "
-                          f"under `engine` (conf/engine/).") from None
+    engine = build_component(node, "engine", str(node.get("_target_", "")).rsplit(".", 1)[-1])
     if not isinstance(engine, Engine):
         raise ConfigError(f"engine: {type(engine).__name__} is not a data engine. Point "
                           f"engine._target_ at a sandbox.engine.Engine class (e.g. "

@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from sandbox.components import build_component
 from sandbox.console import console, step_line
 from sandbox.context import Context, active, current_item
 from sandbox.errors import ConfigError
@@ -132,7 +131,7 @@ class Executor:
                       cache_dir=self.cache_dir, seed=int(self.cfg.get("seed", 42)),
                       num_proc=self.num_proc, tracker=tracker,
                       show_progress=bool(self.cfg.get("progress", True)), engine=self.engine)
-        component = build_component(comp_cfg, step)
+        component = build_component(comp_cfg, step.config_path, step.cls.__name__)
         console.print(step_line(label, f"running {type(component).__name__}"))
         t0 = time.perf_counter()
         outputs = component.run(env, **inputs) or {}
@@ -170,15 +169,3 @@ class Executor:
 
     def close(self, status: str) -> None:
         self.fan_out.close(status)
-
-
-def build_component(comp_cfg: dict, step: PlannedStep):
-    """Instantiate a component; a constructor that rejects its values is a config error."""
-    try:
-        return instantiate(comp_cfg, _convert_="all")
-    except InstantiationException as e:
-        cause = e.__cause__ or e
-        raise ConfigError(
-            f"{step.config_path}: {step.cls.__name__} rejected its config: {cause}. Fix the value "
-            f"under `{step.config_path}`."
-        ) from None
