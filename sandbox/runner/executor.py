@@ -3,7 +3,13 @@
 ``Executor`` runs pipelines (iterations, stop conditions, carried values) and plain steps: it
 resolves a step's config when the step starts, computes its identity, reuses a finished record
 with that identity or runs the component, and records, tracks and times the outcome. Steps that
-fan out over a list are ``sandbox.runner.fan_out.FanOut``'s job."""
+fan out over a list are ``sandbox.runner.fan_out.FanOut``'s job.
+
+With ``seeds=N`` (N > 1) a *seeded* step (``Step.seeded``: training) and every step that reads
+one run once per seed (``seed``, ``seed+1``, ...): records ``train#s43``, folders
+``train/seed43``, one nested tracking run per seed. The step's own record holds the first seed's
+outputs with the metrics aggregated over seeds (``sandbox.verdict``: mean, std, t interval and
+the per-seed values), which is what the run reports and compares."""
 from __future__ import annotations
 
 import time
@@ -21,7 +27,8 @@ from sandbox.runner.fan_out import FanOut
 from sandbox.runner.identity import outputs_exist, step_identity
 from sandbox.runner.plan import PlannedPipeline, PlannedStep
 from sandbox.steps.base import StepEnv
-from sandbox.utils import safe_name
+from sandbox.utils import safe_name, stable_hash
+from sandbox.verdict import flat, is_companion, over_seeds
 
 
 class Executor:
@@ -34,6 +41,8 @@ class Executor:
         self.metrics: dict[str, float] = {}
         self.suffix = ""  # "@<iteration>" while an iterating pipeline runs
         self.fan_out = FanOut(self)
+        self.seeds = seed_list(cfg)
+        self.seed_trackers: dict[int, Any] = {}  # one nested tracking run per seed
 
     # ------------------------------------------------------------------ pipelines
     def run_pipeline(self, pipe: PlannedPipeline) -> None:
@@ -45,9 +54,12 @@ class Executor:
                 self.ctx.aliases[s.key] = s.key + self.suffix
             if pipe.iterate:
                 console.print(f"[bold]{pipe.name or 'pipeline'} iteration {i}/{pipe.max_iter}[/]")
+            seeded = self.seeded_steps(pipe)
             for step in pipe.steps:
                 if step.for_each:
                     self.fan_out.run(step)
+                elif step.key in seeded:
+                    self.run_seeded(step, seeded)
                 else:
                     self.run_step(step)
             self.ctx.meta["iterations"][pipe.name or "pipeline"] = i
@@ -70,23 +82,79 @@ class Executor:
             with open_dict(self.cfg):
                 OmegaConf.update(self.cfg, target, value, merge=False)
 
-    # ------------------------------------------------------------------ one step
-    def run_step(self, step: PlannedStep) -> None:
+    # ------------------------------------------------------------------ seeds
+    def seeded_steps(self, pipe: PlannedPipeline) -> set[str]:
+        """Keys of the steps that run once per seed: seeded steps and the steps reading them
+        (fan-out steps have their own ``seeds:``)."""
+        if len(self.seeds) < 2:
+            return set()
+        out: set[str] = set()
+        for s in pipe.steps:
+            if not s.for_each and (getattr(s.cls, "seeded", False) or any(r in out for r in s.refs)):
+                out.add(s.key)
+        if not out and not any(s.for_each for s in pipe.steps):
+            console.print(f"[yellow]seeds={len(self.seeds)} has no effect here: no step of this "
+                          f"pipeline trains a model.[/]")
+        return out
+
+    def run_seeded(self, step: PlannedStep, seeded: set[str]) -> None:
         key = step.key + self.suffix
-        comp_cfg, inputs = self.resolve(step)
-        identity = step_identity(step.cls, comp_cfg, inputs, self.upstream(step), self.cache_dir)
-        if self.reuse(key, identity):
-            console.print(step_line(key, "skipped (unchanged, resume)"))
-            self.add_metrics(step, self.ctx.steps[key]["outputs"].get("metrics") or {})
-            return
-        workdir = self.workdir(step)
-        outputs, seconds = self.execute(step, comp_cfg, inputs, key, workdir, self.tracker,
-                                        key, identity)
-        metrics = {k: float(v) for k, v in (outputs.get("metrics") or {}).items()}
-        metrics[f"time/{step.name}_s"] = seconds
+        per_seed: dict[int, dict[str, float]] = {}
+        for seed in self.seeds:
+            for k in seeded:  # ${ctx:train.x} reads this seed's record
+                self.ctx.aliases[k] = f"{k}{self.suffix}#s{seed}"
+            per_seed[seed] = self.run_step(step, seed)
+        for k in seeded:
+            self.ctx.aliases[k] = k + self.suffix
+        metrics = aggregate_seeds(per_seed)
+        records = [self.ctx.steps[f"{key}#s{s}"] for s in self.seeds]
+        outputs = dict(records[0]["outputs"], metrics=metrics)
+        self.ctx.record(key, outputs, stable_hash([r["identity"] for r in records]),
+                        sum(r.get("seconds", 0.0) for r in records))
+        self.ctx.save()
         self.add_metrics(step, metrics)
         self.tracker.log_metrics({self.prefix(step) + k: v for k, v in metrics.items()})
-        self.tracker.log_dir(workdir, artifact_path=self._artifact_dir(step))
+
+    def seed_tracker(self, seed: int):
+        """The nested tracking run of one seed (shared by the steps that run for it)."""
+        if seed not in self.seed_trackers:
+            make = getattr(self.tracker, "child", None)
+            self.seed_trackers[seed] = make(f"seed {seed}", {"sandbox.seed": str(seed)}) \
+                if make else self.tracker
+        return self.seed_trackers[seed]
+
+    # ------------------------------------------------------------------ one step
+    def run_step(self, step: PlannedStep, seed: int | None = None) -> dict[str, float]:
+        """Run (or reuse) one step; ``seed``: one seed's run of a seeded step. Returns its
+        metrics."""
+        key = step.key + self.suffix + ("" if seed is None else f"#s{seed}")
+        comp_cfg, inputs = self.resolve(step)
+        upstream = self.upstream(step)
+        if seed is not None:
+            if "seed" in comp_cfg:
+                comp_cfg["seed"] = seed
+            upstream.append(f"seed:{seed}")
+        identity = step_identity(step.cls, comp_cfg, inputs, upstream, self.cache_dir)
+        if self.reuse(key, identity):
+            console.print(step_line(key, "skipped (unchanged, resume)"))
+            metrics = {k: float(v) for k, v in
+                       (self.ctx.steps[key]["outputs"].get("metrics") or {}).items()}
+            if seed is None:
+                self.add_metrics(step, metrics)
+            return metrics
+        workdir = self.workdir(step, None if seed is None else f"seed{seed}")
+        tracker = self.tracker if seed is None else self.seed_tracker(seed)
+        outputs, seconds = self.execute(step, comp_cfg, inputs, key, workdir, tracker,
+                                        key, identity, seed)
+        metrics = {k: float(v) for k, v in (outputs.get("metrics") or {}).items()}
+        metrics[f"time/{step.name}_s"] = seconds
+        if seed is None:
+            self.add_metrics(step, metrics)
+            tracker.log_metrics({self.prefix(step) + k: v for k, v in metrics.items()})
+        else:
+            tracker.log_metrics(metrics)
+        tracker.log_dir(workdir, artifact_path=self._artifact_dir(step))
+        return metrics
 
     def resolve(self, step: PlannedStep, item: Any = None) -> tuple[dict, dict]:
         """The step's component config (with its ``overrides``) and inputs, resolved now."""
@@ -124,11 +192,12 @@ class Executor:
         return True
 
     def execute(self, step: PlannedStep, comp_cfg: dict, inputs: dict, key: str,
-                workdir: Path, tracker, label: str, identity: str) -> tuple[dict, float]:
+                workdir: Path, tracker, label: str, identity: str,
+                seed: int | None = None) -> tuple[dict, float]:
         """Build the component, run it, check and record its outputs."""
         workdir.mkdir(parents=True, exist_ok=True)
-        env = StepEnv(name=step.name, workdir=workdir, run_dir=self.run_dir,
-                      cache_dir=self.cache_dir, seed=int(self.cfg.get("seed", 42)),
+        env = StepEnv(name=step.name, workdir=workdir, run_dir=self.run_dir, cache_dir=self.cache_dir,
+                      seed=int(self.cfg.get("seed", 42)) if seed is None else seed,
                       num_proc=self.num_proc, tracker=tracker,
                       show_progress=bool(self.cfg.get("progress", True)), engine=self.engine)
         component = build_component(comp_cfg, step.config_path, step.cls.__name__)
@@ -169,3 +238,35 @@ class Executor:
 
     def close(self, status: str) -> None:
         self.fan_out.close(status)
+        for child in self.seed_trackers.values():
+            if child is not self.tracker:
+                child.finish(status)
+        self.seed_trackers.clear()
+
+
+def seed_list(cfg) -> list[int]:
+    """``seeds``: a count N (the run's ``seed`` and the N-1 after it) or a list of seeds."""
+    raw = cfg.get("seeds", 1)
+    raw = OmegaConf.to_container(raw) if OmegaConf.is_config(raw) else raw
+    base = int(cfg.get("seed", 42))
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+        return [base + i for i in range(raw)]
+    if (isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool)
+                                              for s in raw) and len(set(raw)) == len(raw)):
+        return list(raw)
+    raise ConfigError(f"seeds={raw!r}: give a count >= 1 (seeds=3 runs seeds {base}, {base + 1}, "
+                      f"{base + 2}) or a list of distinct integers (seeds='[1,2,3]').")
+
+
+def aggregate_seeds(per_seed: dict[int, dict[str, float]]) -> dict[str, float]:
+    """One step's metrics over seeds: each as mean, std, t interval and per-seed values; times
+    summed; a single seed's own intervals (bootstrap) left out: seed variance replaces them."""
+    names = [k for k in next(iter(per_seed.values())) if not is_companion(k)]
+    out: dict[str, float] = {"n_seeds": float(len(per_seed))}
+    for name in names:
+        values = {s: m[name] for s, m in per_seed.items() if name in m}
+        if name.startswith("time/"):
+            out[name] = float(sum(values.values()))
+        else:
+            out.update(flat(name, over_seeds(values)))
+    return out

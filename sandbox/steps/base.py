@@ -77,6 +77,9 @@ class Step:
     # part of the step's identity, so a changed file is re-run, never silently resumed. Every
     # `path` key is covered without being named here.
     reads: ClassVar[tuple[str, ...]] = ()
+    # True for steps whose result depends on the run's seed in a way worth repeating (training a
+    # model): with `seeds=N` such a step, and every step that reads it, runs once per seed.
+    seeded: ClassVar[bool] = False
 
     def run(self, env: StepEnv, **inputs: Any) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -18,7 +18,11 @@ lm-evaluation-harness' rolling windows. ``stride < seq_len`` gives every token m
 ``downstream_accuracy``/``downstream_f1``: a logistic regression (scikit-learn, seeded) on the
 mean-pooled last hidden states of the frozen model, fitted on ``task_train`` and scored on
 ``task_test`` (jsonl/parquet with a text field and a ``label`` field);
-``downstream_majority`` is the accuracy of always answering the most frequent training label.
+``downstream_majority`` is the accuracy of always answering the most frequent training label
+(chance level); ``downstream_logprob`` is the mean log probability the probe gives the right label
+(a continuous view, which ranks training data more reliably than accuracy).
+
+Each held-out metric gets a 95% bootstrap interval over the evaluated documents (examples).
 """
 from __future__ import annotations
 
@@ -34,6 +38,16 @@ from sandbox.data.io import read_table
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
 from sandbox.utils import atomic_write_json
+from sandbox.verdict import bootstrap_interval
+
+# Held-out LM metrics from per-document NLL (nats), words, tokens and bytes: each a ratio of sums,
+# so a bootstrap over documents resamples the sums.
+LM_METRICS = {
+    "perplexity": lambda nll, w, t, b: math.exp(nll.sum() / w.sum()),
+    "token_perplexity": lambda nll, w, t, b: math.exp(nll.sum() / t.sum()),
+    "bits_per_byte": lambda nll, w, t, b: nll.sum() / math.log(2) / b.sum(),
+    "eval_loss": lambda nll, w, t, b: nll.sum() / t.sum(),
+}
 
 
 class LMEvaluator(Step):
@@ -56,6 +70,9 @@ class LMEvaluator(Step):
     * ``label_key``: the label field of the task files.
     * ``probe_C``: inverse L2 strength of the logistic regression (features are standardised).
     * ``seed``: the probe's seed; None: the run's seed.
+    * ``bootstrap``: resamples for the 95% intervals of the held-out metrics over evaluated
+      documents (and task examples): ``NAME_ci_low``/``NAME_ci_high``. They cover which documents
+      were evaluated, not seed variance (``seeds=N`` measures that). 0: no intervals.
     """
 
     outputs = ("metrics", "report")
@@ -77,6 +94,7 @@ class LMEvaluator(Step):
         probe_C: float = 1.0,
         seed: int | None = None,
         corpus_seed: int = 0,
+        bootstrap: int = 1000,
     ):
         if batch_size <= 0:
             raise ValueError("evaluate: batch_size must be > 0")
@@ -92,6 +110,7 @@ class LMEvaluator(Step):
         self.probe_C = float(probe_C)
         self.seed = seed
         self.corpus_seed = corpus_seed  # built-in sets: the pool's corpus seed keeps them disjoint
+        self.bootstrap = int(bootstrap)
 
     # ------------------------------------------------------------------ inputs
     def _paths(self) -> tuple[str, str | None, str | None]:
@@ -169,12 +188,12 @@ class LMEvaluator(Step):
         lm = self.score_text(env, model, tok, eval_path, L, S, bos)
         lm_seconds = time.perf_counter() - t1
 
-        metrics: dict[str, float] = {
-            "perplexity": math.exp(lm["total_nll"] / lm["num_words"]),
-            "token_perplexity": math.exp(lm["total_nll"] / lm["num_tokens"]),
-            "bits_per_byte": lm["total_nll"] / math.log(2) / lm["num_bytes"],
-            "eval_loss": lm["total_nll"] / lm["num_tokens"],
-        }
+        per_doc = (lm.pop("_doc_nll"), lm.pop("_doc_words"), lm.pop("_doc_tokens"),
+                   lm.pop("_doc_bytes"))
+        metrics: dict[str, float] = {}
+        for name, stat in LM_METRICS.items():
+            metrics[name] = stat(*per_doc)
+            metrics.update(self._interval(name, stat, per_doc))
         report: dict[str, Any] = {
             "model_dir": str(model_dir), "eval_path": str(eval_path), "seq_len": L, "stride": S,
             "language_modeling": lm,
@@ -186,7 +205,10 @@ class LMEvaluator(Step):
             ds = self.probe(env, model, tok, train_path, test_path, L, bos, seed)
             ds_seconds = time.perf_counter() - t2
             metrics.update({k: ds[k] for k in ("downstream_accuracy", "downstream_f1",
-                                                "downstream_majority")})
+                                                "downstream_logprob", "downstream_majority")})
+            correct, true_logprob = ds.pop("_correct"), ds.pop("_true_logprob")
+            metrics.update(self._interval("downstream_accuracy", np.mean, (correct,)))
+            metrics.update(self._interval("downstream_logprob", np.mean, (true_logprob,)))
             report["downstream"] = {"task_train_path": str(train_path),
                                     "task_test_path": str(test_path), **ds}
         metrics["eval_seconds"] = time.perf_counter() - t0
@@ -196,6 +218,14 @@ class LMEvaluator(Step):
         out = atomic_write_json(Path(env.workdir) / "eval_report.json", report)
         env.tracker.log_artifact(out)
         return {"metrics": metrics, "report": str(out)}
+
+    def _interval(self, name: str, stat, arrays: tuple) -> dict[str, float]:
+        """``NAME_ci_low``/``NAME_ci_high``: bootstrap over documents (fixed resampling seed, so
+        two runs on the same documents resample alike)."""
+        if self.bootstrap <= 0:
+            return {}
+        low, high = bootstrap_interval(stat, arrays, n_boot=self.bootstrap, seed=0)
+        return {} if math.isnan(low) else {f"{name}_ci_low": low, f"{name}_ci_high": high}
 
     # ------------------------------------------------------------------ likelihood
     def score_text(self, env, model, tok, path: str, L: int, S: int, bos: int) -> dict[str, Any]:
@@ -213,8 +243,8 @@ class LMEvaluator(Step):
         if not docs:
             raise DataError(f"evaluate: {path} holds no non-empty text in {self.text_key!r}.")
         ids = tok(docs, add_special_tokens=False)["input_ids"]
-        windows = []  # (input ids, target ids, first scored position)
-        for toks in ids:
+        windows, owner = [], []  # (input ids, target ids, first scored position); its doc
+        for d, toks in enumerate(ids):
             full = [bos] + list(toks)
             n = len(toks)
             scored = 0
@@ -222,23 +252,32 @@ class LMEvaluator(Step):
                 end = min(scored + S if scored else L, n)  # last target index (into full)
                 start = max(0, end - L)
                 windows.append((full[start:end], full[start + 1:end + 1], scored - start))
+                owner.append(d)
                 scored = end
-        total_nll, num_tokens = self._nll(env, model, windows)
+        window_nll, window_tokens = self._nll(env, model, windows)
+        doc_nll = np.zeros(len(docs))
+        np.add.at(doc_nll, np.asarray(owner, dtype=np.int64), window_nll)
+        num_tokens = int(window_tokens.sum())
         expect = sum(len(t) for t in ids)
         assert num_tokens == expect, (num_tokens, expect)
         return {
-            "total_nll": total_nll, "num_tokens": num_tokens, "num_words": words,
+            "total_nll": float(doc_nll.sum()), "num_tokens": num_tokens, "num_words": words,
             "num_bytes": sum(len(t.encode("utf-8")) for t in docs), "num_docs": len(docs),
             "num_docs_available": len(texts), "num_windows": len(windows),
+            # per document, for intervals over the evaluated documents (not saved in the report)
+            "_doc_nll": doc_nll, "_doc_words": np.array([len(t.split()) for t in docs], float),
+            "_doc_bytes": np.array([len(t.encode("utf-8")) for t in docs], float),
+            "_doc_tokens": np.array([len(t) for t in ids], float),
         }
 
-    def _nll(self, env, model, windows) -> tuple[float, int]:
+    def _nll(self, env, model, windows) -> tuple[np.ndarray, np.ndarray]:
+        """Summed NLL (nats) and scored-token count of each window."""
         import torch
         import torch.nn.functional as F
 
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
-        total = 0.0
-        count = 0
+        nll_of = np.zeros(len(windows))
+        count_of = np.zeros(len(windows), dtype=np.int64)
         with torch.inference_mode(), env.progress(len(windows), "scoring eval text") as advance:
             for b in range(0, len(order), self.batch_size):
                 chunk = [windows[i] for i in order[b:b + self.batch_size]]
@@ -252,11 +291,12 @@ class LMEvaluator(Step):
                 # attend to the pads after them, and pad positions are not scored
                 logits = model(input_ids=x).logits
                 nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
-                                      ignore_index=-100, reduction="sum")
-                total += float(nll.double())
-                count += int((y != -100).sum())
+                                      ignore_index=-100, reduction="none").view(y.shape)
+                rows = order[b:b + self.batch_size]
+                nll_of[rows] = nll.double().sum(1).numpy()
+                count_of[rows] = (y != -100).sum(1).numpy()
                 advance(len(chunk))
-        return total, count
+        return nll_of, count_of
 
     # ------------------------------------------------------------------ downstream
     def features(self, model, tok, texts: list[str], L: int, bos: int) -> np.ndarray:
@@ -319,9 +359,17 @@ class LMEvaluator(Step):
         pos = 1 if binary and 1 in set(classes.tolist()) else (classes[-1] if binary else None)
         f1 = (f1_score(te_y, pred, pos_label=pos, zero_division=0) if binary
               else f1_score(te_y, pred, average="macro", zero_division=0))
+        # the continuous view (DataDecide: it ranks data better than accuracy does): the log
+        # probability the probe gives the right label, per test example
+        proba = clf.predict_proba(f_te)
+        col = {c: i for i, c in enumerate(clf.classes_.tolist())}
+        true_logprob = np.log(np.clip(
+            proba[np.arange(len(te_y)), [col.get(v, 0) for v in te_y.tolist()]], 1e-12, 1.0))
         return {
             "downstream_accuracy": float(accuracy_score(te_y, pred)),
             "downstream_f1": float(f1),
+            "downstream_logprob": float(true_logprob.mean()),
+            "_correct": (pred == te_y).astype(float), "_true_logprob": true_logprob,
             "downstream_majority": float(np.mean(te_y == majority)),
             "train_accuracy": float(accuracy_score(tr_y, clf.predict(f_tr))),
             "num_train": int(len(tr_y)), "num_test": int(len(te_y)),

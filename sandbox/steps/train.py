@@ -94,6 +94,7 @@ class CausalLMTrainer(Step):
     """
 
     outputs = ("model_dir", "tokens_seen", "final_loss", "loss_curve", "metrics")
+    seeded = True  # `seeds=N` trains N models (init and data order), evaluated each
 
     def __init__(
         self,

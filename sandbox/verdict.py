@@ -1,0 +1,224 @@
+"""Uncertainty and verdicts: one implementation for every comparison the sandbox prints.
+
+A metric is an ``Estimate``: its mean and an interval. Over several seeds the interval is
+Student's t interval of the seeds' mean (it covers seed variance: model init and data order).
+With one seed, a held-out metric may still carry a bootstrap interval over evaluation documents
+(``method == "bootstrap"``): it covers which documents were evaluated, *not* seed variance, and
+every table says so.
+
+``compare(a, b)`` tests ``a - b``: paired t over the seeds both sides ran (same seeds), else
+Welch's t from means and standard deviations, else (one seed each side, bootstrap intervals) a
+normal test from the two intervals. Its ``verdict`` is "better", "worse" or "no detectable
+difference" at level ``alpha``; a side with neither seeds nor an interval is "not tested".
+
+Flat metrics (what MLflow stores) carry an estimate as ``NAME`` (the mean), ``NAME_std``,
+``NAME_ci_low``, ``NAME_ci_high`` and the run-wide ``n_seeds``; per-seed values, when known, as
+``NAME.seedS`` (kept out of tables, used for pairing).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LEVEL = 0.95  # interval coverage everywhere
+ALPHA = 0.05  # significance level of every verdict
+SUFFIXES = ("_std", "_ci_low", "_ci_high")
+SEED_SEP = ".seed"  # `perplexity.seed42` (MLflow names allow dots, not @ or #)
+
+# Which way is better, for the metrics verdicts are given on (others: no direction, no verdict).
+LOWER_IS_BETTER = ("perplexity", "token_perplexity", "bits_per_byte", "eval_loss")
+HIGHER_IS_BETTER_PREFIXES = ("downstream_accuracy", "downstream_f1", "downstream_logprob")
+
+
+def direction(name: str) -> int:
+    """-1 when lower is better, +1 when higher is better, 0 when the metric has no direction."""
+    base = name.rsplit("/", 1)[-1]
+    if base in LOWER_IS_BETTER:
+        return -1
+    if base.startswith(HIGHER_IS_BETTER_PREFIXES):
+        return 1
+    return 0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float
+    std: float = math.nan  # across seeds (nan with one seed)
+    n: int = 1  # seeds
+    low: float = math.nan
+    high: float = math.nan
+    method: str = "none"  # "seeds" | "bootstrap" (eval sampling, one seed) | "none"
+    per_seed: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def has_interval(self) -> bool:
+        return not (math.isnan(self.low) or math.isnan(self.high))
+
+    def text(self, digits: int = 4) -> str:
+        """``mean ± half-width`` of the interval (or the mean alone)."""
+        if not self.has_interval:
+            return f"{self.mean:.{digits}g}"
+        return f"{self.mean:.{digits}g} ± {(self.high - self.low) / 2:.2g}"
+
+
+def t_interval(values, level: float = LEVEL) -> tuple[float, float, float, float]:
+    """``(mean, std, low, high)``: Student's t interval of the mean of ``values`` (>= 2)."""
+    from scipy.stats import t as student_t
+
+    x = np.asarray(values, dtype=float)
+    m = float(x.mean())
+    if x.size < 2:
+        return m, math.nan, math.nan, math.nan
+    s = float(x.std(ddof=1))
+    half = float(student_t.ppf(0.5 + level / 2, x.size - 1)) * s / math.sqrt(x.size)
+    return m, s, m - half, m + half
+
+
+def over_seeds(values_by_seed: dict[int, float], level: float = LEVEL) -> Estimate:
+    """The estimate of a metric measured once per seed."""
+    vals = [float(v) for v in values_by_seed.values()]
+    m, s, lo, hi = t_interval(vals, level)
+    return Estimate(m, s, len(vals), lo, hi, "seeds" if len(vals) > 1 else "none",
+                    dict(values_by_seed))
+
+
+def bootstrap_interval(stat, arrays: tuple, level: float = LEVEL, n_boot: int = 1000,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``stat(*arrays)`` resampling rows (the same rows of every
+    array: e.g. per-document NLL and word counts for a ratio)."""
+    arrays = tuple(np.asarray(a, dtype=float) for a in arrays)
+    n = len(arrays[0])
+    if n < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    values = np.array([stat(*(a[i] for a in arrays)) for i in idx])
+    lo, hi = np.quantile(values, [0.5 - level / 2, 0.5 + level / 2])
+    return float(lo), float(hi)
+
+
+# ============================================================================ flat metrics
+def flat(name: str, est: Estimate) -> dict[str, float]:
+    """An estimate as flat metrics (see the module docstring)."""
+    out = {name: est.mean}
+    if est.n > 1:
+        out[name + "_std"] = est.std
+    if est.has_interval:
+        out[name + "_ci_low"], out[name + "_ci_high"] = est.low, est.high
+    for s, v in est.per_seed.items():
+        out[f"{name}{SEED_SEP}{s}"] = float(v)
+    return out
+
+
+def from_flat(metrics: dict[str, float], name: str) -> Estimate:
+    """The estimate of ``name`` that ``flat`` (plus ``n_seeds``) wrote."""
+    n = int(metrics.get("n_seeds", 1) or 1)
+    low = metrics.get(name + "_ci_low", math.nan)
+    high = metrics.get(name + "_ci_high", math.nan)
+    prefix = name + SEED_SEP
+    per_seed = {int(k[len(prefix):]): float(v) for k, v in metrics.items()
+                if k.startswith(prefix) and k[len(prefix):].lstrip("-").isdigit()}
+    has = not (math.isnan(low) or math.isnan(high))
+    method = "seeds" if n > 1 and has else ("bootstrap" if has else "none")
+    return Estimate(float(metrics[name]), float(metrics.get(name + "_std", math.nan)),
+                    n if method == "seeds" else 1, float(low), float(high), method, per_seed)
+
+
+def is_companion(name: str) -> bool:
+    """True for the flat keys that belong to another metric (std, interval, per-seed values)."""
+    return name.endswith(SUFFIXES) or SEED_SEP in name or name == "n_seeds"
+
+
+# ============================================================================ comparing
+@dataclass(frozen=True)
+class Comparison:
+    diff: float  # a - b
+    low: float = math.nan
+    high: float = math.nan
+    p: float = math.nan
+    test: str = ""  # "paired t" | "Welch t" | "bootstrap z" | ""
+    verdict: str = "not tested"
+    alpha: float = ALPHA
+
+    @property
+    def tested(self) -> bool:
+        return bool(self.test) and not math.isnan(self.p)
+
+
+def compare(a: Estimate, b: Estimate, higher_is_better: bool | None,
+            alpha: float = ALPHA, level: float = LEVEL) -> Comparison:
+    """Test ``a`` against ``b`` (see the module docstring); ``higher_is_better=None``: a test but
+    no better/worse wording."""
+    from scipy import stats
+
+    diff = a.mean - b.mean
+    shared = sorted(set(a.per_seed) & set(b.per_seed))
+    if len(shared) >= 2 and len(shared) == len(a.per_seed) == len(b.per_seed):
+        d = np.array([a.per_seed[s] - b.per_seed[s] for s in shared])
+        m, s, lo, hi = t_interval(d, level)
+        if s == 0:
+            p = 1.0 if m == 0 else 0.0
+            lo = hi = m
+        else:
+            p = float(2 * stats.t.sf(abs(m) / (s / math.sqrt(d.size)), d.size - 1))
+        return _worded(Comparison(diff, lo, hi, p, "paired t", alpha=alpha), higher_is_better)
+    if a.n >= 2 and b.n >= 2 and not (math.isnan(a.std) or math.isnan(b.std)):
+        va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
+        se = math.sqrt(va + vb)
+        if se == 0:
+            p = 1.0 if diff == 0 else 0.0
+            return _worded(Comparison(diff, diff, diff, p, "Welch t", alpha=alpha),
+                           higher_is_better)
+        df = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1))
+        p = float(2 * stats.t.sf(abs(diff) / se, df))
+        half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+        return _worded(Comparison(diff, diff - half, diff + half, p, "Welch t", alpha=alpha),
+                       higher_is_better)
+    if a.has_interval and b.has_interval:
+        z = float(stats.norm.ppf(0.5 + level / 2))
+        se = math.hypot((a.high - a.low) / (2 * z), (b.high - b.low) / (2 * z))
+        if se == 0:
+            return Comparison(diff, alpha=alpha)
+        p = float(2 * stats.norm.sf(abs(diff) / se))
+        return _worded(Comparison(diff, diff - z * se, diff + z * se, p, "bootstrap z",
+                                  alpha=alpha), higher_is_better)
+    return Comparison(diff, alpha=alpha)
+
+
+def _worded(c: Comparison, higher_is_better: bool | None) -> Comparison:
+    from dataclasses import replace
+
+    if c.p < c.alpha and c.diff != 0 and higher_is_better is not None:
+        return replace(c, verdict="better" if (c.diff > 0) == higher_is_better else "worse")
+    if c.p < c.alpha:
+        return replace(c, verdict="different")
+    return replace(c, verdict="no detectable difference")
+
+
+def decision_accuracy(small: dict[str, float], large: dict[str, float],
+                      level: float = LEVEL) -> dict[str, float]:
+    """The share of pairs of pools ordered the same way at two settings (DataDecide's decision
+    accuracy), with a Wilson interval; pairs tied at either setting do not count."""
+    from scipy.stats import norm
+
+    names = sorted(set(small) & set(large))
+    agree = total = 0
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            ds, dl = small[x] - small[y], large[x] - large[y]
+            if ds == 0 or dl == 0:
+                continue
+            total += 1
+            agree += (ds > 0) == (dl > 0)
+    out = {"decision_pairs": float(total)}
+    if total == 0:
+        return out
+    p = agree / total
+    z = float(norm.ppf(0.5 + level / 2))
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    out.update(decision_accuracy=p, decision_accuracy_ci_low=max(0.0, centre - half),
+               decision_accuracy_ci_high=min(1.0, centre + half))
+    return out
