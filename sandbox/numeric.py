@@ -1,7 +1,7 @@
-"""Numeric helpers shared by steps: a stat column as float64, and Welch's t-test."""
+"""Numeric helpers shared by steps: a stat column as float64 (tests and intervals:
+``sandbox.verdict``)."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -27,19 +27,3 @@ def float_column(values, list_mean: bool = False) -> np.ndarray | None:
         else:
             return None
     return out
-
-
-def welch_t(x, y) -> tuple[float, float]:
-    """Welch's two-sided t-test: ``(t, p)``; ``(nan, nan)`` with fewer than 2 values a side.
-    Two constant samples give ``(0, 1)`` when equal, else ``(±inf, 0)``."""
-    from scipy.stats import ttest_ind
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.size < 2 or y.size < 2:
-        return math.nan, math.nan
-    if x.var(ddof=1) + y.var(ddof=1) == 0:
-        if x.mean() == y.mean():
-            return 0.0, 1.0
-        return math.copysign(math.inf, x.mean() - y.mean()), 0.0
-    res = ttest_ind(x, y, equal_var=False)
-    return float(res.statistic), float(res.pvalue)

@@ -38,8 +38,14 @@ def test_bottom_up_experiment_tiny(tmp_path, eval_files):
     assert any(s.name.endswith("_filter") for s in recipe.ops), best
     assert "scale/best_beats_control" in metrics and metrics["single_op/pools"] == 7
     scale = [r["pool"] for r in csv.DictReader(open(run_dir / "scale" / "rank" / "ranking.csv"))]
-    assert sorted(scale) == sorted([f"{ctx['scale.select']['outputs']['pools'][0]['name']}.x2",
-                                    "random.x2"])
+    selected = [p["name"] for p in ctx["scale.select"]["outputs"]["pools"]]
+    assert len(selected) == 3 and "random" in selected  # scale_top_k=2 plus the control
+    assert sorted(scale) == sorted(f"{n}.x2" for n in selected)
+    # decision accuracy: the 3 pairs of scaled pools, ordered at both scales
+    assert metrics["scale/decision_pairs"] == 3
+    assert 0 <= metrics["scale/decision_accuracy_ci_low"] <= metrics["scale/decision_accuracy"] \
+        <= metrics["scale/decision_accuracy_ci_high"] <= 1
+    assert len(list(csv.DictReader(open(run_dir / "scale" / "decisions" / "pairs.csv")))) == 3
     before = (run_dir / "context.json").read_text()
     run(compose(over + ["resume=true"]), run_dir=run_dir)
     after = json.loads((run_dir / "context.json").read_text())["steps"]

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sandbox.errors import ConfigError
-from sandbox.numeric import float_column, welch_t
+from sandbox.numeric import float_column
 from sandbox.steps.base import StepEnv
 from sandbox.steps.pools import (ROW, FromJsonl, PoolCartesianJoin, PoolCombination,
                                  PoolConstruction, PoolDownsampling, PoolDuplication, PoolMerging,
@@ -145,13 +145,6 @@ def test_selection_merging_and_cartesian_join(tmp_path, pools):
         [(a, b) for a in lt for b in rt]
 
 
-def test_welch_t_matches_reference_values():
-    # reference: scipy.stats.ttest_ind([1,2,3,4],[2,4,6,8,10], equal_var=False)
-    t, p = welch_t([1, 2, 3, 4], [2, 4, 6, 8, 10])
-    assert t == pytest.approx(-2.251436, abs=1e-5) and p == pytest.approx(0.0691336, abs=1e-6)
-    assert math.isnan(welch_t([1], [2, 3])[1])
-
-
 def test_ranking_orders_aggregates_seeds_and_tests_against_control(tmp_path):
     def r(name, ppl, acc, seed):
         return {"name": name, "size": 10, "seed": seed, "dataset": f"/x/{name}.parquet",
@@ -169,11 +162,15 @@ def test_ranking_orders_aggregates_seeds_and_tests_against_control(tmp_path):
     assert a["perplexity"] == pytest.approx(10.0) and a["perplexity_std"] == pytest.approx(0.2)
     assert a["n_seeds"] == 3 and a["rank"] == 2 and a["significant"] and a["beats_control"]
     assert rows[3]["beats_control"] is False and rows[3]["significant"]
+    # same seeds on both sides: paired t over seeds (sandbox.verdict, as the run summary)
+    assert a["test"] == "paired t" and a["verdict"] == "better" and rows[3]["verdict"] == "worse"
+    assert a["vs_control"] == pytest.approx(-5.0)
+    assert a["vs_control_ci_low"] < a["vs_control"] < a["vs_control_ci_high"]
     assert out["best"]["name"] == "c" and [p["name"] for p in out["pools"]] == ["c", "a",
                                                                               "random", "b"]
     assert out["metrics"]["best/perplexity"] == 10.0 and out["metrics"]["control/perplexity"] == 15.0
     md = (tmp_path / "rank" / "ranking.md").read_text()
-    assert "| 1 | c | 10 |" in md and (tmp_path / "rank" / "ranking.png").exists()
+    assert "| 1 | c | 10 |" in md and "| better |" in md and (tmp_path / "rank" / "ranking.png").exists()
     out = PoolRanking(keys="acc", descending=True, plot=False).run(env(tmp_path, "r2"), results)
     assert [x["pool"] for x in out["ranking"]] == ["b", "c", "random", "a"]
     with pytest.raises(ConfigError, match="no result for pool"):

@@ -31,6 +31,7 @@ import csv
 import itertools
 import json
 import math
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,12 @@ import pyarrow as pa
 from sandbox.data.io import read_parquet, read_table, write_parquet
 from sandbox.engine import to_numpy
 from sandbox.errors import ConfigError, DataError
-from sandbox.numeric import float_column, welch_t
+from sandbox.numeric import float_column
 from sandbox.ops import OpSpec, get_op_class
 from sandbox.recipe import Recipe, load_recipe, validate
 from sandbox.steps.base import Step, StepEnv
 from sandbox.utils import atomic_path, safe_name
+from sandbox.verdict import compare, decision_accuracy, over_seeds
 
 ROW = "__row__"
 BIN_NAMES = {2: ["low", "high"], 3: ["low", "middle", "high"]}
@@ -363,8 +365,10 @@ class PoolRanking(Step):
     evaluation step returns as ``results``); several entries with the same name (seeds) are
     aggregated to mean ± std. ``keys``: metric names, the first decides, the next break ties;
     ``descending``: one flag per key (or one for all), False = lower is better (perplexity).
-    Every pool is compared with ``control`` (the random pool) on the first key by a Welch t-test
-    (``significant`` when p < ``alpha``; needs >= 2 seeds). Writes ``ranking.csv``,
+    Every pool is compared with ``control`` (the random pool) on the first key by
+    ``sandbox.verdict.compare`` (paired t over the seeds both ran, else Welch; needs >= 2 seeds):
+    the difference with its 95% interval, p-value and verdict (``significant`` when p <
+    ``alpha``). Writes ``ranking.csv``,
     ``ranking.md``, ``ranking.png``; outputs the ranked ``pools`` (the input pools in rank
     order, for a combination step), the ``best`` pool and the table rows.
     """
@@ -395,13 +399,17 @@ class PoolRanking(Step):
         for name, rs in groups.items():
             row: dict[str, Any] = {"pool": name, "size": rs[0].get("size"), "n_seeds": len(rs)}
             for k in self.keys:
-                vals = [float((r.get("metrics") or {}).get(k, math.nan)) for r in rs]
-                if all(math.isnan(v) for v in vals):
+                vals = {r.get("seed", i): float((r.get("metrics") or {}).get(k, math.nan))
+                        for i, r in enumerate(rs)}
+                vals = {s: v for s, v in vals.items() if not math.isnan(v)}
+                if not vals:
                     raise ConfigError(f"ranking: no result for pool {name!r} has metric {k!r} "
                                       f"(it has: {', '.join((rs[0].get('metrics') or {}))}).")
-                row[k] = float(np.nanmean(vals))
-                row[f"{k}_std"] = float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0
-                row[f"_{k}_values"] = vals
+                est = over_seeds(vals)
+                row[k] = est.mean
+                row[f"{k}_std"] = est.std if est.n > 1 else 0.0
+                row[f"{k}_ci_low"], row[f"{k}_ci_high"] = est.low, est.high
+                row[f"_{k}_estimate"] = est
             rows.append(row)
 
         def sort_key(row):
@@ -413,14 +421,15 @@ class PoolRanking(Step):
         for i, row in enumerate(rows, 1):
             row["rank"] = i
             if ctrl is not None and row is not ctrl:
-                t, p = welch_t(row[f"_{k0}_values"], ctrl[f"_{k0}_values"])
+                c = compare(row[f"_{k0}_estimate"], ctrl[f"_{k0}_estimate"],
+                            higher_is_better=self.descending[0], alpha=self.alpha)
                 better = (row[k0] > ctrl[k0]) if self.descending[0] else (row[k0] < ctrl[k0])
-                row["vs_control"] = row[k0] - ctrl[k0]
-                row["p_value"] = p
-                row["significant"] = bool(p == p and p < self.alpha)
-                row["beats_control"] = bool(better)
+                row.update(vs_control=c.diff, vs_control_ci_low=c.low, vs_control_ci_high=c.high,
+                           p_value=c.p, test=c.test, verdict=c.verdict,
+                           significant=c.verdict in ("better", "worse"), beats_control=better)
             else:
                 row.update(vs_control=0.0 if row is ctrl else math.nan, p_value=math.nan,
+                           test="", verdict="control" if row is ctrl else "not tested",
                            significant=False, beats_control=False)
         public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
         table = _write_csv(env.workdir / "ranking.csv", public)
@@ -472,14 +481,51 @@ class PoolRanking(Step):
         return path
 
 
+class DecisionAccuracy(Step):
+    """Do the small setting's decisions hold at the scaled one? For every pair of pools ranked
+    at both (a scaled pool ``NAME.xN`` is matched to ``NAME``), whether both order the pair the
+    same way on ``key``: the share of pairs that agree is DataDecide's *decision accuracy*
+    (arXiv 2504.11393), reported with a 95% Wilson interval. Inputs: the ``ranking`` rows of the
+    two ranking steps."""
+
+    outputs = ("metrics", "pairs")
+
+    def __init__(self, key: str = "perplexity", metric_prefix: str = ""):
+        self.key, self.metric_prefix = key, metric_prefix
+
+    def run(self, env: StepEnv, small: list, large: list) -> dict[str, Any]:
+        def values(rows, what):
+            out = {}
+            for r in rows or []:
+                if not isinstance(r, dict) or "pool" not in r or self.key not in r:
+                    raise ConfigError(f"decision accuracy: `{what}` must be a ranking step's "
+                                      f"`ranking` rows with `pool` and `{self.key}`.")
+                out[re.sub(r"\.x\d+$", "", str(r["pool"]))] = float(r[self.key])
+            return out
+
+        small_v, large_v = values(small, "small"), values(large, "large")
+        metrics = decision_accuracy(small_v, large_v)
+        shared = sorted(set(small_v) & set(large_v))
+        pairs = [{"a": a, "b": b, "small": small_v[a] - small_v[b],
+                  "large": large_v[a] - large_v[b],
+                  "agree": (small_v[a] - small_v[b]) * (large_v[a] - large_v[b]) > 0}
+                 for i, a in enumerate(shared) for b in shared[i + 1:]]
+        _write_csv(env.workdir / "pairs.csv", pairs)
+        return {"metrics": {self.metric_prefix + k: v for k, v in metrics.items()},
+                "pairs": pairs}
+
+
 def ranking_markdown(rows: list[dict], keys: list[str]) -> str:
-    head = ["rank", "pool", "size", *keys, "n_seeds", "vs_control", "p_value", "significant"]
+    head = ["rank", "pool", "size", *(f"{k} (mean ± std)" for k in keys), "n_seeds",
+            "vs_control [95% CI]", "p_value", "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [str(r["rank"]), r["pool"], str(r.get("size"))]
         cells += [f"{r[k]:.4g} ± {r[f'{k}_std']:.2g}" for k in keys]
-        cells += [str(r["n_seeds"]), _fmt(r.get("vs_control")), _fmt(r.get("p_value")),
-                  "yes" if r.get("significant") else "no"]
+        vs = _fmt(r.get("vs_control"))
+        if r.get("test"):
+            vs += f" [{_fmt(r.get('vs_control_ci_low'))}, {_fmt(r.get('vs_control_ci_high'))}]"
+        cells += [str(r["n_seeds"]), vs, _fmt(r.get("p_value")), r.get("verdict", "")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
