@@ -7,8 +7,9 @@ With one seed, a held-out metric may still carry a bootstrap interval over evalu
 every table says so.
 
 ``compare(a, b)`` tests ``a - b``: paired t over the seeds both sides ran (same seeds), else
-Welch's t from means and standard deviations, else (one seed each side, bootstrap intervals) a
-normal test from the two intervals. Its ``verdict`` is "better", "worse" or "no detectable
+Welch's t from means and standard deviations, else (a side with one seed: intervals only) a
+normal test from the two intervals (``bootstrap z``; ``interval z`` when one side's interval is
+over seeds and the other's over documents). Its ``verdict`` is "better", "worse" or "no detectable
 difference" at level ``alpha``; a side with neither seeds nor an interval is "not tested".
 
 Flat metrics (what MLflow stores) carry an estimate as ``NAME`` (the mean), ``NAME_std``,
@@ -138,7 +139,7 @@ class Comparison:
     low: float = math.nan
     high: float = math.nan
     p: float = math.nan
-    test: str = ""  # "paired t" | "Welch t" | "bootstrap z" | ""
+    test: str = ""  # "paired t" | "Welch t" | "bootstrap z" | "interval z" | ""
     verdict: str = "not tested"
     alpha: float = ALPHA
 
@@ -182,8 +183,9 @@ def compare(a: Estimate, b: Estimate, higher_is_better: bool | None,
         if se == 0:
             return Comparison(diff, alpha=alpha)
         p = float(2 * stats.norm.sf(abs(diff) / se))
-        return _worded(Comparison(diff, diff - z * se, diff + z * se, p, "bootstrap z",
-                                  alpha=alpha), higher_is_better)
+        test = "bootstrap z" if a.method == b.method == "bootstrap" else "interval z"
+        return _worded(Comparison(diff, diff - z * se, diff + z * se, p, test, alpha=alpha),
+                       higher_is_better)
     return Comparison(diff, alpha=alpha)
 
 
