@@ -8,12 +8,18 @@ Two forms are accepted and produce the same ``Recipe``:
 * a Data-Juicer recipe file (``recipe.path``): ``process: [{op_name: {args}}]``, unchanged; its
   global keys (``text_keys``, ``np``, ...) are read where they mean something here.
 
-Every OP name and argument is checked against the OP's signature before anything runs.
+Every OP name and argument is checked against the OP's signature before anything runs, and
+values are read as Data-Juicer reads them (``coerce``): ``2e5``, ``1e-3``, ``"10"`` are numbers
+where the argument is numeric, and whole floats are integers where it is an integer.
+``check_recipe`` goes further, before any data is read: every asset of every OP (models, word
+lists, tokenizers) is resolved, all missing ones reported in one paragraph, and every OP is built
+once so that a value its constructor refuses fails now, not after the pool is loaded.
 """
 from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +29,7 @@ import yaml
 
 from sandbox.errors import RecipeError
 from sandbox.ops import OpSpec, get_op_class
+from sandbox.ops.registry import OPS
 
 RESERVED = ("_op", "_enabled")
 # Data-Juicer global keys that this loader knows and ignores (they concern its own engine).
@@ -168,8 +175,70 @@ def type_ok(value: Any, annotation: Any) -> bool:
     return True
 
 
+class NotCoercible(ValueError):
+    """A value that cannot be read as the type its argument asks for."""
+
+
+def _number(value: Any, kind: type) -> Any:
+    """``value`` as an int or float the way Data-Juicer's YAML and parser read numbers: numeric
+    strings (``"2e5"``, ``" 10 "``, ``"1_000"``) are numbers, a whole float is an int where an
+    int is asked for; booleans, ``inf``/``nan`` and non-whole floats for ints are refused."""
+    if isinstance(value, bool):
+        raise NotCoercible
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise NotCoercible from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise NotCoercible
+    if kind is int:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise NotCoercible
+            return int(value)
+        return value
+    return value  # an int stays an int where a float is asked for (as YAML gives it)
+
+
+def coerce(value: Any, annotation: Any) -> Any:
+    """``value`` read as ``annotation`` asks (numbers as ``_number`` reads them, lists element by
+    element, the first member of a Union that fits); ``NotCoercible`` when nothing fits."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return value
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        members = typing.get_args(annotation)
+        for member in members:  # an exact fit first: a str stays a str in Union[str, int]
+            if type_ok(value, member):
+                return coerce(value, member)
+        for member in members:
+            try:
+                return coerce(value, member)
+            except NotCoercible:
+                continue
+        raise NotCoercible
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise NotCoercible
+    if annotation in (int, float):
+        return _number(value, annotation)
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
+        (elem,) = typing.get_args(annotation)[:1] or (Any,)
+        return [coerce(v, elem) for v in value]
+    if type_ok(value, annotation):
+        return value
+    raise NotCoercible
+
+
 def validate(recipe: Recipe) -> None:
-    """Check names, argument names, types and min <= max for every OP; raise ``RecipeError``."""
+    """Check names, argument names and types (coercing values as Data-Juicer reads them, in
+    place) and min <= max for every OP; raise ``RecipeError``."""
     for spec in recipe.ops:
         where = f"{recipe.source}, OP `{spec.key}`"
         try:
@@ -187,11 +256,13 @@ def validate(recipe: Recipe) -> None:
                     f"{', '.join(p for p in params if p != 'text_key')}."
                 )
             ann = hints.get(arg, params[arg].annotation)
-            if not type_ok(value, ann):
+            try:
+                spec.args[arg] = coerce(value, ann)
+            except NotCoercible:
                 raise RecipeError(
                     f"{where}: parameter `{arg}` must be {type_name(ann)}, got {value!r} "
                     f"({type(value).__name__}). Fix the value in the recipe."
-                )
+                ) from None
         # min <= max for each pair of thresholds on the same stat
         values = {n: spec.args.get(n, p.default) for n, p in params.items()}
         by_stat: dict[str, dict[str, Any]] = {}
@@ -209,3 +280,43 @@ def validate(recipe: Recipe) -> None:
 
 def type_name(ann: Any) -> str:
     return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+
+
+def full_args(spec: OpSpec) -> dict[str, Any]:
+    """The OP's arguments with its defaults filled in (what its constructor will see)."""
+    params = get_op_class(spec.name).params()
+    out = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
+    out.update(spec.args)
+    return out
+
+
+def asset_needs(recipe: Recipe) -> list:
+    """``(OP key, AssetRef)`` for every asset every OP of the recipe needs (OPs declare theirs
+    with a ``needed_assets(args)`` classmethod)."""
+    needs = []
+    for spec in recipe.ops:
+        declare = getattr(get_op_class(spec.name), "needed_assets", None)
+        if declare is not None:
+            needs += [(spec.key, ref) for ref in declare(full_args(spec))]
+    return needs
+
+
+def check_recipe(recipe: Recipe, fetch_args: str = "") -> None:
+    """Everything that can be checked before data is read: ``validate``, then every asset of
+    every OP (one ``AssetMissing`` listing all that are missing), then each native OP is built
+    once (a value its constructor refuses is a ``RecipeError`` now). Models loaded here stay
+    loaded for the run (``sandbox.assets`` keeps one copy per process)."""
+    from sandbox.assets import check
+
+    validate(recipe)
+    path = recipe.source.removeprefix("recipe file ") if recipe.source.startswith("recipe file") \
+        else ""
+    check(asset_needs(recipe), recipe.source,
+          fetch_args or (f"--recipe {path}" if path else ""))
+    for spec in recipe.ops:
+        if spec.name in OPS:  # an adapted Data-Juicer OP is built by the step that runs it
+            try:
+                OPS[spec.name](text_key=recipe.text_key, **spec.args)
+            except (ValueError, TypeError) as e:
+                raise RecipeError(f"{recipe.source}, OP `{spec.key}`: {e}. Fix its arguments.") \
+                    from None

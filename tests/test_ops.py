@@ -123,9 +123,18 @@ def test_unknown_parameter_is_rejected():
         get_op_class("text_length_filter")(min_length=3)
 
 
-def test_tokenization_needs_a_model_and_says_so():
-    for name in ("words_num_filter", "word_repetition_filter", "alphanumeric_filter"):
-        with pytest.raises(NotImplementedError, match=f"{name}.*offline"):
+def test_tokenization_needs_a_model_and_says_so(tmp_path, monkeypatch):
+    from sandbox.assets import AssetMissing
+
+    for var in ("DATA_JUICER_MODELS_CACHE", "DATA_JUICER_CACHE_HOME",
+                "DATA_JUICER_EXTERNAL_MODELS_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CACHE_HOME", str(tmp_path))  # no Data-Juicer cache
+    monkeypatch.setenv("SANDBOX_OFFLINE", "1")
+    for name, asset in (("words_num_filter", "en.sp.model"),
+                        ("word_repetition_filter", "en.sp.model"),
+                        ("alphanumeric_filter", "pythia-6.9b-deduped")):
+        with pytest.raises(AssetMissing, match=f"{name}.*{asset}.*sandbox.assets fetch"):
             get_op_class(name)(tokenization=True)
 
 

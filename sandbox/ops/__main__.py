@@ -75,7 +75,7 @@ def _asset_lines(cls: type[Op], indent: str = "    ") -> list[str]:
         out.append(f"{indent}runs through Data-Juicer's own implementation (adapter)")
     for name, what in getattr(cls, "assets", {}).items():
         if name in ("kenlm", "hf_tokenizer"):
-            status = "user-provided path (nothing ships offline)"
+            status = f"no package ships it: `python -m sandbox.assets fetch --op {cls.name}`"
         else:
             status = "available offline" if asset_available(name) else "MISSING here"
         out.append(f"{indent}needs: {what} [{status}]")

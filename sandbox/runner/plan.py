@@ -64,6 +64,32 @@ def plan(cfg) -> list[PlannedStep]:
 
 
 def plan_pipelines(cfg) -> list[PlannedPipeline]:
+    pipelines = _plan_pipelines(cfg)
+    check_recipe_early(cfg)
+    return pipelines
+
+
+RECIPE_REF = re.compile(r"\$\{recipe(\.[^}]*)?\}")
+
+
+def check_recipe_early(cfg) -> None:
+    """When a step reads the configured recipe (``${recipe}``), check all of it now, before the
+    load step: names, argument types and ranges, and every asset its OPs need (all missing ones
+    in one paragraph). See ``sandbox.recipe.check_recipe``."""
+    from sandbox.recipe import check_recipe, load_recipe
+
+    wiring = {k: OmegaConf.to_container(cfg[k], resolve=False) for k in ("pipeline", "pipelines")
+              if OmegaConf.select(cfg, k) is not None}
+    node = OmegaConf.select(cfg, "recipe", default=None)
+    if node is None or not RECIPE_REF.search(str(wiring)) or not OmegaConf.is_dict(node):
+        return
+    if OmegaConf.is_missing(node, "path"):
+        raise ConfigError("recipe.path is required with recipe=dj: give the recipe file, "
+                          "recipe=dj recipe.path=FILE.yaml.")
+    check_recipe(load_recipe(_value(cfg, "recipe"), str(cfg.get("text_key", "text"))))
+
+
+def _plan_pipelines(cfg) -> list[PlannedPipeline]:
     single = OmegaConf.select(cfg, "pipeline.steps")
     multi = OmegaConf.select(cfg, "pipelines")
     if single is not None and len(single) and multi is not None and len(multi):

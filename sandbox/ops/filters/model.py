@@ -4,12 +4,12 @@ Hugging Face tokenizer (``token_num_filter``). Models load when the OP is built,
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, List, Optional, Union
 
 import numpy as np
 
-from sandbox.assets import AssetMissing, fasttext_model, models_dir
+from sandbox.assets import (AssetMissing, check, fasttext_model, hf_ref, kenlm_model, kenlm_ref,
+                            sentencepiece_model, sp_ref)
 from sandbox.ops.base import MAXSIZE, Filter, TextViews, Threshold
 from sandbox.ops.filters.text import LEN_RANGE
 from sandbox.ops.registry import register
@@ -59,19 +59,17 @@ class LanguageIDScoreFilter(Filter):
         return mask
 
 
-_KENLM: dict[str, Any] = {}
-
-
 @register
 class PerplexityFilter(Filter):
     """``perplexity``: the text is tokenized with a sentencepiece model, pieces are joined with
     spaces, and for each line KenLM's log10 score is summed over ``words + 1`` tokens per line:
     ``round(10 ** (-sum_score / sum_len), 1)`` (0.0 for an empty text), as Data-Juicer computes it.
 
-    Assets: no pretrained KenLM model ships on PyPI. Give ``model_path`` (a KenLM ``.arpa`` or
-    ``.bin``) and ``sp_model_path`` (the matching sentencepiece model), or put Data-Juicer's
-    ``{lang}.arpa.bin`` and ``{lang}.sp.model`` in ``<cache>/models/``. Needs ``pip install kenlm
-    sentencepiece``."""
+    Assets: Data-Juicer's ``{lang}.sp.model`` and ``{lang}.arpa.bin``, found by ``sandbox.assets``
+    (a Data-Juicer model cache, the sandbox's cache, or a download from Data-Juicer's locations:
+    ``python -m sandbox.assets fetch --op perplexity_filter --lang en``); ``model_path`` /
+    ``sp_model_path`` name other files (a KenLM ``.arpa`` or binary, and its sentencepiece
+    model). Needs the ``kenlm`` module (``pip install kenlm-ex``) and ``sentencepiece``."""
 
     name = "perplexity_filter"
     description = "Keep samples whose KenLM perplexity is within [min_ppl, max_ppl]."
@@ -80,7 +78,7 @@ class PerplexityFilter(Filter):
         "min_ppl": Threshold("perplexity", "min", **LEN_RANGE),
         "max_ppl": Threshold("perplexity", "max", **LEN_RANGE),
     }
-    assets = {"kenlm": "a KenLM model + sentencepiece model for lang (user-provided)"}
+    assets = {"kenlm": "{lang}.arpa.bin + {lang}.sp.model (Data-Juicer cache, fetch, or paths)"}
 
     def __init__(self, lang: str = "en", min_ppl: float = 0, max_ppl: float = 1500,
                  model_path: Optional[str] = None, sp_model_path: Optional[str] = None, **kwargs):
@@ -90,47 +88,28 @@ class PerplexityFilter(Filter):
         self.max_ppl = max_ppl
         self.model_path = model_path
         self.sp_model_path = sp_model_path
-        lm = Path(model_path).expanduser() if model_path else models_dir() / f"{lang}.arpa.bin"
-        sp = Path(sp_model_path).expanduser() if sp_model_path else models_dir() / f"{lang}.sp.model"
-        for what, p, arg in (("KenLM language model", lm, "model_path"),
-                             ("sentencepiece model", sp, "sp_model_path")):
-            if not p.is_file():
-                raise AssetMissing(
-                    f"perplexity_filter(lang={lang!r}) needs a {what}: {p} does not exist. No "
-                    f"pretrained one can be downloaded here: train one (KenLM's lmplz, "
-                    f"sentencepiece's trainer) and give its path with {arg}=PATH, or copy "
-                    f"Data-Juicer's {lang}.arpa.bin / {lang}.sp.model into {models_dir()}."
-                )
-        self._lm_path, self._sp_path = str(lm), str(sp)
-        try:  # optional packages, absent from a default install
-            import kenlm  # noqa: F401
-            import sentencepiece  # noqa: F401
-        except ImportError as e:
-            raise AssetMissing(
-                f"perplexity_filter needs the `{e.name}` package: `pip install kenlm sentencepiece`."
-            ) from None
+        found = check([(self.name, r) for r in self.needed_assets(self.config())],
+                      f"perplexity_filter(lang={lang!r})",
+                      f"--op perplexity_filter --lang {lang}")
+        self._sp, self._lm = (found[r] for r in self.needed_assets(self.config()))
+        sentencepiece_model(self._sp.path)  # load now: a bad file fails before any data
+        kenlm_model(self._lm.path)
+
+    @classmethod
+    def needed_assets(cls, args: dict) -> list:
+        return [sp_ref(args["lang"], args.get("sp_model_path"), "sp_model_path"),
+                kenlm_ref(args["lang"], args.get("model_path"), "model_path")]
 
     def stat_config(self) -> dict:
-        return {"lang": self.lang, "model": self._lm_path, "sp": self._sp_path}
-
-    def _models(self):
-        key = (self._lm_path, self._sp_path)
-        if key not in _KENLM:
-            import kenlm
-            import sentencepiece
-
-            sp = sentencepiece.SentencePieceProcessor()
-            sp.load(self._sp_path)
-            _KENLM[key] = (kenlm.Model(self._lm_path), sp)
-        return _KENLM[key]
+        return {"lang": self.lang, "model": self._lm.fingerprint(), "sp": self._sp.fingerprint()}
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        lm, sp = self._models()
+        sp, lm = sentencepiece_model(self._sp.path), kenlm_model(self._lm.path)
         out = np.zeros(len(views.texts), dtype=np.float64)
-        for i, t in enumerate(views.texts):
-            text = " ".join(sp.encode_as_pieces(t))
+        pieces = views.get(("words", "sp", self._sp.fingerprint()), sp.encode_as_pieces)
+        for i, words in enumerate(pieces):
             logits, length = 0.0, 0
-            for line in text.splitlines():
+            for line in " ".join(words).splitlines():
                 logits += lm.score(line)
                 length += len(line.split()) + 1
             out[i] = round(10.0 ** (-logits / length), 1) if length else 0.0
@@ -165,7 +144,14 @@ class TokenNumFilter(Filter):
         self.hf_tokenizer = hf_tokenizer
         self.min_num = min_num
         self.max_num = max_num
-        self._tok = load_tokenizer(hf_tokenizer, self.name)
+        found = check([(self.name, hf_ref(hf_tokenizer, "hf_tokenizer"))],
+                      f"token_num_filter(hf_tokenizer={hf_tokenizer!r})",
+                      f"--op token_num_filter --hf-tokenizer {hf_tokenizer}")
+        self._tok = load_tokenizer(str(next(iter(found.values())).path), self.name)
+
+    @classmethod
+    def needed_assets(cls, args: dict) -> list:
+        return [hf_ref(args["hf_tokenizer"], "hf_tokenizer")]
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
         out = np.zeros(len(views.texts), dtype=np.int64)

@@ -16,8 +16,10 @@ from itertools import islice
 
 import numpy as np
 
+from sandbox.assets import hf_ref
 from sandbox.ops.base import MAXSIZE, Filter, TextViews, Threshold
 from sandbox.ops.chars import char_table, refine_words, split_on_whitespace
+from sandbox.ops.filters.tokenization import PYTHIA, HFTokenizer, Tokenizer, sp_needs
 from sandbox.ops.registry import register
 
 
@@ -109,13 +111,21 @@ def _array(values, dtype) -> np.ndarray:
     return np.fromiter(values, dtype=dtype)
 
 
-def tokenizer_unavailable(op: str, what: str) -> NotImplementedError:
-    """The error of an OP asked for ``tokenization=True`` where that needs ``what`` from a model
-    hub (raised when the OP is built)."""
-    return NotImplementedError(
-        f"{op}: tokenization=True needs {what}, which Data-Juicer downloads from a model hub; "
-        "that is not available offline here. Use tokenization=False."
-    )
+def _with_tokenizer(config: dict, tokenizer) -> dict:
+    """An OP's stats cache key, naming the model file its ``tokenization=True`` splits with."""
+    if tokenizer is not None:
+        config["tokenizer"] = tokenizer.key
+    return config
+
+
+def joined_rep_ratio(words: list[str], n: int) -> float:
+    """``word_rep_ratio`` keyed as Data-Juicer keys it, by ``" ".join`` of the n-gram (words
+    from a tokenizer may hold spaces, where tuples and joined strings would count apart)."""
+    total = len(words) - n + 1
+    if total <= 0:
+        return 0.0
+    freq = Counter(" ".join(words[i:i + n]) for i in range(total))
+    return (total - list(freq.values()).count(1)) / total
 
 
 def _positive_int(op: str, name: str, value) -> None:
@@ -185,12 +195,20 @@ class WordsNumFilter(_Compiled, Filter):
         self.tokenization = tokenization
         self.min_num = min_num
         self.max_num = max_num
-        if tokenization:
-            raise tokenizer_unavailable(self.name, f"a sentencepiece model for lang={lang!r}")
+        # tokenization=True: sentencepiece pieces (sandbox/ops/filters/tokenization.py)
+        self._tokenizer = Tokenizer(self.name, lang) if tokenization else None
+
+    needed_assets = classmethod(lambda cls, args: sp_needs(args["lang"], args["tokenization"]))
+
+    def stat_config(self) -> dict:
+        return _with_tokenizer(super().stat_config(), self._tokenizer)
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
         from sandbox.ops.kernels import WORDS
 
+        if self._tokenizer is not None:
+            return {"num_words": _array((len(refine_words(w, False))
+                                         for w in self._tokenizer.words(views)), np.int64)}
         return {"num_words": char_stats_of(views)[:, WORDS].copy()}
 
 
@@ -199,8 +217,9 @@ class AlphanumericFilter(_Compiled, Filter):
     """``alnum_ratio = (number of characters c with c.isalnum()) / len(text)``; 0.0 for empty text.
     Unicode-aware: letters and digits of every script count (``str.isalnum``).
 
-    ``tokenization=True`` (Data-Juicer's ``alpha_token_ratio``: letters per token of the
-    EleutherAI/pythia-6.9b-deduped tokenizer) is not available offline and raises.
+    ``tokenization=True``: Data-Juicer's ``alpha_token_ratio`` instead, the number of letters
+    (``str.isalpha``) over the number of tokens of the EleutherAI/pythia-6.9b-deduped tokenizer
+    (0.0 without tokens); it can exceed 1. The tokenizer is found by ``sandbox.assets``.
     """
 
     name = "alphanumeric_filter"
@@ -222,14 +241,28 @@ class AlphanumericFilter(_Compiled, Filter):
         self.tokenization = tokenization
         self.min_ratio = min_ratio
         self.max_ratio = max_ratio
-        if tokenization:
-            raise tokenizer_unavailable(
-                self.name, "the Hugging Face tokenizer 'EleutherAI/pythia-6.9b-deduped'"
-            )
+        self._tokenizer = HFTokenizer(self.name) if tokenization else None
+        if tokenization:  # another stat, bounded by the same arguments
+            self.stat_keys = ("alpha_token_ratio",)
+            self.thresholds = {
+                "min_ratio": Threshold("alpha_token_ratio", "min", **LEN_RANGE),
+                "max_ratio": Threshold("alpha_token_ratio", "max", **LEN_RANGE),
+            }
+
+    needed_assets = classmethod(
+        lambda cls, args: [hf_ref(PYTHIA)] if args["tokenization"] else [])
+
+    def stat_config(self) -> dict:
+        return _with_tokenizer(super().stat_config(), self._tokenizer)
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
         from sandbox.ops.kernels import ALNUM
 
+        if self._tokenizer is not None:
+            counts = self._tokenizer.token_counts(views)
+            return {"alpha_token_ratio": _array(
+                (sum(map(str.isalpha, t)) / n if n else 0.0
+                 for t, n in zip(views.texts, counts)), np.float64)}
         return {"alnum_ratio": char_ratio(views, ALNUM)}
 
 
@@ -299,6 +332,18 @@ class WordRepetitionFilter(_Compiled, Filter):
 
     Data-Juicer quirk: ``lang`` only picks the sentencepiece model when ``tokenization=True``;
     with the default ``tokenization=False`` it changes nothing.
+
+    Known difference from ``dj-process`` (a Data-Juicer bug; we keep the exact value): the ratio
+    is ``repeated / total`` as one correctly rounded division, compared with the thresholds as
+    computed. Data-Juicer's default executor stores the stats column as a ``datasets`` ``Json``
+    feature, so before the comparison every stat is written by pandas' ujson with 10 decimal
+    places and parsed back by a parser that is not correctly rounded: 18/60 = 0.3 comes back as
+    0.30000000000000004 and ``max_ratio: 0.3`` drops the document, while Data-Juicer's OP run
+    alone, its Ray executor and we keep it (``tests/fixtures/word_rep_boundary.jsonl``, 69 refined
+    words, 18 of 60 10-grams repeated). Only stats within 1e-10 of a threshold, or exactly on a
+    threshold such as 0.3 or 0.6 that the parser misreads, are affected; the same holds for every
+    ratio stat. ``bench/parity.py`` replays that round trip and checks it accounts for every
+    kept-set difference.
     """
 
     name = "word_repetition_filter"
@@ -325,12 +370,20 @@ class WordRepetitionFilter(_Compiled, Filter):
         self.rep_len = rep_len
         self.min_ratio = min_ratio
         self.max_ratio = max_ratio
-        if tokenization:
-            raise tokenizer_unavailable(self.name, f"a sentencepiece model for lang={lang!r}")
+        self._tokenizer = Tokenizer(self.name, lang) if tokenization else None
+
+    needed_assets = classmethod(lambda cls, args: sp_needs(args["lang"], args["tokenization"]))
+
+    def stat_config(self) -> dict:
+        return _with_tokenizer(super().stat_config(), self._tokenizer)
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
         from sandbox.ops import kernels
 
+        if self._tokenizer is not None:  # n-grams of the refined sentencepiece pieces
+            return {"word_rep_ratio": _array(
+                (joined_rep_ratio(refine_words(w, True), self.rep_len)
+                 for w in self._tokenizer.words(views)), np.float64)}
         cp, offsets = codepoints_of(views, lower=True)
         special = char_table("special")
         return {"word_rep_ratio": kernels.word_rep_ratios(cp, offsets, special, self.rep_len)}

