@@ -69,6 +69,16 @@ def test_bad_spaces_are_config_errors(text):
         parse_space({"a": text})
 
 
+@pytest.mark.parametrize("text", ["tag(log, range(1, 64, 4))", "tag(log, range(0.1, 1.0, 0.1))",
+                                  "tag(log, range(1.0, 64.0, 1.0))"])
+def test_a_log_range_with_a_step_is_a_config_error_not_a_dropped_step(text):
+    with pytest.raises(ConfigError, match="a log scale cannot have a step"):
+        parse_space({"a": text})
+    # without the step, or with the integer step 1 that a log IntDistribution has anyway: fine
+    assert parse_space({"a": "tag(log, range(1, 64, 1))"}).distributions["a"] == \
+        IntDistribution(1, 64, log=True)
+
+
 @pytest.mark.parametrize("value", ["none", "ksigma", "a b", "it's", "true", 3, 2.5e-7, True, None,
                                    "/tmp/x-1/y.z"])
 def test_values_survive_the_override_grammar(value):
@@ -132,9 +142,15 @@ def test_the_plugin_is_registered_with_hydra():
     assert "OptunaSweeper" in names
     from tests.conftest import compose
 
-    cfg = compose(["hparams_search=thresholds"])
+    cfg = compose(["hparams_search=thresholds"], return_hydra_config=True)
     assert cfg.objective == "perplexity"
     assert cfg.refine._target_.endswith("NoRefine")
+    # the project's searches use the plugin's own name; `optuna` is the familiar alias
+    assert cfg.hydra.runtime.choices["hydra/sweeper"] == "sandbox_optuna"
+    for name in ("sandbox_optuna", "optuna"):
+        alias = compose([f"hydra/sweeper={name}"], return_hydra_config=True).hydra.sweeper
+        assert alias._target_ == "hydra_plugins.sandbox_optuna.optuna_sweeper.OptunaSweeper"
+        assert alias.sampler._target_ == "optuna.samplers.TPESampler"  # the group's default
 
 
 # ============================================================================ stopping a sweep
@@ -280,6 +296,9 @@ def test_single_objective_sweep_with_failed_trials_tracked_in_mlflow(tmp_path, t
     for t in complete:
         assert t.value == pytest.approx(t.user_attrs["metrics"]["quality_score"])
         assert "retention" in t.user_attrs["metrics"]
+        # each in-process trial's own sandbox.log has its step lines (and not the others')
+        log = (Path(t.user_attrs["run_dir"]) / "sandbox.log").read_text()
+        assert "probe running" in log and "done in" in log and "search trial" not in log
 
     client, all_runs = runs(tmp_path)
     parents = [r for r in all_runs if r.data.tags.get("sandbox.search") == "parent"]
@@ -297,7 +316,7 @@ def test_single_objective_sweep_with_failed_trials_tracked_in_mlflow(tmp_path, t
             assert run.info.status == "FAILED" and "refine.k" in run.data.tags["optuna.error"]
         else:
             assert run.info.status == "FINISHED"
-            assert run.data.metrics["quality_score"] == pytest.approx(t.value)
+            assert run.data.metrics["data/quality_score"] == pytest.approx(t.value)
     best = study.best_trial
     assert parent.data.tags["sandbox.best_trials"] == str(best.number)
     assert parent.data.metrics["best_quality_score"] == pytest.approx(best.value)

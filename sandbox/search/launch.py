@@ -1,10 +1,12 @@
-"""Running one trial with its overrides, and telling the sweep how it went: ``(run dir, error)``;
-the trial's metrics come back through its result file (``sandbox.search.trial``).
+"""Running one trial with its overrides, and telling the sweep how it went: ``(run dir, error,
+return value)``; the trial's metrics come back through its result file (``sandbox.search.trial``),
+and an app that writes none (any Hydra app) through its task function's return value.
 
 * ``InProcessLauncher`` (``n_jobs: 1``): the trial runs in this process through Hydra's launcher.
 * ``SubprocessLauncher`` (``n_jobs > 1``): the trial is its own ``python -m sandbox`` process
   group (``sandbox.programs``), started as this sweep was, with its output in
-  ``<sweep dir>/<trial number>/trial.log``. When the sweep stops (Ctrl-C, or another trial's
+  ``<sweep dir>/<trial number>/trial.log``; a Hydra callback in the child
+  (``sandbox.search.trial.ResultCallback``) writes its return value to the result file. When the sweep stops (Ctrl-C, or another trial's
   thread failed) the group gets SIGINT, so the trial ends as after a Ctrl-C, and SIGKILL if it
   has not ended ``STOP_GRACE_SECONDS`` later.
 """
@@ -41,7 +43,7 @@ class InProcessLauncher:
         os.environ.update(env)
         hook = make_hook(trial, self.prune_on, self.sign) if self.prune_on else None
         previous = set_intermediate_hook(hook)
-        error, run_dir = None, None
+        error, run_dir, returned = None, None, None
         try:
             rets = self.hydra_launcher.launch([overrides], initial_job_idx=trial.number)
             ret = rets[0] if rets else None
@@ -53,6 +55,8 @@ class InProcessLauncher:
                 raw = getattr(ret, "_return_value", None)
                 if isinstance(raw, BaseException):
                     error = f"{type(raw).__name__}: {raw}"
+                else:
+                    returned = raw
         except Exception as e:  # an invalid override fails before the job starts
             error = f"{type(e).__name__}: {e}"
         finally:
@@ -62,7 +66,7 @@ class InProcessLauncher:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        return run_dir, error
+        return run_dir, error, returned
 
 
 def trial_command(overrides: list[str], run_dir: Path) -> list[str]:
@@ -71,19 +75,20 @@ def trial_command(overrides: list[str], run_dir: Path) -> list[str]:
     n_user = len(sys.argv) - 1
     prefix = list(sys.orig_argv[1:len(sys.orig_argv) - n_user]) if n_user else \
         list(sys.orig_argv[1:])
-    return [sys.executable, *prefix, *overrides, f"hydra.run.dir={format_value(str(run_dir))}",
-            "progress=false"]
+    return [sys.executable, *prefix, *overrides, f"hydra.run.dir={format_value(str(run_dir))}"]
 
 
 class SubprocessLauncher:
     """Trials as child processes under ``sweep_dir``. With ``prune_on`` set, the child reports to
     its trial in ``storage`` itself (``sandbox.search.trial.install_hook_from_env``). ``stop``
-    is the sweep's event: once set, running trials are stopped and raise ``TrialCancelled``."""
+    is the sweep's event: once set, running trials are stopped and raise ``TrialCancelled``.
+    ``extra`` overrides go to every trial (``OptunaSearch._child_overrides``)."""
 
     def __init__(self, sweep_dir: Path, storage: str, study_name: str, prune_on: str | None,
-                 sign: float, stop: threading.Event):
+                 sign: float, stop: threading.Event, extra: list[str] = ()):
         self.sweep_dir, self.storage, self.study_name = sweep_dir, storage, study_name
         self.prune_on, self.sign, self.stop = prune_on, sign, stop
+        self.extra = list(extra)
 
     def launch(self, trial, overrides: list[str], env: dict[str, str]):
         run_dir = self.sweep_dir / str(trial.number)
@@ -94,9 +99,10 @@ class SubprocessLauncher:
                 env_vars.OPTUNA_STORAGE: str(self.storage), env_vars.OPTUNA_STUDY: self.study_name,
                 env_vars.OPTUNA_TRIAL_ID: str(trial._trial_id),
                 env_vars.OPTUNA_PRUNE_ON: self.prune_on, env_vars.OPTUNA_SIGN: str(self.sign)})
-        result = run_program(trial_command(overrides, run_dir), log_path=run_dir / "trial.log",
+        result = run_program(trial_command([*overrides, *self.extra], run_dir),
+                             log_path=run_dir / "trial.log",
                              env=child_env, cancel=self.stop, stop_signal=signal.SIGINT,
                              grace=STOP_GRACE_SECONDS)
         if result.cancelled:
             raise TrialCancelled(f"trial {trial.number}")
-        return run_dir, None if result.ok else str(result.error())
+        return run_dir, None if result.ok else str(result.error()), None

@@ -3,9 +3,16 @@ creating it or resuming it from its storage, and the trials a killed sweep left 
 
 ``n_trials`` counts finished trials (COMPLETE + PRUNED + FAIL) across resumes. Trials left RUNNING
 by a sweep on this machine whose process is gone are marked FAIL (``interrupted``), do not count,
-and their parameters are enqueued to be tried again first."""
+and their parameters are enqueued to be tried again first.
+
+The sampler (``hydra/sweeper/sampler=...`` plus ``hydra.sweeper.sampler`` keys) is built once the
+study is loaded: a fixed ``seed`` is used as written for a new study, and mixed with the number of
+trials already stored for a resumed one, so that running the same sweep again explores new points
+instead of repeating the first trials' parameters. The grid sampler's grid is built from the
+search space unless ``search_space`` is given."""
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import os
@@ -30,12 +37,17 @@ def parse_directions(direction: Any) -> list[str]:
 
 
 def default_study_name(config) -> str:
-    """``sandbox-<hparams_search option>`` (``sandbox`` without one)."""
+    """``<job name>-<hparams_search option>`` (``sandbox-thresholds``); the job name alone
+    without one (another Hydra app: its script's name)."""
     try:
         choice = config.hydra.runtime.choices.get("hparams_search")
     except Exception:  # a config composed without Hydra's runtime section
         choice = None
-    return f"sandbox-{choice}" if choice else "sandbox"
+    try:
+        job = str(config.hydra.job.name or "sandbox")
+    except Exception:
+        job = "sandbox"
+    return f"{job}-{choice}" if choice else job
 
 
 def instantiate(node: dict | None, what: str, **extra):
@@ -65,27 +77,121 @@ def instantiate(node: dict | None, what: str, **extra):
         raise ConfigError(f"hydra.sweeper.{what}: {e}") from None
 
 
+# the classes of the hydra/sweeper/sampler group: an argument one of them takes is dropped (with a
+# note) when another is picked, so `hydra/sweeper/sampler=random` works on a config written for TPE
+GROUP_SAMPLERS = ("RandomSampler", "TPESampler", "NSGAIISampler", "CmaEsSampler", "QMCSampler",
+                  "GPSampler", "GridSampler")
+GRID_TARGET = "optuna.samplers.GridSampler"
+
+
+def derived_seed(seed: int, stored_trials: int) -> int:
+    """``seed`` for a new study; for one holding ``stored_trials`` trials, a seed mixed from both
+    (so a resumed sweep does not replay the first trials' parameters)."""
+    if stored_trials <= 0:
+        return int(seed)
+    digest = hashlib.sha256(f"{int(seed)}:{int(stored_trials)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _sampler_arguments(cls) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def build_sampler(sampler_cfg: Any, distributions: dict[str, Any], stored_trials: int,
+                  say: Callable[[str], None], **extra):
+    """``hydra.sweeper.sampler`` -> an Optuna sampler (see the module's docstring); ``extra``:
+    arguments the sweeper adds (``constraints_func``). Returns (sampler, grid size or None)."""
+    import optuna
+
+    from sandbox.search.space import grid_values
+
+    node = dict(sampler_cfg or {"_target_": "optuna.samplers.TPESampler"})
+    node.pop("_partial_", None)  # hydra-optuna-sweeper's grid config is a partial
+    target = str(node.get("_target_") or "")
+    if not target:
+        raise ConfigError("hydra.sweeper.sampler needs `_target_` (an Optuna sampler class), or "
+                          "pick one: hydra/sweeper/sampler=random|tpe|nsgaii|cmaes|qmc|gp|grid.")
+    try:
+        cls = get_class(target)
+    except Exception as e:
+        raise ConfigError(f"hydra.sweeper.sampler._target_={target}: {e}") from None
+    accepted = _sampler_arguments(cls)
+    known = set().union(*(_sampler_arguments(getattr(optuna.samplers, n))
+                          for n in GROUP_SAMPLERS if hasattr(optuna.samplers, n)))
+    given = set(node) - {"_target_"}
+    foreign = sorted(k for k in given - accepted if k in known)
+    unknown = sorted(given - accepted - known)
+    if unknown:
+        raise ConfigError(f"hydra.sweeper.sampler: {cls.__name__} does not take "
+                          f"{', '.join(unknown)}. It takes: {', '.join(sorted(accepted))}.")
+    if foreign:
+        say(f"hydra.sweeper.sampler: {', '.join(foreign)} not taken by {cls.__name__} "
+            f"(another sampler's setting): ignored")
+        for k in foreign:
+            node.pop(k)
+    grid_size = None
+    if issubclass(cls, optuna.samplers.GridSampler):
+        if node.get("search_space") is None:
+            node["search_space"] = {name: grid_values(name, d) for name, d in distributions.items()}
+        grid_size = math.prod(len(v) for v in node["search_space"].values())
+    if node.get("seed") is not None and "seed" in accepted:
+        seed = derived_seed(node["seed"], stored_trials)
+        if seed != node["seed"]:
+            say(f"sampler seed {node['seed']} -> {seed}: the study already holds "
+                f"{stored_trials} trial(s), and the same seed would repeat their parameters")
+        node["seed"] = seed
+    for k, v in extra.items():
+        if k not in accepted:
+            raise ConfigError(
+                f"hydra.sweeper.sampler: {cls.__name__} does not take `{k}`"
+                + (" (constraints need a sampler that supports them: TPESampler, "
+                   "NSGAIISampler, NSGAIIISampler, GPSampler)" if k == "constraints_func"
+                   else "") + ".")
+        node[k] = v
+    node.pop("_target_")
+    try:
+        return cls(**node), grid_size
+    except (TypeError, ValueError, ImportError) as e:
+        raise ConfigError(f"hydra.sweeper.sampler ({cls.__name__}): {e}") from None
+
+
 def create_study(name: str, storage: str | None, directions: list[str], sampler_cfg: Any,
-                 pruner_cfg: Any, constraint_count: int):
-    """The study ``name`` in ``storage``: loaded when it exists, created otherwise."""
+                 pruner_cfg: Any, constraint_count: int, distributions: dict[str, Any] | None = None,
+                 say: Callable[[str], None] = lambda msg: None):
+    """The study ``name`` in ``storage``: loaded when it exists, created otherwise; its sampler
+    is built for the trials it already holds. Returns (study, grid size or None)."""
     import optuna
 
     def constraints_func(frozen) -> list[float]:
         values = frozen.user_attrs.get("constraints")
         return list(values) if values else [math.inf] * constraint_count
 
-    sampler_cfg = sampler_cfg or {"_target_": "optuna.samplers.TPESampler"}
     # Optuna >= 5: trial.set_constraint (set before tell); older: the sampler's constraints_func
     modern = hasattr(optuna.trial.Trial, "set_constraint")
     extra = {"constraints_func": constraints_func} if constraint_count and not modern else {}
-    sampler = instantiate(sampler_cfg, "sampler", **extra)
     pruner = instantiate(pruner_cfg, "pruner")
     try:
-        return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                   pruner=pruner, directions=directions, load_if_exists=True)
+        study = optuna.create_study(study_name=name, storage=storage, pruner=pruner,
+                                    sampler=optuna.samplers.RandomSampler(),  # replaced below
+                                    directions=directions, load_if_exists=True)
     except ValueError as e:
         raise ConfigError(f"optuna study {name} in {storage}: {e}. Use another "
                           f"hydra.sweeper.study_name.") from None
+    stored = len(study.get_trials(deepcopy=False))
+    study.sampler, grid_size = build_sampler(sampler_cfg, distributions or {}, stored, say,
+                                             **extra)
+    return study, grid_size
+
+
+def tell(study, trial, *args, **kwargs) -> None:
+    """``study.tell``. The grid sampler calls ``study.stop()`` once every point has been asked,
+    which Optuna refuses outside ``study.optimize``; the trial is stored before that, and the
+    sweeper stops at the grid's size anyway, so that refusal is ignored."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError as e:
+        if "Study.stop" not in str(e):
+            raise
 
 
 def claim(trial) -> None:
@@ -108,7 +214,7 @@ def mark_interrupted(study, trial_id: int, number: int) -> None:
     from optuna.trial import TrialState
 
     study._storage.set_trial_user_attr(trial_id, "interrupted", True)
-    study.tell(number, state=TrialState.FAIL)
+    tell(study, number, state=TrialState.FAIL)
 
 
 def recover_interrupted(study, say: Callable[[str], None]) -> None:

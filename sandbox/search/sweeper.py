@@ -8,6 +8,17 @@ experiment with them as overrides, read its metrics, tell the study the objectiv
 ``hydra.sweeper.constraints`` is set. A trial that fails or whose config is invalid is told FAIL
 (its error in the trial's user attrs and its MLflow run) and the study goes on.
 
+* **Any Hydra app.** Without ``objective:`` in the config, the values are what the task function
+  returns (a number, or one per direction), as with hydra-optuna-sweeper; ``python -m sandbox``
+  also writes all its metrics to a result file, which wins. ``custom_search_space`` names a
+  function ``f(cfg, trial)`` that suggests more parameters; ``search_space`` is
+  hydra-optuna-sweeper 1.1's way of writing distributions. The best parameters also go to
+  ``<sweep dir>/optimization_results.yaml``, as hydra-optuna-sweeper writes them.
+* **A failing sweep fails.** When no trial of this sweep completed, or more than
+  ``max_failure_rate`` of them failed, the sweep raises ``SweepFailed`` at the end (the command
+  exits non-zero); with ``max_failure_rate`` set it also stops starting trials as soon as the rate
+  can no longer be met. The default (null) runs every trial, as before.
+
 * **Storage and resume.** The study lives in ``hydra.sweeper.storage`` (default
   ``sqlite:///optuna.db`` in the directory you run from; any Optuna storage URL works). The same
   command again loads it: ``n_trials`` is the **total** number of finished trials the study should
@@ -35,18 +46,25 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.plugins import Plugins
+from hydra.utils import get_method
 from omegaconf import OmegaConf
 
 from sandbox import env_vars
 from sandbox.console import console
-from sandbox.errors import ConfigError
+from sandbox.errors import ConfigError, SandboxError
 from sandbox.search import summary
 from sandbox.search.constraints import parse_constraints
 from sandbox.search.launch import InProcessLauncher, SubprocessLauncher, TrialCancelled
-from sandbox.search.space import format_value, parse_space, split_cli
+from sandbox.search.space import (distributions_from_search_space, format_value, parse_space,
+                                  split_cli)
 from sandbox.search.study import (claim, counted_trials, create_study, default_study_name,
-                                  mark_interrupted, parse_directions, recover_interrupted)
-from sandbox.search.trial import read_result
+                                  mark_interrupted, parse_directions, recover_interrupted,
+                                  tell)
+from sandbox.search.trial import read_result, returned_values
+
+
+class SweepFailed(SandboxError):
+    """The sweep ran, but no trial completed or too many failed (``max_failure_rate``)."""
 
 
 def _plain(node: Any) -> Any:
@@ -64,11 +82,29 @@ class OptunaSearch:
                  storage: str | None = "sqlite:///optuna.db", n_trials: int = 20,
                  n_jobs: int = 1, sampler: Any = None, pruner: Any = None,
                  params: Any = None, constraints: Any = None, prune_on: str = "train_loss",
-                 threads_per_trial: Any = "auto", plots: bool = True, **unknown: Any):
+                 threads_per_trial: Any = "auto", plots: bool = True,
+                 max_failure_rate: float | None = None, search_space: Any = None,
+                 custom_search_space: str | None = None, **unknown: Any):
         if unknown:
             raise ConfigError(f"hydra.sweeper has unknown key(s) {sorted(unknown)}. It takes: "
                               "direction, study_name, storage, n_trials, n_jobs, sampler, pruner, "
-                              "params, constraints, prune_on, threads_per_trial, plots.")
+                              "params, search_space, custom_search_space, constraints, "
+                              "max_failure_rate, prune_on, threads_per_trial, plots.")
+        if max_failure_rate is not None and not 0.0 <= float(max_failure_rate) <= 1.0:
+            raise ConfigError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: give a share "
+                              f"of trials between 0 and 1 (0.25: fail the sweep when more than a "
+                              f"quarter of its trials fail), or null to run every trial.")
+        self.max_failure_rate = None if max_failure_rate is None else float(max_failure_rate)
+        self.uses_return_value = False  # set by objectives()
+        self.search_space = distributions_from_search_space(_plain(search_space))
+        self.custom_search_space = None
+        if custom_search_space:
+            try:
+                self.custom_search_space = get_method(str(custom_search_space))
+            except Exception as e:
+                raise ConfigError(f"hydra.sweeper.custom_search_space={custom_search_space}: "
+                                  f"cannot import it ({e}). Give the dotted path of a function "
+                                  f"f(cfg, trial) that calls trial.suggest_*.") from None
         self.directions = parse_directions(_plain(direction))
         self.study_name = study_name
         self.storage = storage or None
@@ -93,12 +129,15 @@ class OptunaSearch:
 
     # ------------------------------------------------------------------ building blocks
     def objectives(self) -> list[str]:
-        """The metric names of ``objective:``, one per direction."""
+        """The metric names of ``objective:``, one per direction. Without ``objective:`` (any
+        Hydra app) the task function's return value is the objective: ``objective`` (one
+        direction) or ``objective_0``, ``objective_1``, ... name its values."""
         obj = _plain(self.config.get("objective"))
         names = [obj] if isinstance(obj, str) else list(obj or [])
+        self.uses_return_value = not names
         if not names:
-            raise ConfigError("the search has no objective: set `objective: METRIC` (or a list, "
-                              "one per hydra.sweeper.direction) in the hparams_search config.")
+            return ["objective"] if len(self.directions) == 1 else \
+                [f"objective_{i}" for i in range(len(self.directions))]
         if len(names) != len(self.directions):
             raise ConfigError(f"objective={names} has {len(names)} metric(s) but "
                               f"hydra.sweeper.direction has {len(self.directions)}: give one "
@@ -109,15 +148,21 @@ class OptunaSearch:
         return str(self.study_name) if self.study_name else default_study_name(self.config)
 
     def _space(self, sweep_cli: list[str]):
-        """``hydra.sweeper.params`` plus the command line's sweeps (these win)."""
+        """``hydra.sweeper.params`` plus the command line's sweeps (these win), plus
+        ``search_space`` entries for keys neither gives."""
         space = parse_space(self.params, sweep_cli)
+        fixed_keys = {o.partition("=")[0].lstrip("+~") for o in space.fixed}
+        for name, dist in self.search_space.items():
+            if name not in space.distributions and name not in fixed_keys:
+                space.distributions[name] = dist
+                space.keys[name] = name
         for arg in sweep_cli:  # sweeps given only on the command line
             name = arg.partition("=")[0].lstrip("+~")
             if name not in space.distributions:
                 extra = parse_space({arg.partition("=")[0]: arg.partition("=")[2]})
                 space.distributions.update(extra.distributions)
                 space.keys.update(extra.keys)
-        if not space.distributions:
+        if not space.distributions and self.custom_search_space is None:
             raise ConfigError("the search space is empty: write hydra.sweeper.params in the "
                               "hparams_search config (e.g. refine.k: interval(1.0, 4.0)).")
         return space
@@ -160,26 +205,33 @@ class OptunaSearch:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
 
-        study = create_study(self._study_name(), self.storage, self.directions, self.sampler_cfg,
-                             self.pruner_cfg, len(self.constraints))
+        study, grid_size = create_study(self._study_name(), self.storage, self.directions,
+                                        self.sampler_cfg, self.pruner_cfg, len(self.constraints),
+                                        space.distributions, _say)
         study.set_user_attr("objectives", objectives)
+        study.set_user_attr("sampler", type(study.sampler).__name__)  # of the latest sweep
         recover_interrupted(study, _say)
-        remaining = max(0, self.n_trials - counted_trials(study))
+        target = self.n_trials
+        if grid_size is not None and grid_size < target:
+            _say(f"the grid has {grid_size} point(s): n_trials={self.n_trials} capped to it")
+            target = grid_size
+        remaining = max(0, target - counted_trials(study))
         parent = summary.ParentRun.open(self.config, study, self._study_name(), space,
                                         objectives, self.directions, self.constraints)
         _say(f"study `{study.study_name}` ({self.storage or 'in memory'}): "
              f"{len(study.trials)} stored trial(s), running {remaining} more "
-             f"(n_trials={self.n_trials} in total), {self.n_jobs} at a time; "
+             f"(n_trials={target} in total), {self.n_jobs} at a time; "
              f"{' and '.join(f'{d} {o}' for d, o in zip(self.directions, objectives))}"
              + (f" subject to {', '.join(map(str, self.constraints))}" if self.constraints
                 else ""))
 
         stop = threading.Event()  # set on Ctrl-C or a failed trial thread: running trials stop
+        enough = threading.Event()  # too many failures for max_failure_rate: start no more
         if self.n_jobs == 1:
             launcher = InProcessLauncher(self.launcher, prune_on, sign)
         else:
             launcher = SubprocessLauncher(self.sweep_dir, self.storage, study.study_name,
-                                          prune_on, sign, stop)
+                                          prune_on, sign, stop, self._child_overrides())
         launched = 0
         running: dict[int, Any] = {}  # trial number -> trial, while it runs
         results: list = []
@@ -187,7 +239,7 @@ class OptunaSearch:
 
         def worker() -> None:
             nonlocal launched
-            while not stop.is_set():
+            while not stop.is_set() and not enough.is_set():
                 with self._lock:
                     if launched >= remaining:
                         return
@@ -208,7 +260,8 @@ class OptunaSearch:
                     raise
                 with self._lock:
                     running.pop(trial.number, None)
-                results.append(outcome)
+                    results.append(outcome)
+                    self._check_failure_rate(results, remaining, enough)
 
         def thread_worker() -> None:
             try:
@@ -236,6 +289,8 @@ class OptunaSearch:
                         t.join()
                 if failures:
                     raise failures[0]
+            self._write_optimization_results(study, objectives)
+            self._raise_if_failed(results)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -249,10 +304,80 @@ class OptunaSearch:
             summary.print_summary(study, objectives, _say)
         return results
 
+    # ------------------------------------------------------------------ failures
+    def _check_failure_rate(self, results: list, planned: int, enough: threading.Event) -> None:
+        """Stop starting trials once more than ``max_failure_rate`` of the ``planned`` ones
+        have failed: the sweep will fail whatever the others do."""
+        if self.max_failure_rate is None or enough.is_set():
+            return
+        failed = sum(r["state"] == "FAIL" for r in results)
+        if failed > self.max_failure_rate * planned:
+            enough.set()
+            _say(f"{failed} of {planned} planned trial(s) failed, more than "
+                 f"max_failure_rate={self.max_failure_rate:g} allows: no more trials are started")
+
+    def _raise_if_failed(self, results: list) -> None:
+        """``SweepFailed`` when trials ran but none completed, or too many failed."""
+        failed = [r for r in results if r["state"] == "FAIL"]
+        if not failed:
+            return
+        done = len(results)
+        completed = sum(r["state"] == "COMPLETE" for r in results)
+        rate = len(failed) / done
+        too_many = self.max_failure_rate is not None and rate > self.max_failure_rate
+        if completed and not too_many:
+            return
+        first = str(failed[0].get("error") or "").strip().splitlines()
+        reason = ("no trial completed" if not completed else
+                  f"{rate:.0%} of the trials failed, more than "
+                  f"hydra.sweeper.max_failure_rate={self.max_failure_rate:g}")
+        raise SweepFailed(
+            f"the sweep failed: {len(failed)} of {done} trial(s) failed ({reason}). Trial "
+            f"{failed[0]['number']}: {first[-1][:500] if first else 'no error recorded'}. Each "
+            f"trial's error is in its run dir and in the study (user attr `error`); fix the "
+            f"cause and run the same command again"
+            + (": the study resumes." if self.storage else "."))
+
+    def _write_optimization_results(self, study, objectives: list[str]) -> None:
+        """``<sweep dir>/optimization_results.yaml``, as hydra-optuna-sweeper writes it."""
+        best = summary.best_trials(study)
+        if not best:
+            return
+        if len(self.directions) == 1:
+            out = {"name": "optuna", "best_params": dict(best[0].params),
+                   "best_value": float(best[0].value), "best_trial": best[0].number,
+                   "objective": objectives[0]}
+        else:
+            out = {"name": "optuna", "objectives": objectives,
+                   "solutions": [{"params": dict(t.params), "values": [float(v) for v in t.values],
+                                  "trial": t.number} for t in best]}
+        OmegaConf.save(OmegaConf.create(out), self.sweep_dir / "optimization_results.yaml")
+
+    def _child_overrides(self) -> list[str]:
+        """Overrides of every trial run as its own process: no progress bars (the sandbox), and
+        a callback that writes the trial's return value when the app writes no result (any
+        Hydra app)."""
+        extra = ["+hydra.callbacks.sandbox_trial_result._target_="
+                 "sandbox.search.trial.ResultCallback"]
+        if OmegaConf.select(self.config, "progress") is not None:
+            extra.append("progress=false")
+        return extra
+
     # ------------------------------------------------------------------ one trial
     def _run_trial(self, launcher, study, trial, space, base, objectives, parent):
         from optuna.trial import TrialState
 
+        if self.custom_search_space is not None:
+            try:  # define-by-run: the user's function suggests more parameters on the trial
+                self.custom_search_space(self.config, trial)
+            except Exception as e:
+                with self._lock:
+                    trial.set_user_attr("error", f"custom_search_space: {type(e).__name__}: {e}")
+                    tell(study, trial, state=TrialState.FAIL)
+                _say(f"trial {trial.number} FAIL: hydra.sweeper.custom_search_space raised "
+                     f"{type(e).__name__}: {e}")
+                return {"number": trial.number, "state": "FAIL", "values": None,
+                        "error": f"custom_search_space: {type(e).__name__}: {e}"}
         params = dict(trial.params)
         overrides = base + space.overrides(params)
         results_dir = self.sweep_dir / ".trials"
@@ -266,17 +391,36 @@ class OptunaSearch:
         shown = ", ".join(f"{k}={format_value(v)}" for k, v in params.items())
         _say(f"trial {trial.number} started: {shown}")
         t0 = time.perf_counter()
-        run_dir, error = launcher.launch(trial, overrides, env)
+        run_dir, error, returned = launcher.launch(trial, overrides, env)
         seconds = time.perf_counter() - t0
         result = read_result(result_file)
+        if result is None and error is None:  # a plain Hydra app, run in this process
+            result = {"status": "ok", "metrics": {}, "returned": returned}
         values, state = None, TrialState.FAIL
         metrics = (result or {}).get("metrics") or {}
+        if self.uses_return_value and metrics:
+            # the app reports named metrics (the sandbox does) but the config picks none: every
+            # trial would fail the same way, so stop here
+            message = (f"the search has no objective: set `objective: METRIC` (or a list, one "
+                       f"per hydra.sweeper.direction) in the hparams_search config; the run "
+                       f"reports {', '.join(sorted(metrics))}.")
+            with self._lock:
+                trial.set_user_attr("error", message)
+                tell(study, trial, state=TrialState.FAIL)
+            raise ConfigError(message)
+        if result is not None and result.get("status") == "ok" and not metrics:
+            try:
+                metrics = returned_values(result.get("returned"), objectives)
+            except ValueError as e:
+                error = str(e)
         if result is None:
             error = error or "the trial ended without a result (crashed before it started?)"
         elif result.get("status") == "pruned":
             state, error = TrialState.PRUNED, None
         elif result.get("status") != "ok":
             error = result.get("error") or error or "failed"
+        elif error:
+            pass  # the return value was not usable
         else:
             missing = [o for o in objectives if metrics.get(o) is None]
             if missing:
@@ -299,13 +443,13 @@ class OptunaSearch:
                     for c, v in zip(self.constraints, values_c):
                         trial.set_constraint(str(c), v)
             if state == TrialState.COMPLETE:
-                study.tell(trial, values if len(values) > 1 else values[0])
+                tell(study, trial, values if len(values) > 1 else values[0])
             else:
-                study.tell(trial, state=state)
+                tell(study, trial, state=state)
         shown_values = ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, values or []))
         _say(f"trial {trial.number} {state.name} in {seconds:.0f}s"
              + (f": {shown_values}" if values else "")
              + (f" ({str(error).strip().splitlines()[-1][:300]})" if error else ""))
         if parent is not None:
             parent.record_trial(trial.number, state.name, params, error)
-        return {"number": trial.number, "state": state.name, "values": values}
+        return {"number": trial.number, "state": state.name, "values": values, "error": error}

@@ -4,7 +4,9 @@ The sweeper runs a trial either in its own process (``n_jobs: 1``, through Hydra
 as a child process (``n_jobs > 1``). Either way it sets, for the trial:
 
 * ``SANDBOX_RESULT_FILE``: ``python -m sandbox`` writes ``{"status", "metrics", "error"}`` there
-  (all metrics, so constraints can use metrics that are not objectives);
+  (all metrics, so constraints can use metrics that are not objectives); in a child process of
+  any other Hydra app, ``ResultCallback`` writes ``{"status", "returned"}`` (the task function's
+  return value), which ``returned_values`` turns into the objective values;
 * an intermediate-value hook (``sandbox.steps.base.set_intermediate_hook``): the trainer calls
   ``env.report("train_loss", value, tokens_seen)``; the hook reports it to the Optuna trial and
   raises ``sandbox.steps.base.Pruned`` when the pruner says stop. In a child process the hook is
@@ -17,6 +19,9 @@ import math
 import os
 from pathlib import Path
 from typing import Any, Callable
+
+from hydra.core.utils import JobStatus
+from hydra.experimental.callback import Callback
 
 from sandbox import env_vars
 from sandbox.steps.base import Pruned, set_intermediate_hook
@@ -35,6 +40,78 @@ def write_result(status: str, metrics: dict[str, float] | None = None,
         payload["error"] = f"{type(error).__name__}: {error}"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(path), json.dumps(payload, indent=1))
+
+
+def _jsonable(value: Any) -> Any:
+    """A return value as JSON: numbers (numpy's too) as floats, sequences and mappings of them."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return number if math.isfinite(number) else None
+
+
+class ResultCallback(Callback):
+    """In a trial's child process: when the app wrote no result (it is not the sandbox), write
+    what its task function returned, or its error."""
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        path = os.environ.get(env_vars.RESULT_FILE)
+        if not path or Path(path).exists():
+            return
+        if job_return.status == JobStatus.COMPLETED:
+            payload = {"status": "ok", "metrics": {},
+                       "returned": _jsonable(job_return._return_value)}
+        else:
+            error = job_return._return_value
+            payload = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(path), json.dumps(payload, indent=1))
+
+
+def returned_values(returned: Any, objectives: list[str]) -> dict[str, float]:
+    """A task function's return value -> ``{objective name: value}``: a number (one
+    objective), a sequence with one number per objective, or a mapping holding the objectives'
+    names. ValueError says what was wrong."""
+    expect = (f"return a number" if len(objectives) == 1 else
+              f"return {len(objectives)} numbers, one per hydra.sweeper.direction")
+    if returned is None:
+        raise ValueError(f"the task function returned None: {expect} (or set `objective:` to "
+                         f"the metric names in a returned dict)")
+    if isinstance(returned, dict):
+        missing = [o for o in objectives if o not in returned]
+        if missing:
+            raise ValueError(f"the task function returned a dict without {missing}: set "
+                             f"`objective:` in the config to its key(s) ({', '.join(returned)})")
+        items = dict(returned)
+    elif isinstance(returned, (list, tuple)):
+        if len(returned) != len(objectives):
+            raise ValueError(f"the task function returned {len(returned)} value(s) for "
+                             f"{len(objectives)} direction(s): {expect}")
+        items = dict(zip(objectives, returned))
+    else:
+        if len(objectives) != 1:
+            raise ValueError(f"the task function returned one value for {len(objectives)} "
+                             f"directions: {expect}")
+        items = {objectives[0]: returned}
+    out: dict[str, float] = {}
+    for name, value in items.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            if name in objectives:
+                raise ValueError(f"the task function returned {value!r} for {name}: {expect}") \
+                    from None
+            continue
+        if math.isfinite(number):
+            out[name] = number
+    return out
 
 
 def read_result(path: str | Path) -> dict[str, Any] | None:

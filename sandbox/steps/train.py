@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from sandbox.console import console
 from sandbox.data.io import read_table
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
+from sandbox.threads import choose_threads, parse_threads
 from sandbox.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -83,9 +85,10 @@ class CausalLMTrainer(Step):
     * ``weight_decay``: AdamW decoupled weight decay, on weight matrices only (not on biases,
       LayerNorm or position embeddings).
     * ``grad_clip``: clip the global gradient norm (0 or None: off).
-    * ``num_threads``: ``torch.set_num_threads`` during the step (restored after). Two OpenMP
-      threads collapse when another process competes for the cores: use 1 when running jobs in
-      parallel.
+    * ``num_threads``: ``torch.set_num_threads`` during the step (restored after). ``auto``:
+      the CPUs other processes are not using when the step starts (``sandbox.threads``): OpenMP
+      threads collapse when another process competes for the cores. The console says when the
+      machine is oversubscribed.
     * ``seed``: seeds tokenizer sampling, block shuffling and model init; None: the run's seed.
     * ``tokenizer_sample_chars``: train the tokenizer on a seeded sample of at most this many
       characters of the pool (BPE training time grows with it; the model sees the whole pool).
@@ -111,7 +114,7 @@ class CausalLMTrainer(Step):
         min_lr_frac: float = 0.1,
         weight_decay: float = 0.1,
         grad_clip: float | None = 1.0,
-        num_threads: int = 2,
+        num_threads: int | str = "auto",
         seed: int | None = None,
         tokenizer_sample_chars: int = 5_000_000,
         log_every: int = 20,
@@ -131,7 +134,7 @@ class CausalLMTrainer(Step):
         self.lr, self.warmup_frac, self.min_lr_frac = float(lr), float(warmup_frac), float(min_lr_frac)
         self.weight_decay = float(weight_decay)
         self.grad_clip = grad_clip
-        self.num_threads = int(num_threads)
+        self.num_threads = parse_threads(num_threads, "trainer.num_threads")
         self.seed = seed
         self.tokenizer_sample_chars = int(tokenizer_sample_chars)
         self.log_every = max(1, int(log_every))
@@ -179,7 +182,11 @@ class CausalLMTrainer(Step):
 
         seed = env.seed if self.seed is None else int(self.seed)
         old_threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, self.num_threads))
+        choice = choose_threads(self.num_threads)
+        note = choice.warning("trainer.num_threads")
+        if note:
+            console.print(f"[yellow]warning:[/] {note}", soft_wrap=True)
+        torch.set_num_threads(choice.threads)
         try:
             return self._run(env, dataset, seed)
         finally:
