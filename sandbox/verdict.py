@@ -30,7 +30,8 @@ SEED_SEP = ".seed"  # `perplexity.seed42` (MLflow names allow dots, not @ or #)
 
 # Which way is better, for the metrics verdicts are given on (others: no direction, no verdict).
 LOWER_IS_BETTER = ("perplexity", "token_perplexity", "bits_per_byte", "eval_loss")
-HIGHER_IS_BETTER_PREFIXES = ("downstream_accuracy", "downstream_f1", "downstream_logprob")
+HIGHER_IS_BETTER_PREFIXES = ("downstream_accuracy", "downstream_f1", "downstream_logprob",
+                             "choice_accuracy", "choice_logprob")
 
 
 def direction(name: str) -> int:

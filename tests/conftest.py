@@ -137,8 +137,12 @@ def write_eval_files(folder: Path) -> list[str]:
             for w in ws for _ in range(5)]
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     test.write_text("".join(json.dumps(r) + "\n" for r in rows[::2]))
+    choice = folder / "choice.jsonl"  # documents long enough for context + continuation
+    choice.write_text("".join(json.dumps({"text": " ".join(SENTENCES[i:] + SENTENCES[:i])}) + "\n"
+                              for i in range(8)))
     return [f"evaluator.eval_path={held_out}", f"evaluator.task_train_path={train}",
-            f"evaluator.task_test_path={test}"]
+            f"evaluator.task_test_path={test}", f"evaluator.choice_path={choice}",
+            "evaluator.choice_context_words=12", "evaluator.choice_continuation_words=6"]
 
 
 def write_quality_reference(folder: Path) -> list[str]:

@@ -121,7 +121,7 @@ def hand_nll(model_dir: str, texts: list[str], L: int, S: int | None = None) -> 
 @pytest.mark.slow  # a forward pass per token of the reference loop
 def test_word_perplexity_matches_hand_calculation(data, model_dir, tmp_path):
     L = 16  # shorter than the model's context: the long document spans several windows
-    ev = LMEvaluator(eval_path=data["eval"], seq_len=L, downstream=False, max_eval_words=None,
+    ev = LMEvaluator(choice=False, eval_path=data["eval"], seq_len=L, downstream=False, max_eval_words=None,
                      batch_size=3)
     env = make_env(tmp_path / "ev", show_progress=True)
     out = ev.run(env, model_dir=model_dir)
@@ -148,9 +148,9 @@ def test_word_perplexity_matches_hand_calculation(data, model_dir, tmp_path):
 @pytest.mark.slow  # a forward pass per token of the reference loop
 def test_overlapping_windows_match_hand_calculation(data, model_dir, tmp_path):
     texts = [t for t in data["eval_texts"] if t.split()]
-    a = LMEvaluator(eval_path=data["eval"], seq_len=16, downstream=False).run(
+    a = LMEvaluator(choice=False, eval_path=data["eval"], seq_len=16, downstream=False).run(
         make_env(tmp_path / "a"), model_dir=model_dir)
-    b = LMEvaluator(eval_path=data["eval"], seq_len=16, stride=5, downstream=False).run(
+    b = LMEvaluator(choice=False, eval_path=data["eval"], seq_len=16, stride=5, downstream=False).run(
         make_env(tmp_path / "b"), model_dir=model_dir)
     lm_a = json.load(open(a["report"]))["language_modeling"]
     lm_b = json.load(open(b["report"]))["language_modeling"]
@@ -163,17 +163,17 @@ def test_overlapping_windows_match_hand_calculation(data, model_dir, tmp_path):
 
 
 def test_word_budget_keeps_whole_documents(data, model_dir, tmp_path):
-    out = LMEvaluator(eval_path=data["eval"], max_eval_words=10, downstream=False).run(
+    out = LMEvaluator(choice=False, eval_path=data["eval"], max_eval_words=10, downstream=False).run(
         make_env(tmp_path / "ev"), model_dir=model_dir)
     lm = json.load(open(out["report"]))["language_modeling"]
     assert lm["num_docs"] == 1 and lm["num_words"] == 6  # the 2nd doc would pass the budget
-    tiny = LMEvaluator(eval_path=data["eval"], max_eval_words=1, downstream=False).run(
+    tiny = LMEvaluator(choice=False, eval_path=data["eval"], max_eval_words=1, downstream=False).run(
         make_env(tmp_path / "ev2"), model_dir=model_dir)
     assert json.load(open(tiny["report"]))["language_modeling"]["num_docs"] == 1  # at least one
 
 
 def test_downstream_probe_beats_majority(data, model_dir, tmp_path):
-    ev = LMEvaluator(eval_path=data["eval"], task_train_path=data["train"],
+    ev = LMEvaluator(choice=False, eval_path=data["eval"], task_train_path=data["train"],
                      task_test_path=data["test"])
     out = ev.run(make_env(tmp_path / "ev"), model_dir=model_dir)
     m = out["metrics"]
@@ -194,7 +194,7 @@ def test_features_ignore_padding(data, model_dir):
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    ev = LMEvaluator(batch_size=4)
+    ev = LMEvaluator(choice=False, batch_size=4)
     texts = ["The cat runs across the meadow.", "Stocks fell sharply on monday after the report.",
              "", "Bonds"]
     together = ev.features(model, tok, texts, 32, tok.bos_token_id)
@@ -205,14 +205,58 @@ def test_features_ignore_padding(data, model_dir):
 def test_errors(data, model_dir, tmp_path):
     blank = write_jsonl(tmp_path / "blank.jsonl", [{"text": ""}, {"text": "  "}])
     with pytest.raises(DataError, match="no non-empty text"):
-        LMEvaluator(eval_path=blank, downstream=False).run(make_env(tmp_path / "a"), model_dir)
+        LMEvaluator(choice=False, eval_path=blank, downstream=False).run(make_env(tmp_path / "a"), model_dir)
     nolabel = write_jsonl(tmp_path / "nolabel.jsonl", [{"text": "a b"}])
     with pytest.raises(DataError, match="label"):
-        LMEvaluator(eval_path=data["eval"], task_train_path=nolabel,
+        LMEvaluator(choice=False, eval_path=data["eval"], task_train_path=nolabel,
                     task_test_path=data["test"]).run(make_env(tmp_path / "b"), model_dir)
     with pytest.raises(DataError, match="not a saved model"):
-        LMEvaluator(eval_path=data["eval"], downstream=False).run(make_env(tmp_path / "c"),
+        LMEvaluator(choice=False, eval_path=data["eval"], downstream=False).run(make_env(tmp_path / "c"),
                                                                    str(tmp_path))
     with pytest.raises(ValueError, match="exceeds"):
-        LMEvaluator(eval_path=data["eval"], seq_len=4096, downstream=False).run(
+        LMEvaluator(choice=False, eval_path=data["eval"], seq_len=4096, downstream=False).run(
             make_env(tmp_path / "d"), model_dir)
+
+
+def test_continuation_choice_items_and_scores(data, model_dir, tmp_path):
+    """Items are fixed and well formed; a continuation's log-probability matches a direct
+    per-token computation; the task's metrics, chance and intervals are reported."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sandbox.steps.continuation_choice import _logprobs, build_items
+
+    rng = random.Random(5)
+    texts = [" ".join(animal(rng) if k % 2 else finance(rng) for _ in range(8)) for k in range(30)]
+    items = build_items(texts, options=4, context_words=10, continuation_words=5)
+    assert items == build_items(texts, 4, 10, 5) and len(items) == 30
+    for (ctx, conts), text in zip(items, texts):
+        words = text.split()
+        assert ctx == " ".join(words[:10]) and conts[0] == " ".join(words[10:15])
+        assert len(conts) == 4
+    assert build_items(texts[:3], 4, 10, 5) == []  # fewer documents than options
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    bos = tok.bos_token_id
+    prefix = [bos] + tok("The cat sleeps", add_special_tokens=False)["input_ids"]
+    cont = tok(" in the barn.", add_special_tokens=False)["input_ids"]
+    other = [bos] + tok("Stocks", add_special_tokens=False)["input_ids"]
+    got = _logprobs(model, [(prefix, cont), (other, cont[:2])], L=32, batch_size=2)
+    with torch.no_grad():
+        seq = torch.tensor([prefix + cont])
+        logp = torch.log_softmax(model(seq).logits[0].double(), -1)
+        want = sum(logp[len(prefix) - 1 + j, t].item() for j, t in enumerate(cont))
+    assert got[0] == pytest.approx(want, rel=1e-4)
+
+    path = write_jsonl(tmp_path / "choice.jsonl", [{"text": t} for t in texts])
+    ev = LMEvaluator(eval_path=data["eval"], downstream=False, choice_path=path,
+                     choice_context_words=10, choice_continuation_words=5, bootstrap=200)
+    m = ev.run(make_env(tmp_path / "ev"), model_dir=model_dir)["metrics"]
+    assert m["choice_chance"] == 0.25 and 0 <= m["choice_accuracy"] <= 1
+    assert m["choice_accuracy_ci_low"] <= m["choice_accuracy"] <= m["choice_accuracy_ci_high"]
+    assert m["choice_logprob"] < 0 and m["choice_logprob_ci_low"] < m["choice_logprob_ci_high"]
+    short = write_jsonl(tmp_path / "short.jsonl", [{"text": "too short"}] * 10)
+    with pytest.raises(DataError, match="continuation-choice"):
+        LMEvaluator(eval_path=data["eval"], downstream=False, choice_path=short).run(
+            make_env(tmp_path / "e"), model_dir=model_dir)
