@@ -9,6 +9,8 @@ this process may use (affinity, cgroup quota) less those other processes keep bu
 is kept but reported."""
 from __future__ import annotations
 
+import contextlib
+
 import math
 import os
 import time
@@ -108,14 +110,35 @@ class ThreadChoice:
                 f"{key}=auto picks fewer")
 
 
-def choose_threads(requested, measure=busy_cpus) -> ThreadChoice:
-    """``auto``: the CPUs not busy with other processes (at least 1); a number: that number."""
+def choose_threads(requested, measure=None) -> ThreadChoice:
+    """``auto``: the CPUs not busy with other processes (at least 1); a number: that number.
+    ``measure``: how busy the machine is (default ``busy_cpus``, looked up when called)."""
     requested = parse_threads(requested)
     cpus = usable_cpus()
-    busy = measure()
+    busy = (measure or busy_cpus)()
     if requested == "auto":
         free = cpus if busy is None else cpus - busy
         threads = max(1, min(cpus, int(free + 0.5)))
     else:
         threads = requested
     return ThreadChoice(threads=threads, cpus=cpus, busy=busy, auto=requested == "auto")
+
+
+@contextlib.contextmanager
+def torch_threads(requested, key: str):
+    """``torch.set_num_threads`` from ``choose_threads`` for the block (restored after), saying
+    on the console when the machine is oversubscribed; ``key`` names the setting."""
+    import torch
+
+    from sandbox.console import console
+
+    choice = choose_threads(requested)
+    note = choice.warning(key)
+    if note:
+        console.print(f"[yellow]warning:[/] {note}", soft_wrap=True)
+    old = torch.get_num_threads()
+    torch.set_num_threads(choice.threads)
+    try:
+        yield choice
+    finally:
+        torch.set_num_threads(old)

@@ -43,6 +43,7 @@ from sandbox.data.corpus import default_corpus
 from sandbox.data.io import read_table
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
+from sandbox.threads import parse_threads, torch_threads
 from sandbox.utils import atomic_write_json
 from sandbox.verdict import bootstrap_interval
 
@@ -70,7 +71,8 @@ class LMEvaluator(Step):
       must not depend on the recipe's tokenizer, or perplexities would not be comparable.
       None: all documents.
     * ``batch_size``: windows (or snippets) per forward pass.
-    * ``num_threads``: ``torch.set_num_threads`` during the step (restored after).
+    * ``num_threads``: ``torch.set_num_threads`` during the step (restored after); ``auto``:
+      the CPUs other processes leave free (``sandbox.threads``).
     * ``seq_len``: window length; None: the model's context length (``n_positions``).
     * ``stride``: tokens newly scored per window; None: ``seq_len`` (non-overlapping windows).
     * ``label_key``: the label field of the task files.
@@ -96,7 +98,7 @@ class LMEvaluator(Step):
         task_test_path: str | None = None,
         max_eval_words: int | None = 200_000,
         batch_size: int = 32,
-        num_threads: int = 2,
+        num_threads: int | str = "auto",
         seq_len: int | None = None,
         stride: int | None = None,
         downstream: bool = True,
@@ -117,7 +119,7 @@ class LMEvaluator(Step):
         self.eval_path, self.task_train_path, self.task_test_path = eval_path, task_train_path, task_test_path
         self.max_eval_words = None if max_eval_words is None else int(max_eval_words)
         self.batch_size = int(batch_size)
-        self.num_threads = int(num_threads)
+        self.num_threads = parse_threads(num_threads, "evaluator.num_threads")
         self.seq_len = None if seq_len is None else int(seq_len)
         self.stride = None if stride is None else int(stride)
         self.downstream = bool(downstream)
@@ -164,13 +166,8 @@ class LMEvaluator(Step):
     def run(self, env: StepEnv, model_dir: str) -> dict[str, Any]:
         import torch
 
-        old_threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, self.num_threads))
-        try:
-            with torch.inference_mode():
-                return self._run(env, model_dir)
-        finally:
-            torch.set_num_threads(old_threads)
+        with torch_threads(self.num_threads, "evaluator.num_threads"), torch.inference_mode():
+            return self._run(env, model_dir)
 
     def _run(self, env: StepEnv, model_dir: str) -> dict[str, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -359,8 +356,6 @@ class LMEvaluator(Step):
     def features(self, model, tok, texts: list[str], L: int, bos: int) -> np.ndarray:
         """Mean of the last hidden states over each text's tokens (BOS excluded), truncated to
         the model's context."""
-        import torch
-
         ids = tok(list(texts), add_special_tokens=False)["input_ids"]
         seqs = [[bos] + list(t[:L - 1]) for t in ids]
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))

@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from sandbox.console import console
 from sandbox.data.io import read_table
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
-from sandbox.threads import choose_threads, parse_threads
+from sandbox.threads import parse_threads, torch_threads
 from sandbox.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -178,19 +177,9 @@ class CausalLMTrainer(Step):
 
     # ------------------------------------------------------------------ run
     def run(self, env: StepEnv, dataset: str) -> dict[str, Any]:
-        import torch
-
         seed = env.seed if self.seed is None else int(self.seed)
-        old_threads = torch.get_num_threads()
-        choice = choose_threads(self.num_threads)
-        note = choice.warning("trainer.num_threads")
-        if note:
-            console.print(f"[yellow]warning:[/] {note}", soft_wrap=True)
-        torch.set_num_threads(choice.threads)
-        try:
+        with torch_threads(self.num_threads, "trainer.num_threads"):
             return self._run(env, dataset, seed)
-        finally:
-            torch.set_num_threads(old_threads)
 
     def _run(self, env: StepEnv, dataset: str, seed: int) -> dict[str, Any]:
         import torch
