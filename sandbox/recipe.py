@@ -83,6 +83,13 @@ class Recipe:
 def load_recipe(cfg: dict | None, text_key: str = "text") -> Recipe:
     """Build a ``Recipe`` from the ``recipe`` config node (a plain dict)."""
     cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - {"path", "ops", "name"})
+    if unknown:
+        hint = (" A Data-Juicer `process:` list belongs in a recipe file: recipe=dj "
+                "recipe.path=FILE." if "process" in unknown else "")
+        raise RecipeError(f"the recipe config has unknown key(s) {unknown}: it takes `ops` (OPs "
+                          f"by key, with their arguments) and `path` (a Data-Juicer recipe "
+                          f"file).{hint}")
     path = cfg.get("path")
     overrides = dict(cfg.get("ops") or {})
     if path:

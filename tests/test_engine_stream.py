@@ -367,3 +367,18 @@ def test_export_writes_media_paths_relative_to_its_folder(tmp_path, suffix):
     assert [r["images"] for r in exported] == \
         [[f"media/{i}.png", "/elsewhere/x.png"] for i in range(20)]
     assert pq.read_table(out["dataset"]).column("images").to_pylist() == images  # run dir: as is
+
+
+def test_a_field_an_op_reads_but_the_pool_lacks_is_one_paragraph_before_work(tmp_path):
+    pool = tmp_path / "pool.parquet"
+    write_parquet(pa.table({"text": ["a b c", "d e f"]}), pool)
+    env = StepEnv(name="process", workdir=tmp_path / "p", run_dir=tmp_path,
+                  cache_dir=tmp_path / "cache", engine=LocalEngine(num_proc=1))
+    env.workdir.mkdir()
+    recipe = {"ops": {"suffix_filter": {"suffixes": [".py"]}}}
+    with pytest.raises(DataError) as e:
+        Process().run(env, dataset=str(pool), recipe=recipe)
+    msg = str(e.value)
+    assert "suffix_filter" in msg and "`__dj__suffix__`" in msg and "add_suffix: true" in msg
+    assert "its fields: text" in msg and "_enabled=false" in msg
+    assert not list((tmp_path / "cache").rglob("*.parquet"))  # nothing computed

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from sandbox.data.fingerprint import fingerprint
 from sandbox.engine.result import ComputedFile
+from sandbox.errors import DataError
 from sandbox.engine.selection import Selection, select
 from sandbox.ops import Op, OpSpec
 from sandbox.recipe import Recipe, load_recipe
@@ -76,10 +77,30 @@ class Engine(abc.ABC):
         ``(recipe, ops, computed, num_rows)``."""
         rec = load_recipe(recipe, text_key)
         ops = rec.build()
-        n = pq.ParquetFile(dataset).metadata.num_rows
+        pool = pq.ParquetFile(dataset)
+        check_input_fields(rec, ops, pool.schema_arrow.names, dataset)
+        n = pool.metadata.num_rows
         with env.progress(n, description) as advance:
             computed = self.compute(dataset, rec.ops, rec.text_key, batch_size=batch_size,
                                     cache_dir=env.cache_dir,
                                     fingerprint=fingerprint(dataset, env.cache_dir),
                                     progress=advance, scratch_dir=env.workdir)
         return rec, ops, computed, n
+
+
+def check_input_fields(rec: Recipe, ops: list[Op], columns: list[str], dataset: str) -> None:
+    """Every sample field an OP reads (``Op.input_fields``) is in the pool, or one paragraph
+    before any work (not a KeyError from a worker)."""
+    for spec, op in zip(rec.ops, ops):
+        missing = [f for f in op.input_fields() if f not in columns]
+        if not missing:
+            continue
+        names = ", ".join(f"`{f}`" for f in missing)
+        hint = (" Data-Juicer adds its `__dj__...` fields when it loads files (e.g. "
+                "`__dj__suffix__` with `add_suffix: true`); add the field to your samples."
+                if any(f.startswith("__dj__") for f in missing) else "")
+        raise DataError(
+            f"{rec.source}, OP `{spec.key}` reads the sample field(s) {names}, which the data pool "
+            f"{dataset} does not have (its fields: {', '.join(columns)}).{hint} Add the field to "
+            f"the data, or remove or switch off the OP "
+            f"(`++recipe.ops.{spec.key}._enabled=false`).")
