@@ -103,8 +103,9 @@ class ThreadChoice:
             return None
         head = (f"the machine is oversubscribed: other processes keep {self.busy:.1f} of "
                 f"{self.cpus} CPU(s) busy")
-        if self.auto:
-            return f"{head}; {key}=auto: {self.threads} thread(s), expect it to be slow"
+        if self.auto or self.threads == 1:
+            return f"{head}; {key}={'auto: ' if self.auto else ''}{self.threads} thread(s), " \
+                   f"expect it to be slow"
         return (f"{head}, and {key}={self.threads} thread(s) will compete with them (torch "
                 f"threads slow down far more than their share of CPU when they do): "
                 f"{key}=auto picks fewer")

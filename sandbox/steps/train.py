@@ -178,8 +178,12 @@ class CausalLMTrainer(Step):
     # ------------------------------------------------------------------ run
     def run(self, env: StepEnv, dataset: str) -> dict[str, Any]:
         seed = env.seed if self.seed is None else int(self.seed)
-        with torch_threads(self.num_threads, "trainer.num_threads"):
-            return self._run(env, dataset, seed)
+        with torch_threads(self.num_threads, "trainer.num_threads") as threads:
+            out = self._run(env, dataset, seed)
+        # the thread count changes float summation order: runs that differ in the last digits
+        # (far below seed noise) show why; pin trainer.num_threads for bit-identical reruns
+        out["metrics"]["num_threads"] = float(threads.threads)
+        return out
 
     def _run(self, env: StepEnv, dataset: str, seed: int) -> dict[str, Any]:
         import torch
