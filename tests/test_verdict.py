@@ -141,12 +141,13 @@ def test_single_seed_table_says_the_interval_is_not_seed_variance(capsys):
 
 @pytest.mark.slow
 def test_seeds_3_end_to_end_trains_three_models_and_aggregates(docs_file, tmp_path,
-                                                              eval_files):
+                                                              eval_files, monkeypatch):
     from sandbox.runner import run
     from tests.conftest import TINY_TRAINER, compose, write_quality_reference
 
+    monkeypatch.chdir(tmp_path)  # the MLflow store: ./mlflow.db
     over = ["data_pool=jsonl", f"data_pool.path={docs_file}", "progress=false",
-            "tracking=none", *write_quality_reference(tmp_path), *TINY_TRAINER, *eval_files,
+            "tracking=mlflow", *write_quality_reference(tmp_path), *TINY_TRAINER, *eval_files,
             "seeds=3", "evaluator.bootstrap=200"]
     metrics = run(compose(over), run_dir=tmp_path / "run")
     ctx = json.loads((tmp_path / "run" / "context.json").read_text())["steps"]
@@ -162,6 +163,22 @@ def test_seeds_3_end_to_end_trains_three_models_and_aggregates(docs_file, tmp_pa
     assert metrics["perplexity_std"] == pytest.approx(np.std(per_seed, ddof=1))
     assert metrics["perplexity_ci_low"] < metrics["perplexity"] < metrics["perplexity_ci_high"]
     assert metrics["perplexity.seed43"] == per_seed[1]
+    # MLflow: the aggregate on the run, one nested run per seed with that seed's metrics
+    from mlflow.tracking import MlflowClient
+
+    from sandbox.tracking.names import tracked_name
+
+    client = MlflowClient("sqlite:///mlflow.db")
+    exp = client.get_experiment_by_name("sandbox").experiment_id
+    runs = client.search_runs([exp])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    ppl = tracked_name("perplexity")  # grouped in the store (eval/perplexity)
+    assert parent.data.metrics[ppl] == pytest.approx(metrics["perplexity"])
+    assert parent.data.metrics[tracked_name("perplexity.seed43")] == per_seed[1]
+    kids = {r.data.tags["sandbox.seed"]: r for r in runs
+            if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert sorted(kids) == ["42", "43", "44"]
+    assert kids["43"].data.metrics[ppl] == per_seed[1]
     # resume: nothing re-runs, the same aggregate comes back
     again = run(compose(over + ["resume=true"]), run_dir=tmp_path / "run")
     assert again["perplexity"] == metrics["perplexity"]

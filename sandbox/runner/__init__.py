@@ -28,7 +28,8 @@ from sandbox.recipe import load_recipe
 from sandbox.runner.executor import Executor
 from sandbox.runner.plan import PlannedPipeline, PlannedStep, plan, plan_pipelines
 from sandbox.tracking import NoTracker
-from sandbox.tracking.params import flatten, redact, redact_hydra_record, run_tags
+from sandbox.tracking.params import flatten, redact, redact_hydra_record
+from sandbox.tracking.run_info import describe_run
 from sandbox.utils import atomic_write_text
 
 __all__ = ["run", "plan", "plan_pipelines", "PlannedPipeline", "PlannedStep"]
@@ -62,9 +63,11 @@ def _run(cfg, run_dir: Path, cache_dir: Path) -> dict[str, float]:
     num_proc = resolve_num_proc(cfg.get("num_proc"))
     engine = build_engine(OmegaConf.select(cfg, "engine"))
     tracker = build_tracker(cfg)
-    tags = run_tags(resolved, [s.key for p in pipelines for s in p.steps])
-    tracker.start(run_name=run_dir.name or "run", params=flatten(redact(resolved)), tags=tags,
-                  resume_run_id=ctx.meta.get("tracking_run_id") if resume else None)
+    info = describe_run(resolved, [s.key for p in pipelines for s in p.steps], run_dir)
+    tags = info.tags
+    tracker.start(run_name=info.name, params={**flatten(redact(resolved)), **info.params},
+                  tags=tags, resume_run_id=ctx.meta.get("tracking_run_id") if resume else None)
+    tracker.log_text(info.recipe_yaml, "recipe.yaml")
     ctx.meta["tracking_run_id"] = getattr(tracker, "run_id", None)
     ctx.save()
     ex = Executor(cfg, ctx, run_dir, cache_dir, tracker, resume, engine, num_proc)

@@ -154,6 +154,7 @@ class Executor:
         else:
             tracker.log_metrics(metrics)
         tracker.log_dir(workdir, artifact_path=self._artifact_dir(step))
+        tracker.log_outputs(step.name, outputs)  # the pool it loaded or made, as a dataset
         return metrics
 
     def resolve(self, step: PlannedStep, item: Any = None) -> tuple[dict, dict]:

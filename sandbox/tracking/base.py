@@ -15,6 +15,12 @@ class NoTracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         pass
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def log_outputs(self, step: str, outputs: dict) -> None:
+        """Record what a step produced that the run *used* (its ``dataset``)."""
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         pass
 
@@ -23,6 +29,10 @@ class NoTracker:
 
     def find_baseline(self, tags: dict[str, str]) -> dict[str, float] | None:
         return None
+
+    def child(self, run_name: str, tags: dict[str, str] | None = None) -> "NoTracker":
+        """A nested run under this one; ``finish`` it when done."""
+        return NoTracker()
 
     def finish(self, status: str = "FINISHED") -> None:
         pass

@@ -1,7 +1,14 @@
 """MLflow tracking: one store for all runs (SQLite by default), one run per experiment run.
 
 Uses ``MlflowClient`` rather than the fluent API, so that several runs in one process (a Hydra
-multirun) never collide on a global "active run". ``mlflow`` is imported only here."""
+multirun) never collide on a global "active run". ``mlflow`` is imported only here.
+
+What the MLflow UI then shows: the experiment is a model-training experiment (tag
+``mlflow.experimentKind``) and a finished run prints the address of its runs table
+(``ui_address``); metrics are grouped into sections
+(``sandbox.tracking.names``); each run lists the data pool and the processed pool it used as
+dataset inputs (``log_outputs``); a search trial's run is named ``trial <n> · ...`` and tagged
+``sweep=<study>``; ``child`` opens a nested run (a pool of the bottom-up workflow, a seed)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +19,17 @@ import urllib.request
 from pathlib import Path
 
 from sandbox import env_vars
+from sandbox.console import console
 from sandbox.errors import ConfigError
 from sandbox.tracking.base import NoTracker
+from sandbox.tracking.names import short_name, tracked_name
+
+# MLflow 3 UIs read this tag to open an experiment on its runs rather than its GenAI overview
+# (3.17's follows its own GenAI / Model training switch instead: see `ui_address`)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+# tags a nested run takes from its parent, so that grouping by them keeps families together
+GROUP_TAGS = ("recipe", "data_pool", "trainer", "baseline", "sweep")
 
 
 class MLflowTracker(NoTracker):
@@ -23,6 +39,9 @@ class MLflowTracker(NoTracker):
         self.max_artifact_bytes = int(max_artifact_mb * 1024 * 1024)
         self.client = None
         self.run_id: str | None = None
+        self.pool, self.pool_source = "pool", None  # names the dataset inputs (log_outputs)
+        self.experiment_id: str | None = None
+        self.announce = False  # print where to see the run when it ends (a top-level run)
 
     def start(self, run_name: str, params: dict[str, str], tags: dict[str, str],
               resume_run_id: str | None = None) -> None:
@@ -30,21 +49,28 @@ class MLflowTracker(NoTracker):
         from mlflow.tracking import MlflowClient
 
         self._preflight()
+        self.pool = tags.get("data_pool") or "pool"
+        source = params.get("data_pool.path")
+        self.pool_source = source if source not in (None, "", "None", "???") else None
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
+            parent = os.environ.get(env_vars.PARENT_RUN_ID)
+            self.announce = not parent  # a search's trials: the study's run says it once
             if resume_run_id and self._reopen(resume_run_id):
                 return
-            exp = self.client.get_experiment_by_name(self.experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(
-                self.experiment, artifact_location=self._artifact_location())
+            exp_id = self.experiment_id = self._experiment_id()
             all_tags = dict(tags)
-            parent = os.environ.get(env_vars.PARENT_RUN_ID)
             if parent:
                 all_tags["mlflow.parentRunId"] = parent
             if os.environ.get(env_vars.RUN_TAGS):  # e.g. a search trial's number and study
                 all_tags.update({str(k): str(v) for k, v in
                                  json.loads(os.environ[env_vars.RUN_TAGS]).items()})
-            run = self.client.create_run(exp_id, run_name=self.run_name or run_name, tags=all_tags)
+            name = self.run_name or run_name
+            if "sandbox.study" in all_tags:
+                all_tags["sweep"] = all_tags["sandbox.study"]
+            if "sandbox.trial" in all_tags and not self.run_name:
+                name = f"trial {all_tags['sandbox.trial']} · {name}"
+            run = self.client.create_run(exp_id, run_name=name, tags=all_tags)
         except Exception as e:
             raise ConfigError(
                 f"cannot reach the MLflow tracking store tracking.uri={self.uri} ({type(e).__name__}: "
@@ -55,14 +81,33 @@ class MLflowTracker(NoTracker):
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
+    def _experiment_id(self) -> str:
+        """The experiment's id, created (or tagged) as a model-training experiment."""
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            try:
+                return self.client.create_experiment(
+                    self.experiment, artifact_location=self._artifact_location(),
+                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+            except Exception:  # another process (a parallel trial) created it meanwhile
+                exp = self.client.get_experiment_by_name(self.experiment)
+                if exp is None:
+                    raise
+        kind = exp.tags.get(EXPERIMENT_KIND_TAG)
+        # an earlier store, or a kind the UI inferred; a kind someone chose is left alone
+        if kind is None or kind.endswith("_inferred") or kind == "no_inferred_type":
+            self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG,
+                                           MODEL_TRAINING_KIND)
+        return exp.experiment_id
+
     def _reopen(self, run_id: str) -> bool:
         """Continue logging into the run a crashed run left behind (resume)."""
         try:
-            self.client.get_run(run_id)
+            run = self.client.get_run(run_id)
         except Exception:
             return False
         self.client.update_run(run_id, status="RUNNING")
-        self.run_id = run_id
+        self.run_id, self.experiment_id = run_id, run.info.experiment_id
         return True
 
     def _preflight(self) -> None:
@@ -94,9 +139,40 @@ class MLflowTracker(NoTracker):
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, int(step or 0)) for k, v in metrics.items()]
+        items = [Metric(tracked_name(k), float(v), ts, int(step or 0)) for k, v in metrics.items()]
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.run_id is not None:
+            self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_outputs(self, step: str, outputs: dict) -> None:
+        """A step's ``dataset`` output (a Parquet file) as a dataset input of the run: the
+        loader's is the data pool (named after it, digest = its fingerprint, source = the file
+        the user named), a later step's is ``<pool>/<step>`` (``default/process``: the
+        processed pool)."""
+        path = outputs.get("dataset")
+        if self.run_id is None or not isinstance(path, str) or not path.endswith(".parquet") \
+                or not Path(path).is_file():
+            return
+        from mlflow.entities import DatasetInput, InputTag
+
+        from sandbox.data.fingerprint import fingerprint
+        from sandbox.tracking.datasets import parquet_dataset
+
+        loader = "fingerprint" in outputs
+        try:
+            dataset = parquet_dataset(
+                path, self.pool if loader else f"{self.pool}/{step}",
+                outputs.get("fingerprint") or fingerprint(path),
+                source=self.pool_source if loader else None)
+            context = "data_pool" if loader else step
+            self.client.log_inputs(self.run_id, [DatasetInput(
+                dataset, [InputTag("mlflow.data.context", context)])])
+        except Exception as e:  # the run dir has the data; the run goes on without the record
+            console.print(f"[yellow]warning:[/] {step}'s dataset was not recorded in MLflow: "
+                          f"{type(e).__name__}: {e}")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         p = Path(path)
@@ -122,22 +198,38 @@ class MLflowTracker(NoTracker):
             filter_string=("tags.`sandbox.baseline` = 'true' and tags.`sandbox.comparable` = "
                            f"'{tags['sandbox.comparable']}' and attributes.status = 'FINISHED'"),
             order_by=["attributes.start_time DESC"], max_results=1)
-        return dict(runs[0].data.metrics) if runs else None
+        return {short_name(k): v for k, v in runs[0].data.metrics.items()} if runs else None
 
     def child(self, run_name: str, tags: dict[str, str] | None = None) -> "MLflowTracker":
         """A nested run under this one (tag ``mlflow.parentRunId``), e.g. one pool's training
-        and evaluation in the bottom-up workflow; ``finish`` it when done."""
+        and evaluation in the bottom-up workflow, or one seed of a run; it takes this run's
+        group-by tags (``GROUP_TAGS``), logs like this one, and is ``finish``ed by its maker."""
         kid = MLflowTracker(self.uri, self.experiment, run_name, self.max_artifact_bytes / 2 ** 20)
+        kid.pool, kid.pool_source = self.pool, self.pool_source
         if self.run_id is None:
             return kid
         kid.client = self.client
-        exp_id = self.client.get_run(self.run_id).info.experiment_id
-        run = self.client.create_run(exp_id, run_name=run_name,
-                                     tags={**(tags or {}), "mlflow.parentRunId": self.run_id})
-        kid.run_id = run.info.run_id
+        parent = self.client.get_run(self.run_id)
+        inherited = {k: v for k, v in parent.data.tags.items() if k in GROUP_TAGS}
+        run = self.client.create_run(parent.info.experiment_id, run_name=run_name,
+                                     tags={**inherited, **(tags or {}),
+                                           "mlflow.parentRunId": self.run_id})
+        kid.run_id, kid.experiment_id = run.info.run_id, parent.info.experiment_id
         return kid
+
+    def ui_address(self) -> str:
+        """Where the MLflow UI shows this experiment's runs table. ``workflowType`` matters:
+        MLflow 3.17's UI follows its GenAI / Model training switch (GenAI until the user
+        flips it) rather than the experiment's kind tag."""
+        base = self.uri.rstrip("/") if self.uri.startswith(("http://", "https://")) \
+            else "http://127.0.0.1:5000"
+        return f"{base}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
 
     def finish(self, status: str = "FINISHED") -> None:
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status)
             self.run_id = None
+            if self.announce and self.experiment_id is not None:
+                serve = "" if self.uri.startswith(("http://", "https://")) else \
+                    f"`mlflow ui --backend-store-uri {self.uri}`, then "
+                console.print(f"MLflow: {serve}{self.ui_address()}", soft_wrap=True)

@@ -37,7 +37,7 @@ def redact_hydra_record(run_dir: Path) -> None:
     f = hydra_dir / "overrides.yaml"
     if f.exists():
         items = yaml.safe_load(f.read_text(encoding="utf-8")) or []
-        atomic_write_text(f, yaml.safe_dump([_redact_override(o) for o in items]))
+        atomic_write_text(f, yaml.safe_dump([redact_override(o) for o in items]))
 
 
 def _redact_overrides_in(obj: Any) -> Any:
@@ -46,10 +46,11 @@ def _redact_overrides_in(obj: Any) -> Any:
         return {k: _redact_overrides_in(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_redact_overrides_in(v) for v in obj]
-    return _redact_override(obj) if isinstance(obj, str) and "=" in obj else obj
+    return redact_override(obj) if isinstance(obj, str) and "=" in obj else obj
 
 
-def _redact_override(item: str) -> str:
+def redact_override(item: str) -> str:
+    """A `key=value` command-line override with the value hidden when the key looks secret."""
     key, sep, value = str(item).partition("=")
     last = key.lstrip("+~").rsplit(".", 1)[-1]
     if sep and SECRET.search(last) and not _is_threshold_key(last):
