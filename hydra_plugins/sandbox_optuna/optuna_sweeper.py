@@ -5,7 +5,8 @@ optuna<3), and usable by any Hydra app.
 Same keys as hydra-optuna-sweeper (``direction``, ``study_name``, ``storage``, ``n_trials``,
 ``n_jobs``, ``sampler`` with the ``hydra/sweeper/sampler`` group, ``max_failure_rate``,
 ``params``, ``search_space``, ``custom_search_space``), plus ``pruner``, ``constraints``,
-``prune_on``, ``threads_per_trial`` and ``plots``. The work is done by
+``prune_on``, ``threads_per_trial``, ``plots``, and ``confirm_seeds``/``confirm_top`` (re-run
+the winners with fresh seeds when the search ends). The work is done by
 ``sandbox.search.sweeper``.
 
 Both names are registered: ``optuna`` for habit, ``sandbox_optuna`` because hydra-optuna-sweeper
@@ -68,6 +69,14 @@ class OptunaSweeperConf:
     search_space: Optional[Dict[str, Any]] = None
     # dotted path of a function f(cfg, trial) that suggests more parameters (define-by-run)
     custom_search_space: Optional[str] = None
+    # K >= 2: when the search ends, re-run the best trial with K fresh seeds (the config's seed
+    # + 1000, + 1001, ...; `seeds=[...]` for an app that reads `seeds`, one run per `seed=`
+    # otherwise) and report the confirmed value (mean, 95% interval) beside the searched one;
+    # 0: off
+    confirm_seeds: int = 0
+    # how many trials to confirm: the N best (one objective), or up to N Pareto-optimal ones
+    # spread along the front (several); null: 1 for one objective, 3 for several
+    confirm_top: Optional[int] = None
 
 
 for _name in (OWN_NAME, ALIAS):

@@ -9,5 +9,7 @@
   killed sweep left running;
 * ``launch``: running one trial, in this process (``n_jobs: 1``) or as its own process group;
 * ``trial``: what a running trial sees (intermediate values for pruning, the result file);
-* ``summary``: the study's parent MLflow run (best trials, best recipe, plots).
+* ``summary``: the study's parent MLflow run (best trials, best recipe, plots);
+* ``noise``: the trials within noise of the best, and the winner's-curse wording;
+* ``confirm``: re-running the best trial(s) with fresh seeds (``confirm_seeds``).
 """

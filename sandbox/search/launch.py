@@ -38,12 +38,17 @@ class InProcessLauncher:
     def __init__(self, hydra_launcher, prune_on: str | None, sign: float):
         self.hydra_launcher, self.prune_on, self.sign = hydra_launcher, prune_on, sign
 
-    def launch(self, trial, overrides: list[str], env: dict[str, str]):
+    def launch(self, trial, overrides: list[str], env: dict[str, str],
+               subdir: str | None = None):
+        """Run ``trial``'s job; ``subdir``: its run dir's name under the sweep dir instead of the
+        trial's number (a confirmation run of a finished trial)."""
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         hook = make_hook(trial, self.prune_on, self.sign) if self.prune_on else None
         previous = set_intermediate_hook(hook)
         error, run_dir, returned = None, None, None
+        if subdir:
+            overrides = [*overrides, f"hydra.sweep.subdir={format_value(subdir)}"]
         try:
             rets = self.hydra_launcher.launch([overrides], initial_job_idx=trial.number)
             ret = rets[0] if rets else None
@@ -90,8 +95,9 @@ class SubprocessLauncher:
         self.prune_on, self.sign, self.stop = prune_on, sign, stop
         self.extra = list(extra)
 
-    def launch(self, trial, overrides: list[str], env: dict[str, str]):
-        run_dir = self.sweep_dir / str(trial.number)
+    def launch(self, trial, overrides: list[str], env: dict[str, str],
+               subdir: str | None = None):
+        run_dir = self.sweep_dir / (subdir or str(trial.number))
         run_dir.mkdir(parents=True, exist_ok=True)
         child_env = dict(env)
         if self.prune_on:

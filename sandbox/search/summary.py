@@ -8,6 +8,15 @@ params. When the sweep ends the parent gets: ``best_<objective>`` metrics (singl
 trial); ``best_recipe.yaml`` (the best trial's refined recipe, Data-Juicer format; for several
 objectives ``pareto/trial_<n>_recipe.yaml`` per Pareto-optimal trial); and Optuna's plots as
 self-contained HTML (plotly) under ``plots/`` (matplotlib PNGs when plotly is missing).
+
+Noise (``sandbox.search.noise``, ``sandbox.search.confirm``): the summary counts the trials within
+noise of the best (parent metric ``trials_within_noise``, or ``trials_within_noise_<objective>``
+for several objectives; absent when unknown) and, with ``hydra.sweeper.confirm_seeds``, reports
+each confirmed trial's value over fresh seeds beside the searched one: ``confirmed_<objective>``
+with ``_std``, ``_ci_low``, ``_ci_high`` and ``.seed<S>`` for the best trial (one objective),
+``confirmed/trial<n>/<objective>`` and companions for any other confirmed trial, and the tags
+``sandbox.confirmed_trials`` and ``sandbox.winners_curse``. ``study_summary.json`` is also
+written to the sweep dir (any Hydra app, with or without MLflow).
 """
 from __future__ import annotations
 
@@ -24,7 +33,11 @@ from omegaconf import OmegaConf
 
 from sandbox import env_vars
 from sandbox.console import console
+from sandbox.search.confirm import ATTR as CONFIRMATIONS
+from sandbox.search.confirm import confirmation_lines, stored_estimate
+from sandbox.search.noise import within_noise
 from sandbox.tracking.mlflow_tracker import MLflowTracker
+from sandbox.verdict import flat
 
 
 def _mlflow_target(config) -> tuple[str, str] | None:
@@ -142,6 +155,8 @@ class ParentRun:
                 tags[f"best.{k}"] = str(v)[:500]
         else:
             metrics["pareto_size"] = float(len(best))
+        metrics.update(noise_metrics(study, self.objectives, best))
+        tags.update(confirmation_tags(study))
         ts = time.time()
         self.client.log_batch(
             self.run_id,
@@ -158,18 +173,70 @@ class ParentRun:
                 self.client.log_artifact(self.run_id, str(path), "plots")
 
 
+def noise_metrics(study, objectives: list[str], best: list) -> dict[str, float]:
+    """The parent run's metrics on noise: the within-noise count(s) when known, and the
+    confirmed values (see the module docstring)."""
+    out: dict[str, float] = {}
+    for name, entry in within_noise(study, objectives, best).items():
+        if entry["count"] is not None:
+            key = "trials_within_noise" if len(objectives) == 1 else f"trials_within_noise_{name}"
+            out[key] = float(entry["count"])
+    stored = study.user_attrs.get(CONFIRMATIONS) or {}
+    for key, record in stored.items():
+        for name, r in (record.get("objectives") or {}).items():
+            est = stored_estimate(r)
+            if math.isnan(est.mean):
+                continue
+            if len(objectives) == 1 and best and int(key) == best[0].number:
+                out.update(flat(f"confirmed_{name}", est))
+            else:  # another confirmed trial (confirm_top > 1, a Pareto front, an earlier best)
+                out.update(flat(f"confirmed/trial{key}/{name}", est))
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and
+            math.isfinite(float(v))}
+
+
+def confirmation_tags(study) -> dict[str, str]:
+    """``sandbox.confirmed_trials`` and ``sandbox.winners_curse`` (``trial 7: perplexity``)."""
+    stored = study.user_attrs.get(CONFIRMATIONS) or {}
+    if not stored:
+        return {}
+    cursed = [f"trial {k}: {name}" for k in sorted(stored, key=int)
+              for name, r in (stored[k].get("objectives") or {}).items()
+              if r.get("verdict") == "worse"]
+    return {"sandbox.confirmed_trials": ",".join(sorted(stored, key=int)),
+            "sandbox.winners_curse": "; ".join(cursed) or "none"}
+
+
+def confirmation_of(study, number: int, objective: str) -> dict | None:
+    """Trial ``number``'s confirmed ``objective`` (mean, std, interval, seeds, verdict), if any."""
+    record = (study.user_attrs.get(CONFIRMATIONS) or {}).get(str(number))
+    if not record or record.get("status") != "ok":
+        return None
+    r = (record.get("objectives") or {}).get(objective)
+    if r is None:
+        return None
+    return {"value": r["mean"], "std": r["std"], "ci_low": r["low"], "ci_high": r["high"],
+            "seeds": list(record["seeds"]), "verdict": r["verdict"]}
+
+
 def _finite(v: Any) -> Any:
     return v if not isinstance(v, float) or math.isfinite(v) else None
 
 
 def study_summary(study, objectives: list[str]) -> dict:
-    """Every trial of the study as JSON-able data (``study_summary.json``)."""
-    best = {t.number for t in best_trials(study)}
+    """Every trial of the study as JSON-able data (``study_summary.json``), with the noise
+    summary: ``within_noise`` per objective and ``confirmations`` (``sandbox.search.confirm``)."""
+    best_list = best_trials(study)
+    best = {t.number for t in best_list}
+    noise = within_noise(study, objectives, best_list)
+    stored = study.user_attrs.get(CONFIRMATIONS) or {}
     return {
         "study_name": study.study_name,
         "objectives": objectives,
         "directions": [d.name.lower() for d in study.directions],
         "best_trials": sorted(best),
+        "within_noise": noise,
+        "confirmations": [stored[k] for k in sorted(stored, key=int)],
         "trials": [{
             "number": t.number, "state": t.state.name,
             "values": [_finite(v) for v in t.values] if t.values else None,
@@ -180,6 +247,18 @@ def study_summary(study, objectives: list[str]) -> dict:
             "metrics": t.user_attrs.get("metrics"),
         } for t in study.get_trials(deepcopy=False)],
     }
+
+
+def write_study_summary(study, objectives: list[str], folder: Path) -> Path | None:
+    """``<folder>/study_summary.json``; None (with a warning) when it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "study_summary.json"
+        path.write_text(json.dumps(study_summary(study, objectives), indent=1))
+        return path
+    except Exception as e:  # a summary must not turn a finished sweep into a failed one
+        console.print(f"[yellow]warning:[/] study_summary.json was not written: {e}")
+        return None
 
 
 def export_best_recipes(study, best: list, out: Path) -> list[tuple[Path, str | None]]:
@@ -273,4 +352,10 @@ def print_summary(study, objectives: list[str], say: Callable[[str], None]) -> N
             f"run dir {t.user_attrs.get('run_dir')}")
     if not best:
         say("no complete (feasible) trial yet")
+        return
+    for name, entry in within_noise(study, objectives, best).items():
+        label = "within noise" if len(objectives) == 1 else f"within noise ({name})"
+        say(f"{label}: {entry['text']}")
+    for line in confirmation_lines(study, objectives):
+        say(line)
 

@@ -35,6 +35,11 @@ experiment with them as overrides, read its metrics, tell the study the objectiv
   logging step and a trial the pruner stops is told PRUNED (single objective only).
 * **MLflow.** One parent run per study (kept across resumes), one child run per trial, tagged
   with the trial number; the parent gets the summary (``sandbox.search.summary``).
+* **Noise.** The summary (console, ``<sweep dir>/study_summary.json``, the parent run) counts
+  the completed trials within noise of the best (``sandbox.search.noise``: no significant
+  difference by their reported intervals). ``confirm_seeds=K`` re-runs the best trial(s) with K
+  fresh seeds when the search ends (``sandbox.search.confirm``) and reports the confirmed value
+  beside the searched one, saying so when the winner's value does not hold up.
 """
 from __future__ import annotations
 
@@ -53,6 +58,7 @@ from sandbox import env_vars
 from sandbox.console import console
 from sandbox.errors import ConfigError, SandboxError
 from sandbox.search import summary
+from sandbox.search.confirm import Confirmer, check_settings, seed_mode
 from sandbox.search.constraints import parse_constraints
 from sandbox.search.launch import InProcessLauncher, SubprocessLauncher, TrialCancelled
 from sandbox.search.space import (distributions_from_search_space, format_value, parse_space,
@@ -84,12 +90,15 @@ class OptunaSearch:
                  params: Any = None, constraints: Any = None, prune_on: str = "train_loss",
                  threads_per_trial: Any = "auto", plots: bool = True,
                  max_failure_rate: float | None = None, search_space: Any = None,
-                 custom_search_space: str | None = None, **unknown: Any):
+                 custom_search_space: str | None = None, confirm_seeds: int = 0,
+                 confirm_top: int | None = None, **unknown: Any):
         if unknown:
             raise ConfigError(f"hydra.sweeper has unknown key(s) {sorted(unknown)}. It takes: "
                               "direction, study_name, storage, n_trials, n_jobs, sampler, pruner, "
                               "params, search_space, custom_search_space, constraints, "
-                              "max_failure_rate, prune_on, threads_per_trial, plots.")
+                              "max_failure_rate, prune_on, threads_per_trial, plots, "
+                              "confirm_seeds, confirm_top.")
+        self.confirm_seeds, self.confirm_top = check_settings(confirm_seeds, confirm_top)
         if max_failure_rate is not None and not 0.0 <= float(max_failure_rate) <= 1.0:
             raise ConfigError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: give a share "
                               f"of trials between 0 and 1 (0.25: fail the sweep when more than a "
@@ -199,6 +208,8 @@ class OptunaSearch:
         if self.n_jobs > 1 and self.storage is None:
             raise ConfigError("hydra.sweeper.n_jobs > 1 needs a storage (trials run in their own "
                               "processes): set hydra.sweeper.storage, e.g. sqlite:///optuna.db.")
+        if self.confirm_seeds:
+            seed_mode(self.config)  # a config the confirmation cannot seed fails before the search
         prune_on = self.prune_on if self.pruner_cfg is not None and len(objectives) == 1 else None
         sign = 1.0 if self.directions[0] == "minimize" else -1.0
         base = self._base_overrides(fixed_cli, space)
@@ -291,6 +302,9 @@ class OptunaSearch:
                     raise failures[0]
             self._write_optimization_results(study, objectives)
             self._raise_if_failed(results)
+            if self.confirm_seeds:
+                self._confirm(study, space, base, objectives, parent, sign)
+                self._write_optimization_results(study, objectives)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -302,7 +316,23 @@ class OptunaSearch:
             if parent is not None:
                 parent.finish(study, status)
             summary.print_summary(study, objectives, _say)
+            summary.write_study_summary(study, objectives, self.sweep_dir)
         return results
+
+    # ------------------------------------------------------------------ confirmation
+    def _confirm(self, study, space, base, objectives, parent, sign: float) -> None:
+        """Re-run the best trial(s) with ``confirm_seeds`` fresh seeds (``sandbox.search.confirm``),
+        through the launcher the trials used, without pruning."""
+        if not summary.best_trials(study):
+            return
+        if self.n_jobs == 1:
+            launcher = InProcessLauncher(self.launcher, None, sign)
+        else:  # a fresh stop event: the trials' one is set once their threads have ended
+            launcher = SubprocessLauncher(self.sweep_dir, self.storage, study.study_name, None,
+                                          sign, threading.Event(), self._child_overrides())
+        Confirmer(self.config, study, launcher, base, space.overrides, objectives,
+                  self.directions, self.sweep_dir, parent.run_id if parent is not None else None,
+                  _say).run(self.confirm_seeds, self.confirm_top)
 
     # ------------------------------------------------------------------ failures
     def _check_failure_rate(self, results: list, planned: int, enough: threading.Event) -> None:
@@ -347,6 +377,9 @@ class OptunaSearch:
             out = {"name": "optuna", "best_params": dict(best[0].params),
                    "best_value": float(best[0].value), "best_trial": best[0].number,
                    "objective": objectives[0]}
+            confirmed = summary.confirmation_of(study, best[0].number, objectives[0])
+            if confirmed is not None:  # hydra.sweeper.confirm_seeds: the value with fresh seeds
+                out["confirmed"] = confirmed
         else:
             out = {"name": "optuna", "objectives": objectives,
                    "solutions": [{"params": dict(t.params), "values": [float(v) for v in t.values],
