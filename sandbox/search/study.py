@@ -62,7 +62,16 @@ def instantiate(node: dict | None, what: str, **extra):
         cls = get_class(target)
     except Exception as e:
         raise ConfigError(f"hydra.sweeper.{what}._target_={target}: {e}") from None
-    accepted = inspect.signature(cls.__init__).parameters
+    add_extra(node, extra, cls, inspect.signature(cls.__init__).parameters, what)
+    try:
+        return cls(**node)
+    except TypeError as e:
+        raise ConfigError(f"hydra.sweeper.{what}: {e}") from None
+
+
+def add_extra(node: dict, extra: dict, cls, accepted, what: str) -> None:
+    """Add the sweeper's own arguments (``constraints_func``) to ``node``, or say that ``cls``
+    cannot take them."""
     for k, v in extra.items():
         if k not in accepted:
             raise ConfigError(
@@ -71,10 +80,6 @@ def instantiate(node: dict | None, what: str, **extra):
                    "NSGAIISampler, NSGAIIISampler, GPSampler)" if k == "constraints_func"
                    else "") + ".")
         node[k] = v
-    try:
-        return cls(**node)
-    except TypeError as e:
-        raise ConfigError(f"hydra.sweeper.{what}: {e}") from None
 
 
 # the classes of the hydra/sweeper/sampler group: an argument one of them takes is dropped (with a
@@ -140,14 +145,7 @@ def build_sampler(sampler_cfg: Any, distributions: dict[str, Any], stored_trials
             say(f"sampler seed {node['seed']} -> {seed}: the study already holds "
                 f"{stored_trials} trial(s), and the same seed would repeat their parameters")
         node["seed"] = seed
-    for k, v in extra.items():
-        if k not in accepted:
-            raise ConfigError(
-                f"hydra.sweeper.sampler: {cls.__name__} does not take `{k}`"
-                + (" (constraints need a sampler that supports them: TPESampler, "
-                   "NSGAIISampler, NSGAIIISampler, GPSampler)" if k == "constraints_func"
-                   else "") + ".")
-        node[k] = v
+    add_extra(node, extra, cls, accepted, "sampler")
     node.pop("_target_")
     try:
         return cls(**node), grid_size
