@@ -234,7 +234,7 @@ def build_image_sample(n: int, seed: int = 0) -> list[dict]:
 
 # ------------------------------------------------------------------------------ our side
 def run_ours(case, rows):
-    from sandbox.ops import Deduplicator, Filter, Mapper, Selector, TextViews, get_op_class
+    from sandbox.ops import Filter, Mapper, Selector, TextViews, get_op_class
 
     name, args, _ = case
     op = get_op_class(name)(**args)

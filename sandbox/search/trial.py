@@ -79,7 +79,7 @@ def returned_values(returned: Any, objectives: list[str]) -> dict[str, float]:
     """A task function's return value -> ``{objective name: value}``: a number (one
     objective), a sequence with one number per objective, or a mapping holding the objectives'
     names. ValueError says what was wrong."""
-    expect = (f"return a number" if len(objectives) == 1 else
+    expect = ("return a number" if len(objectives) == 1 else
               f"return {len(objectives)} numbers, one per hydra.sweeper.direction")
     if returned is None:
         raise ValueError(f"the task function returned None: {expect} (or set `objective:` to "
