@@ -60,8 +60,8 @@ class Estimate:
 
     def text(self, digits: int = 4) -> str:
         """``mean ± half-width`` of the interval (or the mean alone)."""
-        if not self.has_interval:
-            return f"{self.mean:.{digits}g}"
+        if not self.has_interval or self.high - self.low <= 1e-9 * max(1.0, abs(self.mean)):
+            return f"{self.mean:.{digits}g}"  # no interval, or one seeds do not move
         return f"{self.mean:.{digits}g} ± {(self.high - self.low) / 2:.2g}"
 
 
