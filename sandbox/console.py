@@ -61,15 +61,17 @@ def _versus(k, est, baseline, compare, direction, from_flat) -> list[str]:
         return ["", "", "", ""]
     base = from_flat(baseline, k)
     sign = direction(k)
-    c = compare(est, base, None if sign == 0 else sign > 0)
-    diff = f"{c.diff:+.4g}"
+    diff = f"{est.mean - base.mean:+.4g}"
+    if sign == 0:  # sizes, times, data metrics: no better or worse, no test
+        if base.mean:
+            diff += f" ({(est.mean - base.mean) / abs(base.mean):+.1%})"
+        return [base.text(), diff, "", ""]
+    c = compare(est, base, sign > 0)
     if c.tested:
         diff += f" [{c.low:+.3g}, {c.high:+.3g}]"
     elif base.mean:
         diff += f" ({c.diff / abs(base.mean):+.1%})"
-    verdict = c.verdict if sign or c.tested else ""
-    if c.tested and c.test != "paired t":
-        verdict += f" ({c.test})"
+    verdict = c.verdict + (f" ({c.test})" if c.tested and c.test != "paired t" else "")
     color = VERDICT_COLOR.get(c.verdict)
     return [base.text(), diff, f"{c.p:.2g}" if c.tested else "",
             f"[{color}]{verdict}[/]" if color else verdict]
