@@ -29,7 +29,9 @@ SUFFIXES = ("_std", "_ci_low", "_ci_high")
 SEED_SEP = ".seed"  # `perplexity.seed42` (MLflow names allow dots, not @ or #)
 
 # Which way is better, for the metrics verdicts are given on (others: no direction, no verdict).
-LOWER_IS_BETTER = ("perplexity", "token_perplexity", "bits_per_byte", "eval_loss")
+# (token_perplexity and eval_loss are per token of each run's own tokenizer: no verdict across
+# recipes, which train different tokenizers)
+LOWER_IS_BETTER = ("perplexity", "bits_per_byte")
 HIGHER_IS_BETTER_PREFIXES = ("downstream_accuracy", "downstream_f1", "downstream_logprob",
                              "choice_accuracy", "choice_logprob")
 
