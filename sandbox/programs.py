@@ -33,7 +33,7 @@ from sandbox.errors import SandboxError
 
 LineParser = Callable[[str], None]
 
-TAIL_LINES = 15  # last lines kept for error messages
+TAIL_LINES = 20  # last lines kept for error messages
 POLL_SECONDS = 0.05
 DRAIN_SECONDS = 5.0  # how long to wait for the rest of the output once the group is gone
 _LINE_END = re.compile(rb"\r\n|\r|\n")

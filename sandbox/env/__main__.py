@@ -1,0 +1,61 @@
+"""``python -m sandbox.env list | check NAME | setup NAME | remove NAME``.
+
+NAME is a spec in ``conf/env/NAME.yaml`` (``--conf-dir`` reads another folder). ``check`` exits
+1 when the environment is not set up, so scripts can test for it."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sandbox.env import CONF_DIR, load_spec, spec_names
+from sandbox.errors import SandboxError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.env",
+                                     description="Environments for outside stacks.")
+    parser.add_argument("--conf-dir", default=str(CONF_DIR),
+                        help="folder of NAME.yaml environment specs (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="every spec, its kind and whether it is set up")
+    for command, text in (("check", "is NAME set up? (exit 1 if not)"),
+                          ("setup", "build NAME's environment (nothing to do if it is built)"),
+                          ("remove", "delete NAME's environment")):
+        commands.add_parser(command, help=text).add_argument("name")
+    args = parser.parse_args(argv)
+    from sandbox.env import manager
+
+    try:
+        if args.command == "list":
+            names = spec_names(args.conf_dir)
+            if not names:
+                print(f"no environment specs in {args.conf_dir}")
+            for name in names:
+                spec = load_spec(name, args.conf_dir)
+                state = "ready" if manager.is_ready(spec) else "not set up"
+                print(f"{name:<20} {spec.kind:<6} {state:<11} {spec.folder()}")
+            return 0
+        spec = load_spec(args.name, args.conf_dir)
+        if args.command == "check":
+            if manager.is_ready(spec):
+                print(f"{spec.name}: ready in {spec.folder()}")
+                return 0
+            print(f"{spec.name}: not set up (expected in {spec.folder()}); build it with "
+                  f"`python -m sandbox.env setup {spec.name}`")
+            return 1
+        if args.command == "setup":
+            was_ready = manager.is_ready(spec)
+            folder = manager.ensure(spec)
+            print(f"{spec.name}: {'already set up' if was_ready else 'set up'} in {folder}")
+            return 0
+        removed = manager.remove(spec)
+        print(f"{spec.name}: {'removed' if removed else 'was not set up'} ({spec.folder()})")
+        return 0
+    except SandboxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
