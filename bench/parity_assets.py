@@ -10,7 +10,7 @@ very same files through Data-Juicer's cache variables, which the sandbox reads t
 
 * ``en.sp.model`` / ``zh.sp.model``: sentencepiece models trained on the sample's text;
 * ``en.arpa.bin`` / ``zh.arpa.bin``: bigram KenLM models (ARPA) over those models' pieces
-  (``sandbox.assets.build``); Data-Juicer loads them with PyPI's ``kenlm`` (built from source in
+  (``tests/asset_builders.py``); Data-Juicer loads them with PyPI's ``kenlm`` (built from source in
   its venv), the sandbox with ``kenlm-ex``;
 * ``EleutherAI/pythia-6.9b-deduped``: a byte-level BPE tokenizer trained here, put where
   Data-Juicer looks first (``DATA_JUICER_EXTERNAL_MODELS_HOME``).
@@ -60,7 +60,7 @@ def build_assets(rows: list[dict], models: Path, external: Path) -> Path:
     from tokenizers import Tokenizer, models as tok_models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from sandbox.assets.build import build_stand_ins
+    from tests.asset_builders import build_stand_ins
 
     texts = [r["text"] for r in rows]
     is_zh = [sum("\u4e00" <= c <= "\u9fff" for c in t) > len(t) / 4 for t in texts]

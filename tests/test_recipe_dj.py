@@ -37,7 +37,7 @@ def no_dj_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def dj_models(no_dj_cache, monkeypatch):
     """Small real stand-ins for en.sp.model and en.arpa.bin in a Data-Juicer model cache."""
-    from sandbox.assets.build import build_stand_ins
+    from tests.asset_builders import build_stand_ins
 
     d = no_dj_cache / "dj_models"
     texts = [d["text"] for d in make_docs(200, seed=3)] + SENTENCES * 5

@@ -1,4 +1,4 @@
-"""Small stand-ins for Data-Juicer's models, built from text on this machine.
+"""Small real stand-ins for Data-Juicer's models, built from text on this machine (tests, bench).
 
 Data-Juicer's ``{lang}.sp.model`` and ``{lang}.arpa.bin`` are downloads; where they cannot be
 had, these give real files of the same kinds, so that the code paths that read them run for real
