@@ -141,13 +141,16 @@ def test_single_seed_table_says_the_interval_is_not_seed_variance(capsys):
 
 @pytest.mark.slow
 def test_seeds_3_end_to_end_trains_three_models_and_aggregates(docs_file, tmp_path,
-                                                              eval_files, monkeypatch):
+                                                              eval_files):
     from sandbox.runner import run
     from tests.conftest import TINY_TRAINER, compose, write_quality_reference
 
-    monkeypatch.chdir(tmp_path)  # the MLflow store: ./mlflow.db
+    # an absolute store URI: MLflow caches stores by URI, so a relative one would follow this
+    # process's first working directory into later tests
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
     over = ["data_pool=jsonl", f"data_pool.path={docs_file}", "progress=false",
-            "tracking=mlflow", *write_quality_reference(tmp_path), *TINY_TRAINER, *eval_files,
+            "tracking=mlflow", f"tracking.uri={uri}", *write_quality_reference(tmp_path),
+            *TINY_TRAINER, *eval_files,
             "seeds=3", "evaluator.bootstrap=200"]
     metrics = run(compose(over), run_dir=tmp_path / "run")
     ctx = json.loads((tmp_path / "run" / "context.json").read_text())["steps"]
@@ -168,7 +171,7 @@ def test_seeds_3_end_to_end_trains_three_models_and_aggregates(docs_file, tmp_pa
 
     from sandbox.tracking.names import tracked_name
 
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(uri)
     exp = client.get_experiment_by_name("sandbox").experiment_id
     runs = client.search_runs([exp])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)

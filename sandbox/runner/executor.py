@@ -42,7 +42,7 @@ class Executor:
         self.suffix = ""  # "@<iteration>" while an iterating pipeline runs
         self.fan_out = FanOut(self)
         self.seeds = seed_list(cfg)
-        self.seed_trackers: dict[int, Any] = {}  # one nested tracking run per seed
+        self.children: dict[str, Any] = {}  # nested tracking runs by label (a seed, a pool)
 
     # ------------------------------------------------------------------ pipelines
     def run_pipeline(self, pipe: PlannedPipeline) -> None:
@@ -115,13 +115,13 @@ class Executor:
         self.add_metrics(step, metrics)
         self.tracker.log_metrics({self.prefix(step) + k: v for k, v in metrics.items()})
 
-    def seed_tracker(self, seed: int):
-        """The nested tracking run of one seed (shared by the steps that run for it)."""
-        if seed not in self.seed_trackers:
+    def child_tracker(self, label: str, tags: dict[str, str]):
+        """The nested tracking run named ``label`` (one per seed, or per fan-out element), shared
+        by the steps that run for it; finished in ``close``."""
+        if label not in self.children:
             make = getattr(self.tracker, "child", None)
-            self.seed_trackers[seed] = make(f"seed {seed}", {"sandbox.seed": str(seed)}) \
-                if make else self.tracker
-        return self.seed_trackers[seed]
+            self.children[label] = make(label, tags) if make else self.tracker
+        return self.children[label]
 
     # ------------------------------------------------------------------ one step
     def run_step(self, step: PlannedStep, seed: int | None = None) -> dict[str, float]:
@@ -143,7 +143,8 @@ class Executor:
                 self.add_metrics(step, metrics)
             return metrics
         workdir = self.workdir(step, None if seed is None else f"seed{seed}")
-        tracker = self.tracker if seed is None else self.seed_tracker(seed)
+        tracker = self.tracker if seed is None else \
+            self.child_tracker(f"seed {seed}", {"sandbox.seed": str(seed)})
         outputs, seconds = self.execute(step, comp_cfg, inputs, key, workdir, tracker,
                                         key, identity, seed)
         metrics = {k: float(v) for k, v in (outputs.get("metrics") or {}).items()}
@@ -238,11 +239,10 @@ class Executor:
         self.metrics.update({pre + k: float(v) for k, v in metrics.items()})
 
     def close(self, status: str) -> None:
-        self.fan_out.close(status)
-        for child in self.seed_trackers.values():
+        for child in self.children.values():
             if child is not self.tracker:
                 child.finish(status)
-        self.seed_trackers.clear()
+        self.children.clear()
 
 
 def seed_list(cfg) -> list[int]:

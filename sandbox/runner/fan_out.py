@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 class FanOut:
     def __init__(self, executor: "Executor"):
         self.ex = executor
-        self.children: dict[str, Any] = {}  # nested tracking runs by element label
 
     def run(self, step: PlannedStep) -> None:
         ex = self.ex
@@ -70,17 +69,7 @@ class FanOut:
         """The nested tracking run of one element."""
         label = "/".join(x for x in (step.pipeline, self.ex.suffix[1:], name) if x) + \
             (f"#s{seed}" if seed is not None else "")
-        if label not in self.children:
-            make = getattr(self.ex.tracker, "child", None)
-            self.children[label] = make(label, {"sandbox.pool": name, "sandbox.seed": str(seed)}) \
-                if make else self.ex.tracker
-        return self.children[label]
-
-    def close(self, status: str) -> None:
-        for child in self.children.values():
-            if child is not self.ex.tracker:
-                child.finish(status)
-        self.children.clear()
+        return self.ex.child_tracker(label, {"sandbox.pool": name, "sandbox.seed": str(seed)})
 
 
 def elements(raw: Any, step: PlannedStep) -> list[dict]:
