@@ -9,7 +9,8 @@ import difflib
 
 # The OP modules are imported for their @register side effect: once this package is imported,
 # every built-in OP is in OPS.
-from sandbox.ops import deduplicators, filters, mappers, selectors  # noqa: F401
+from sandbox.ops import (clip_ops, deduplicators, filters, mappers, media_ops,  # noqa: F401
+                         selectors)
 from sandbox.ops.base import Deduplicator, Filter, Mapper, Op, OpSpec, Selector, TextViews, Threshold
 from sandbox.ops.dj_adapter import dj_op_class
 from sandbox.ops.registry import OPS, register
