@@ -164,11 +164,49 @@ def _resolve(ref: str) -> Any:
     return ctx.get(ref)
 
 
+# Deferred interpolations: ``${in:NAME}`` (the step's input NAME), ``${step:WHAT}`` (its
+# workdir, seed, environment folders...), ``${each:NAME}`` (the value of one run of a step that
+# runs a program once per value) and ``${opt:NAME}`` (one of the component's ``options``). They only have a value inside a step that binds them
+# (``bound_values``); anywhere else (planning, the executor's resolution of the component config)
+# they resolve to their own text, so the step receives the template and fills it in itself, and a
+# step's identity never depends on the folder it happens to run in.
+DEFERRED = ("in", "step", "each", "opt")
+_deferred: contextvars.ContextVar["dict[str, dict] | None"] = contextvars.ContextVar(
+    "sandbox_deferred", default=None)
+
+
+def bound_values(values: dict[str, dict]) -> _Bound:
+    """``with bound_values({"in": inputs, "step": {...}, "each": {...}}):`` gives the deferred
+    interpolations their values for the block."""
+    return _Bound(_deferred, values)
+
+
+def _deferred_resolver(kind: str):
+    def resolve(path: str = "") -> Any:
+        values = _deferred.get()
+        if values is None or kind not in values:
+            return f"${{{kind}:{path}}}"  # kept verbatim for the step to fill in
+        value: Any = values[kind]
+        for part in str(path).split(".") if path else []:
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                have = ", ".join(map(str, value)) if isinstance(value, dict) else type(value).__name__
+                raise ConfigError(f"${{{kind}:{path}}}: there is no `{part}` here (it has: {have}).")
+        return value
+    return resolve
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("ctx"):
         OmegaConf.register_new_resolver("ctx", _resolve, use_cache=False)
     if not OmegaConf.has_resolver("item"):
         OmegaConf.register_new_resolver("item", _resolve_item, use_cache=False)
+    for kind in DEFERRED:
+        if not OmegaConf.has_resolver(kind):
+            OmegaConf.register_new_resolver(kind, _deferred_resolver(kind), use_cache=False)
 
 
 def references(value: Any) -> list[str]:

@@ -157,21 +157,41 @@ class _Builder:
     def build(self) -> None:
         spec = self.spec
         self._create()
-        if spec.requirements:
-            self._pip("requirements", *spec.requirements)
-        if spec.no_deps:
-            self._pip("no-deps", "--no-deps", *spec.no_deps)
-        if spec.editable is not None:
-            self._pip("editable", "-e", str(spec.editable))
+        if spec.inherit_packages:
+            self._inherit()
         if spec.git is not None:
             checkout = self.folder / "src" / spec.git.folder_name
             self._step("git-clone", ["git", "clone", "--no-checkout", spec.git.url, str(checkout)])
             self._step("git-checkout", ["git", "-C", str(checkout), "checkout", "--detach",
                                         spec.git.commit])
             if spec.git.patch is not None:
-                self._step("git-apply", ["git", "-C", str(checkout), "apply", str(spec.git.patch)])
+                patch = spec.git.patch
+                if isinstance(patch, str):  # a pinned URL: fetched into the environment's folder
+                    patch = self.folder / "src" / "patch.diff"
+                    self._download(spec.git.patch, patch)
+                self._step("git-apply", ["git", "-C", str(checkout), "apply", str(patch)])
+            if spec.git.requirements:
+                self._pip("git-requirements", "-r", str(checkout / spec.git.requirements))
             if spec.git.install:
                 self._pip("git-install", str(checkout))
+        # after the checkout's own requirements: packages that build against them (deepspeed
+        # needs torch) and --no-deps ones that would otherwise drag in conflicting pins
+        if spec.requirements:
+            self._pip("requirements", *spec.requirements)
+        if spec.no_deps:
+            self._pip("no-deps", "--no-deps", *spec.no_deps)
+        if spec.editable is not None:
+            self._pip("editable", "-e", str(spec.editable))
+
+    def _download(self, url: str, target: Path) -> None:
+        from sandbox.assets.download import download
+
+        try:
+            download(url, target)
+        except Exception as e:  # offline, moved, refused: one paragraph, the URL and a way out
+            raise ProgramError(f"setting up the environment `{self.spec.name}` "
+                               f"({self.spec.source}) failed fetching its patch {url}: {e}. "
+                               f"Download it by hand and set `git.patch` to the file's path.")
 
     def _create(self) -> None:
         spec, folder = self.spec, str(self.folder)
@@ -186,6 +206,25 @@ class _Builder:
                 f"python={sys.version_info.major}.{sys.version_info.minor}"
             channel = ["-c", "conda-forge"] if Path(tool).name == "micromamba" else []
             self._step("create", [tool, "create", "-y", "-p", folder, *channel, version, "pip"])
+
+    def _inherit(self) -> None:
+        """Make the sandbox's own packages importable beneath the environment's: a ``.pth`` file
+        that adds this interpreter's site folders *after* the environment's own (its packages
+        win where both have one; their ``.pth`` files are processed too). A venv's
+        ``--system-site-packages`` would show the base Python's packages instead, not these."""
+        import site
+        import sysconfig
+
+        if self.spec.python not in (None, f"{sys.version_info.major}.{sys.version_info.minor}"):
+            raise ConfigError(f"{self.spec.source}: `inherit_packages: true` needs the sandbox's "
+                              f"Python version ({sys.version_info.major}.{sys.version_info.minor}); "
+                              f"drop `python:` or the inheritance.")
+        purelib = Path(sysconfig.get_path("purelib", vars={"base": str(self.folder),
+                                                           "platbase": str(self.folder)}))
+        dirs = [d for d in site.getsitepackages() if Path(d).is_dir()]
+        lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in dirs)
+        purelib.mkdir(parents=True, exist_ok=True)
+        (purelib / "zz_sandbox_inherited.pth").write_text(lines)
 
     def _pip(self, what: str, *args: str) -> None:
         if self.spec.kind == "uv":  # `uv venv` makes no pip

@@ -8,7 +8,9 @@ An ``EnvSpec`` comes from a small mapping (``conf/env/NAME.yaml`` or a component
     requirements: [...]     # pip requirement strings, installed together
     no_deps: [...]          # installed afterwards with --no-deps (packages whose pins lie)
     editable: path/to/repo  # a local checkout, `pip install -e`
-    git: {url: ..., commit: <sha>, patch: file.patch, install: true}
+    git: {url: ..., commit: <sha>, patch: file.patch, requirements: requirements.txt, install: true}
+    inherit_packages: false  # true: the sandbox's own packages (e.g. its torch) importable
+                             # beneath the environment's, which win where both have one
 
 The environment lives in ``<cache root>/envs/<name>-<hash>``; the hash covers everything that
 changes what gets installed (the patch by its content), so editing a spec builds a new
@@ -23,8 +25,10 @@ from typing import Any, Mapping
 from sandbox.errors import ConfigError
 
 KINDS = ("venv", "uv", "conda")
-_KEYS = ("name", "kind", "python", "requirements", "no_deps", "editable", "git")
-_GIT_KEYS = ("url", "commit", "patch", "install")
+_KEYS = ("name", "kind", "python", "requirements", "no_deps", "editable", "git",
+         "inherit_packages")
+_GIT_KEYS = ("url", "commit", "patch", "requirements", "install")
+_URL = re.compile(r"https?://\S+")
 _COMMIT = re.compile(r"[0-9a-fA-F]{7,40}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _PYTHON = re.compile(r"3\.\d+(\.\d+)?")
@@ -36,7 +40,8 @@ class GitSource:
 
     url: str
     commit: str
-    patch: Path | None = None
+    patch: Path | str | None = None  # a file, or an https URL pinned by a commit in its path
+    requirements: str | None = None  # a requirements file inside the checkout, installed after it
     install: bool = True  # False: a repo of scripts that is run from its folder, not installed
     patch_sha256: str | None = None  # read once, when the spec is read: the hash cannot drift
 
@@ -56,6 +61,7 @@ class EnvSpec:
     no_deps: tuple[str, ...] = ()
     editable: Path | None = None
     git: GitSource | None = None
+    inherit_packages: bool = False
     source: str = field(default="<spec>", compare=False)  # where it was read, for messages
 
     @classmethod
@@ -92,7 +98,14 @@ class EnvSpec:
             if not editable.is_dir():
                 raise ConfigError(f"{source}: `editable: {editable}` is not a folder. Give the path "
                                   f"of a local checkout (relative paths start at {base}).")
-        return cls(name=name, kind=kind, python=python,
+        inherit = data.get("inherit_packages", False)
+        if not isinstance(inherit, bool):
+            raise ConfigError(f"{source}: `inherit_packages` must be true or false; got "
+                              f"{inherit!r}.")
+        if inherit and kind == "conda":
+            raise ConfigError(f"{source}: `inherit_packages: true` needs `kind: venv` or "
+                              f"`kind: uv` (a conda environment has its own Python).")
+        return cls(name=name, kind=kind, python=python, inherit_packages=inherit,
                    requirements=_strings(data.get("requirements"), source, "requirements"),
                    no_deps=_strings(data.get("no_deps"), source, "no_deps"),
                    editable=editable, git=_git(data.get("git"), source, base), source=source)
@@ -102,11 +115,13 @@ class EnvSpec:
         git = None
         if self.git is not None:
             git = {"url": self.git.url, "commit": self.git.commit.lower(),
-                   "install": self.git.install,
-                   "patch": self.git.patch_sha256}
+                   "install": self.git.install, "requirements": self.git.requirements,
+                   "patch": self.git.patch_sha256 or (self.git.patch if isinstance(
+                       self.git.patch, str) else None)}
         return {"kind": self.kind, "python": self.python, "requirements": list(self.requirements),
                 "no_deps": list(self.no_deps),
-                "editable": str(self.editable) if self.editable else None, "git": git}
+                "editable": str(self.editable) if self.editable else None, "git": git,
+                **({"inherit_packages": True} if self.inherit_packages else {})}
 
     @property
     def hash(self) -> str:
@@ -156,15 +171,27 @@ def _git(value: Any, source: str, base: Path) -> GitSource | None:
         raise ConfigError(f"{source}: `git.commit` must pin a commit id (7-40 hex characters, "
                           f"e.g. from `git rev-parse HEAD`), not a branch or tag; got {commit!r}.")
     patch = value.get("patch")
-    if patch is not None:
+    if isinstance(patch, str) and _URL.fullmatch(patch):
+        # fetched when the environment is built; the URL names a commit, so its content is fixed
+        if not re.search(r"/[0-9a-fA-F]{40}/", patch):
+            raise ConfigError(f"{source}: `git.patch: {patch}` must pin a commit in its path "
+                              f"(e.g. raw.githubusercontent.com/OWNER/REPO/<40-hex sha>/FILE), "
+                              f"so the environment cannot change under the same spec.")
+    elif patch is not None:
         patch = _path(patch, base, source, "git.patch")
         if not patch.is_file():
             raise ConfigError(f"{source}: `git.patch: {patch}` does not exist. Give the path of a "
                               f"file made by `git diff` (relative paths start at {base}).")
+    requirements = value.get("requirements")
+    if requirements is not None and (not isinstance(requirements, str) or not requirements
+                                     or Path(requirements).is_absolute()):
+        raise ConfigError(f"{source}: `git.requirements` must be a requirements file's path "
+                          f"inside the checkout, e.g. `requirements.txt`; got {requirements!r}.")
     install = value.get("install", True)
     if not isinstance(install, bool):
         raise ConfigError(f"{source}: `git.install` must be true or false; got {install!r}.")
     from sandbox.utils import sha256_file
 
-    return GitSource(url=url, commit=commit, patch=patch, install=install,
-                     patch_sha256=sha256_file(patch) if patch is not None else None)
+    return GitSource(url=url, commit=commit, patch=patch, requirements=requirements,
+                     install=install,
+                     patch_sha256=sha256_file(patch) if isinstance(patch, Path) else None)

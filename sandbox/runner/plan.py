@@ -64,9 +64,17 @@ def plan(cfg) -> list[PlannedStep]:
 
 
 def plan_pipelines(cfg) -> list[PlannedPipeline]:
+    _missing_envs.clear()
     pipelines = _plan_pipelines(cfg)
+    if _missing_envs:  # every stack that is not set up, in one message
+        from sandbox.env.manager import EnvNotReadyError
+
+        raise EnvNotReadyError("\n\n".join(dict.fromkeys(_missing_envs)))
     check_recipe_early(cfg)
     return pipelines
+
+
+_missing_envs: list[str] = []
 
 
 RECIPE_REF = re.compile(r"\$\{recipe(\.[^}]*)?\}")
@@ -156,6 +164,15 @@ def _plan_pipeline(cfg, pname: str, praw: dict, where_p: str, layout: dict | Non
             _check_params(cfg, cls, overrides, f"{where}.overrides", required=False)
         inputs = raw.get("inputs") or {}
         _check_inputs(cls, inputs, where)
+        preflight = getattr(cls, "preflight", None)
+        if preflight is not None:  # the component's own checks: an outside stack's environment
+            from sandbox.env.manager import EnvNotReadyError
+
+            try:
+                preflight({**_static(cfg, config_path, comp),
+                           **_static(cfg, f"{where}.overrides", overrides)}, config_path)
+            except EnvNotReadyError as e:
+                _missing_envs.append(str(e))
         for_each = raw.get("for_each")
         seeds = _value(cfg, f"{where}.seeds") if "seeds" in raw else None
         uses_item = _item_refs([comp, inputs, overrides])
@@ -343,6 +360,21 @@ def _check_params(cfg, cls: type, raw: dict, where: str, required: bool = True) 
     if lacking and required:
         raise ConfigError(f"{where} lacks required parameter(s) {', '.join(lacking)} of "
                           f"{cls.__name__}.")
+
+
+def _static(cfg, where: str, raw: dict) -> dict:
+    """The values of ``raw`` (a component config at ``where``) that can be resolved before any
+    step runs: those reading no step output."""
+    node = OmegaConf.select(cfg, where)
+    out = {}
+    for key, value in (raw or {}).items():
+        if references(value) or node is None:
+            continue
+        try:
+            out[key] = OmegaConf.to_container(OmegaConf.create({"v": node[key]}), resolve=True)["v"]
+        except Exception:  # noqa: BLE001 - unresolvable now: the step's own run will say why
+            continue
+    return out
 
 
 def _check_inputs(cls: type, inputs: dict, where: str) -> None:

@@ -1,0 +1,394 @@
+"""Outside programs as steps: a trainer, an inference job or an evaluator that runs in an
+environment of its own (``sandbox.env``), described by one YAML and no Python.
+
+A component YAML says:
+
+    _target_: sandbox.steps.external.ExternalTrainer   # or ExternalInfer / ExternalEvaluator
+    stack: EasyAnimate LoRA training    # for messages
+    env: easyanimate                    # conf/env/easyanimate.yaml (or an inline spec; null: ours)
+    needs: an NVIDIA GPU with CUDA ...  # said when the environment is missing
+    options: {epochs: 2}                # the knobs a user overrides (trainer.options.epochs=3)
+    cwd: ${step:src}                    # where the program runs (default: the step's folder)
+    argv: [bash, train_lora.sh, "${in:dataset}", "${opt:epochs}", "${step:seed}"]
+    env_vars: {WANDB_MODE: offline}
+    timeout: null                       # seconds
+    each: {dimension: [a, b]}           # optional: one run per value, ${each:dimension} in it
+    choices: {dimension: [a, b, c]}     # the values `each` may take, checked before any run
+    files: {config.yaml: {...}}         # written into the step's folder before each run
+    metrics: {train_loss: 'step_loss=(?P<value>\\S+)'}   # parsed from the output as it arrives
+    results: [{path: "out/*_eval_results.json", metrics: {"x/${each:dimension}": "${each:dimension}.0"}}]
+    mean: {vbench/mean: vbench/}        # a metric that averages every metric with that prefix
+    outputs: {model_dir: {path: "out/checkpoint-*.safetensors", pick: highest_number}}
+    expect: [out/done.json]             # files a successful run must leave
+
+Templates use four interpolations the step fills in when it runs (anything else, e.g.
+``${ctx:...}``, is resolved before): ``${in:NAME}`` (the step's input NAME), ``${opt:NAME}``
+(one of ``options``), ``${step:WHAT}``
+(``workdir``, ``run_dir``, ``cache_dir``, ``seed``, ``name``, ``num_proc``, ``env_dir``,
+``python`` (the environment's), ``src`` (its git checkout or editable folder), ``stacks``
+(the folder of the driver scripts in ``sandbox/stacks``)) and
+``${each:NAME}``. Relative paths in ``files``, ``results``, ``outputs`` and ``expect`` start in
+the step's folder.
+
+Output is streamed to ``<step>/logs/<run>.log`` as it arrives; each ``metrics`` pattern is
+matched against every line (``\\r``-separated progress bars included) and the value goes to the
+tracker at once (a group named ``step`` gives the x-axis; otherwise the match count). A program
+that fails, times out or is interrupted raises one paragraph with its last lines; one that exits
+0 without its ``results`` or ``expect`` files is a failure too.
+"""
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sandbox.errors import ConfigError
+from sandbox.steps.base import Step, StepEnv
+
+PICKS = ("highest_number", "newest", "all", "one")
+_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+class ExternalProgram(Step):
+    """Run an outside program (see the module docstring for every key)."""
+
+    outputs: ClassVar[tuple[str, ...]] = ("metrics", "logs")
+
+    def __init__(self, argv: list[str], stack: str = "", env: Any = None, needs: str = "",
+                 cwd: str | None = None, env_vars: dict[str, Any] | None = None,
+                 timeout: float | None = None, each: dict[str, list] | None = None,
+                 choices: dict[str, list] | None = None, files: dict[str, Any] | None = None,
+                 metrics: dict[str, str] | None = None, results: list[dict] | None = None,
+                 mean: dict[str, str] | None = None, outputs: dict[str, Any] | None = None,
+                 expect: list[str] | None = None, options: dict[str, Any] | None = None,
+                 seed: int = 42):
+        if not argv or not all(isinstance(a, (str, int, float)) for a in argv):
+            raise ConfigError(f"`argv` must be a non-empty list of arguments (a program and its "
+                              f"arguments, never one shell string); got {argv!r}.")
+        self.argv = [str(a) for a in argv]
+        self.stack = stack or Path(self.argv[0]).name
+        self.env = env
+        self.needs = needs
+        self.cwd = cwd
+        self.env_vars = {str(k): str(v) for k, v in (env_vars or {}).items()}
+        self.timeout = timeout
+        self.each = _check_each(each, choices)
+        self.files = files or {}
+        self.metric_patterns = _compile_patterns(metrics or {})
+        self.results = _check_results(results or [])
+        self.mean = mean or {}
+        self.output_specs = _check_outputs(outputs or {}, type(self).outputs)
+        self.expect = list(expect or [])
+        self.options = dict(options or {})
+        self.seed = seed
+
+    # ------------------------------------------------------------------ before anything runs
+    @classmethod
+    def preflight(cls, cfg: dict[str, Any], where: str) -> None:
+        """At planning time: the environment exists and is set up, and ``each`` takes only
+        values in ``choices``. Called with the component config (``where``: its key)."""
+        _check_each(cfg.get("each"), cfg.get("choices"), where)
+        spec = environment_spec(cfg.get("env"), where)
+        if spec is None:
+            return
+        from sandbox.env import manager
+
+        if not manager.is_ready(spec):
+            stack = cfg.get("stack") or where
+            needs = cfg.get("needs")
+            raise manager.EnvNotReadyError(
+                f"`{where}` ({stack}) runs in its own environment `{spec.name}`, which is not "
+                f"set up on this machine ({spec.folder()} has no finished installation), so "
+                f"nothing was run. Build it once with `python -m sandbox.env setup {spec.name}` "
+                f"(spec: {spec.source}){'; it also needs ' + needs.rstrip('.') if needs else ''}. "
+                f"`python -m sandbox.env list` shows every stack and whether it is ready.")
+
+    # ------------------------------------------------------------------ running
+    def run(self, env: StepEnv, **inputs: Any) -> dict[str, Any]:
+        spec = environment_spec(self.env, env.name)
+        from sandbox.env import manager
+
+        step_values = self._step_values(env, spec)
+        options = _fill(self.options, {"in": inputs, "step": step_values})  # may use both
+        logs = env.workdir / "logs"
+        metrics: dict[str, float] = {}
+        combos = [dict(zip(self.each, values)) for values in
+                  itertools.product(*self.each.values())] if self.each else [{}]
+        for each in combos:
+            values = {"in": inputs, "step": step_values, "each": each, "opt": options}
+            t = _fill({"argv": self.argv, "cwd": self.cwd, "env_vars": self.env_vars,
+                       "files": self.files, "results": self.results, "expect": self.expect,
+                       "metrics": {k: p.pattern for k, p in self.metric_patterns.items()}},
+                      values)
+            label = "-".join(_safe(v) for v in each.values()) or "run"
+            self._write_files(t["files"], env.workdir)
+            cwd = Path(t["cwd"]) if t["cwd"] else env.workdir
+            cwd.mkdir(parents=True, exist_ok=True)
+            parser = LiveMetrics({k: re.compile(p) for k, p in t["metrics"].items()}, env)
+            started = time.time()
+            argv = [sys.executable if (spec is None and a == "python" and i == 0) else a
+                    for i, a in enumerate(t["argv"])]
+            expected = [self._path(p, env.workdir) for p in t["expect"]]
+            if spec is None:
+                from sandbox.programs import ProgramError, run_program
+
+                result = run_program(argv, log_path=logs / f"{label}.log", cwd=cwd,
+                                     env=t["env_vars"], timeout=self.timeout,
+                                     parsers=[parser]).check()
+                missing = [str(p) for p in expected if not p.exists()]
+                if missing:
+                    raise ProgramError(f"`{Path(argv[0]).name}` exited with status 0 but did "
+                                       f"not write {', '.join(missing)}; its output is in "
+                                       f"{result.log_path}.", result)
+            else:
+                result = manager.run(spec, argv, log_path=logs / f"{label}.log", cwd=cwd,
+                                     env_vars=t["env_vars"], timeout=self.timeout,
+                                     parsers=[parser], expected_outputs=expected)
+            metrics.update(parser.last)
+            for spec_r in t["results"]:
+                metrics.update(self._read_results(spec_r, env.workdir, started, result))
+        for name, prefix in self.mean.items():
+            parts = [v for k, v in metrics.items() if k.startswith(prefix) and k != name]
+            if parts:
+                metrics[name] = float(sum(parts) / len(parts))
+        out: dict[str, Any] = {"metrics": metrics, "logs": str(logs)}
+        values = {"in": inputs, "step": step_values, "each": {}, "opt": options}
+        for name, spec_o in _fill(self.output_specs, values).items():
+            out[name] = self._find_output(name, spec_o, env.workdir)
+        return out
+
+    def _step_values(self, env: StepEnv, spec) -> dict[str, Any]:
+        from sandbox.env import manager
+
+        values = {"workdir": str(env.workdir), "run_dir": str(env.run_dir),
+                  "cache_dir": str(env.cache_dir), "seed": env.seed, "name": env.name,
+                  "num_proc": env.num_proc, "python": sys.executable, "env_dir": "", "src": "",
+                  "stacks": str(Path(__file__).resolve().parent.parent / "stacks")}
+        if spec is not None:
+            values["env_dir"] = str(spec.folder())
+            if spec.kind != "conda":
+                values["python"] = str(manager.bin_dir(spec) / "python")
+            src = manager.source_dir(spec) or spec.editable
+            values["src"] = str(src) if src else ""
+        return values
+
+    @staticmethod
+    def _path(path: str, workdir: Path) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else workdir / p
+
+    def _write_files(self, files: dict[str, Any], workdir: Path) -> None:
+        for name, content in files.items():
+            path = self._path(name, workdir)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, str):
+                path.write_text(content)
+            elif path.suffix == ".json":
+                path.write_text(json.dumps(content, indent=2) + "\n")
+            else:
+                import yaml
+
+                path.write_text(yaml.safe_dump(content, sort_keys=False))
+
+    def _read_results(self, spec: dict, workdir: Path, started: float, result) -> dict[str, float]:
+        """Metrics from the newest file matching ``spec['path']`` written by this run (a file
+        from an earlier run is never read: its numbers would be stale)."""
+        from sandbox.programs import ProgramError
+
+        pattern = str(self._path(spec["path"], workdir))
+        fresh = [Path(p) for p in glob.glob(pattern) if Path(p).stat().st_mtime >= started - 1]
+        if not fresh:
+            tail = "".join(f"\n  | {line}" for line in result.tail)
+            raise ProgramError(
+                f"{self.stack}: `{Path(result.argv[0]).name}` exited with status 0 but wrote no "
+                f"result file matching {pattern}, so it failed without saying so; its output is "
+                f"in {result.log_path}. Its last lines:{tail or ' (it printed nothing)'}", result)
+        path = max(fresh, key=lambda p: p.stat().st_mtime)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ProgramError(f"{self.stack}: its result file {path} is not valid JSON ({e}).",
+                               result) from None
+        out = {}
+        for name, key in (spec.get("metrics") or {}).items():
+            value = _dig(data, str(key))
+            try:
+                out[name] = float(value)
+            except (TypeError, ValueError):
+                raise ProgramError(f"{self.stack}: its result file {path} has no number at "
+                                   f"`{key}` (found {value!r}) for the metric `{name}`.",
+                                   result) from None
+        return out
+
+    def _find_output(self, name: str, spec: dict, workdir: Path) -> Any:
+        pattern = str(self._path(spec["path"], workdir))
+        found = sorted(glob.glob(pattern))
+        if not found:
+            raise ConfigError(f"{self.stack} finished, but its output `{name}` was not found: "
+                              f"nothing matches {pattern}. Check `outputs.{name}.path` against "
+                              f"where the program writes (its log is in {workdir / 'logs'}).")
+        pick = spec.get("pick", "one")
+        if pick == "all":
+            return found
+        if pick == "highest_number":  # checkpoint-1000 beats checkpoint-200 (not by name)
+            numbered = [(int(m.group(1)), p) for p in found
+                        if (m := _NUMBER.search(Path(p).name))]
+            return max(numbered)[1] if numbered else found[-1]
+        if pick == "newest":
+            return max(found, key=lambda p: Path(p).stat().st_mtime)
+        return found[0]
+
+
+class ExternalTrainer(ExternalProgram):
+    """An outside trainer: ``outputs.model_dir`` is what later steps read."""
+
+    outputs: ClassVar[tuple[str, ...]] = ("model_dir", "metrics", "logs")
+    seeded: ClassVar[bool] = True
+
+
+class ExternalInfer(ExternalProgram):
+    """An outside inference job: it writes a ``dataset`` (rows with responses) or a folder of
+    generated media (``output_dir``)."""
+
+    outputs: ClassVar[tuple[str, ...]] = ("dataset", "output_dir", "metrics", "logs")
+    seeded: ClassVar[bool] = True
+
+
+class ExternalEvaluator(ExternalProgram):
+    """An outside evaluator: its numbers are in ``metrics``; ``results`` names its files."""
+
+    outputs: ClassVar[tuple[str, ...]] = ("metrics", "results", "logs")
+
+
+class LiveMetrics:
+    """A line parser: each pattern's value goes to the tracker as soon as its line arrives."""
+
+    def __init__(self, patterns: dict[str, re.Pattern], env: StepEnv):
+        self.patterns, self.env = patterns, env
+        self.last: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, line: str) -> None:
+        for name, pattern in self.patterns.items():
+            m = pattern.search(line)
+            if not m:
+                continue
+            groups = m.groupdict()
+            raw = groups.get("value") if "value" in groups else m.group(1)
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                continue
+            if not math.isfinite(value):
+                continue
+            self.counts[name] = self.counts.get(name, 0) + 1
+            step = int(float(groups["step"])) if groups.get("step") else self.counts[name]
+            self.last[name] = value
+            self.env.tracker.log_metrics({name: value}, step=step)
+
+
+# ---------------------------------------------------------------------- config helpers
+def environment_spec(env: Any, where: str):
+    """The ``EnvSpec`` of a component's ``env`` key: a name in ``conf/env``, an inline mapping,
+    or None (the sandbox's own environment)."""
+    if env is None or env == "":
+        return None
+    from sandbox.env import EnvSpec, load_spec
+
+    if isinstance(env, str):
+        return load_spec(env)
+    if isinstance(env, dict):
+        return EnvSpec.from_mapping(env, source=f"{where}.env")
+    raise ConfigError(f"{where}.env must name a spec in conf/env (e.g. `env: vbench`) or be an "
+                      f"inline spec mapping; got {env!r}.")
+
+
+def _check_each(each: Any, choices: Any, where: str = "") -> dict[str, list]:
+    at = f"{where}." if where else ""
+    if not each:
+        return {}
+    if not isinstance(each, dict) or not all(isinstance(v, list) and v for v in each.values()):
+        raise ConfigError(f"{at}each must map a name to a non-empty list of values (one run per "
+                          f"value), e.g. `each: {{dimension: [temporal_flickering]}}`; got {each!r}.")
+    for name, allowed in (choices or {}).items():
+        if name not in each or (isinstance(allowed, str) and allowed.startswith("${")):
+            continue
+        wrong = [v for v in each[name] if v not in allowed]
+        if wrong:
+            import difflib
+
+            hints = [f"{w} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(
+                str(w), [str(a) for a in allowed], n=1)) else str(w) for w in wrong]
+            raise ConfigError(f"{at}each.{name} has value(s) that are not allowed: "
+                              f"{', '.join(hints)}. The allowed values are: "
+                              f"{', '.join(map(str, allowed))}.")
+    return dict(each)
+
+
+def _compile_patterns(metrics: dict[str, str]) -> dict[str, re.Pattern]:
+    out = {}
+    for name, pattern in metrics.items():
+        try:
+            compiled = re.compile(str(pattern))
+        except re.error as e:
+            raise ConfigError(f"metrics.{name}: `{pattern}` is not a regular expression ({e}).")
+        if "value" not in compiled.groupindex and compiled.groups < 1:
+            raise ConfigError(f"metrics.{name}: `{pattern}` must capture the number, with a group "
+                              f"`(...)` or `(?P<value>...)`.")
+        out[name] = compiled
+    return out
+
+
+def _check_results(results: list) -> list[dict]:
+    for i, r in enumerate(results):
+        if not isinstance(r, dict) or "path" not in r or not isinstance(r.get("metrics", {}), dict):
+            raise ConfigError(f"results[{i}] must be {{path: GLOB, metrics: {{NAME: dotted.key}}}}; "
+                              f"got {r!r}.")
+    return results
+
+
+def _check_outputs(outputs: dict, declared: tuple[str, ...]) -> dict[str, dict]:
+    out = {}
+    for name, spec in outputs.items():
+        if name not in declared or name in ("metrics", "logs"):
+            raise ConfigError(f"outputs.{name}: this step's outputs are "
+                              f"{', '.join(n for n in declared if n not in ('metrics', 'logs'))}.")
+        spec = {"path": spec} if isinstance(spec, str) else dict(spec or {})
+        if "path" not in spec or spec.get("pick", "one") not in PICKS:
+            raise ConfigError(f"outputs.{name} must be a path/glob or {{path: GLOB, pick: "
+                              f"{'|'.join(PICKS)}}}; got {outputs[name]!r}.")
+        out[name] = spec
+    return out
+
+
+def _fill(template: Any, values: dict[str, dict]) -> Any:
+    """``template`` with ``${in:...}``, ``${step:...}`` and ``${each:...}`` filled in."""
+    from omegaconf import OmegaConf
+
+    from sandbox.context import bound_values, register_resolvers
+
+    register_resolvers()
+    with bound_values(values):
+        return OmegaConf.to_container(OmegaConf.create({"t": template}), resolve=True)["t"]
+
+
+def _dig(data: Any, key: str) -> Any:
+    value = data
+    for part in key.split(".") if key else []:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def _safe(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(value))[:80] or "run"
