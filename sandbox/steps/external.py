@@ -68,7 +68,8 @@ class ExternalProgram(Step):
                  mean: dict[str, str] | None = None, outputs: dict[str, Any] | None = None,
                  expect: list[str] | None = None, options: dict[str, Any] | None = None,
                  seed: int = 42):
-        if not argv or not all(isinstance(a, (str, int, float)) for a in argv):
+        if isinstance(argv, str) or not argv or not all(isinstance(a, (str, int, float))
+                                                        for a in argv):
             raise ConfigError(f"`argv` must be a non-empty list of arguments (a program and its "
                               f"arguments, never one shell string); got {argv!r}.")
         self.argv = [str(a) for a in argv]
@@ -374,8 +375,17 @@ def _fill(template: Any, values: dict[str, dict]) -> Any:
     from sandbox.context import bound_values, register_resolvers
 
     register_resolvers()
+
+    def keys(node: Any) -> Any:  # OmegaConf leaves mapping keys as written: fill them too
+        if isinstance(node, dict):
+            return {(OmegaConf.create({"k": k}).k if isinstance(k, str) and "${" in k else k):
+                    keys(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [keys(v) for v in node]
+        return node
+
     with bound_values(values):
-        return OmegaConf.to_container(OmegaConf.create({"t": template}), resolve=True)["t"]
+        return keys(OmegaConf.to_container(OmegaConf.create({"t": template}), resolve=True)["t"])
 
 
 def _dig(data: Any, key: str) -> Any:

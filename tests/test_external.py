@@ -1,0 +1,251 @@
+"""Outside programs as steps (sandbox.steps.external) and the stack components over them: live
+metric parsing from a real child process, result files, picked outputs, the planning-time
+check for stacks that are not set up, and each stack YAML run against a stand-in in
+tests/standins that writes the real program's formats."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from sandbox.components import build_component
+from sandbox.env.manager import EnvNotReadyError
+from sandbox.errors import ConfigError
+from sandbox.programs import ProgramError
+from sandbox.steps.base import StepEnv
+from sandbox.steps.external import ExternalEvaluator, ExternalTrainer, LiveMetrics
+from tests.conftest import compose
+
+STANDINS = Path(__file__).parent / "standins"
+
+
+class RecordingTracker:
+    """Keeps every logged metric with the time it arrived."""
+
+    def __init__(self):
+        self.logged: list[tuple[float, str, float, int]] = []
+
+    def log_metrics(self, metrics, step=None):
+        for k, v in metrics.items():
+            self.logged.append((time.monotonic(), k, v, step))
+
+
+def step_env(tmp_path, tracker=None, seed=7) -> StepEnv:
+    work = tmp_path / "step"
+    work.mkdir(parents=True, exist_ok=True)
+    env = StepEnv(name="train", workdir=work, run_dir=tmp_path, cache_dir=tmp_path / "cache",
+                  seed=seed)
+    if tracker is not None:
+        env.tracker = tracker
+    return env
+
+
+PROGRESS = r"""
+import sys, time, os
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+for step in (1, 2, 3):
+    sys.stderr.write(f"\rSteps: {33*step}%|###| {step}/3 [00:01<00:02, lr=1e-0{step}, step_loss={1.0/step:.3g}]")
+    sys.stderr.flush()
+    time.sleep(0.4)
+for n in (50, 1000, 200):  # by name, 50 > 1000 > 200; by step number 1000 is the latest
+    open(os.path.join(out, f"checkpoint-{n}.safetensors"), "w").write("x")
+"""
+
+
+def test_metrics_arrive_live_from_progress_bars_and_the_latest_checkpoint_is_picked(tmp_path):
+    script = tmp_path / "progress.py"
+    script.write_text(PROGRESS)
+    tracker = RecordingTracker()
+    step = ExternalTrainer(
+        argv=["python", str(script), "${step:workdir}/out"],
+        metrics={"train_loss": r"\|\s*(?P<step>\d+)/\d+ .*?step_loss=(?P<value>[-0-9.e]+)",
+                 "lr": r"lr=([-0-9.e]+)"},
+        outputs={"model_dir": {"path": "out/checkpoint-*.safetensors", "pick": "highest_number"}})
+    started = time.monotonic()
+    out = step.run(step_env(tmp_path, tracker))
+    ended = time.monotonic()
+    losses = [(v, s) for _, k, v, s in tracker.logged if k == "train_loss"]
+    assert losses == [(1.0, 1), (0.5, 2), (0.333, 3)]
+    assert [v for _, k, v, _ in tracker.logged if k == "lr"] == [0.1, 0.01, 0.001]
+    first = min(t for t, k, _, _ in tracker.logged)
+    assert first - started < (ended - started) - 0.6, "the first value came only at the end"
+    assert out["metrics"] == {"train_loss": 0.333, "lr": 0.001}
+    assert Path(out["model_dir"]).name == "checkpoint-1000.safetensors"
+    log = Path(out["logs"]) / "run.log"
+    assert "step_loss=0.5" in log.read_text()
+
+
+def test_exit_0_without_its_result_file_is_a_failure(tmp_path):
+    step = ExternalEvaluator(argv=["python", "-c", "print('all good (it is not)')"],
+                             stack="Quiet", results=[{"path": "res/*.json", "metrics": {"a": "a"}}])
+    with pytest.raises(ProgramError, match=r"(?s)exited with status 0 but wrote no result file.*"
+                                           r"all good"):
+        step.run(step_env(tmp_path))
+
+
+def test_a_stale_result_file_is_never_read(tmp_path):
+    env = step_env(tmp_path)
+    stale = env.workdir / "res" / "old.json"
+    stale.parent.mkdir()
+    stale.write_text('{"a": 1}')
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    step = ExternalEvaluator(argv=["python", "-c", "pass"],
+                             results=[{"path": "res/*.json", "metrics": {"a": "a"}}])
+    with pytest.raises(ProgramError, match="wrote no result file"):
+        step.run(env)
+
+
+def test_a_failing_program_is_one_paragraph_with_its_last_lines(tmp_path):
+    step = ExternalTrainer(argv=["python", "-c", "import sys; print('CUDA out of memory'); sys.exit(3)"])
+    with pytest.raises(ProgramError) as e:
+        step.run(step_env(tmp_path))
+    assert "exited with status 3" in str(e.value) and "CUDA out of memory" in str(e.value)
+
+
+def test_each_runs_once_per_value_and_checks_its_values(tmp_path):
+    write = ("import json, sys; json.dump({sys.argv[1]: [len(sys.argv[1]) / 10, []]}, "
+             "open(sys.argv[2], 'w'))")
+    step = ExternalEvaluator(
+        argv=["python", "-c", write, "${each:dim}", "${step:workdir}/r-${each:dim}.json"],
+        each={"dim": ["ab", "abcd"]}, choices={"dim": ["ab", "abcd", "x"]},
+        results=[{"path": "r-${each:dim}.json", "metrics": {"s/${each:dim}": "${each:dim}.0"}}],
+        mean={"s/mean": "s/"})
+    out = step.run(step_env(tmp_path))
+    assert out["metrics"] == {"s/ab": 0.2, "s/abcd": 0.4, "s/mean": pytest.approx(0.3)}
+    assert sorted(p.name for p in Path(out["logs"]).iterdir()) == ["ab.log", "abcd.log"]
+    with pytest.raises(ConfigError, match=r"abcx \(did you mean abcd\?\)"):
+        ExternalEvaluator(argv=["x"], each={"dim": ["abcx"]}, choices={"dim": ["ab", "abcd"]})
+
+
+def test_metric_patterns_and_outputs_are_checked_when_built():
+    with pytest.raises(ConfigError, match="must capture the number"):
+        ExternalTrainer(argv=["x"], metrics={"loss": "loss=[0-9.]+"})
+    with pytest.raises(ConfigError, match="outputs are model_dir"):
+        ExternalTrainer(argv=["x"], outputs={"checkpoint": "out"})
+    with pytest.raises(ConfigError, match="never one shell string"):
+        ExternalTrainer(argv="bash train.sh")
+
+
+@pytest.mark.parametrize("line,expected", [
+    # modelscope 1.40.2 TextLoggerHook
+    ("2026-01-01 10:00:00,000 - modelscope - INFO - epoch [1][10/50]\tlr: 4.825e-05, eta: 0:01:02,"
+     " time: 0.310, data_load_time: 0.010, memory: 2519, loss: 5.6125", {"train_loss": 5.6125,
+                                                                         "lr": 4.825e-05}),
+    # transformers Trainer as InternVL prints it (later versions add grad_norm)
+    ("{'loss': 1.2345, 'grad_norm': 3.2, 'learning_rate': 3.9e-05, 'epoch': 0.01}",
+     {"train_loss": 1.2345, "lr": 3.9e-05}),
+])
+def test_stack_log_formats_parse(line, expected, tmp_path):
+    option = "modelscope" if "modelscope" in line else "internvl_coco_caption"
+    cfg = compose([f"trainer={option}"])
+    patterns = {k: __import__("re").compile(v)
+                for k, v in OmegaConf.to_container(cfg.trainer.metrics).items()}
+    parser = LiveMetrics(patterns, step_env(tmp_path, RecordingTracker()))
+    parser(line)
+    assert parser.last == expected
+
+
+def test_selecting_stacks_that_are_not_set_up_fails_before_anything_runs(tmp_path):
+    from sandbox import run
+
+    cfg = compose(["trainer=easyanimate", "evaluator=vbench", "tracking=none",
+                   f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(EnvNotReadyError) as e:
+        run(cfg, run_dir=tmp_path / "run")
+    text = str(e.value)
+    for name in ("easyanimate", "vbench"):
+        assert f"python -m sandbox.env setup {name}" in text
+    assert "NVIDIA GPU" in text
+    assert not (tmp_path / "run" / "load").exists()  # nothing ran, not even the data load
+
+
+def test_a_wrong_vbench_dimension_fails_before_anything_runs(tmp_path):
+    from sandbox.runner import plan
+
+    cfg = compose(["evaluator=vbench", "evaluator.env=null",
+                   "evaluator.each.dimension=[temporal_flickering,subject_consistancy]"])
+    with pytest.raises(ConfigError, match="did you mean subject_consistency"):
+        plan(cfg)
+
+
+def build(cfg, group: str):
+    return build_component(OmegaConf.to_container(cfg[group], resolve=True), group, group)
+
+
+def test_easyanimate_train_and_infer_against_stand_ins(tmp_path):
+    """The real YAMLs' argument lists, log parsing and outputs, against EasyAnimate's scripts'
+    stand-ins (14 and 11 positional arguments, its tqdm bar, its checkpoint names)."""
+    dataset = tmp_path / "ea.json"
+    dataset.write_text(json.dumps([{"file_path": f"/v/{i}.mp4", "text": f"clip {i}", "type": "video"}
+                                   for i in range(3)]))
+    cfg = compose(["trainer=easyanimate", "infer=easyanimate", "trainer.env=null",
+                   "infer.env=null", f"trainer.cwd={STANDINS / 'easyanimate'}",
+                   f"infer.cwd={STANDINS / 'easyanimate'}", "trainer.options.num_train_epochs=2"])
+    tracker = RecordingTracker()
+    env = step_env(tmp_path, tracker, seed=11)
+    out = build(cfg, "trainer").run(env, dataset=str(dataset))
+    args = json.loads((env.workdir / "out" / "standin_args.json").read_text())["argv"]
+    assert args[3] == str(dataset) and args[8] == "2" and args[10] == "11"
+    assert args[11] == str(env.workdir / "out") and args[0].endswith("PixArt-XL-2-512x512")
+    assert Path(out["model_dir"]).name == "checkpoint-6.safetensors"
+    losses = [(s, v) for _, k, v, s in tracker.logged if k == "train_loss"]
+    assert [s for s, _ in losses] == [1, 2, 3, 4, 5, 6] and losses[0][1] == 0.5
+    assert out["metrics"]["lr"] == 2e-05
+
+    info = tmp_path / "info.json"
+    info.write_text(json.dumps([{"prompt_en": "a cat", "dimension": ["temporal_flickering"]},
+                                {"prompt_en": "a dog", "dimension": ["temporal_flickering"]}]))
+    infer_env = step_env(tmp_path / "infer", seed=11)
+    videos = build(cfg, "infer").run(infer_env, model_dir=out["model_dir"], info=str(info))
+    names = sorted(p.name for p in Path(videos["output_dir"]).iterdir())
+    assert names == [f"a {a}-{i}.mp4" for a in ("cat", "dog") for i in range(5)]
+
+
+def test_vbench_reads_each_dimensions_result_file(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for prompt in ("a cat", "a dog"):
+        for i in range(2):
+            (videos / f"{prompt}-{i}.mp4").write_bytes(b"v")
+    info = tmp_path / "info.json"
+    info.write_text(json.dumps([{"prompt_en": p, "dimension": ["temporal_flickering",
+                                                                "subject_consistency"]}
+                                for p in ("a cat", "a dog")]))
+    pythonpath = f"{STANDINS / 'pylib'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    cfg = compose(["evaluator=vbench", "evaluator.env=null",
+                   "evaluator.each.dimension=[temporal_flickering,subject_consistency]",
+                   f"+evaluator.env_vars.PYTHONPATH={pythonpath}"])
+    out = build(cfg, "evaluator").run(step_env(tmp_path), videos=str(videos), info=str(info))
+    m = out["metrics"]
+    assert m["vbench/temporal_flickering"] == pytest.approx((0.90 + 0.91 + 0.92 + 0.93) / 4)
+    assert m["vbench/mean"] == pytest.approx(m["vbench/temporal_flickering"])
+    assert set(m) == {"vbench/temporal_flickering", "vbench/subject_consistency", "vbench/mean"}
+    # VBench's CLI fails on CPU yet exits 0: no result file means failure, never a stale number
+    cfg = compose(["evaluator=vbench", "evaluator.env=null",
+                   "evaluator.each.dimension=[temporal_flickering]",
+                   f"+evaluator.env_vars.PYTHONPATH={pythonpath}",
+                   "+evaluator.env_vars.STANDIN_VBENCH_SILENT_FAIL=1"])
+    with pytest.raises(ProgramError, match="ProcessGroupNCCL"):
+        build(cfg, "evaluator").run(step_env(tmp_path), videos=str(videos), info=str(info))
+
+
+def test_trinity_rft_against_its_stand_in(tmp_path):
+    path = f"{STANDINS / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}" \
+           f"{os.environ['PATH']}"
+    cfg = compose(["trainer=trinity_rft", "trainer.env=null", f"+trainer.env_vars.PATH={path}"])
+    tracker = RecordingTracker()
+    env = step_env(tmp_path, tracker)
+    out = build(cfg, "trainer").run(env, dataset=str(tmp_path / "pool.jsonl"))
+    assert [(s, v) for _, k, v, s in tracker.logged if k == "pg_loss"] == \
+        [(1, 0.1), (2, 0.05), (3, 0.0333333)]
+    assert out["metrics"]["reward_mean"] == pytest.approx(0.6)
+    assert out["model_dir"] == str(env.workdir / "checkpoints" / "sandbox" / "sandbox" / "rft")
+    written = (env.workdir / "trinity.yaml").read_text()
+    assert str(tmp_path / "pool.jsonl") in written  # ${in:dataset} filled into its config
