@@ -167,7 +167,7 @@ class Executor:
                 inputs = OmegaConf.to_container(node.inputs, resolve=True) \
                     if "inputs" in node and node.inputs is not None else {}
                 if "overrides" in node and node.overrides is not None:
-                    comp_cfg.update(OmegaConf.to_container(node.overrides, resolve=True))
+                    deep_update(comp_cfg, OmegaConf.to_container(node.overrides, resolve=True))
             except OmegaConfBaseException as e:
                 raise ConfigError(
                     f"pipeline step `{step.key}` ({step.config_path}): its config cannot be "
@@ -243,6 +243,17 @@ class Executor:
             if child is not self.tracker:
                 child.finish(status)
         self.children.clear()
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    """``base`` with ``new`` merged in, mapping into mapping (a step's ``overrides: {options:
+    {epochs: 4}}`` changes one option and keeps the others)."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 def seed_list(cfg) -> list[int]:

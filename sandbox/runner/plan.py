@@ -347,8 +347,7 @@ def _check_params(cfg, cls: type, raw: dict, where: str, required: bool = True) 
                               f"({where}.{key}=VALUE).")
         if references(value) or key not in params:
             continue
-        resolved = OmegaConf.to_container(OmegaConf.create({"v": node[key]}), resolve=True)["v"] \
-            if not isinstance(node[key], (str, int, float, bool, type(None))) else node[key]
+        resolved = _resolved(node, key)
         ann = hints.get(key, params[key].annotation)
         if not type_ok(resolved, ann):
             raise ConfigError(
@@ -362,6 +361,12 @@ def _check_params(cfg, cls: type, raw: dict, where: str, required: bool = True) 
                           f"{cls.__name__}.")
 
 
+def _resolved(node, key: str) -> Any:
+    """``node[key]`` resolved in place (``${a.b}`` against the whole config), as plain data."""
+    value = node[key]
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 def _static(cfg, where: str, raw: dict) -> dict:
     """The values of ``raw`` (a component config at ``where``) that can be resolved before any
     step runs: those reading no step output."""
@@ -371,7 +376,7 @@ def _static(cfg, where: str, raw: dict) -> dict:
         if references(value) or node is None:
             continue
         try:
-            out[key] = OmegaConf.to_container(OmegaConf.create({"v": node[key]}), resolve=True)["v"]
+            out[key] = _resolved(node, key)
         except Exception:  # noqa: BLE001 - unresolvable now: the step's own run will say why
             continue
     return out
