@@ -310,3 +310,42 @@ def test_vbench_temporal_flickering_for_real_in_its_own_environment(tmp_path):
                  for v in json.loads(result.read_text())["temporal_flickering"][1]}
     assert score == pytest.approx(sum(per_video.values()) / len(per_video))
     assert per_video["a still lake-0.mp4"] > 0.99 > per_video["static noise-0.mp4"]
+
+
+def test_modelscope_driver_against_its_stand_in(tmp_path):
+    """sandbox/stacks/modelscope_train.py for real (local pool read with `datasets`, columns
+    renamed, the config merged), against a stand-in of modelscope's build_trainer that logs as
+    its TextLoggerHook does."""
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(8)))
+    pythonpath = f"{STANDINS / 'pylib'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    cfg = compose(["trainer=modelscope", "trainer.env=null", "trainer.options.train.max_epochs=2",
+                   "trainer.options.train.dataloader.batch_size_per_gpu=4",
+                   f"+trainer.env_vars.PYTHONPATH={pythonpath}"])
+    tracker = RecordingTracker()
+    env = step_env(tmp_path, tracker)
+    out = build(cfg, "trainer").run(env, dataset=str(pool))
+    losses = [v for _, k, v, _ in tracker.logged if k == "train_loss"]
+    assert losses == [6.0, 3.0, 3.0, 1.5]  # 2 epochs x 2 iterations, as the log printed them
+    assert out["metrics"]["lr"] == pytest.approx(2.5e-05)
+    merged = json.loads((Path(out["model_dir"]) / "configuration.json").read_text())
+    assert merged["train"]["max_epochs"] == 2 and merged["train"]["optimizer"]["lr"] == 5e-05
+
+
+def test_internvl_fine_tuning_against_its_stand_in(tmp_path):
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"coco": {"root": "data/coco/", "annotation": "ann.jsonl",
+                                         "data_augment": False, "repeat_time": 1, "length": 4}}))
+    path = f"{STANDINS / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}" \
+           f"{os.environ['PATH']}"
+    cfg = compose(["trainer=internvl_coco_caption", "trainer.env=null",
+                   f"trainer.cwd={STANDINS / 'internvl' / 'internvl_chat'}",
+                   "trainer.options.num_gpus=2", "trainer.options.gradient_accumulation_steps=64",
+                   f"+trainer.env_vars.PATH={path}"])
+    tracker = RecordingTracker()
+    env = step_env(tmp_path, tracker, seed=5)
+    out = build(cfg, "trainer").run(env, meta=str(meta))
+    assert [v for _, k, v, _ in tracker.logged if k == "train_loss"] == [2.0, 1.0, 0.6667]
+    args = json.loads((Path(out["model_dir"]) / "standin_args.json").read_text())
+    assert args["--meta_path"] == str(meta) and args["--seed"] == "5"
+    assert args["--conv_style"] == "internlm2-chat" and args["--use_llm_lora"] == "128"

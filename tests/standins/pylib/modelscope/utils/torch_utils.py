@@ -1,0 +1,5 @@
+SEEDS = []
+
+
+def set_random_seed(seed):
+    SEEDS.append(seed)
