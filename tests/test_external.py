@@ -349,3 +349,20 @@ def test_internvl_fine_tuning_against_its_stand_in(tmp_path):
     args = json.loads((Path(out["model_dir"]) / "standin_args.json").read_text())
     assert args["--meta_path"] == str(meta) and args["--seed"] == "5"
     assert args["--conv_style"] == "internlm2-chat" and args["--use_llm_lora"] == "128"
+
+
+def test_internvl_caption_evaluation_lines_become_metrics_and_their_mean(tmp_path):
+    """pycocoevalcap's printed lines (as InternVL's evaluate.sh shows them) -> caption/* metrics,
+    with SPICE left out of the mean."""
+    printed = "\n".join(["loading annotations into memory...", "Bleu_1: 0.812", "Bleu_2: 0.655",
+                         "Bleu_3: 0.512", "Bleu_4: 0.392", "METEOR: 0.301", "ROUGE_L: 0.598",
+                         "CIDEr: 1.312", "SPICE: 0.233"])
+    cfg = compose(["evaluator=internvl_coco_caption", "evaluator.env=null",
+                   f"evaluator.cwd={tmp_path}"])
+    node = OmegaConf.to_container(cfg.evaluator, resolve=True)
+    node["argv"] = ["python", "-c", f"print({printed!r})"]
+    out = build_component(node, "evaluator", "x").run(step_env(tmp_path), model_dir="ckpt")
+    m = out["metrics"]
+    assert m["caption/CIDEr"] == 1.312 and "caption/SPICE" not in m
+    assert m["caption/avg_score"] == pytest.approx(
+        (0.812 + 0.655 + 0.512 + 0.392 + 0.301 + 0.598 + 1.312) / 7)
