@@ -78,6 +78,9 @@ def compose(overrides: list[str] | None = None, return_hydra_config: bool = Fals
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from sandbox.context import register_resolvers
+
+    register_resolvers()  # as sandbox.run does: ${ctx:...}, ${step:...} and friends resolve
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides or []),

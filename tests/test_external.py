@@ -14,7 +14,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from sandbox.components import build_component
-from sandbox.context import register_resolvers
 from sandbox.env.manager import EnvNotReadyError
 from sandbox.errors import ConfigError
 from sandbox.programs import ProgramError
@@ -23,7 +22,6 @@ from sandbox.steps.external import ExternalEvaluator, ExternalTrainer, LiveMetri
 from tests.conftest import compose
 
 STANDINS = Path(__file__).parent / "standins"
-register_resolvers()  # what sandbox.run does first: the config's ${in:...} and friends resolve
 
 
 class RecordingTracker:
@@ -366,3 +364,57 @@ def test_internvl_caption_evaluation_lines_become_metrics_and_their_mean(tmp_pat
     assert m["caption/CIDEr"] == 1.312 and "caption/SPICE" not in m
     assert m["caption/avg_score"] == pytest.approx(
         (0.812 + 0.655 + 0.512 + 0.392 + 0.301 + 0.598 + 1.312) / 7)
+
+
+MAKE_POOL = """
+import json, sys, av, numpy as np
+root = sys.argv[1]
+rng = np.random.default_rng(0)
+rows = []
+for i in range(12):
+    name = f"clip{i}.mp4"
+    with av.open(f"{root}/{name}", "w") as out:
+        stream = out.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for f in range(8 * (1 + i % 4)):  # 1 to 4 seconds
+            frame = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) if i % 2 else \\
+                np.full((48, 64, 3), 20 * (i % 12), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    rows.append({"videos": [name], "text": f"<__dj__video> a clip number {i} <|__dj__eoc|>"})
+open(f"{root}/pool.jsonl", "w").write("".join(json.dumps(r) + "\\n" for r in rows))
+open(f"{root}/prompts.jsonl", "w").write(json.dumps({"text": "a cat"}) + "\\n"
+                                         + json.dumps({"text": "a dog"}) + "\\n")
+"""
+
+
+@pytest.mark.slow
+def test_t2v_bottom_up_runs_end_to_end_against_stand_ins(tmp_path):
+    """experiment=t2v_bottom_up as a user runs it, the three stacks replaced by their stand-ins:
+    real video pools probed and split, converted, trained, sampled, scored, ranked, combined and
+    scaled."""
+    pytest.importorskip("av")
+    import subprocess
+
+    from sandbox import run
+
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run([sys.executable, "-c", MAKE_POOL, str(data)], check=True)
+    pythonpath = f"{STANDINS / 'pylib'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    ea = STANDINS / "easyanimate"
+    cfg = compose(["experiment=t2v_bottom_up", f"data_pool.path={data / 'pool.jsonl'}",
+                   f"t2v.prompts={data / 'prompts.jsonl'}", "tracking=none",
+                   "t2v.stats=[video_duration_filter.video_duration]", "t2v.min_combined_size=1",
+                   "trainer.env=null", f"trainer.cwd={ea}", "trainer.options.num_train_epochs=1",
+                   "infer.env=null", f"infer.cwd={ea}", "infer.options.video_num_per_prompt=2",
+                   "evaluator.env=null", "evaluator.each.dimension=[temporal_flickering]",
+                   f"+evaluator.env_vars.PYTHONPATH={pythonpath}"])
+    metrics = run(cfg, run_dir=tmp_path / "run")
+    assert any(k.startswith("single_op/") and "vbench/mean" in k for k in metrics)
+    assert "scale/decision_accuracy" in metrics
+    ctx = json.loads((tmp_path / "run" / "context.json").read_text())
+    ranked = ctx["steps"]["single_op.rank"]["outputs"]["ranking"]
+    assert {r["name"] for r in ranked} >= {"random"}
