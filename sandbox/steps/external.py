@@ -262,9 +262,10 @@ class ExternalInfer(ExternalProgram):
 
 
 class ExternalEvaluator(ExternalProgram):
-    """An outside evaluator: its numbers are in ``metrics``; ``results`` names its files."""
+    """An outside evaluator: its numbers are in ``metrics``; ``output_dir`` names its files
+    (not ``results``: a fan-out step's list of per-element results has that name)."""
 
-    outputs: ClassVar[tuple[str, ...]] = ("metrics", "results", "logs")
+    outputs: ClassVar[tuple[str, ...]] = ("metrics", "output_dir", "logs")
 
 
 class LiveMetrics:

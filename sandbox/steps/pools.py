@@ -388,7 +388,9 @@ class PoolRanking(Step):
         self.control, self.alpha, self.plot = control, float(alpha), bool(plot)
         self.metric_prefix = metric_prefix
 
-    def run(self, env: StepEnv, results: list) -> dict[str, Any]:
+    def run(self, env: StepEnv, results: list, pools: list | None = None) -> dict[str, Any]:
+        """``pools``: the pools the results came from, when the steps between them replaced a
+        pool's ``dataset`` with another file (a conversion for an outside trainer)."""
         groups: dict[str, list[dict]] = {}
         for r in results:
             if not isinstance(r, dict) or "name" not in r:
@@ -438,7 +440,7 @@ class PoolRanking(Step):
         plot = self._plot(rows, env.workdir / "ranking.png") if self.plot else None
         # the input pools (one per name, pool fields only) in rank order
         by_name = {}
-        for r in results:
+        for r in (pools or []) + list(results):
             by_name.setdefault(r["name"], {k: v for k, v in r.items()
                                           if k in ("name", "dataset", "size", "kind", "bounds",
                                                    "parts", "op", "stat", "bin", "source")})
