@@ -1,0 +1,337 @@
+"""The Ray engine: the local engine's per-span work, scheduled on a Ray cluster.
+
+What runs where. The driver (this process) cuts the pool file into an explicit list of spans of
+row ids (``pool_spans``: row group, first row, end row, pool offset), exactly as the local engine
+does. Ray runs the *same* per-span function as the local engine's worker processes
+(``sandbox.engine.worker.SpanWorker.run_span``: the same OP classes, the same compiled kernels)
+on its workers, one span per task, and hands back one Arrow IPC buffer of per-row results per
+span. The driver writes those buffers to the result file in span order, so the result file is
+the one the local engine writes, byte for byte, whatever the number of workers or the order in
+which spans finish. Selection (thresholds, exact and MinHash dedup) and writing the outputs are
+the local engine's code on that file, so the kept set, the order, the dropped table, the
+retention table and the exported bytes are identical too, and the stats cache (keyed by the
+pool's fingerprint and the OPs' parameters, not by the engine) is shared by both engines.
+
+Deterministic dedup. Every row's id is its offset in the pool file; the result file is in row-id
+order, and selection keeps the first alive row of each exact-hash group (``first_alive``) and the
+root of each MinHash-LSH connected group, which is its smallest row id (``lsh_keep``'s union keeps
+the smaller root). Both depend only on the rows' hashes and ids, never on shard layout or arrival
+order (Data-Juicer's Ray exact dedup keeps whichever copy reaches its dedup actor first).
+
+Ray Data or Ray tasks (``scheduler``). ``data`` (the default) runs
+``ray.data.from_items(spans).map_batches(fn, batch_size=1)`` with ``preserve_order``: Ray Data
+streams the results back with backpressure (the object store holds a bounded number of span
+results), re-runs the tasks of a worker that died and spreads them over the cluster. ``tasks``
+runs one plain Ray task per span with at most ``num_proc`` in flight. Both call the same
+function; the spans are always ours, never Ray Data's read splitting (its Parquet reader leaves a
+small pool in one block). On warm workers a Ray Data pass costs ~0.1 s more than the local
+engine's and ~30 ms per span on a busy 2-core machine, plain tasks ~2 ms per span
+(``bench/ray_engine.py`` measures both); at the default 8192-row spans (~1 s of work each) the
+difference is a few percent.
+
+Where the files must be. Workers open the pool file themselves, by its path, so on a cluster of
+several machines the pool and ``cache_dir`` must live on storage every node mounts at the same
+path, and every node must have this package installed (or ship it with ``runtime_env``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+import time
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from sandbox.engine.common import Span
+from sandbox.engine.local import LocalEngine
+from sandbox.engine.worker import SpanJob, SpanWorker
+from sandbox.errors import ConfigError, DataError, SandboxError
+
+INSTALL = 'pip install "ray[data,client]==2.60.0"'
+SCHEDULERS = ("data", "tasks")
+LOCAL_ADDRESSES = (None, "", "local")
+
+
+def import_ray():
+    """The ``ray`` module, or one paragraph saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the `data` extra)
+    except ImportError as exc:
+        raise ConfigError(
+            f"engine=ray needs the `ray` package with its Data library, which is not installed "
+            f"here ({exc}). Install it into this environment with `{INSTALL}` (about 600 MB; the "
+            f"`client` extra is only needed for ray:// addresses), or run on this machine's "
+            f"processes with engine=local.") from None
+    return ray
+
+
+class RayEngine(LocalEngine):
+    """Runs the recipe's OPs on a Ray cluster; identical results to ``LocalEngine``.
+
+    ``address``: None starts a private local Ray instance with ``num_cpus`` CPUs (None: every
+    CPU) and ``object_store_memory`` bytes of object store (None: Ray's default); ``auto`` joins
+    the cluster this machine belongs to (``ray start --head`` ran here); ``HOST:PORT`` joins the
+    cluster whose head listens there; ``ray://HOST:10001`` connects through Ray Client. When Ray
+    is already initialised in this process that instance is used as it is. ``num_proc``: spans
+    processed at once (0: every CPU of the cluster). ``scheduler``: ``data`` (Ray Data) or
+    ``tasks`` (plain Ray tasks); see the module docstring. ``runtime_env``: passed to
+    ``ray.init`` (e.g. ``{working_dir: ., pip: [...]}`` for nodes without this package).
+    ``batch_size``, ``span_rows``, ``chunk_rows``: as for ``LocalEngine`` (a span is one Ray
+    task, so spans are larger by default)."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 num_proc: int | None = 0, scheduler: str = "data", batch_size: int = 512,
+                 span_rows: int = 8192, chunk_rows: int = 16384,
+                 object_store_memory: int | None = None,
+                 runtime_env: dict[str, Any] | None = None):
+        super().__init__(num_proc=num_proc, batch_size=batch_size, span_rows=span_rows,
+                         chunk_rows=chunk_rows)
+        if scheduler not in SCHEDULERS:
+            raise ConfigError(f"engine.scheduler={scheduler!r} is not a Ray scheduler. Use "
+                              f"`data` (Ray Data) or `tasks` (plain Ray tasks).")
+        if num_cpus is not None and int(num_cpus) < 1:
+            raise ConfigError(f"engine.num_cpus={num_cpus}: a local Ray instance needs at least "
+                              f"one CPU. Set engine.num_cpus to a positive number, or null for "
+                              f"every CPU of this machine.")
+        self.address = None if address in LOCAL_ADDRESSES else str(address)
+        self.num_cpus = None if num_cpus is None else int(num_cpus)
+        self.scheduler = scheduler
+        self.object_store_memory = object_store_memory
+        self.runtime_env = dict(runtime_env) if runtime_env else None
+        self.startup_seconds = 0.0  # how long connecting to (or starting) Ray took in this process
+
+    # -------------------------------------------------------------------------- connecting
+    def connect(self):
+        """The ``ray`` module, initialised: the instance this process already has, a new local
+        one (``address`` None) or the cluster at ``address``."""
+        ray = import_ray()
+        if ray.is_initialized():
+            return ray
+        start = time.perf_counter()
+        kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+        if self.runtime_env:
+            kwargs["runtime_env"] = self.runtime_env
+        if self.address is None:
+            kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
+            if self.object_store_memory:
+                kwargs["object_store_memory"] = int(self.object_store_memory)
+            ray.init(**kwargs)
+        else:
+            try:
+                reachable(self.address)
+                ray.init(address=self.address, **kwargs)
+            except Exception as exc:  # ConnectionError, TimeoutError, ValueError, RuntimeError
+                why = (str(exc).strip().splitlines() or ["no details"])[0][:300]
+                raise ConfigError(
+                    f"engine.address={self.address}: could not connect to a Ray cluster there "
+                    f"({type(exc).__name__}: {why}). "
+                    f"Start one first (`ray start --head` on the head node, then "
+                    f"`ray start --address=HEAD:6379` on the others), check that this machine "
+                    f"reaches it (HOST:PORT of the head's GCS, `auto` on a node of the cluster, or "
+                    f"ray://HOST:10001 for Ray Client, which needs `{INSTALL}`), or leave "
+                    f"engine.address=null to start a local instance.") from None
+        self.startup_seconds = time.perf_counter() - start
+        return ray
+
+    def workers(self, ray) -> int:
+        """Spans processed at once: ``num_proc``, or every CPU of the cluster when it is 0."""
+        if self.num_proc is not None and int(self.num_proc) > 0:
+            return int(self.num_proc)
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    # -------------------------------------------------------------------------- computing
+    def _results(self, job: SpanJob, spans: Iterable[Span], workers: int) -> Iterator[pa.Buffer]:
+        """The result buffers of the spans, in span order, computed on Ray (``workers``, the
+        local engine's process count, is replaced by ``self.workers``)."""
+        ray = self.connect()
+        manifest = list(spans)
+        if not manifest:
+            return
+        width = self.workers(ray)
+        pairs = (_data_results(ray, job, manifest, width) if self.scheduler == "data"
+                 else _task_results(ray, job, manifest, width))
+        try:
+            yield from _in_order(pairs, len(manifest))
+        except Exception as exc:
+            cause = _sandbox_cause(exc)
+            if cause is not None:
+                raise cause from None
+            raise
+
+
+def reachable(address: str, timeout: float = 5.0) -> None:
+    """Raise ``ConnectionError`` unless a TCP connection to ``address`` (``HOST:PORT`` or
+    ``ray://HOST:PORT``) opens within ``timeout`` seconds: ``ray.init`` itself retries an
+    unreachable head for minutes. ``auto`` is left to Ray (it reads the local cluster's address
+    file and fails at once without one)."""
+    if address == "auto":
+        return
+    rest = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConnectionError(f"{address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+        pass
+
+
+# ------------------------------------------------------------------------------ on the workers
+# The worker process's SpanWorker (built OPs, open pool file, loaded kernels), kept between
+# tasks: Ray reuses worker processes, so a job's OPs are built once per worker, not per span.
+_CACHED: tuple[SpanJob, tuple, SpanWorker] | None = None
+
+
+def span_worker(job: SpanJob) -> SpanWorker:
+    """This worker process's ``SpanWorker`` for ``job`` (built on first use, and again when
+    the pool file at that path was replaced: a cached worker holds the old file open)."""
+    global _CACHED
+    try:
+        st = os.stat(job.path)
+    except OSError:
+        raise DataError(
+            f"engine=ray: the Ray worker on {socket.gethostname()} cannot read the pool file "
+            f"{job.path}. Workers open the pool by its path, so on a cluster of several "
+            f"machines put the data (and cache_dir) on storage every node mounts at the same "
+            f"path, or run with engine=local.") from None
+    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if _CACHED is None or _CACHED[0] != job or _CACHED[1] != stamp:
+        # no Op.preload here: it exists for forked workers, and would also load kernels that
+        # only selection uses (on the driver); a worker loads what its spans use, on first use
+        _CACHED = (job, stamp, SpanWorker(job))
+    return _CACHED[2]
+
+
+def run_span(job: SpanJob, span: Span) -> pa.Buffer:
+    """``SpanWorker.run_span`` of this worker process; after a row group's last span the worker
+    lets go of that row group (a Ray worker outlives the run, idle, with what it holds)."""
+    worker = span_worker(job)
+    buf = worker.run_span(span)
+    group, _, stop, _ = span
+    if stop >= worker._file.metadata.row_group(group).num_rows:
+        worker._group = None
+    return buf
+
+
+def run_span_task(job: SpanJob, index: int, span: Span) -> tuple[int, pa.Buffer]:
+    """One span (the ``tasks`` scheduler's task): its index and its result buffer."""
+    return index, run_span(job, span)
+
+
+def run_span_rows(batch: pa.Table, job: SpanJob) -> pa.Table:
+    """The ``data`` scheduler's ``map_batches`` function: rows of span descriptors in, rows of
+    (index, result buffer, error) out. A ``SandboxError`` (a one-paragraph error for the user)
+    comes back pickled in ``error``: Ray Data would re-raise it as its own UserCodeException,
+    which does not carry the original."""
+    index = batch.column("index").to_pylist()
+    try:
+        buffers = [run_span(job, span) for span in zip(
+            *(batch.column(c).to_pylist() for c in ("group", "start", "stop", "first")))]
+    except SandboxError as exc:
+        return pa.table({"index": pa.array(index[:1], pa.int64()),
+                         "ipc": pa.array([b""], pa.large_binary()),
+                         "error": pa.array([pickle.dumps(exc)], pa.binary())})
+    offsets = np.zeros(len(buffers) + 1, dtype=np.int64)
+    np.cumsum([b.size for b in buffers], out=offsets[1:])
+    data = buffers[0] if len(buffers) == 1 else pa.py_buffer(b"".join(b.to_pybytes()
+                                                                        for b in buffers))
+    ipc = pa.Array.from_buffers(pa.large_binary(), len(buffers),
+                                [None, pa.py_buffer(offsets.tobytes()), data])
+    return pa.table({"index": pa.array(index, pa.int64()), "ipc": ipc,
+                     "error": pa.nulls(len(buffers), pa.binary())})
+
+
+# ------------------------------------------------------------------------------ on the driver
+def _task_results(ray, job: SpanJob, manifest: list[Span], width: int
+                  ) -> Iterator[tuple[int, pa.Buffer]]:
+    """(index, buffer) as tasks finish, with at most ``width`` tasks running and no task
+    started more than ``4 * width`` spans ahead of the earliest unfinished one (so the results
+    waiting for an earlier span stay bounded)."""
+    remote = ray.remote(num_cpus=1, max_retries=3)(run_span_task)
+    job_ref = ray.put(job)
+    running: dict = {}  # object ref -> span index
+    following = 0  # the next span to start
+    while True:
+        earliest = min(running.values(), default=following)
+        while (following < len(manifest) and len(running) < width
+               and following - earliest < 4 * width):
+            running[remote.remote(job_ref, following, manifest[following])] = following
+            following += 1
+        if not running:
+            return
+        ready, _ = ray.wait(list(running), num_returns=1)
+        del running[ready[0]]
+        yield ray.get(ready[0])
+
+
+def _data_results(ray, job: SpanJob, manifest: list[Span], width: int
+                  ) -> Iterator[tuple[int, pa.Buffer]]:
+    """(index, buffer) in span order, from a Ray Data pass over the span descriptors."""
+    items = [{"index": i, "group": g, "start": a, "stop": b, "first": f}
+             for i, (g, a, b, f) in enumerate(manifest)]
+    with _data_context(ray):
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            run_span_rows, fn_kwargs={"job": job}, batch_size=1, batch_format="pyarrow",
+            compute=ray.data.TaskPoolStrategy(size=min(width, len(items))), num_cpus=1)
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow",
+                                     prefetch_batches=width):
+            ipc, errors = batch.column("ipc"), batch.column("error")
+            for k, index in enumerate(batch.column("index").to_pylist()):
+                if errors[k].is_valid:
+                    raise pickle.loads(errors[k].as_py())
+                yield index, ipc[k].as_buffer()
+
+
+@contextmanager
+def _data_context(ray):
+    """Ray Data's settings for one pass (order kept, no progress bars or start-up banner),
+    restored afterwards."""
+    with warnings.catch_warnings():  # Ray Data's own use of its deprecated settings
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.data\.")
+        ctx = ray.data.DataContext.get_current()
+        saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars,
+                 ctx.print_on_execution_start)
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        # its start-up lines, and the warning that we switched its progress bars off
+        quiet = [(logging.getLogger(name), level) for name, level in
+                 (("ray.data", logging.WARNING), ("ray.data._internal.progress", logging.ERROR))]
+        levels = [logger.level for logger, _ in quiet]
+        for logger, level in quiet:
+            logger.setLevel(max(logger.level, level))
+        try:
+            yield ctx
+        finally:
+            (ctx.execution_options.preserve_order, ctx.enable_progress_bars,
+             ctx.print_on_execution_start) = saved
+            for (logger, _), level in zip(quiet, levels):
+                logger.setLevel(level)
+
+
+def _in_order(pairs: Iterator[tuple[int, pa.Buffer]], count: int) -> Iterator[pa.Buffer]:
+    """The buffers of ``pairs`` by index 0..count-1, whatever order they come in."""
+    waiting: dict[int, pa.Buffer] = {}
+    following = 0
+    for index, buf in pairs:
+        waiting[index] = buf
+        while following in waiting:
+            yield waiting.pop(following)
+            following += 1
+    if following != count:
+        raise RuntimeError(f"the Ray engine got results for {following} of {count} spans")
+
+
+def _sandbox_cause(exc: BaseException) -> SandboxError | None:
+    """The ``ConfigError``/``DataError`` an OP raised on a Ray worker, from Ray's wrapping."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, SandboxError) and type(exc).__module__.startswith("sandbox"):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return None

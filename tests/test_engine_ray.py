@@ -1,0 +1,224 @@
+"""engine=ray: the same results as engine=local, byte for byte (result files, kept and dropped
+files, retention table, exported jsonl), on the default pool and on pools whose exact and near
+duplicates sit in different shards; the kept row of each duplicate group is its smallest row id.
+
+One local Ray instance (2 CPUs, no dashboard) serves the whole module; the module is skipped only
+when ``ray`` cannot be imported."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ray = pytest.importorskip("ray", reason='engine=ray needs `pip install "ray[data]==2.60.0"`')
+
+from sandbox.data.fingerprint import fingerprint  # noqa: E402
+from sandbox.engine import LocalEngine, ProcessOutputs, build_engine, cache_path  # noqa: E402
+from sandbox.engine.ray import RayEngine, _in_order, import_ray  # noqa: E402
+from sandbox.engine.worker import SpanJob  # noqa: E402
+from sandbox.errors import ConfigError, DataError  # noqa: E402
+from sandbox.recipe import load_recipe  # noqa: E402
+from sandbox.runner import run  # noqa: E402
+from tests.conftest import compose  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray instance for this module's tests, shut down after the last one."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 ** 2,
+                 logging_level="ERROR")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def _bytes(path) -> bytes:
+    return Path(path).read_bytes()
+
+
+# ----------------------------------------------------------------------------- default pool
+@pytest.mark.slow
+def test_process_pipeline_on_the_default_pool_is_identical(ray_cluster, tmp_path, session_cache):
+    """`python -m sandbox pipeline=process engine=ray` writes the bytes engine=local writes:
+    the result file (stats cache), processed/dropped parquet, retention.csv, the jsonl export."""
+    base = ["pipeline=process", "data_pool.num_docs=800", "tracking=none", "progress=false",
+            "+recipe.ops.document_minhash_deduplicator={}"]
+    outs = {}
+    for engine in ("local", "ray"):
+        export = tmp_path / f"{engine}.jsonl"
+        cfg = compose(base + [f"engine={engine}", f"process.export_path={export}",
+                              "engine.span_rows=96"])
+        run(cfg, run_dir=tmp_path / engine)
+        ctx = json.loads((tmp_path / engine / "context.json").read_text())
+        pool = ctx["steps"]["load"]["outputs"]["dataset"]
+        rec = load_recipe(cfg.recipe, "text")
+        stats = cache_path(session_cache, fingerprint(pool, session_cache), rec.ops, "text")
+        assert stats.exists()
+        outs[engine] = ctx["steps"]["process"]["outputs"] | {"stats": _bytes(stats)}
+        stats.unlink()  # so that the next engine computes the stats itself
+    local, distributed = outs["local"], outs["ray"]
+    assert local["stats"] == distributed["stats"]
+    for key in ("dataset", "dropped", "export", "retention_path"):
+        assert _bytes(local[key]) == _bytes(distributed[key]), key
+    assert local["retention"] == distributed["retention"]
+    assert 0 < local["num_out"] < local["num_in"] == 800
+    by_op = {r["op"]: r for r in local["retention"]}
+    assert by_op["document_deduplicator"]["dropped"] > 0  # the pool has duplicates to find
+    assert by_op["document_minhash_deduplicator"]["dropped"] > 0
+
+
+# ----------------------------------------------------------------------- cross-shard duplicates
+def _words(rng: random.Random, n: int) -> str:
+    vocabulary = [f"w{k}" for k in range(2000)]
+    return " ".join(rng.choice(vocabulary) for _ in range(n))
+
+
+def _cross_shard_pool(tmp_path) -> tuple[Path, dict[int, list[int]], dict[int, list[int]]]:
+    """200 distinct documents; 12 of them get exact copies and 12 near copies (the last of 60
+    words changed) at rows far after them, so every group spans several 16-row spans and row groups.
+    Returns the pool and, per group, its row ids (the first is the smallest)."""
+    rng = random.Random(7)
+    texts = [_words(rng, 60) for _ in range(200)]
+    exact: dict[int, list[int]] = {}
+    near: dict[int, list[int]] = {}
+    for k in range(12):
+        src = 5 + 13 * k
+        for _ in range(2):
+            exact.setdefault(src, [src]).append(len(texts))
+            texts.append(texts[src])
+        src = 6 + 13 * k
+        words = texts[src].split()
+        words[-1] = "changed"  # one 5-word shingle of 56 differs: Jaccard 55/57
+        near.setdefault(src, [src]).append(len(texts))
+        texts.append(" ".join(words))
+    order = list(range(200, len(texts)))
+    rng.shuffle(order)  # the copies' order is mixed, always after their source
+    texts = texts[:200] + [texts[i] for i in order]
+    where = {old: old for old in range(200)} | {
+        old: 200 + pos for pos, old in enumerate(order)}
+    exact = {s: sorted(where[r] for r in rows) for s, rows in exact.items()}
+    near = {s: sorted(where[r] for r in rows) for s, rows in near.items()}
+    path = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"text": texts, "id": list(range(len(texts)))}), path,
+                   row_group_size=50)
+    return path, exact, near
+
+
+@pytest.mark.parametrize("scheduler", ["data", "tasks"])
+def test_cross_shard_duplicates_keep_the_smallest_row_id(ray_cluster, tmp_path, scheduler):
+    pool, exact, near = _cross_shard_pool(tmp_path)
+    rec = load_recipe({"ops": {"words_num_filter": {"min_num": 10},
+                               "document_deduplicator": {},
+                               "document_minhash_deduplicator": {}}})
+    ops = rec.build()
+    n = pq.ParquetFile(pool).metadata.num_rows
+    results = {}
+    for name, engine in (("local", LocalEngine(num_proc=1, batch_size=8, span_rows=16)),
+                         ("ray", RayEngine(scheduler=scheduler, batch_size=8, span_rows=16))):
+        out = tmp_path / name
+        out.mkdir()
+        computed = engine.compute(pool, rec.ops, scratch_dir=out)
+        sel = engine.select(rec.ops, ops, computed, n, fields=pool)
+        engine.write(pool, computed, sel, "text", ProcessOutputs(
+            dropped=out / "dropped.parquet", kept=out / "kept.parquet",
+            export=out / "kept.jsonl"))
+        results[name] = (computed, sel, out)
+    (lc, ls, lo), (rc, rs, ro) = results["local"], results["ray"]
+    assert _bytes(lc.path) == _bytes(rc.path)  # one result file, however it was scheduled
+    for f in ("kept.parquet", "dropped.parquet", "kept.jsonl"):
+        assert _bytes(lo / f) == _bytes(ro / f), f
+    np.testing.assert_array_equal(ls.keep, rs.keep)
+    assert ls.retention == rs.retention
+    # hand-checked: of each group exactly its smallest row id stays
+    for groups, op in ((exact, "document_deduplicator"), (near, "document_minhash_deduplicator")):
+        for rows in groups.values():
+            assert rs.keep[rows[0]] and not rs.keep[rows[1:]].any(), (op, rows)
+            assert set(rs.dropped_by[rows[1:]]) == {op}
+    assert int(rs.keep.sum()) == 200
+    kept_ids = pq.read_table(ro / "kept.parquet", columns=["id"]).column(0).to_pylist()
+    assert kept_ids == list(range(200))  # the pool's order
+
+
+def test_results_come_back_in_span_order_whatever_order_they_finish_in():
+    buffers = [pa.py_buffer(bytes([k])) for k in range(9)]
+    arrival = [3, 0, 2, 1, 8, 5, 4, 7, 6]
+    got = list(_in_order(((k, buffers[k]) for k in arrival), 9))
+    assert [b.to_pybytes() for b in got] == [bytes([k]) for k in range(9)]
+    with pytest.raises(RuntimeError, match="8 of 9 spans"):
+        list(_in_order(((k, buffers[k]) for k in range(9) if k != 8), 9))
+
+
+def test_stats_cache_is_shared_with_the_local_engine(ray_cluster, tmp_path):
+    pool, _, _ = _cross_shard_pool(tmp_path)
+    rec = load_recipe({"ops": {"text_length_filter": {"min_len": 5}, "document_deduplicator": {}}})
+    cache = tmp_path / "cache"
+    first = RayEngine(span_rows=64).compute(pool, rec.ops, cache_dir=cache, fingerprint="p1")
+    again = LocalEngine(num_proc=1).compute(pool, rec.ops, cache_dir=cache, fingerprint="p1")
+    assert not first.cache_hit and again.cache_hit and again.path == first.path
+
+
+@pytest.mark.parametrize("scheduler", ["data", "tasks"])
+def test_an_error_on_a_worker_reaches_the_user_as_itself(ray_cluster, scheduler):
+    """A worker that cannot read the pool (a cluster without shared storage) raises DataError
+    there; the driver re-raises that DataError, not Ray's wrapping of it."""
+    rec = load_recipe({"ops": {"text_length_filter": {"min_len": 5}}})
+    job = SpanJob(tuple(rec.ops), "text", "/nonexistent/pool.parquet", ("text",), 8)
+    with pytest.raises(DataError, match="cannot read the pool file /nonexistent/pool.parquet"):
+        list(RayEngine(scheduler=scheduler)._results(job, [(0, 0, 4, 0)], 1))
+
+
+def test_a_pool_rewritten_at_the_same_path_is_read_again(ray_cluster, tmp_path):
+    """Ray keeps worker processes (and their open pool file) between runs: a pool replaced at
+    the same path must not be read from the old file."""
+    rec = load_recipe({"ops": {"text_length_filter": {"min_len": 5}}})
+    pool = tmp_path / "pool.parquet"
+    lengths = []
+    for text in ("short", "a much longer text"):
+        pq.write_table(pa.table({"text": [text] * 40}), pool)
+        out = tmp_path / text.replace(" ", "-")
+        out.mkdir()
+        computed = RayEngine(scheduler="tasks", num_proc=1, span_rows=8, batch_size=8).compute(
+            pool, rec.ops, scratch_dir=out)
+        lengths.append(set(computed.columns()["text_length_filter.text_len"].tolist()))
+    assert lengths == [{5}, {18}]
+
+
+# --------------------------------------------------------------------------------- config, errors
+def test_engine_ray_composes_into_a_ray_engine():
+    engine = build_engine(compose(["engine=ray", "engine.num_cpus=2",
+                                   "engine.scheduler=tasks"]).engine)
+    assert isinstance(engine, RayEngine)
+    assert (engine.address, engine.num_cpus, engine.scheduler, engine.span_rows) == (
+        None, 2, "tasks", 8192)
+    with pytest.raises(ConfigError, match="engine.scheduler='threads'"):
+        RayEngine(scheduler="threads")
+
+
+def test_missing_ray_is_one_paragraph(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ConfigError, match=r'engine=ray needs the `ray` package.*pip install '
+                                          r'"ray\[data,client\]==2.60.0"'):
+        import_ray()
+
+
+def test_unreachable_cluster_is_one_paragraph():
+    """Checked in a fresh process (this one already has a Ray instance), against a closed
+    loopback port: the error comes at once, not after Ray's minutes of retries."""
+    code = ("from sandbox.engine.ray import RayEngine\n"
+            "RayEngine(address='127.0.0.1:1').connect()\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "ConfigError: engine.address=127.0.0.1:1: could not connect" in proc.stderr
+    assert "ray start --head" in proc.stderr
