@@ -31,17 +31,29 @@ SEED_SEP = ".seed"  # `perplexity.seed42` (MLflow names allow dots, not @ or #)
 # Which way is better, for the metrics verdicts are given on (others: no direction, no verdict).
 # (token_perplexity and eval_loss are per token of each run's own tokenizer: no verdict across
 # recipes, which train different tokenizers)
-LOWER_IS_BETTER = ("perplexity", "bits_per_byte")
+LOWER_IS_BETTER = ("perplexity", "bits_per_byte", "mse")
 HIGHER_IS_BETTER_PREFIXES = ("downstream_accuracy", "downstream_f1", "downstream_logprob",
-                             "choice_accuracy", "choice_logprob")
+                             "choice_accuracy", "choice_logprob",
+                             # image-text retrieval and zero-shot (evaluator=retrieval)
+                             "i2t_recall_at_", "t2i_recall_at_", "recall_mean",
+                             "zero_shot_accuracy",
+                             # answers against the truth (evaluator=accuracy)
+                             "accuracy",
+                             # captions (evaluator=coco_caption | internvl_coco_caption)
+                             "Bleu_", "METEOR", "ROUGE_L", "CIDEr", "SPICE", "avg_score")
+# every metric of these groups is better higher: vbench/<dimension>, vbench/mean, judge/mean
+HIGHER_IS_BETTER_GROUPS = {"vbench": "", "judge": "mean"}  # group -> only this metric ("": all)
 
 
 def direction(name: str) -> int:
     """-1 when lower is better, +1 when higher is better, 0 when the metric has no direction."""
-    base = name.rsplit("/", 1)[-1]
+    parts = name.split("/")
+    base = parts[-1]
     if base in LOWER_IS_BETTER:
         return -1
     if base.startswith(HIGHER_IS_BETTER_PREFIXES):
+        return 1
+    if len(parts) >= 2 and HIGHER_IS_BETTER_GROUPS.get(parts[-2], None) in ("", base):
         return 1
     return 0
 

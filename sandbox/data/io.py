@@ -195,10 +195,14 @@ def _from_rows(rows: list[dict], path: Path):
     sometimes a number and sometimes a string, an integer beyond 64 bits) is kept as JSON text
     rather than dropped."""
     errors = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
-    try:
-        return pa.Table.from_pylist(rows)
-    except errors:
-        pass
+    first = rows[0].keys()
+    # ``from_pylist`` takes its fields from the first record only: a field that appears later
+    # (``videos`` after image-only samples in a multimodal pool) needs the column-wise path
+    if all(r.keys() == first for r in rows):
+        try:
+            return pa.Table.from_pylist(rows)
+        except errors:
+            pass
     keys = list(dict.fromkeys(k for r in rows for k in r))
     columns, as_json = {}, []
     for k in keys:
@@ -208,9 +212,10 @@ def _from_rows(rows: list[dict], path: Path):
         except errors:
             columns[k] = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
             as_json.append(k)
-    logging.getLogger(__name__).warning(
-        "%s: field(s) %s cannot be stored as one typed column (types differ between records, or "
-        "integers beyond 64 bits); kept as JSON text.", path, ", ".join(as_json))
+    if as_json:
+        logging.getLogger(__name__).warning(
+            "%s: field(s) %s cannot be stored as one typed column (types differ between records, "
+            "or integers beyond 64 bits); kept as JSON text.", path, ", ".join(as_json))
     return pa.table(columns)
 
 

@@ -12,6 +12,7 @@ is returned as it is, at no cost."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -99,3 +100,49 @@ def _map_chunk(chunk: pa.Array, fn: Callable[[pa.Array], pa.Array]) -> pa.Array:
     return pa.Array.from_buffers(chunk.type, len(chunk), [validity, offsets],
                                  null_count=chunk.null_count, offset=chunk.offset,
                                  children=[fn(chunk.values)])
+
+
+def media_list(value) -> list[str]:
+    """One sample's media paths as a list: a list as it is, a single path string as a list of
+    one, and a null or empty string as no media (Data-Juicer's samples hold lists; CSV pools
+    hold one path per cell)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    return [p for p in value if p]
+
+
+def is_local(path: str) -> bool:
+    """True for a file path (absolute or relative), False for a URL (``http://``, ``s3://``)."""
+    return not re.match(_URL_RE, path)
+
+
+def missing_media(table: pa.Table) -> dict[int, list[str]]:
+    """``{row: [paths]}``: the rows of ``table`` whose local media files (in every media column
+    holding paths, already absolute) do not exist, with those paths (normalised). URLs are not
+    checked. Each distinct path is looked up once; a table without media columns costs
+    nothing."""
+    out: dict[int, list[str]] = {}
+    for key in media_columns(table.column_names):
+        column = table.column(key)
+        if not _holds_paths(column.type) or column.null_count == len(column):
+            continue
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        if _is_text(column.type):
+            rows, values = list(range(len(column))), column.to_pylist()
+        else:
+            rows = pc.list_parent_indices(column).to_pylist()
+            values = pc.list_flatten(column).to_pylist()
+        exists: dict[str, bool] = {}
+        for row, p in zip(rows, values):
+            if not p or not is_local(p):
+                continue
+            if p not in exists:
+                exists[p] = os.path.isfile(p)
+            if not exists[p]:
+                paths = out.setdefault(row, [])
+                shown = os.path.normpath(p)
+                if shown not in paths:
+                    paths.append(shown)
+    return dict(sorted(out.items()))

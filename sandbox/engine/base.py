@@ -27,7 +27,7 @@ from sandbox.data.fingerprint import fingerprint
 from sandbox.engine.result import ComputedFile
 from sandbox.errors import DataError
 from sandbox.engine.selection import Selection, select
-from sandbox.ops import Op, OpSpec
+from sandbox.ops import Mapper, Op, OpSpec
 from sandbox.recipe import Recipe, load_recipe
 
 if TYPE_CHECKING:
@@ -91,8 +91,11 @@ class Engine(abc.ABC):
 def check_input_fields(rec: Recipe, ops: list[Op], columns: list[str], dataset: str) -> None:
     """Every sample field an OP reads (``Op.input_fields``) is in the pool, or one paragraph
     before any work (not a KeyError from a worker)."""
+    made: set[str] = set()  # fields earlier media mappers add (video_extract_frames_mapper)
     for spec, op in zip(rec.ops, ops):
-        missing = [f for f in op.input_fields() if f not in columns]
+        missing = [f for f in op.input_fields() if f not in columns and f not in made]
+        if isinstance(op, Mapper):
+            made.update(op.output_fields())
         if not missing:
             continue
         names = ", ".join(f"`{f}`" for f in missing)

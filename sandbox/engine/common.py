@@ -2,7 +2,8 @@
 
 A result file (one per recipe and pool) holds one row per pool sample: ``ROW_ID_COLUMN`` (the
 sample's offset in the pool file), a column per filter stat (``stat_column``), a column per
-deduplicator hash (``hash_column``) and, when a mapper changed the text, ``TEXT_COLUMN``. Its
+deduplicator hash (``hash_column``), when a mapper changed the text, ``TEXT_COLUMN``, and a
+column per sample field a media mapper rewrote or added (``field_column``). Its
 Parquet key-value metadata records the pool's fingerprint. Results depend only on the pool and
 on the OPs' stat-relevant parameters, never on thresholds, so they are cached under
 ``cache_path`` and shared by probe, process and every sweep trial.
@@ -23,6 +24,7 @@ from sandbox.utils import stable_hash
 TEXT_COLUMN = "__text__"  # the text after every mapper
 ROW_ID_COLUMN = "__row_id__"  # int64: the row's offset in the pool file
 POOL_FINGERPRINT_KEY = b"sandbox.pool_fingerprint"  # result file metadata: the pool it describes
+FIELD_PREFIX = "__field__."  # a sample field a mapper rewrote or added (``field_column``)
 ENGINE_VERSION = 3  # bump when the stats or the result file layout change (cache keys change)
 
 
@@ -36,9 +38,14 @@ def hash_column(key: str) -> str:
     return f"{key}.hash"
 
 
+def field_column(name: str) -> str:
+    """The result column of sample field ``name`` as the mappers left it (media mappers)."""
+    return FIELD_PREFIX + name
+
+
 def is_stat_or_hash(name: str) -> bool:
-    """True for a result file's stat and hash columns (not the text, not the row id)."""
-    return name not in (TEXT_COLUMN, ROW_ID_COLUMN)
+    """True for a result file's stat and hash columns (not the text, the row id or a field)."""
+    return name not in (TEXT_COLUMN, ROW_ID_COLUMN) and not name.startswith(FIELD_PREFIX)
 
 
 def row_ids(start: int, stop: int) -> pa.Array:

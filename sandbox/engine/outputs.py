@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from sandbox.data.io import parquet_writer, row_chunks
 from sandbox.data.media import relativize_media
 from sandbox.engine.base import ProcessOutputs
-from sandbox.engine.common import ROW_ID_COLUMN, TEXT_COLUMN, to_numpy
+from sandbox.engine.common import FIELD_PREFIX, ROW_ID_COLUMN, TEXT_COLUMN, to_numpy
 from sandbox.engine.result import ComputedFile, misaligned
 from sandbox.engine.selection import Selection
 from sandbox.utils import atomic_path
@@ -87,12 +87,14 @@ def _write_export(kept: pa.Table, parquet_out, jsonl_out, chunk_rows: int) -> No
 def output_chunks(dataset: str | Path, computed: ComputedFile, text_key: str, keep_stats: bool,
                   chunk_rows: int) -> Iterator[pa.Table]:
     """The pool as tables of ``chunk_rows`` rows, in the pool's schema, with the mapped text in
-    place of the original (when a mapper ran) and, with ``keep_stats``, the stat and hash
+    place of the original (when a mapper ran), the fields media mappers changed in place of
+    theirs (or appended, when new) and, with ``keep_stats``, the stat and hash
     columns appended as ``__stats__.<column>``. Raises ``DataError`` when a chunk of the result
     file does not carry the row ids of the pool chunk beside it."""
     schema = pq.ParquetFile(dataset).schema_arrow
     text_idx = schema.get_field_index(text_key)
     side_columns = [ROW_ID_COLUMN] + ([TEXT_COLUMN] if computed.has_text else [])
+    side_columns += computed.field_names()
     if keep_stats:
         side_columns += computed.column_names()
     sides = row_chunks(computed.path, side_columns, chunk_rows)
@@ -108,6 +110,13 @@ def output_chunks(dataset: str | Path, computed: ComputedFile, text_key: str, ke
             if name == TEXT_COLUMN:
                 field = schema.field(text_idx)
                 table = table.set_column(text_idx, field, col.cast(field.type))
+            elif name.startswith(FIELD_PREFIX):  # a field a media mapper rewrote or added
+                key = name[len(FIELD_PREFIX):]
+                if key in table.column_names:
+                    idx = table.schema.get_field_index(key)
+                    table = table.set_column(idx, key, col)
+                else:
+                    table = table.append_column(key, col)
             else:
                 table = table.append_column(STATS_PREFIX + name, col)
         yield table

@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from sandbox.data.io import read_parquet, row_chunks
-from sandbox.engine.common import (POOL_FINGERPRINT_KEY, ROW_ID_COLUMN, TEXT_COLUMN, hash_codes,
-                                   is_stat_or_hash, object_array, to_numpy)
+from sandbox.engine.common import (FIELD_PREFIX, POOL_FINGERPRINT_KEY, ROW_ID_COLUMN,
+                                   TEXT_COLUMN, hash_codes, is_stat_or_hash, object_array,
+                                   to_numpy)
 from sandbox.errors import DataError
 
 
@@ -29,6 +30,11 @@ class ComputedFile:
     def column_names(self) -> list[str]:
         """The stat and hash columns."""
         return [n for n in pq.ParquetFile(self.path).schema_arrow.names if is_stat_or_hash(n)]
+
+    def field_names(self) -> list[str]:
+        """The columns of sample fields media mappers changed (``field_column``)."""
+        return [n for n in pq.ParquetFile(self.path).schema_arrow.names
+                if n.startswith(FIELD_PREFIX)]
 
     def pool_fingerprint(self) -> str | None:
         """The fingerprint of the pool these results describe (from the file's metadata)."""

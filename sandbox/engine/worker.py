@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sandbox.engine.common import (ROW_ID_COLUMN, TEXT_COLUMN, Span, build_op, cast_batch,
-                                   hash_column, row_ids, stat_column)
+                                   field_column, hash_column, row_ids, stat_column)
 from sandbox.ops import Deduplicator, Filter, Mapper, OpSpec, TextViews
 
 
@@ -55,12 +55,20 @@ class SpanWorker:
 
     def run_batch(self, texts: list[str], fields: dict[str, list] | None = None
                   ) -> tuple[list[str], dict[str, Any]]:
-        """Every OP on one batch: the text after the mappers, and the stat and hash columns."""
+        """Every OP on one batch: the text after the mappers, and the stat and hash columns
+        (and the fields media mappers changed, as ``field_column``s)."""
         cols: dict[str, Any] = {}
         views = TextViews(texts, fields)
         for key, op in self.ops:
             if isinstance(op, Mapper):
-                texts = op.process_batch(views.texts)
+                if op.output_fields():  # a media mapper: new files, new field values
+                    texts, changed = op.process_fields(views)
+                    fields = {**(fields or {}), **changed}
+                    for name, values in changed.items():
+                        cols.pop(field_column(name), None)  # the last mapper's values win
+                        cols[field_column(name)] = values
+                else:
+                    texts = op.process_batch(views.texts)
                 views = TextViews(texts, fields)  # derived views are stale once the text changed
             elif isinstance(op, Filter):
                 for stat, values in op.compute_stats_batch(views).items():

@@ -138,6 +138,17 @@ class Mapper(Op):
     def process_batch(self, texts: list[str]) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def output_fields(self) -> tuple[str, ...]:
+        """Sample columns besides the text that the mapper rewrites or adds (``videos``,
+        ``video_frames``); text mappers change none. The engine calls ``process_fields`` for a
+        mapper that declares some, and writes them into the processed samples."""
+        return ()
+
+    def process_fields(self, views: TextViews) -> tuple[list[str], dict[str, list]]:
+        """``(texts, {field: values})`` for one batch: the text after the mapper and the new
+        values of ``output_fields()`` (one per sample). Text mappers need not override it."""
+        return self.process_batch(views.texts), {}
+
 
 class Filter(Op):
     kind = "filter"

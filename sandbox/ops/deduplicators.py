@@ -413,12 +413,22 @@ def image_hash(array: np.ndarray, method: str) -> str:
     return "".join("%0.2x" % x for x in np.packbits(bits))
 
 
+def image_phash_of(path: str, method: str) -> str:
+    """``image_hash`` of the image file at ``path`` (``MediaError`` when it cannot be read)."""
+    from sandbox.data.decode import load_image
+
+    return image_hash(np.array(load_image(path)), method)
+
+
 @register
 class ImageDeduplicator(Deduplicator):
     """Exact duplicates by perceptual image hash: a sample's hash is the concatenation of the
     ``method`` hashes (phash, dhash, whash, ahash; see ``image_hash``) of its distinct images (in
     first-appearance order), after loading each as RGB; with ``consider_text`` the text's md5 (as
-    document_deduplicator) is part of the key. Samples without images are never removed."""
+    document_deduplicator) is part of the key. Samples without images are never removed, nor are
+    samples with an image that cannot be read: their hash is ``"!<path>: <reason>"``. Hashes are
+    computed in the engine's workers, each image decoded once per batch
+    (``sandbox.data.decode``)."""
 
     name = "image_deduplicator"
     description = "Remove samples whose images have identical perceptual hashes (phash/dhash/...)."
@@ -437,22 +447,15 @@ class ImageDeduplicator(Deduplicator):
     def input_fields(self) -> tuple[str, ...]:
         return (self.image_key,)
 
-    def _hash_paths(self, paths) -> str:
-        from PIL import Image  # only the image OPs need it (~20 ms to import)
-
-        out = ""
-        for p in dict.fromkeys(paths or []):
-            with Image.open(p) as im:
-                out += image_hash(np.array(im.convert("RGB")), self.method)
-        return out
-
     def hash_batch(self, views: TextViews) -> list:
-        paths = views.field(self.image_key, self.name)
-        out = []
-        for t, ps in zip(views.texts, paths):
-            h = self._hash_paths(ps)
-            out.append([h, self._text.hash_text(t)] if self._text is not None else h)
-        return out
+        from sandbox.data.media import media_list
+        from sandbox.ops.media_ops import media_hashes
+
+        paths = [media_list(p) for p in views.field(self.image_key, self.name)]
+        hashes = media_hashes(views, paths, image_phash_of, self.method)
+        if self._text is None:
+            return hashes
+        return [[h, self._text.hash_text(t)] for h, t in zip(hashes, views.texts)]
 
     def keep_mask(self, hashes, alive: np.ndarray) -> np.ndarray:
         keep = np.zeros(len(alive), dtype=bool)
@@ -460,8 +463,8 @@ class ImageDeduplicator(Deduplicator):
         for i in np.flatnonzero(alive):
             h = hashes[i]
             key = tuple(h) if isinstance(h, (list, tuple, np.ndarray)) else h
-            if not key:
-                keep[i] = True
+            if not key or (isinstance(key, str) and key.startswith("!")):
+                keep[i] = True  # no images, or unreadable ones ("!<path>: <reason>")
             elif key not in seen:
                 seen.add(key)
                 keep[i] = True

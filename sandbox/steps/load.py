@@ -4,7 +4,9 @@ Each loader outputs ``dataset`` (path to the ``pool.parquet`` every later step r
 ``num_samples`` and ``fingerprint`` (a content hash that keys the stats cache); ``FilePool`` with
 ``on_bad_record=skip`` also outputs ``rejected`` and ``rejects``. Relative media paths of the
 samples (``images``, ``videos``, ``audios``) are made absolute against the pool's directory
-(``sandbox.data.media``), so every later step finds the files."""
+(``sandbox.data.media``), so every later step finds the files; with ``check_media`` the files
+must exist: a sample naming a missing one stops the load with a ``DataError`` listing them, or,
+with ``on_bad_record=skip``, is left out and listed in ``rejects.jsonl`` with its paths."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +20,7 @@ from sandbox.data.corpus import default_corpus
 from sandbox.data.fingerprint import derived, fingerprint, remember
 from sandbox.data.io import (check_text_column, guess_format, parquet_writer, read_table,
                              read_table_with_rejects, write_rejects)
-from sandbox.data.media import media_base_dir, media_columns, resolve_media
+from sandbox.data.media import media_base_dir, media_columns, missing_media, resolve_media
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
 from sandbox.utils import atomic_path
@@ -26,6 +28,38 @@ from sandbox.utils import atomic_path
 
 class _Loader(Step):
     outputs = ("dataset", "num_samples", "fingerprint", "rejected", "rejects")
+
+    def _check_media(self, table: pa.Table, where, skip: bool) -> tuple[pa.Table, list[dict]]:
+        """``table`` without the samples whose media files are missing, and a reject record per
+        such sample (``skip``); without ``skip`` a ``DataError`` naming them. A table without
+        media columns is returned as it is."""
+        missing = missing_media(table)
+        if not missing:
+            return table, []
+        rows = list(missing)
+        if not skip:
+            shown = "; ".join(f"record {r + 1}: {', '.join(missing[r][:3])}"
+                              + (" ..." if len(missing[r]) > 3 else "") for r in rows[:3])
+            more = f" (and {len(rows) - 3} more)" if len(rows) > 3 else ""
+            raise DataError(
+                f"{where}: {len(rows)} sample(s) name media files that do not exist: {shown}"
+                f"{more}. Relative paths are relative to the pool file's directory "
+                f"({media_base_dir(where)}). Fix the paths or add the files, or set "
+                f"data_pool.on_bad_record=skip to leave those samples out (listed in "
+                f"load/rejects.jsonl), or data_pool.check_media=false to not check.")
+        import json
+
+        bad = set(rows)
+        rejects = [{"line": None, "record": r + 1,
+                    "reason": f"missing media file(s): {', '.join(missing[r])}",
+                    "raw": json.dumps(table.slice(r, 1).to_pylist()[0], default=str,
+                                      ensure_ascii=False)} for r in rows]
+        mask = pa.array([i not in bad for i in range(table.num_rows)])
+        kept = table.filter(mask)
+        if kept.num_rows == 0:
+            raise DataError(f"{where}: every sample names a missing media file (first: "
+                            f"{rejects[0]['reason']}). Fix the paths or add the files.")
+        return kept, rejects
 
     def _finish(self, env: StepEnv, table: pa.Table) -> dict:
         out = env.workdir / "pool.parquet"
@@ -46,12 +80,14 @@ class FilePool(_Loader):
     Big jsonl/parquet files (``sandbox.data.stream.STREAM_MIN_BYTES`` and up) are streamed into
     ``pool.parquet`` block by block, never held whole in memory. ``on_bad_record="skip"`` takes
     the reference reader (``sandbox.data.io``), which lists the skipped records in
-    ``rejects.jsonl`` beside the pool."""
+    ``rejects.jsonl`` beside the pool. ``check_media``: every local media file a sample names
+    must exist (see the module docstring)."""
 
     def __init__(self, path: str, format: str | None = None, text_key: str = "text",
-                 limit: int | None = None, on_bad_record: str = "fail"):
+                 limit: int | None = None, on_bad_record: str = "fail", check_media: bool = False):
         self.path, self.format, self.text_key, self.limit = path, format, text_key, limit
         self.on_bad_record = on_bad_record
+        self.check_media = check_media
 
     def run(self, env: StepEnv) -> dict:
         media_dir = media_base_dir(self.path)
@@ -60,7 +96,11 @@ class FilePool(_Loader):
             return self._stream(env, fmt, media_dir)
         table, rejects = read_table_with_rejects(self.path, self.format, self.text_key, self.limit,
                                                  on_bad_record=self.on_bad_record)
-        out = self._finish(env, resolve_media(table, media_dir))
+        table = resolve_media(table, media_dir)
+        if self.check_media:
+            table, more = self._check_media(table, self.path, self.on_bad_record == "skip")
+            rejects += more
+        out = self._finish(env, table)
         if self.on_bad_record == "fail":
             return out
         out["rejected"] = len(rejects)
@@ -75,6 +115,9 @@ class FilePool(_Loader):
         out = env.workdir / "pool.parquet"
         rows = stream.to_parquet(self.path, fmt, out, self.text_key, self.limit,
                                  media_dir=media_dir)
+        names = media_columns(pq.read_schema(out).names)
+        if self.check_media and names:
+            self._check_media(pq.read_table(out, columns=names), self.path, skip=False)
         # the pool is a deterministic conversion of the input: fingerprint it by that, and by
         # the directory its relative media paths were resolved against, if it has media
         how = ["to_parquet", stream.VERSION, fmt, self.text_key, self.limit, pa.__version__]
@@ -89,8 +132,9 @@ class HFDiskPool(_Loader):
     relative to its directory."""
 
     def __init__(self, path: str, split: str | None = None, text_key: str = "text",
-                 limit: int | None = None):
+                 limit: int | None = None, check_media: bool = False):
         self.path, self.split, self.text_key, self.limit = path, split, text_key, limit
+        self.check_media = check_media
 
     def run(self, env: StepEnv) -> dict:
         import datasets
@@ -118,7 +162,10 @@ class HFDiskPool(_Loader):
         if getattr(ds, "_indices", None) is not None:  # a select()ed view: materialise its rows
             table = ds.with_format("arrow")[:]
         check_text_column(table, self.text_key, str(p))
-        return self._finish(env, resolve_media(table, media_base_dir(p)))
+        table = resolve_media(table, media_base_dir(p))
+        if self.check_media:
+            table, _ = self._check_media(table, p, skip=False)
+        return self._finish(env, table)
 
 
 class DefaultCorpusPool(_Loader):

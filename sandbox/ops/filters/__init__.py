@@ -1,7 +1,7 @@
 """Filters with Data-Juicer's (py-data-juicer 1.6.1) names, parameters and stat definitions, one
 module per family: ``text`` (characters, words, lines), ``word_lists`` (stopwords, flagged
 words), ``model`` (language id, perplexity, token count), ``fields`` (sample fields other than the
-text) and ``image``.
+text), ``image`` and ``video``.
 
 Every filter splits into ``compute_stats_batch`` (stats only, never looking at thresholds) and the
 base ``Filter.keep`` (``min <= stat <= max``, both ends inclusive, as Data-Juicer's default
@@ -14,7 +14,8 @@ from sandbox.ops.chars import (SPECIAL_CHARACTERS, codepoints, refine_words, spe
                                split_on_whitespace, strip_special)
 from sandbox.ops.filters.fields import (SpecifiedFieldFilter, SpecifiedNumericFieldFilter,
                                         SuffixFilter)
-from sandbox.ops.filters.image import (ImageAspectRatioFilter, ImageShapeFilter, ImageSizeFilter,
+from sandbox.ops.filters.image import (ImageAestheticsFilter, ImageAspectRatioFilter,
+                                       ImageNSFWFilter, ImageShapeFilter, ImageSizeFilter,
                                        size_to_bytes)
 from sandbox.ops.filters.model import (LanguageIDScoreFilter, PerplexityFilter, TokenNumFilter,
                                        load_tokenizer)
@@ -24,6 +25,8 @@ from sandbox.ops.filters.text import (AlphanumericFilter, AverageLineLengthFilte
                                       WordRepetitionFilter, WordsNumFilter, char_ratio,
                                       char_rep_ratio, char_stats_of, codepoints_of,
                                       refined_words_of, word_rep_ratio, words_of)
+from sandbox.ops.filters.video import (VideoAspectRatioFilter, VideoDurationFilter,
+                                       VideoMotionScoreFilter, VideoResolutionFilter)
 from sandbox.ops.filters.word_lists import (FlaggedWordFilter, StopWordsFilter, augment_words,
                                             refined_lower_words, tokenized_words_of)
 
@@ -45,4 +48,8 @@ __all__ = [
     "SuffixFilter", "SpecifiedFieldFilter", "SpecifiedNumericFieldFilter",
     # image
     "ImageAspectRatioFilter", "ImageShapeFilter", "ImageSizeFilter", "size_to_bytes",
+    "ImageAestheticsFilter", "ImageNSFWFilter",
+    # video
+    "VideoDurationFilter", "VideoResolutionFilter", "VideoAspectRatioFilter",
+    "VideoMotionScoreFilter",
 ]

@@ -1,6 +1,12 @@
 """Image filters: samples carry a list of image paths under ``image_key`` (``images``); the
-stats are per image (aspect ratio, width and height, file size) and a sample is kept when any or
-all of its images are in range.
+stats are per image (aspect ratio, width and height, file size, model scores) and a sample is
+kept when any or all of its images are in range; a sample without images is kept.
+
+Every image filter also records ``media_error``: ``""`` for a sample whose images could all be
+read, else ``"<path>: <reason>; ..."`` (file not found, cannot decode). The stat of an image that
+cannot be read is NaN (-1 for pixel counts and sizes), which no range keeps: the sample is
+dropped by that filter, with the reason beside it, instead of stopping the run. Images are read
+through the batch's ``sandbox.data.decode`` memo, so OPs of one recipe open each image once.
 """
 from __future__ import annotations
 
@@ -8,20 +14,24 @@ import os
 
 import numpy as np
 
+from sandbox.data.decode import MediaError, image_size, load_image, memo
+from sandbox.data.media import media_list
 from sandbox.ops.base import MAXSIZE, Filter, TextViews
 from sandbox.ops.registry import register
+
+MEDIA_ERROR = "media_error"  # the stat every media filter adds: why a sample's media failed
+MEDIA_STATS_VERSION = 2  # part of every media filter's stats cache key (``stat_config``)
 
 
 def _image_sizes(paths: list[str]) -> dict[str, tuple[int, int]]:
     """(width, height) per distinct path, read from the file header (PIL, no full decode)."""
-    from PIL import Image  # only the image OPs need it (~20 ms to import)
+    return {p: image_size(p) for p in dict.fromkeys(paths)}
 
-    out = {}
-    for p in paths:
-        if p not in out:
-            with Image.open(p) as im:
-                out[p] = im.size
-    return out
+
+def usable(v) -> bool:
+    """False for the value a media stat takes when its file could not be read (NaN, or a
+    negative count)."""
+    return v is not None and v == v and v >= 0
 
 
 def _any_all(lists, ok, any_mode: bool) -> np.ndarray:
@@ -35,28 +45,78 @@ def _any_all(lists, ok, any_mode: bool) -> np.ndarray:
 
 def _object_column(values: list) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
-    out[:] = values if values else []
+    for i, v in enumerate(values):
+        out[i] = v
     return out
 
 
-class _ImageFilter(Filter):
-    """Stats are lists (one value per image), so these filters declare no ``thresholds``: the
-    k-sigma refiner leaves them alone; ``keep`` applies the bounds with any/all semantics."""
+def per_media_column(lists: list[list], dtype) -> np.ndarray:
+    """A stat column of one list per sample. Empty lists become empty arrays of ``dtype`` (as
+    Data-Juicer stores them), so that a batch without any media still has a typed column."""
+    return _object_column([v if len(v) else np.array([], dtype=dtype) for v in lists])
+
+
+def rows_of(col) -> list:
+    """A stat column (numpy, list or Arrow) as a list of per-sample values."""
+    return col.to_pylist() if hasattr(col, "to_pylist") else list(col)
+
+
+class _MediaFilter(Filter):
+    """Stats are lists (one value per image or video), so these filters declare no
+    ``thresholds``: the k-sigma refiner leaves them alone; ``keep`` applies the bounds with
+    any/all semantics. ``media_key_arg`` names the parameter that holds the sample column."""
+
+    media_key_arg = "image_key"
+    # parameters that change the stats (part of the stats cache key); the bounds and any_or_all
+    # only shape the mask, so moving them re-uses the cached stats
+    stat_args: tuple[str, ...] = ()
 
     def stat_config(self) -> dict:
-        return {"image_key": self.image_key}
+        # ``media_stats``: the layout of these stats (2: ``media_error`` added), so that results
+        # cached by an earlier version are not read as these
+        return {"media_stats": MEDIA_STATS_VERSION,
+                **{k: getattr(self, k) for k in (self.media_key_arg, *self.stat_args)}}
 
-    def _image_setup(self, any_or_all: str, image_key: str):
+    def _media_setup(self, any_or_all: str, key: str):
         if any_or_all not in ("any", "all"):
             raise ValueError(f"{self.name}: any_or_all must be 'any' or 'all', got {any_or_all!r}")
         self.any_or_all = any_or_all
-        self.image_key = image_key
+        setattr(self, self.media_key_arg, key)
 
     def input_fields(self) -> tuple[str, ...]:
-        return (self.image_key,)
+        return (getattr(self, self.media_key_arg),)
 
     def _paths(self, views: TextViews) -> list[list[str]]:
-        return [list(p) if p is not None else [] for p in views.field(self.image_key, self.name)]
+        return [media_list(p) for p in views.field(getattr(self, self.media_key_arg), self.name)]
+
+    def per_media(self, views: TextViews, fn, fail, *args) -> tuple[list[list], np.ndarray]:
+        """``fn(path, *args)`` for every media path of every sample, through the batch's memo;
+        ``fail`` stands for the value of a path that cannot be used. Returns the per-sample
+        lists and the ``media_error`` column."""
+        m = memo(views)
+        values, errors = [], []
+        for paths in self._paths(views):
+            row, why = [], []
+            for p in paths:
+                v, err = m.try_get(fn, p, *args)
+                if err is not None:
+                    why.append(str(err))
+                    v = fail
+                row.append(v)
+            values.append(row)
+            errors.append("; ".join(dict.fromkeys(why)))
+        return values, _object_column(errors)
+
+    def _keep_range(self, col, lo, hi) -> np.ndarray:
+        return _any_all(rows_of(col), lambda v: usable(v) and lo <= v <= hi,
+                        self.any_or_all == "any")
+
+
+class _ImageFilter(_MediaFilter):
+    media_key_arg = "image_key"
+
+    def _image_setup(self, any_or_all: str, image_key: str):
+        self._media_setup(any_or_all, image_key)
 
 
 @register
@@ -67,7 +127,7 @@ class ImageAspectRatioFilter(_ImageFilter):
 
     name = "image_aspect_ratio_filter"
     description = "Keep samples whose images' aspect ratio (w/h) is within [min_ratio, max_ratio]."
-    stat_keys = ("aspect_ratios",)
+    stat_keys = ("aspect_ratios", MEDIA_ERROR)
 
     def __init__(self, min_ratio: float = 0.333, max_ratio: float = 3.0, any_or_all: str = "any",
                  image_key: str = "images", **kwargs):
@@ -77,15 +137,12 @@ class ImageAspectRatioFilter(_ImageFilter):
         self._image_setup(any_or_all, image_key)
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        out = []
-        for paths in self._paths(views):
-            wh = _image_sizes(paths)
-            out.append([wh[p][0] / wh[p][1] for p in paths])
-        return {"aspect_ratios": _object_column(out)}
+        sizes, errors = self.per_media(views, image_size, (np.nan, np.nan))
+        ratios = [[w / h for w, h in row] for row in sizes]
+        return {"aspect_ratios": per_media_column(ratios, np.float64), MEDIA_ERROR: errors}
 
     def keep(self, stats):
-        return _any_all(stats["aspect_ratios"], lambda r: self.min_ratio <= r <= self.max_ratio,
-                        self.any_or_all == "any")
+        return self._keep_range(stats["aspect_ratios"], self.min_ratio, self.max_ratio)
 
 
 @register
@@ -96,7 +153,7 @@ class ImageShapeFilter(_ImageFilter):
 
     name = "image_shape_filter"
     description = "Keep samples whose images' width and height are within the given ranges."
-    stat_keys = ("image_width", "image_height")
+    stat_keys = ("image_width", "image_height", MEDIA_ERROR)
 
     def __init__(self, min_width: int = 1, max_width: int = MAXSIZE, min_height: int = 1,
                  max_height: int = MAXSIZE, any_or_all: str = "any", image_key: str = "images",
@@ -107,18 +164,18 @@ class ImageShapeFilter(_ImageFilter):
         self._image_setup(any_or_all, image_key)
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        ws, hs = [], []
-        for paths in self._paths(views):
-            wh = _image_sizes(paths)
-            ws.append([wh[p][0] for p in paths])
-            hs.append([wh[p][1] for p in paths])
-        return {"image_width": _object_column(ws), "image_height": _object_column(hs)}
+        sizes, errors = self.per_media(views, image_size, (-1, -1))
+        return {"image_width": per_media_column([[w for w, _ in r] for r in sizes], np.int64),
+                "image_height": per_media_column([[h for _, h in r] for r in sizes], np.int64),
+                MEDIA_ERROR: errors}
 
     def keep(self, stats):
-        pairs = [list(zip(w, h)) for w, h in zip(stats["image_width"], stats["image_height"])]
+        pairs = [list(zip(w, h)) for w, h in zip(rows_of(stats["image_width"]),
+                                                 rows_of(stats["image_height"]))]
         return _any_all(
             pairs,
-            lambda wh: (self.min_width <= wh[0] <= self.max_width
+            lambda wh: (usable(wh[0]) and usable(wh[1])
+                        and self.min_width <= wh[0] <= self.max_width
                         and self.min_height <= wh[1] <= self.max_height),
             self.any_or_all == "any",
         )
@@ -151,7 +208,7 @@ class ImageSizeFilter(_ImageFilter):
 
     name = "image_size_filter"
     description = "Keep samples whose image file sizes are within [min_size, max_size]."
-    stat_keys = ("image_sizes",)
+    stat_keys = ("image_sizes", MEDIA_ERROR)
 
     def __init__(self, min_size: str = "0", max_size: str = "1TB", any_or_all: str = "any",
                  image_key: str = "images", **kwargs):
@@ -162,9 +219,190 @@ class ImageSizeFilter(_ImageFilter):
         self._image_setup(any_or_all, image_key)
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        return {"image_sizes": _object_column([[os.path.getsize(p) for p in paths]
-                                               for paths in self._paths(views)])}
+        sizes, errors = self.per_media(views, _file_size, -1)
+        return {"image_sizes": per_media_column(sizes, np.int64), MEDIA_ERROR: errors}
 
     def keep(self, stats):
-        return _any_all(stats["image_sizes"], lambda s: self._min <= s <= self._max,
-                        self.any_or_all == "any")
+        return self._keep_range(stats["image_sizes"], self._min, self._max)
+
+
+def _file_size(path: str) -> int:
+    """The size of the file in bytes (not decoded, as Data-Juicer), or ``MediaError``."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        raise MediaError(path, "file not found") from None
+
+
+# ============================================================================ model-scored images
+class _LocalModelImageFilter(_ImageFilter):
+    """An image filter scored by a model the user has on disk (never downloaded here): the
+    model's path is checked when the OP is built, before any work, and the model is loaded once
+    per process (``preload``: before the engine forks its workers, which inherit it)."""
+
+    model_arg = ""
+    model_help = ""
+
+    def _check_model(self, path: str) -> None:
+        from sandbox.errors import ConfigError
+
+        if not path or not os.path.isdir(os.path.expanduser(path)):
+            given = f"{self.model_arg}={path!r} is not a directory" if path else \
+                f"{self.model_arg} is not set"
+            raise ConfigError(
+                f"{self.name}: {given}. This OP scores images with a model you provide as a "
+                f"local Hugging Face model directory (nothing is downloaded at run time): "
+                f"{self.model_help} Set `{self.model_arg}: /path/to/model` in the recipe, or "
+                f"remove the OP (`++recipe.ops.{self.name}._enabled=false`).")
+        self._model_dir = os.path.expanduser(path)
+        self._model = None
+
+    def preload(self) -> None:
+        self._loaded()
+
+    def _loaded(self):
+        if self._model is None:
+            self._model = self._load(self._model_dir)
+        return self._model
+
+    def _scores(self, views: TextViews, stat: str) -> dict[str, np.ndarray]:
+        """Every distinct readable image of the batch scored in one model call."""
+        m = memo(views)
+        rows = self._paths(views)
+        images = {}
+        for paths in rows:
+            for p in paths:
+                img, err = m.try_get(load_image, p)
+                if err is None:
+                    images.setdefault(p, img)
+        scores = dict(zip(images, self._score(list(images.values())))) if images else {}
+        errors = []
+        for paths in rows:
+            why = [str(m.try_get(load_image, p)[1]) for p in paths if p not in scores]
+            errors.append("; ".join(dict.fromkeys(why)))
+        values = [[scores.get(p, np.nan) for p in paths] for paths in rows]
+        return {stat: per_media_column(values, np.float64), MEDIA_ERROR: _object_column(errors)}
+
+
+@register
+class ImageAestheticsFilter(_LocalModelImageFilter):
+    """``image_aesthetics_scores``: a predicted aesthetics score per image, from the local model
+    at ``hf_scorer_model``. A LAION aesthetics predictor (a directory whose name holds
+    ``aesthetics-predictor`` and ``v1``, ``v2`` + ``linear`` or ``v2`` + ``relu``, as Data-Juicer
+    picks the class) runs through the ``simple-aesthetics-predictor`` package and its 0-10 score
+    is divided by 10; any other directory is loaded as a transformers image-classification model
+    with one output, which is the score. Kept when any/all scores are in
+    ``[min_score, max_score]``."""
+
+    name = "image_aesthetics_filter"
+    description = "Keep samples whose images' aesthetics score (a local model) is in range."
+    stat_keys = ("image_aesthetics_scores", MEDIA_ERROR)
+    stat_args = ("hf_scorer_model", "trust_remote_code")
+    model_arg = "hf_scorer_model"
+    model_help = ("a LAION aesthetics predictor (e.g. a local copy of "
+                  "shunk031/aesthetics-predictor-v2-sac-logos-ava1-l14-linearMSE, with "
+                  "`pip install simple-aesthetics-predictor`) or a transformers image "
+                  "classifier with one output.")
+
+    def __init__(self, hf_scorer_model: str = "", trust_remote_code: bool = False,
+                 min_score: float = 0.5, max_score: float = 1.0, any_or_all: str = "any",
+                 image_key: str = "images", **kwargs):
+        super().__init__(**kwargs)
+        self.hf_scorer_model, self.trust_remote_code = hf_scorer_model, trust_remote_code
+        self.min_score, self.max_score = min_score, max_score
+        self._image_setup(any_or_all, image_key)
+        self._check_model(hf_scorer_model)
+        self._by_ten = "aesthetics-predictor" in hf_scorer_model
+
+    def _load(self, path: str):
+        import transformers
+
+        name = os.path.basename(os.path.normpath(path))
+        if "aesthetics-predictor" in name:
+            try:
+                import aesthetics_predictor as aes
+            except ImportError:
+                from sandbox.errors import ConfigError
+
+                raise ConfigError(
+                    f"{self.name}: {path} is a LAION aesthetics predictor, which needs the "
+                    f"`simple-aesthetics-predictor` package: `pip install "
+                    f"simple-aesthetics-predictor`.") from None
+            if "v1" in name:
+                cls = aes.AestheticsPredictorV1
+            elif "v2" in name and "linear" in name:
+                cls = aes.AestheticsPredictorV2Linear
+            elif "v2" in name and "relu" in name:
+                cls = aes.AestheticsPredictorV2ReLU
+            else:
+                raise ValueError(f"Not support {path}")
+            processor = transformers.CLIPProcessor.from_pretrained(path)
+        else:
+            cls = transformers.AutoModelForImageClassification
+            processor = transformers.AutoImageProcessor.from_pretrained(
+                path, trust_remote_code=self.trust_remote_code)
+        model = cls.from_pretrained(path, trust_remote_code=self.trust_remote_code).eval()
+        return model, processor
+
+    def _score(self, images: list) -> list[float]:
+        import torch
+
+        model, processor = self._loaded()
+        with torch.no_grad():
+            logits = model(**processor(images=images, return_tensors="pt")).logits
+        scores = logits.reshape(len(images), -1)[:, 0].double()
+        return (scores / 10.0 if self._by_ten else scores).tolist()
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        return self._scores(views, "image_aesthetics_scores")
+
+    def keep(self, stats):
+        return self._keep_range(stats["image_aesthetics_scores"], self.min_score, self.max_score)
+
+
+@register
+class ImageNSFWFilter(_LocalModelImageFilter):
+    """``image_nsfw_score``: per image, the softmax probability of class 1 (NSFW) of the local
+    transformers image classifier at ``hf_nsfw_model`` (Data-Juicer's default is
+    Falconsai/nsfw_image_detection: use a local copy of it). Kept when any/all scores are in
+    ``[min_score, max_score]``."""
+
+    name = "image_nsfw_filter"
+    description = "Keep samples whose images' NSFW probability (a local model) is in range."
+    stat_keys = ("image_nsfw_score", MEDIA_ERROR)
+    stat_args = ("hf_nsfw_model", "trust_remote_code")
+    model_arg = "hf_nsfw_model"
+    model_help = ("a transformers image classifier whose class 1 is NSFW, e.g. a local copy of "
+                  "Falconsai/nsfw_image_detection.")
+
+    def __init__(self, hf_nsfw_model: str = "Falconsai/nsfw_image_detection",
+                 trust_remote_code: bool = False, min_score: float = 0.0, max_score: float = 0.5,
+                 any_or_all: str = "any", image_key: str = "images", **kwargs):
+        super().__init__(**kwargs)
+        self.hf_nsfw_model, self.trust_remote_code = hf_nsfw_model, trust_remote_code
+        self.min_score, self.max_score = min_score, max_score
+        self._image_setup(any_or_all, image_key)
+        self._check_model(hf_nsfw_model)
+
+    def _load(self, path: str):
+        import transformers
+
+        processor = transformers.AutoImageProcessor.from_pretrained(
+            path, trust_remote_code=self.trust_remote_code)
+        model = transformers.AutoModelForImageClassification.from_pretrained(
+            path, trust_remote_code=self.trust_remote_code).eval()
+        return model, processor
+
+    def _score(self, images: list) -> list[float]:
+        import torch
+
+        model, processor = self._loaded()
+        with torch.no_grad():
+            logits = model(**processor(images=images, return_tensors="pt")).logits
+        return torch.softmax(logits, dim=-1)[:, 1].double().tolist()
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        return self._scores(views, "image_nsfw_score")
+
+    def keep(self, stats):
+        return self._keep_range(stats["image_nsfw_score"], self.min_score, self.max_score)
