@@ -32,6 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
     ({"name": "x", "git": {"url": "u", "commit": "abcdef1", "patch": "no.patch"}},
      ["git.patch", "does not exist"]),
     ({"name": "x", "editable": "no/such/dir"}, ["`editable:", "not a folder"]),
+    ({"name": "x", "git": {"url": "u", "commit": "abcdef1",
+                           "patch": "https://example.com/main/fix.diff"}},
+     ["must pin a commit in its path"]),
+    ({"name": "x", "git": {"url": "u", "commit": "abcdef1", "requirements": "/abs/req.txt"}},
+     ["git.requirements", "inside the checkout"]),
+    ({"name": "x", "kind": "conda", "inherit_packages": True}, ["inherit_packages", "venv"]),
 ])
 def test_bad_specs_say_which_key_and_how_to_fix(tmp_path, data, words):
     with pytest.raises(ConfigError) as info:
@@ -231,6 +237,31 @@ def test_uv_environment_with_requirements_and_an_installed_git_repo(tmp_path):
                 log_path=tmp_path / "uv.log", parsers=[seen.append], cwd=tmp_path,
                 root=tmp_path / "envs")
     assert seen == ["v1 True"]
+
+
+@pytest.mark.slow
+def test_inherited_packages_lie_beneath_the_environments_own(tmp_path):
+    """inherit_packages: the sandbox's packages are importable in the environment, and the
+    environment's own pins win (six 1.16.0 there, 1.17.0 here); the checkout's requirements file
+    (git.requirements) is installed."""
+    first, _ = _make_repo(tmp_path / "repo")
+    repo = tmp_path / "repo"
+    (repo / "requirements.txt").write_text("six==1.16.0\n")
+    subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", "reqs"], check=True)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    spec = EnvSpec.from_mapping({"name": "inherit", "inherit_packages": True, "git": {
+        "url": f"file://{repo}", "commit": head, "requirements": "requirements.txt",
+        "install": False}})
+    manager.ensure(spec, root=tmp_path / "envs")
+    seen = []
+    manager.run(spec, ["python", "-c", "import six, yaml, omegaconf; print(six.__version__)"],
+                log_path=tmp_path / "run.log", parsers=[seen.append], root=tmp_path / "envs")
+    assert seen == ["1.16.0"]
+    import six
+
+    assert six.__version__ == "1.17.0"  # the sandbox's own is untouched
 
 
 # ------------------------------------------------------------------ the CLI
