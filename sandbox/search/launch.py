@@ -2,7 +2,12 @@
 return value)``; the trial's metrics come back through its result file (``sandbox.search.trial``),
 and an app that writes none (any Hydra app) through its task function's return value.
 
-* ``InProcessLauncher`` (``n_jobs: 1``): the trial runs in this process through Hydra's launcher.
+* ``InProcessLauncher`` (``n_jobs: 1``): the trial runs through Hydra's launcher: in this
+  process with Hydra's basic launcher, or where another launcher puts it (``hydra/launcher=ray``:
+  a Ray task on the cluster), which gets the trial's environment as ``hydra.job.env_set``
+  overrides. A trial run elsewhere cannot be pruned (the pruner's hook lives in this process);
+  when its result file is not readable from here (another node, no shared ``hydra.sweep.dir``)
+  the objective comes from the task function's return value.
 * ``SubprocessLauncher`` (``n_jobs > 1``): the trial is its own ``python -m sandbox`` process
   group (``sandbox.programs``), started as this sweep was, with its output in
   ``<sweep dir>/<trial number>/trial.log``; a Hydra callback in the child
@@ -49,6 +54,8 @@ class InProcessLauncher:
         error, run_dir, returned = None, None, None
         if subdir:
             overrides = [*overrides, f"hydra.sweep.subdir={format_value(subdir)}"]
+        if runs_elsewhere(self.hydra_launcher):
+            overrides = [*overrides, *env_overrides(env)]
         try:
             rets = self.hydra_launcher.launch([overrides], initial_job_idx=trial.number)
             ret = rets[0] if rets else None
@@ -72,6 +79,22 @@ class InProcessLauncher:
                 else:
                     os.environ[k] = v
         return run_dir, error, returned
+
+
+def runs_elsewhere(hydra_launcher) -> bool:
+    """Whether ``hydra_launcher`` is a launcher plugin (``hydra/launcher=ray``, joblib, submitit,
+    ...: classes of the ``hydra_plugins`` namespace), which runs jobs in other processes that do
+    not see this process's environment. Hydra's basic launcher runs them here."""
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+    return not isinstance(hydra_launcher, BasicLauncher) and \
+        type(hydra_launcher).__module__.startswith("hydra_plugins.")
+
+
+def env_overrides(env: dict[str, str]) -> list[str]:
+    """``env`` as ``hydra.job.env_set`` overrides: Hydra sets them around the task function
+    wherever the launcher runs it (a Ray worker on another node included)."""
+    return [f"++hydra.job.env_set.{k}={format_value(str(v))}" for k, v in env.items()]
 
 
 def trial_command(overrides: list[str], run_dir: Path) -> list[str]:

@@ -89,12 +89,15 @@ GROUP_SAMPLERS = ("RandomSampler", "TPESampler", "NSGAIISampler", "CmaEsSampler"
 GRID_TARGET = "optuna.samplers.GridSampler"
 
 
-def derived_seed(seed: int, stored_trials: int) -> int:
+def derived_seed(seed: int, stored_trials: int, concurrent: int = 0) -> int:
     """``seed`` for a new study; for one holding ``stored_trials`` trials, a seed mixed from both
-    (so a resumed sweep does not replay the first trials' parameters)."""
-    if stored_trials <= 0:
+    (so a resumed sweep does not replay the first trials' parameters); with ``concurrent`` other
+    sweeps running on the study (workers started together see the same stored trials), mixed
+    with that count too, so that each worker samples its own points."""
+    if stored_trials <= 0 and concurrent <= 0:
         return int(seed)
-    digest = hashlib.sha256(f"{int(seed)}:{int(stored_trials)}".encode()).digest()
+    key = f"{int(seed)}:{int(stored_trials)}" + (f":{int(concurrent)}" if concurrent > 0 else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:4], "little")
 
 
@@ -103,9 +106,10 @@ def _sampler_arguments(cls) -> set[str]:
 
 
 def build_sampler(sampler_cfg: Any, distributions: dict[str, Any], stored_trials: int,
-                  say: Callable[[str], None], **extra):
+                  say: Callable[[str], None], concurrent: int = 0, **extra):
     """``hydra.sweeper.sampler`` -> an Optuna sampler (see the module's docstring); ``extra``:
-    arguments the sweeper adds (``constraints_func``). Returns (sampler, grid size or None)."""
+    arguments the sweeper adds (``constraints_func``); ``concurrent``: other sweeps running on
+    the study now. Returns (sampler, grid size or None)."""
     import optuna
 
     from sandbox.search.space import grid_values
@@ -140,10 +144,12 @@ def build_sampler(sampler_cfg: Any, distributions: dict[str, Any], stored_trials
             node["search_space"] = {name: grid_values(name, d) for name, d in distributions.items()}
         grid_size = math.prod(len(v) for v in node["search_space"].values())
     if node.get("seed") is not None and "seed" in accepted:
-        seed = derived_seed(node["seed"], stored_trials)
+        seed = derived_seed(node["seed"], stored_trials, concurrent)
         if seed != node["seed"]:
-            say(f"sampler seed {node['seed']} -> {seed}: the study already holds "
-                f"{stored_trials} trial(s), and the same seed would repeat their parameters")
+            why = (f"{concurrent} other sweep(s) run on the study now" if concurrent else
+                   f"the study already holds {stored_trials} trial(s)")
+            say(f"sampler seed {node['seed']} -> {seed}: {why}, and the same seed would repeat "
+                f"their parameters")
         node["seed"] = seed
     add_extra(node, extra, cls, accepted, "sampler")
     node.pop("_target_")
@@ -168,16 +174,28 @@ def create_study(name: str, storage: str | None, directions: list[str], sampler_
     modern = hasattr(optuna.trial.Trial, "set_constraint")
     extra = {"constraints_func": constraints_func} if constraint_count and not modern else {}
     pruner = instantiate(pruner_cfg, "pruner")
+    from sandbox.search.shared import storage_lock
+
     try:
-        study = optuna.create_study(study_name=name, storage=storage, pruner=pruner,
-                                    sampler=optuna.samplers.RandomSampler(),  # replaced below
-                                    directions=directions, load_if_exists=True)
+        with storage_lock(storage):  # other workers may be creating it right now
+            study = optuna.create_study(study_name=name, storage=storage, pruner=pruner,
+                                        sampler=optuna.samplers.RandomSampler(),  # replaced below
+                                        directions=directions, load_if_exists=True)
     except ValueError as e:
         raise ConfigError(f"optuna study {name} in {storage}: {e}. Use another "
                           f"hydra.sweeper.study_name.") from None
-    stored = len(study.get_trials(deepcopy=False))
+    except ImportError:  # Optuna's words name no package
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage}: the database driver for this URL is not "
+            f"installed. For postgresql://... run `pip install 'psycopg[binary]'` (MySQL: "
+            f"`pip install pymysql` and a mysql+pymysql://... URL).") from None
+    from sandbox.search.shared import register_sweep, study_lock
+
+    with study_lock(study):
+        concurrent = register_sweep(study) if storage else 0
+        stored = len(study.get_trials(deepcopy=False))
     study.sampler, grid_size = build_sampler(sampler_cfg, distributions or {}, stored, say,
-                                             **extra)
+                                             concurrent, **extra)
     return study, grid_size
 
 

@@ -25,6 +25,12 @@ experiment with them as overrides, read its metrics, tell the study the objectiv
   reach (COMPLETE + PRUNED + FAIL), so a re-run only runs what is missing, numbered after the
   stored trials. Trials left RUNNING by a killed sweep on this machine are marked FAIL
   (``interrupted``), do not count, and their parameters are tried again first.
+* **Several workers, one study.** The same command on several machines (or several times on
+  one), with the same ``study_name`` and a shared storage (``postgresql://...``), shares the work
+  out: ``n_trials`` counts the trials of every worker, and a worker asks for a trial only while
+  fewer are finished or running, under a lock held in the storage itself
+  (``sandbox.search.shared``), so none is run twice and none beyond ``n_trials``. Each worker
+  ends when no trial is left to take; the last one to end prints the complete summary.
 * **Parallel trials.** ``n_jobs: 1`` runs trials in this process through Hydra's launcher.
   ``n_jobs > 1`` keeps ``n_jobs`` trials running, each as its own ``python -m sandbox`` process
   (log in its run dir, ``trial.log``); a new trial is asked for as soon as one finishes. Ctrl-C,
@@ -61,6 +67,7 @@ from sandbox.search import summary
 from sandbox.search.confirm import Confirmer, check_settings, seed_mode
 from sandbox.search.constraints import parse_constraints
 from sandbox.search.launch import InProcessLauncher, SubprocessLauncher, TrialCancelled
+from sandbox.search.shared import study_lock, taken_trials, unregister_sweep
 from sandbox.search.space import (distributions_from_search_space, format_value, parse_space,
                                   split_cli)
 from sandbox.search.study import (claim, counted_trials, create_study, default_study_name,
@@ -219,18 +226,22 @@ class OptunaSearch:
         study, grid_size = create_study(self._study_name(), self.storage, self.directions,
                                         self.sampler_cfg, self.pruner_cfg, len(self.constraints),
                                         space.distributions, _say)
-        study.set_user_attr("objectives", objectives)
-        study.set_user_attr("sampler", type(study.sampler).__name__)  # of the latest sweep
-        recover_interrupted(study, _say)
         target = self.n_trials
         if grid_size is not None and grid_size < target:
             _say(f"the grid has {grid_size} point(s): n_trials={self.n_trials} capped to it")
             target = grid_size
-        remaining = max(0, target - counted_trials(study))
-        parent = summary.ParentRun.open(self.config, study, self._study_name(), space,
-                                        objectives, self.directions, self.constraints)
+        with study_lock(study):  # other sweeps may share the study (sandbox.search.shared)
+            study.set_user_attr("objectives", objectives)
+            study.set_user_attr("sampler", type(study.sampler).__name__)  # of the latest sweep
+            recover_interrupted(study, _say)
+            others = taken_trials(study) - counted_trials(study)  # running in other sweeps
+            remaining = max(0, target - counted_trials(study) - others)
+            parent = summary.ParentRun.open(self.config, study, self._study_name(), space,
+                                            objectives, self.directions, self.constraints)
         _say(f"study `{study.study_name}` ({self.storage or 'in memory'}): "
-             f"{len(study.trials)} stored trial(s), running {remaining} more "
+             f"{len(study.trials)} stored trial(s)"
+             + (f" ({others} running in other sweeps)" if others else "")
+             + f", running {'up to ' if others else ''}{remaining} more "
              f"(n_trials={target} in total), {self.n_jobs} at a time; "
              f"{' and '.join(f'{d} {o}' for d, o in zip(self.directions, objectives))}"
              + (f" subject to {', '.join(map(str, self.constraints))}" if self.constraints
@@ -254,9 +265,12 @@ class OptunaSearch:
                 with self._lock:
                     if launched >= remaining:
                         return
+                    with study_lock(study):  # count and take the trial as one step
+                        if taken_trials(study) >= target:
+                            return  # the other sweeps on the study run the rest
+                        trial = study.ask(space.distributions)
+                        claim(trial)
                     launched += 1
-                    trial = study.ask(space.distributions)
-                    claim(trial)
                     running[trial.number] = trial
                 try:
                     outcome = self._run_trial(launcher, study, trial, space, base, objectives,
@@ -316,8 +330,25 @@ class OptunaSearch:
             if parent is not None:
                 parent.finish(study, status)
             summary.print_summary(study, objectives, _say)
+            self._leave(study)
             summary.write_study_summary(study, objectives, self.sweep_dir)
         return results
+
+    def _leave(self, study) -> None:
+        """Take this sweep off the study's running sweeps, and say when others still run
+        (``sandbox.search.shared``). A storage that went away here changes nothing that matters:
+        later workers only derive other seeds."""
+        if not self.storage:
+            return
+        try:
+            unregister_sweep(study)
+            others = taken_trials(study) - counted_trials(study)
+        except Exception as e:
+            _say(f"could not update the study's running sweeps: {type(e).__name__}: {e}")
+            return
+        if others:
+            _say(f"{others} trial(s) still running in other sweeps on this study: the last "
+                 f"sweep to end writes the complete summary")
 
     # ------------------------------------------------------------------ confirmation
     def _confirm(self, study, space, base, objectives, parent, sign: float) -> None:
