@@ -41,7 +41,10 @@ class NoRefine(Step):
     def __init__(self, text_key: str = "text"):
         self.text_key = text_key
 
-    def run(self, env: StepEnv, recipe: dict, summary: dict | None = None) -> dict[str, Any]:
+    def run(self, env: StepEnv, recipe: dict, summary: dict | None = None,
+            stats: str | None = None, dataset: str | None = None) -> dict[str, Any]:
+        """``stats`` and ``dataset`` (the probe's per-sample stats and the pool) are what a
+        refiner that trains on the data needs (refine=model_feedback); this one needs neither."""
         from sandbox.recipe import load_recipe
 
         return _write(env, load_recipe(recipe, self.text_key), [])
@@ -56,7 +59,9 @@ class KSigmaRefiner(Step):
         self.k = float(k)
         self.text_key = text_key
 
-    def run(self, env: StepEnv, recipe: dict, summary: dict) -> dict[str, Any]:
+    def run(self, env: StepEnv, recipe: dict, summary: dict, stats: str | None = None,
+            dataset: str | None = None) -> dict[str, Any]:
+        """k-sigma needs only the probe's ``summary`` (``stats``, ``dataset``: unused)."""
         from sandbox.ops import get_op_class
         from sandbox.recipe import load_recipe, validate
 
