@@ -72,6 +72,26 @@ def cache_root_is_the_sessions(session_cache):
     os.environ[env_vars.NUMBA_CACHE_DIR] = str(session_cache / KERNELS)
 
 
+@pytest.fixture(scope="session")
+def default_model(session_cache) -> Path:
+    """The embedded default instruct model in the session's cache: hard links to the user's
+    converted copy when there is one (the user's cache is only read), else converted here once
+    (~30-90 s, from the PyPI wheel)."""
+    from sandbox.infer.model import DEFAULT_MODEL_NAME, default_model_dir
+
+    target = session_cache / "models" / DEFAULT_MODEL_NAME
+    user = Path(os.environ.get("HOME", "~")).expanduser() / ".cache" / "sandbox" / "models" / \
+        DEFAULT_MODEL_NAME
+    if not target.exists() and (user / "config.json").is_file() and user != target:
+        target.mkdir(parents=True)
+        for f in user.iterdir():
+            try:
+                os.link(f, target / f.name)
+            except OSError:
+                shutil.copyfile(f, target / f.name)
+    return default_model_dir(session_cache)
+
+
 def compose(overrides: list[str] | None = None, return_hydra_config: bool = False):
     """The config ``python -m sandbox OVERRIDES`` would run with."""
     from hydra import compose as hydra_compose

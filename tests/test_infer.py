@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +24,6 @@ from sandbox.cache import cache_root
 from sandbox.errors import ConfigError, DataError
 from sandbox.infer import messages as M
 from sandbox.infer.backends import APIBackend, backoff_delay, parse_retry_after
-from sandbox.infer.model import DEFAULT_MODEL_NAME
 from sandbox.steps.base import StepEnv
 from sandbox.steps.infer import APIInfer, _scan_partial
 from tests.conftest import compose
@@ -395,25 +393,6 @@ def test_vllm_missing_fails_before_any_work(tmp_path, docs_file):
 
 
 # ============================================================================ the default model
-@pytest.fixture(scope="module")
-def default_model(session_cache):
-    """The default model in the session's cache: hard links to the user's converted copy when
-    there is one (the user's cache is only read), else converted here once (~30-90 s)."""
-    from sandbox.infer.model import default_model_dir
-
-    target = session_cache / "models" / DEFAULT_MODEL_NAME
-    user = Path(os.environ.get("HOME", "~")).expanduser() / ".cache" / "sandbox" / "models" / \
-        DEFAULT_MODEL_NAME
-    if not target.exists() and (user / "config.json").is_file() and user != target:
-        target.mkdir(parents=True)
-        for f in user.iterdir():
-            try:
-                os.link(f, target / f.name)
-            except OSError:
-                shutil.copyfile(f, target / f.name)
-    return default_model_dir(session_cache)
-
-
 HF_ANSWERS: list = []  # the hf test's greedy answers, which the server's must equal
 QUESTIONS = [{"text": "What is the capital of France?", "answer": "Paris"},
              {"text": "What color is the sky on a clear day?", "answer": "blue",

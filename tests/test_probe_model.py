@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -55,25 +53,6 @@ def test_sample_rows_is_seeded_and_sized():
 
 
 # ============================================================================ the default model
-@pytest.fixture(scope="module")
-def default_model(session_cache):
-    """The default model in the session's cache: hard links to the user's converted copy when
-    there is one (the user's cache is only read), else converted here once."""
-    from sandbox.infer.model import DEFAULT_MODEL_NAME, default_model_dir
-
-    target = session_cache / "models" / DEFAULT_MODEL_NAME
-    user = Path(os.environ.get("HOME", "~")).expanduser() / ".cache" / "sandbox" / "models" / \
-        DEFAULT_MODEL_NAME
-    if not target.exists() and (user / "config.json").is_file() and user != target:
-        target.mkdir(parents=True)
-        for f in user.iterdir():
-            try:
-                os.link(f, target / f.name)
-            except OSError:
-                shutil.copyfile(f, target / f.name)
-    return default_model_dir(session_cache)
-
-
 SENTENCE = "The children walked to the library after school to borrow books about the ocean."
 
 

@@ -4,8 +4,6 @@ end with the embedded default model)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,6 @@ from sandbox import run
 from sandbox.cache import cache_root
 from sandbox.errors import ConfigError, DataError
 from sandbox.infer.backends import Reply
-from sandbox.infer.model import DEFAULT_MODEL_NAME
 from sandbox.steps.base import StepEnv
 from sandbox.steps.evaluate_judge import LLMJudgeEvaluator, parse_grade
 from sandbox.steps.pools import PoolCartesianJoin
@@ -224,25 +221,6 @@ def test_grader_parses_numbers_and_penalizes_format_errors(tmp_path):
 
 
 # ============================================================================ end to end
-@pytest.fixture(scope="module")
-def default_model(session_cache):
-    """The default model in the session's cache: hard links to the user's converted copy when
-    there is one (the user's cache is only read), else converted here once."""
-    from sandbox.infer.model import default_model_dir
-
-    target = session_cache / "models" / DEFAULT_MODEL_NAME
-    user = Path(os.environ.get("HOME", "~")).expanduser() / ".cache" / "sandbox" / "models" / \
-        DEFAULT_MODEL_NAME
-    if not target.exists() and (user / "config.json").is_file() and user != target:
-        target.mkdir(parents=True)
-        for f in user.iterdir():
-            try:
-                os.link(f, target / f.name)
-            except OSError:
-                shutil.copyfile(f, target / f.name)
-    return default_model_dir(session_cache)
-
-
 @pytest.mark.slow
 def test_prompt_optimization_iterates_with_the_default_model(default_model, tmp_path):
     cfg = compose(["experiment=prompt_optimization", "tracking=none", "progress=false",
