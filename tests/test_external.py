@@ -420,3 +420,18 @@ def test_t2v_bottom_up_runs_end_to_end_against_stand_ins(tmp_path):
     ctx = json.loads((tmp_path / "run" / "context.json").read_text())
     ranked = ctx["steps"]["single_op.rank"]["outputs"]["ranking"]
     assert {r["pool"] for r in ranked} >= {"random"}
+
+
+def test_the_environment_spec_is_part_of_the_steps_identity(monkeypatch):
+    """`env: NAME` names a file in conf/env: editing that file (another pin) changes the step's
+    identity, so a resumed run re-runs the step instead of reusing a result of the old stack."""
+    from sandbox.env import EnvSpec
+    from sandbox.runner.identity import step_identity
+
+    specs = {"demo": EnvSpec.from_mapping({"name": "demo", "requirements": ["six"]})}
+    monkeypatch.setattr("sandbox.env.load_spec", lambda name: specs[name])
+    cfg = {"argv": ["python", "-c", "pass"], "env": "demo"}
+    before = step_identity(ExternalTrainer, cfg, {}, [])
+    assert step_identity(ExternalTrainer, cfg, {}, []) == before
+    specs["demo"] = EnvSpec.from_mapping({"name": "demo", "requirements": ["six==1.17.0"]})
+    assert step_identity(ExternalTrainer, cfg, {}, []) != before

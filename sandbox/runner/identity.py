@@ -21,7 +21,12 @@ def step_identity(cls: type, comp_cfg: dict, inputs: dict, upstream: list[str],
                   cache_dir: Path | None = None) -> str:
     reads = read_paths({**comp_cfg, **inputs}, getattr(cls, "reads", ()))
     files = {name: path_fingerprint(p, cache_dir) for name, p in sorted(reads.items())}
-    return stable_hash([comp_cfg, inputs, upstream, files])
+    # what else decides the result, by the class's own account (an outside stack's environment)
+    extra = getattr(cls, "identity_extra", None)
+    parts = [comp_cfg, inputs, upstream, files]
+    if extra is not None:
+        parts.append(extra(comp_cfg))
+    return stable_hash(parts)
 
 
 def read_paths(values: dict, named: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -110,6 +110,16 @@ class ExternalProgram(Step):
                 f"(spec: {spec.source}){'; it also needs ' + needs.rstrip('.') if needs else ''}. "
                 f"`python -m sandbox.env list` shows every stack and whether it is ready.")
 
+    @classmethod
+    def identity_extra(cls, cfg: dict[str, Any]) -> str | None:
+        """The environment's hash: a changed spec (another pin, another commit) is another
+        result, never a resumed one."""
+        try:
+            spec = environment_spec(cfg.get("env"), "env")
+        except Exception:  # noqa: BLE001 - a bad spec fails the step itself, saying why
+            return None
+        return None if spec is None else spec.hash
+
     # ------------------------------------------------------------------ running
     def run(self, env: StepEnv, **inputs: Any) -> dict[str, Any]:
         spec = environment_spec(self.env, env.name)
