@@ -20,7 +20,8 @@ VERDICT_COLOR = {"better": "green", "worse": "red"}
 
 
 def print_summary(metrics: dict[str, float], baseline: dict[str, float] | None, run_dir: Path,
-                  is_baseline: bool = False) -> None:
+                  is_baseline: bool = False,
+                  baseline_command: str = "python -m sandbox recipe=none refine=none") -> None:
     """The run's metrics (mean ± half-width of the 95% interval where it has one) and, beside a
     baseline, each difference with its interval, p-value and verdict (``sandbox.verdict``)."""
     from sandbox.verdict import ALPHA, LEVEL, compare, direction, from_flat, is_companion
@@ -51,8 +52,8 @@ def print_summary(metrics: dict[str, float], baseline: dict[str, float] | None, 
                       f"not cover seed variance. For verdicts that do, run with seeds=3 (and the "
                       f"baseline too); verdicts at p < {ALPHA}.")
     if not baseline and not is_baseline:
-        console.print("No comparable baseline in the tracking store yet: run "
-                      "`python -m sandbox recipe=none refine=none` to make one.")
+        console.print(f"No comparable baseline in the tracking store yet: run "
+                      f"`{baseline_command}` to make one.")
     console.print(f"run dir: {run_dir}")
 
 

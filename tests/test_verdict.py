@@ -198,3 +198,12 @@ def test_seeds_must_be_a_count_or_distinct_integers():
     for bad in (0, [1, 1], "x", [1.5]):
         with pytest.raises(ConfigError, match="seeds="):
             seed_list(OmegaConf.create({"seed": 7, "seeds": bad}))
+
+
+def test_without_a_baseline_the_summary_names_the_command_that_makes_one(capsys):
+    from sandbox.console import print_summary
+
+    print_summary({"retention": 0.8}, None, run_dir="x",
+                  baseline_command="python -m sandbox experiment=clip recipe=none refine=none")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "run `python -m sandbox experiment=clip recipe=none refine=none` to make one" in out

@@ -29,7 +29,7 @@ from sandbox.runner.executor import Executor
 from sandbox.runner.plan import PlannedPipeline, PlannedStep, plan, plan_pipelines
 from sandbox.tracking import NoTracker
 from sandbox.tracking.params import flatten, redact, redact_hydra_record
-from sandbox.tracking.run_info import describe_run
+from sandbox.tracking.run_info import describe_run, hydra_job
 from sandbox.utils import atomic_write_text
 
 __all__ = ["run", "plan", "plan_pipelines", "PlannedPipeline", "PlannedStep"]
@@ -88,7 +88,11 @@ def _run(cfg, run_dir: Path, cache_dir: Path) -> dict[str, float]:
         tracker.log_artifact(run_dir / "context.json")
         baseline = tracker.find_baseline(tags) if status == "FINISHED" else None
         tracker.finish(status)
-    print_summary(ex.metrics, baseline, run_dir, tags.get("sandbox.baseline") == "true")
+    experiment = hydra_job(resolved)[1].get("experiment")
+    print_summary(ex.metrics, baseline, run_dir, tags.get("sandbox.baseline") == "true",
+                  baseline_command="python -m sandbox " + (f"experiment={experiment} " if
+                                                           experiment else "") +
+                  "recipe=none refine=none")
     return ex.metrics
 
 
