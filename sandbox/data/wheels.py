@@ -11,6 +11,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from sandbox.cache import cache_dir_or_root
 from sandbox.errors import SandboxError
@@ -66,33 +67,51 @@ def fetch_wheel(wheel: Wheel, cache_dir: str | Path | None = None) -> Path:
     wheels_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            *wheel.pip_args, wheel.requirement, "-d"]
-    with tempfile.TemporaryDirectory(dir=wheels_dir, prefix=".download-") as tmp:
+
+    def failure(error: str) -> Exception:
+        return WheelFetchError(
+            f"Could not download the wheel {wheel.requirement} ({wheel.filename}), which holds "
+            f"data files the sandbox reads (the default corpus, the English punkt model), with "
+            f"`{' '.join(cmd)} DIR` ({error}). Such files "
+            f"are fetched from PyPI at first use. Either let this machine reach PyPI (or a "
+            f"mirror configured for pip, e.g. PIP_INDEX_URL) and make sure pip is installed in "
+            f"this environment (`{sys.executable} -m ensurepip` if it is missing, as in "
+            f"uv-made venvs), or download that exact file on another machine "
+            f"(`pip download --no-deps --only-binary=:all: {' '.join(wheel.pip_args)} "
+            f"{wheel.requirement}`, or from "
+            f"https://pypi.org/project/{wheel.name}/{wheel.version}/#files) "
+            f"and copy it to {target}; or point SANDBOX_CACHE (the config's cache_dir) at a "
+            f"folder that already holds wheels/{wheel.filename}.")
+
+    def mismatch(digest: str) -> Exception:
+        return WheelFetchError(
+            f"{wheel.filename} downloaded with sha256 {digest}, expected {wheel.sha256}; "
+            f"refusing to read data from an unexpected file (check your index mirror).")
+
+    return fetch_checked(cmd, target, wheel.sha256, 600, failure, mismatch, dir_last=True)
+
+
+def fetch_checked(cmd: list[str], target: Path, sha256: str, timeout: float,
+                  failure: Callable[[str], Exception], mismatch: Callable[[str], Exception],
+                  dir_last: bool = False) -> Path:
+    """Run ``cmd`` (a registry client: pip, apt-get, npm) in a temporary folder beside
+    ``target`` (with ``dir_last``, that folder is its last argument), expect it to save a file
+    named ``target.name`` there, check its sha256 and move it into place atomically, so that
+    concurrent fetchers never see a partial file. ``failure(reason)`` and ``mismatch(digest)``
+    make the errors raised."""
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
         try:
-            proc = subprocess.run([*cmd, tmp], capture_output=True, text=True, timeout=600)
-            error = proc.stderr.strip().splitlines()[-1:] if proc.returncode else None
+            proc = subprocess.run([*cmd, tmp] if dir_last else cmd, cwd=tmp, capture_output=True,
+                                  text=True, timeout=timeout)
+            tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]
+            error = (tail or ["failed"])[0] if proc.returncode else None
         except (OSError, subprocess.TimeoutExpired) as exc:
-            error = [str(exc)]
-        got = Path(tmp) / wheel.filename
+            error = str(exc)
+        got = Path(tmp) / target.name
         if error is not None or not got.is_file():
-            raise WheelFetchError(
-                f"Could not download the wheel {wheel.requirement} ({wheel.filename}), which holds "
-                f"data files the sandbox reads (the default corpus, the English punkt model), with "
-                f"`{' '.join(cmd)} DIR` ({(error or ['no such file was saved'])[0]}). Such files "
-                f"are fetched from PyPI at first use. Either let this machine reach PyPI (or a "
-                f"mirror configured for pip, e.g. PIP_INDEX_URL) and make sure pip is installed in "
-                f"this environment (`{sys.executable} -m ensurepip` if it is missing, as in "
-                f"uv-made venvs), or download that exact file on another machine "
-                f"(`pip download --no-deps --only-binary=:all: {' '.join(wheel.pip_args)} "
-                f"{wheel.requirement}`, or from "
-                f"https://pypi.org/project/{wheel.name}/{wheel.version}/#files) "
-                f"and copy it to {target}; or point SANDBOX_CACHE (the config's cache_dir) at a "
-                f"folder that already holds wheels/{wheel.filename}."
-            )
+            raise failure(error or "no such file was saved")
         digest = sha256_file(got)
-        if digest != wheel.sha256:
-            raise WheelFetchError(
-                f"{wheel.filename} downloaded with sha256 {digest}, expected {wheel.sha256}; "
-                f"refusing to read data from an unexpected file (check your index mirror)."
-            )
-        os.replace(got, target)  # atomic: concurrent fetchers never see a partial wheel
+        if digest != sha256:
+            raise mismatch(digest)
+        os.replace(got, target)
     return target
