@@ -63,7 +63,28 @@ def wrap_tokenizer(tok):
     )
 
 
-class CausalLMTrainer(Step):
+class ThreadedTrainer(Step):
+    """A trainer whose ``_run(env, dataset, seed)`` runs with its ``num_threads`` torch threads
+    and its ``seed`` (None: the run's); the thread count used is reported as a metric."""
+
+    seeded = True
+    num_threads: Any = "auto"
+    seed: int | None = None
+
+    def run(self, env: StepEnv, dataset: str) -> dict[str, Any]:
+        seed = env.seed if self.seed is None else int(self.seed)
+        with torch_threads(self.num_threads, "trainer.num_threads") as threads:
+            out = self._run(env, dataset, seed)
+        # the thread count changes float summation order: runs that differ in the last digits
+        # (far below seed noise) show why; pin trainer.num_threads for bit-identical reruns
+        out["metrics"]["num_threads"] = float(threads.threads)
+        return out
+
+    def _run(self, env: StepEnv, dataset: str, seed: int) -> dict[str, Any]:
+        raise NotImplementedError  # pragma: no cover - each trainer's own training
+
+
+class CausalLMTrainer(ThreadedTrainer):
     """Tokenizer + small GPT-2 trained from scratch on the pool for a fixed number of tokens.
 
     Parameters (all flat, so sweeps can reach them as ``train.<name>``):
@@ -175,15 +196,6 @@ class CausalLMTrainer(Step):
         cos = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
         return self.lr * (self.min_lr_frac + (1.0 - self.min_lr_frac) * cos)
 
-    # ------------------------------------------------------------------ run
-    def run(self, env: StepEnv, dataset: str) -> dict[str, Any]:
-        seed = env.seed if self.seed is None else int(self.seed)
-        with torch_threads(self.num_threads, "trainer.num_threads") as threads:
-            out = self._run(env, dataset, seed)
-        # the thread count changes float summation order: runs that differ in the last digits
-        # (far below seed noise) show why; pin trainer.num_threads for bit-identical reruns
-        out["metrics"]["num_threads"] = float(threads.threads)
-        return out
 
     def _run(self, env: StepEnv, dataset: str, seed: int) -> dict[str, Any]:
         import torch

@@ -25,8 +25,9 @@ import numpy as np
 from sandbox.data.image_text import chunks
 from sandbox.data.io import read_table
 from sandbox.errors import DataError
-from sandbox.steps.base import Step, StepEnv
-from sandbox.threads import parse_threads, torch_threads
+from sandbox.steps.base import StepEnv
+from sandbox.steps.train import ThreadedTrainer
+from sandbox.threads import parse_threads
 from sandbox.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def read_pairs(dataset: str, text_key: str, image_key: str, who: str) -> tuple[l
     return captions, paths
 
 
-class CLIPTrainer(Step):
+class CLIPTrainer(ThreadedTrainer):
     """A tiny CLIP from scratch at a fixed number of image-caption pairs seen.
 
     * ``sample_budget``: pairs seen in training (compute): ``ceil(sample_budget / batch_size)``
@@ -154,13 +155,6 @@ class CLIPTrainer(Step):
         s = self.image_size
         return CLIPImageProcessor(size={"shortest_edge": s}, crop_size={"height": s, "width": s},
                                   image_mean=MEAN, image_std=STD)
-
-    def run(self, env: StepEnv, dataset: str) -> dict[str, Any]:
-        seed = env.seed if self.seed is None else int(self.seed)
-        with torch_threads(self.num_threads, "trainer.num_threads") as threads:
-            out = self._run(env, dataset, seed)
-        out["metrics"]["num_threads"] = float(threads.threads)
-        return out
 
     def _run(self, env: StepEnv, dataset: str, seed: int) -> dict[str, Any]:
         import torch
