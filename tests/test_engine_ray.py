@@ -21,7 +21,11 @@ ray = pytest.importorskip("ray", reason='engine=ray needs `pip install "ray[data
 
 from sandbox.data.fingerprint import fingerprint  # noqa: E402
 from sandbox.engine import LocalEngine, ProcessOutputs, build_engine, cache_path  # noqa: E402
+from sandbox.engine import ComputedFile, first_alive, hash_codes  # noqa: E402
 from sandbox.engine.ray import RayEngine, _in_order, import_ray  # noqa: E402
+from sandbox.engine.shuffle import ShuffleDedup  # noqa: E402
+from sandbox.ops import OpSpec  # noqa: E402
+from sandbox.ops.deduplicators import DocumentDeduplicator, DocumentMinhashDeduplicator  # noqa: E402
 from sandbox.engine.worker import SpanJob  # noqa: E402
 from sandbox.errors import ConfigError, DataError  # noqa: E402
 from sandbox.recipe import load_recipe  # noqa: E402
@@ -125,7 +129,8 @@ def test_cross_shard_duplicates_keep_the_smallest_row_id(ray_cluster, tmp_path, 
     n = pq.ParquetFile(pool).metadata.num_rows
     results = {}
     for name, engine in (("local", LocalEngine(num_proc=1, batch_size=8, span_rows=16)),
-                         ("ray", RayEngine(scheduler=scheduler, batch_size=8, span_rows=16))):
+                         ("ray", RayEngine(scheduler=scheduler, batch_size=8, span_rows=16,
+                                           shuffle_rows=40, shuffle_partitions=3))):
         out = tmp_path / name
         out.mkdir()
         computed = engine.compute(pool, rec.ops, scratch_dir=out)
@@ -135,6 +140,10 @@ def test_cross_shard_duplicates_keep_the_smallest_row_id(ray_cluster, tmp_path, 
             export=out / "kept.jsonl"))
         results[name] = (computed, sel, out)
     (lc, ls, lo), (rc, rs, ro) = results["local"], results["ray"]
+    shuffle = engine.last_shuffle  # both deduplicators ran on the workers, none here:
+    assert shuffle.records == n * (1 + ops[2]._bands)  # a record per row, per band of each row
+    assert len(shuffle.pieces) >= n // 40  # map tasks of at most 40 rows
+    assert not any(c.endswith(".hash") for c in rc._columns)
     assert _bytes(lc.path) == _bytes(rc.path)  # one result file, however it was scheduled
     for f in ("kept.parquet", "dropped.parquet", "kept.jsonl"):
         assert _bytes(lo / f) == _bytes(ro / f), f
@@ -148,6 +157,50 @@ def test_cross_shard_duplicates_keep_the_smallest_row_id(ray_cluster, tmp_path, 
     assert int(rs.keep.sum()) == 200
     kept_ids = pq.read_table(ro / "kept.parquet", columns=["id"]).column(0).to_pylist()
     assert kept_ids == list(range(200))  # the pool's order
+
+
+def _result_file(tmp_path, column: str, values: pa.Array, row_group_size: int) -> ComputedFile:
+    path = tmp_path / "result.parquet"
+    pq.write_table(pa.table({"__row_id__": np.arange(len(values), dtype=np.int64),
+                             column: values}), path, row_group_size=row_group_size)
+    return ComputedFile(path, len(values), has_text=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shuffled_minhash_dedup_equals_lsh_keep(ray_cluster, tmp_path, seed):
+    """Signatures over a 3-value alphabet, so that bands collide often and groups chain across
+    bands (a - b on band 0, b - c on band 3): the shuffle over 7 map pieces and 3 partitions keeps
+    what ``lsh_keep`` keeps, with some rows dead (a dead row must not bridge two groups)."""
+    rng = np.random.default_rng(seed)
+    op = DocumentMinhashDeduplicator(num_permutations=8, num_bands=4, num_rows_per_band=2)
+    n = 300
+    words = rng.integers(0, 3, size=(n, 8)).astype("<u4")
+    column = pa.array([row.tobytes() for row in words], pa.binary())
+    computed = _result_file(tmp_path, "minhash.hash", column, row_group_size=128)
+    alive = rng.random(n) < 0.7
+    shuffle = ShuffleDedup(ray_cluster, computed, map_rows=50, partitions=3)
+    assert len(shuffle.pieces) == 7  # 3 row groups (128, 128, 44 rows) cut at 50 rows
+    stay, stay_alone = shuffle.keep(OpSpec("minhash", op.name, {}), op, alive)
+    hashes = column.to_pylist()
+    np.testing.assert_array_equal(stay, op.keep_mask(hashes, alive))
+    np.testing.assert_array_equal(stay_alone, op.keep_mask(hashes, np.ones(n, dtype=bool)))
+    assert 0 < stay.sum() < alive.sum()  # the test has groups to join
+    assert shuffle.records == 4 * n  # every row's 4 bands, dead rows too (for "alone")
+
+
+def test_shuffled_exact_dedup_equals_first_alive(ray_cluster, tmp_path):
+    rng = np.random.default_rng(5)
+    n = 500
+    values = pa.array([f"h{k}" for k in rng.integers(0, 60, size=n)])
+    computed = _result_file(tmp_path, "exact.hash", values, row_group_size=100)
+    alive = rng.random(n) < 0.6
+    shuffle = ShuffleDedup(ray_cluster, computed, map_rows=64, partitions=4)
+    op = DocumentDeduplicator()
+    stay, stay_alone = shuffle.keep(OpSpec("exact", op.name, {}), op, alive)
+    codes = hash_codes(values)
+    np.testing.assert_array_equal(stay, first_alive(codes, alive))
+    np.testing.assert_array_equal(stay_alone, first_alive(codes, np.ones(n, dtype=bool)))
+    assert stay.sum() == len(np.unique(codes[alive]))
 
 
 def test_results_come_back_in_span_order_whatever_order_they_finish_in():

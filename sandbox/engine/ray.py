@@ -7,16 +7,20 @@ does. Ray runs the *same* per-span function as the local engine's worker process
 on its workers, one span per task, and hands back one Arrow IPC buffer of per-row results per
 span. The driver writes those buffers to the result file in span order, so the result file is
 the one the local engine writes, byte for byte, whatever the number of workers or the order in
-which spans finish. Selection (thresholds, exact and MinHash dedup) and writing the outputs are
-the local engine's code on that file, so the kept set, the order, the dropped table, the
-retention table and the exported bytes are identical too, and the stats cache (keyed by the
+which spans finish. Selection (below) and writing the outputs give the local engine's kept set,
+order, dropped table, retention table and exported bytes, and the stats cache (keyed by the
 pool's fingerprint and the OPs' parameters, not by the engine) is shared by both engines.
 
-Deterministic dedup. Every row's id is its offset in the pool file; the result file is in row-id
-order, and selection keeps the first alive row of each exact-hash group (``first_alive``) and the
-root of each MinHash-LSH connected group, which is its smallest row id (``lsh_keep``'s union keeps
-the smaller root). Both depend only on the rows' hashes and ids, never on shard layout or arrival
-order (Data-Juicer's Ray exact dedup keeps whichever copy reaches its dedup actor first).
+Deterministic dedup, distributed. Every row's id is its offset in the pool file. Thresholds and
+selectors run on the driver over the stat columns (a few bytes per row); exact and MinHash
+deduplicators run as a Ray shuffle (``sandbox.engine.shuffle``): map tasks read their piece of the
+result file and send each row's keys (its hash; its MinHash bands) to a partition chosen by the
+key's hash, reduce tasks group equal keys and return star edges to each group's smallest row id,
+and one union-find over those edges joins groups across partitions. The kept row of every group is
+its smallest row id, exactly what selection on one machine keeps (``first_alive``, ``lsh_keep``),
+whatever the shard layout or arrival order (Data-Juicer's Ray dedup keeps whichever copy reaches
+its dedup actor first). ``dedup: driver`` runs them on the driver instead, as the local engine
+does (the benchmark compares both).
 
 Ray Data or Ray tasks (``scheduler``). ``data`` (the default) runs
 ``ray.data.from_items(spans).map_batches(fn, batch_size=1)`` with ``preserve_order``: Ray Data
@@ -42,6 +46,7 @@ import socket
 import time
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -49,11 +54,16 @@ import pyarrow as pa
 
 from sandbox.engine.common import Span
 from sandbox.engine.local import LocalEngine
+from sandbox.engine.result import ComputedFile
+from sandbox.engine.selection import Selection, select
+from sandbox.engine.shuffle import ShuffleDedup, shuffles
 from sandbox.engine.worker import SpanJob, SpanWorker
 from sandbox.errors import ConfigError, DataError, SandboxError
+from sandbox.ops import Op, OpSpec
 
 INSTALL = 'pip install "ray[data,client]==2.60.0"'
 SCHEDULERS = ("data", "tasks")
+DEDUP_MODES = ("shuffle", "driver")
 LOCAL_ADDRESSES = (None, "", "local")
 
 
@@ -83,18 +93,32 @@ class RayEngine(LocalEngine):
     ``tasks`` (plain Ray tasks); see the module docstring. ``runtime_env``: passed to
     ``ray.init`` (e.g. ``{working_dir: ., pip: [...]}`` for nodes without this package).
     ``batch_size``, ``span_rows``, ``chunk_rows``: as for ``LocalEngine`` (a span is one Ray
-    task, so spans are larger by default)."""
+    task, so spans are larger by default). ``dedup``: ``shuffle`` (exact and MinHash dedup as a
+    Ray shuffle, ``sandbox.engine.shuffle``) or ``driver`` (on the driver, as the local engine);
+    ``shuffle_rows``: result rows per map task; ``shuffle_partitions``: reduce tasks (0: as many
+    as spans processed at once)."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  num_proc: int | None = 0, scheduler: str = "data", batch_size: int = 512,
                  span_rows: int = 8192, chunk_rows: int = 16384,
                  object_store_memory: int | None = None,
-                 runtime_env: dict[str, Any] | None = None):
+                 runtime_env: dict[str, Any] | None = None, dedup: str = "shuffle",
+                 shuffle_rows: int = 65536, shuffle_partitions: int = 0):
         super().__init__(num_proc=num_proc, batch_size=batch_size, span_rows=span_rows,
                          chunk_rows=chunk_rows)
         if scheduler not in SCHEDULERS:
             raise ConfigError(f"engine.scheduler={scheduler!r} is not a Ray scheduler. Use "
                               f"`data` (Ray Data) or `tasks` (plain Ray tasks).")
+        if dedup not in DEDUP_MODES:
+            raise ConfigError(f"engine.dedup={dedup!r} is not a way to deduplicate on Ray. Use "
+                              f"`shuffle` (on the workers) or `driver` (in this process).")
+        if int(shuffle_rows) < 1 or int(shuffle_partitions) < 0:
+            raise ConfigError(f"engine.shuffle_rows={shuffle_rows}, engine.shuffle_partitions="
+                              f"{shuffle_partitions}: rows per map task must be at least 1 and "
+                              f"reduce tasks at least 0 (0: one per worker).")
+        self.dedup = dedup
+        self.shuffle_rows, self.shuffle_partitions = int(shuffle_rows), int(shuffle_partitions)
+        self.last_shuffle: ShuffleDedup | None = None  # the last select's shuffle (its counts)
         if num_cpus is not None and int(num_cpus) < 1:
             raise ConfigError(f"engine.num_cpus={num_cpus}: a local Ray instance needs at least "
                               f"one CPU. Set engine.num_cpus to a positive number, or null for "
@@ -144,6 +168,25 @@ class RayEngine(LocalEngine):
         if self.num_proc is not None and int(self.num_proc) > 0:
             return int(self.num_proc)
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    # -------------------------------------------------------------------------- selecting
+    def select(self, specs: list[OpSpec], ops: list[Op], computed: ComputedFile, num_rows: int,
+               fields: str | Path | None = None) -> Selection:
+        """``Engine.select``, with exact and MinHash dedup shuffled across the cluster (unless
+        ``dedup`` is ``driver``, or the recipe has neither)."""
+        if self.dedup == "driver" or not any(map(shuffles, ops)):
+            return super().select(specs, ops, computed, num_rows, fields)
+        ray = self.connect()
+        partitions = self.shuffle_partitions or self.workers(ray)
+        self.last_shuffle = ShuffleDedup(ray, computed, self.shuffle_rows, partitions)
+        try:
+            return select(specs, ops, computed, num_rows, fields=fields,
+                          dedup=self.last_shuffle)
+        except Exception as exc:
+            cause = _sandbox_cause(exc)
+            if cause is not None:
+                raise cause from None
+            raise
 
     # -------------------------------------------------------------------------- computing
     def _results(self, job: SpanJob, spans: Iterable[Span], workers: int) -> Iterator[pa.Buffer]:

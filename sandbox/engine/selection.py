@@ -47,15 +47,21 @@ def first_alive(codes: np.ndarray, alive: np.ndarray) -> np.ndarray:
     return keep
 
 
-def select(specs: list[OpSpec], ops: list[Op], columns, n: int, fields=None) -> Selection:
+def select(specs: list[OpSpec], ops: list[Op], columns, n: int, fields=None,
+           dedup=None) -> Selection:
     """Apply thresholds, deduplication and selectors. ``columns`` is a dict of arrays or a
     ``ComputedFile`` (checked to line up with the pool's ``n`` rows; only the columns the OPs
     need are loaded). ``fields`` gives selectors the sample columns they read: a dict of lists,
     or the path of the pool's Parquet file (only those columns are read). Selectors keep their
-    selected samples; the order of the output stays the pool's order."""
+    selected samples; the order of the output stays the pool's order. ``dedup``: what decides
+    the deduplicators for which ``dedup.handles(op)`` is true, elsewhere, with
+    ``dedup.keep(spec, op, alive) -> (stay, stay_alone)`` (``sandbox.engine.shuffle``); their
+    columns are then never loaded here."""
+    handled = [dedup is not None and dedup.handles(op) for op in ops]
     if isinstance(columns, ComputedFile):
         columns.check_aligned(n, fields if isinstance(fields, (str, Path)) else None)
-        columns = _needed_columns(columns, specs, ops)
+        columns = _needed_columns(columns, [s for s, h in zip(specs, handled) if not h],
+                                  [o for o, h in zip(ops, handled) if not h])
     alive = np.ones(n, dtype=bool)
     dropped = np.full(n, -1, dtype=np.int16)
     rows = []
@@ -67,7 +73,11 @@ def select(specs: list[OpSpec], ops: list[Op], columns, n: int, fields=None) -> 
             passed = np.asarray(op.keep(stats), dtype=bool)
             alone = int(n - np.count_nonzero(passed))
             newly = alive & ~passed
-        elif isinstance(op, Deduplicator) and _exact(op):
+        elif handled[i]:
+            stay, stay_alone = dedup.keep(spec, op, alive)
+            newly = alive & ~stay
+            alone = int(n - np.count_nonzero(stay_alone))
+        elif isinstance(op, Deduplicator) and exact(op):
             codes = hash_codes(columns[hash_column(spec.key)])
             newly = alive & ~first_alive(codes, alive)
             alone = int(n - np.unique(codes).size)
@@ -100,7 +110,7 @@ def _needed_columns(computed: ComputedFile, specs: list[OpSpec], ops: list[Op]) 
         if isinstance(op, Filter):
             needed += [stat_column(spec.key, s) for s in op.stat_keys]
         elif isinstance(op, Deduplicator):
-            if _exact(op):
+            if exact(op):
                 needed.append(hash_column(spec.key))
             else:
                 raw[hash_column(spec.key)] = computed.raw(hash_column(spec.key))
@@ -119,6 +129,7 @@ def _selector_fields(op: Selector, fields, idx: np.ndarray) -> dict[str, list]:
     return {k: [fields[k][i] for i in idx] for k in names}
 
 
-def _exact(op: Deduplicator) -> bool:
+def exact(op: Op) -> bool:
     """True when the OP keeps the base class's exact first-of-each-hash rule (vectorised here)."""
-    return getattr(type(op), "keep_mask", None) is getattr(Deduplicator, "keep_mask", None)
+    return (isinstance(op, Deduplicator)
+            and getattr(type(op), "keep_mask", None) is getattr(Deduplicator, "keep_mask", None))

@@ -301,9 +301,16 @@ class DocumentMinhashDeduplicator(_ShingleDedup):
         from sandbox.ops import minhash_kernels as mk
 
         words = np.frombuffer(b"".join(rows), dtype="<u4").reshape(len(rows), width // 4)
-        bounds = np.minimum(np.arange(self._bands + 1, dtype=np.int64) * self._rows, width // 4)
-        keep[idx] = mk.lsh_keep(words, bounds[:-1], bounds[1:])
+        keep[idx] = mk.lsh_keep(words, *self.band_bounds())
         return keep
+
+    def band_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(starts, ends)``: band j is the signature values ``[starts[j], ends[j])`` of
+        ``hash_batch``'s rows (the last bands are shorter, or empty, when ``num_bands *
+        num_rows_per_band`` exceeds ``num_permutations``)."""
+        bounds = np.minimum(np.arange(self._bands + 1, dtype=np.int64) * self._rows,
+                            self._width())
+        return bounds[:-1], bounds[1:]
 
 
 @register

@@ -406,3 +406,47 @@ def lsh_keep(words, starts, ends):
     for p in range(m):
         keep[p] = _find(parent, p) == p
     return keep
+
+
+# ------------------------------------------------------------------------------ shuffled grouping
+# What ``sandbox.engine.shuffle`` runs: the LSH grouping above, split into a shuffle of keys
+# (a band's values, or an exact-dedup hash) by their 64-bit hash and one union over the edges.
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+@njit(cache=True, nogil=True)
+def key_hashes(data, offsets, salt):
+    """A 64-bit hash of each byte string ``data[offsets[i]:offsets[i + 1]]`` (FNV-1a, then
+    mixed), seeded by ``salt`` (the band index): it picks a key's shuffle partition, never
+    decides equality."""
+    m = offsets.size - 1
+    out = np.empty(m, dtype=np.uint64)
+    seed = _FNV_OFFSET ^ (np.uint64(salt) * _MIX)
+    for i in range(m):
+        h = seed
+        for k in range(offsets[i], offsets[i + 1]):
+            h = (h ^ np.uint64(data[k])) * _FNV_PRIME
+        h ^= h >> _S32
+        h *= _MIX2
+        h ^= h >> _S29
+        out[i] = h
+    return out
+
+
+@njit(cache=True, nogil=True)
+def components_keep(n, src, dst):
+    """Rows ``0..n-1`` linked by the edges ``(src[e], dst[e])``; returns a bool per row: True
+    for the smallest row of each connected group (as ``lsh_keep``'s roots)."""
+    parent = np.arange(n)
+    for e in range(src.size):
+        rp = _find(parent, src[e])
+        rq = _find(parent, dst[e])
+        if rp < rq:
+            parent[rq] = rp
+        elif rq < rp:
+            parent[rp] = rq
+    keep = np.empty(n, dtype=np.bool_)
+    for p in range(n):
+        keep[p] = _find(parent, p) == p
+    return keep

@@ -1,0 +1,239 @@
+"""Deduplication across a Ray cluster: keys shuffled by hash, groups joined across partitions.
+
+``RayEngine.select`` keeps thresholds and selectors on the driver (they need a few bytes per row)
+and hands every exact (``document_deduplicator``) and MinHash (``document_minhash_deduplicator``)
+deduplicator to ``ShuffleDedup``, so that neither the hash column (~36 B/row) nor the MinHash
+signatures (~1 KB/row) pass through the driver:
+
+1. **map**, one Ray task per piece of the result file (``shuffle_rows`` rows): read the OP's
+   column for those rows and turn each row into its group keys. Exact: the hash value. MinHash:
+   one key per band, ``(band j, the band's signature values)``. Each key is hashed to 64 bits
+   (``minhash_kernels.key_hashes``) and the records ``(band, key, row id, alive)`` are split by
+   that hash into ``P`` partitions (the task's ``P`` return values).
+2. **reduce**, one task per partition, fed partition ``p`` of every map: records are grouped by
+   their exact key bytes (a 64-bit hash collision never joins two groups) and every group of two
+   or more rows gives star edges ``(its smallest row id, row id)``: once over all rows (for the
+   retention table's "would drop alone") and once over the alive rows.
+3. **join**, on the driver: a union-find over the edges (one per duplicate row and band, not one
+   per row; ``minhash_kernels.components_keep``) joins the groups that different bands put in
+   different partitions, and the smallest row id of each connected group stays.
+
+The kept set equals selection on one machine (``sandbox.engine.selection``): exact dedup keeps
+the first alive row of each hash, which is its smallest row id, and ``lsh_keep`` keeps the root
+of each group of rows linked by an equal band, which is its smallest row id too. Neither depends
+on how the rows were split, nor on which task finished first. (Data-Juicer's Ray deduplicators
+keep whichever copy reaches them first, so their output changes from run to run.)
+
+Other deduplicators (SimHash, image and video) keep their own rules and run on the driver.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sandbox.engine.common import ROW_ID_COLUMN, hash_column, to_numpy
+from sandbox.engine.result import ComputedFile, misaligned
+from sandbox.engine.selection import exact
+from sandbox.ops import Op, OpSpec
+
+RECORD_SCHEMA = pa.schema([("band", pa.int32()), ("key", pa.large_binary()),
+                           ("row", pa.int64()), ("alive", pa.bool_())])
+
+
+def shuffles(op: Op) -> bool:
+    """True for the deduplicators ``ShuffleDedup`` runs: exact ones and MinHash-LSH."""
+    from sandbox.ops.deduplicators import DocumentMinhashDeduplicator
+
+    return exact(op) or isinstance(op, DocumentMinhashDeduplicator)
+
+
+class ShuffleDedup:
+    """Exact and MinHash dedup of one result file as a Ray shuffle (see the module docstring).
+    ``ray``: the initialised module; ``map_rows``: rows per map task; ``partitions``: reduce
+    tasks. ``records`` counts the records shuffled (for the benchmark's bytes per row)."""
+
+    def __init__(self, ray, computed: ComputedFile, map_rows: int, partitions: int):
+        self.ray, self.computed = ray, computed
+        self.partitions = max(1, int(partitions))
+        self.pieces = result_pieces(computed.path, max(1, int(map_rows)))
+        self.records = 0
+        self.shuffled_bytes = 0
+
+    handles = staticmethod(shuffles)
+
+    def keep(self, spec: OpSpec, op: Op, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(stay, stay_alone)``: the alive rows that stay, and the rows that would stay were
+        every row alive (as ``Selection``'s "would drop alone")."""
+        ray, n = self.ray, len(alive)
+        if not self.pieces:  # an empty pool
+            return alive.copy(), np.ones(n, dtype=bool)
+        bands = None if exact(op) else op.band_bounds()
+        width = None if bands is None else 4 * int(bands[1][-1])
+        mapper = ray.remote(num_cpus=1, num_returns=self.partitions, max_retries=3)(map_keys)
+        maps = []
+        for piece in self.pieces:
+            first, stop = piece[4], piece[4] + piece[3] - piece[2]
+            out = mapper.remote(str(self.computed.path), hash_column(spec.key), piece,
+                                alive[first:stop], bands, width, self.partitions)
+            maps.append([out] if self.partitions == 1 else out)
+        reducer = ray.remote(num_cpus=1, max_retries=3)(reduce_edges)
+        reduces = [reducer.remote(*(m[p] for m in maps)) for p in range(self.partitions)]
+        edges_alive, edges_all = [], []
+        for records, size, alive_edges, all_edges in ray.get(reduces):
+            self.records += records
+            self.shuffled_bytes += size
+            edges_alive.append(alive_edges)
+            edges_all.append(all_edges)
+        return (alive & components(n, edges_alive), components(n, edges_all))
+
+
+# A piece of a result file: row groups [lo, hi) read together, rows [start, stop) of them, and
+# the row id of its first row
+Piece = tuple[int, int, int, int, int]
+
+
+def result_pieces(path, rows: int) -> list[Piece]:
+    """The result file at ``path`` cut into pieces of at most ``rows`` rows: runs of whole row
+    groups (the engine writes one per OP batch), and slices of a row group larger than that."""
+    meta = pq.ParquetFile(path).metadata
+    pieces: list[Piece] = []
+    lo, size, first = 0, 0, 0  # the run of whole groups being gathered
+    for g in range(meta.num_row_groups):
+        m = meta.row_group(g).num_rows
+        if size and size + m > rows:
+            pieces.append((lo, g, 0, size, first))
+            first += size
+            lo, size = g, 0
+        if m > rows:
+            pieces += [(g, g + 1, a, min(m, a + rows), first + a) for a in range(0, m, rows)]
+            first += m
+            lo = g + 1
+        else:
+            size += m
+    if size:
+        pieces.append((lo, meta.num_row_groups, 0, size, first))
+    return pieces
+
+
+def components(n: int, edges: list[np.ndarray]) -> np.ndarray:
+    """Bool per row of ``0..n-1``: the smallest row of each group the ``(2, k)`` edge arrays
+    link (a row without edges is its own group)."""
+    from sandbox.ops import minhash_kernels as mk
+
+    both = np.concatenate(edges, axis=1) if edges else np.zeros((2, 0), dtype=np.int64)
+    return mk.components_keep(n, both[0], both[1])
+
+
+# ------------------------------------------------------------------------------ on the workers
+def map_keys(path: str, column: str, piece: Piece, alive: np.ndarray,
+             bands: tuple[np.ndarray, np.ndarray] | None, width: int | None,
+             partitions: int) -> Any:
+    """One map task: the records of rows ``piece`` of the result file at ``path``, split into
+    ``partitions`` tables by key hash (a single table when ``partitions`` is 1). ``bands`` is
+    None for exact dedup, else the MinHash band bounds (``band_bounds``), whose rows are
+    ``width`` bytes."""
+    from sandbox.ops import minhash_kernels as mk
+
+    lo, hi, start, stop, first = piece
+    table = pq.ParquetFile(path).read_row_groups(range(lo, hi), columns=[ROW_ID_COLUMN, column])
+    table = table.slice(start, stop - start)
+    rows = to_numpy(table.column(0))
+    if not np.array_equal(rows, np.arange(first, first + len(rows))):
+        raise misaligned(path, None, f"the rows after offset {first} do not match")
+    values = table.column(1).combine_chunks()
+    parts: list[tuple[np.ndarray, pa.Array, np.ndarray]] = []  # (band, keys, key hashes)
+    if bands is None:
+        keys = _as_binary(values)
+        parts.append((np.zeros(len(keys), dtype=np.int32), keys, _hashes(mk, keys, 0)))
+        row_of = rows
+    else:
+        words = _signature_words(values, width, path, column)
+        for j, (c0, c1) in enumerate(zip(*bands)):
+            raw = np.ascontiguousarray(words[:, c0:c1]).view(np.uint8)
+            keys = pa.Array.from_buffers(
+                pa.large_binary(), len(rows),
+                [None, pa.py_buffer(np.arange(len(rows) + 1, dtype=np.int64) * raw.shape[1]),
+                 pa.py_buffer(raw.tobytes())])
+            parts.append((np.full(len(rows), j, dtype=np.int32), keys, _hashes(mk, keys, j)))
+        row_of = np.tile(rows, len(parts))
+    band = np.concatenate([p[0] for p in parts])
+    keys = pa.concat_arrays([p[1] for p in parts])
+    hashes = np.concatenate([p[2] for p in parts])
+    records = pa.Table.from_arrays(
+        [pa.array(band), keys, pa.array(row_of), pa.array(np.tile(alive, len(parts)))],
+        schema=RECORD_SCHEMA)
+    if partitions == 1:
+        return records
+    target = (hashes % np.uint64(partitions)).astype(np.int64)
+    order = np.argsort(target, kind="stable")
+    ends = np.searchsorted(target[order], np.arange(partitions + 1))
+    # one compact table per partition (a slice would carry, and ship, the whole buffers)
+    return [records.take(pa.array(order[lo:hi])) for lo, hi in zip(ends[:-1], ends[1:])]
+
+
+def reduce_edges(*tables: pa.Table) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """One reduce task: the records of one partition from every map, grouped by ``(band, key
+    bytes)``. Returns the number of records, their bytes, and the star edges ``(2, k)`` int64
+    ``(smallest row of the group, row)`` over the alive rows and over all rows."""
+    table = pa.concat_tables(tables)
+    size = int(table.nbytes)
+    if table.num_rows == 0:
+        none = np.zeros((2, 0), dtype=np.int64)
+        return 0, size, none, none
+    codes = to_numpy(table.column("key").combine_chunks().dictionary_encode().indices)
+    band = to_numpy(table.column("band")).astype(np.int64)
+    group = codes.astype(np.int64) * (int(band.max()) + 1) + band
+    rows = to_numpy(table.column("row"))
+    alive = to_numpy(table.column("alive")).astype(bool)
+    return table.num_rows, size, star_edges(group[alive], rows[alive]), star_edges(group, rows)
+
+
+def star_edges(group: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``(2, k)`` int64: for every row whose group has a smaller row, the edge (smallest row of
+    its group, row); each pair once."""
+    order = np.lexsort((rows, group))
+    group, rows = group[order], rows[order]
+    head = np.ones(len(rows), dtype=bool)
+    head[1:] = group[1:] != group[:-1]
+    smallest = rows[np.flatnonzero(head)][np.cumsum(head) - 1]
+    edges = np.stack([smallest[~head], rows[~head]]).astype(np.int64)
+    if edges.shape[1] > 1:  # the same pair from several bands
+        edges = np.unique(edges, axis=1)
+    return edges
+
+
+def _as_binary(values: pa.Array) -> pa.Array:
+    """An exact-dedup hash column as byte strings: equal values, equal bytes."""
+    if pa.types.is_integer(values.type):
+        raw = np.asarray(values.to_numpy(zero_copy_only=False), dtype="<i8")
+        return pa.Array.from_buffers(pa.large_binary(), len(raw), [
+            None, pa.py_buffer(np.arange(len(raw) + 1, dtype=np.int64) * 8),
+            pa.py_buffer(raw.tobytes())])
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) \
+            or pa.types.is_binary(values.type):
+        return values.cast(pa.large_binary())
+    return values  # already large_binary
+
+
+def _signature_words(values: pa.Array, width: int, path: str, column: str) -> np.ndarray:
+    """The MinHash column's rows as one uint32 matrix (every row ``width`` bytes)."""
+    values = values.cast(pa.large_binary())
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[
+        values.offset:values.offset + len(values) + 1]
+    if values.null_count or not np.all(np.diff(offsets) == width):
+        raise misaligned(path, None, f"column {column} does not hold MinHash signatures of "
+                                     f"{width} bytes per row")
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    return data.view("<u4").reshape(len(values), width // 4)
+
+
+def _hashes(mk, keys: pa.Array, salt: int) -> np.ndarray:
+    """``key_hashes`` of a large_binary array."""
+    offsets = np.frombuffer(keys.buffers()[1], dtype=np.int64)[keys.offset:
+                                                                keys.offset + len(keys) + 1]
+    data = keys.buffers()[2]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return mk.key_hashes(data, offsets, salt)
