@@ -12,7 +12,10 @@ Ray engine on one local Ray instance of 2 CPUs with 1 and 2 workers (Ray Data, t
 and the fixed costs: starting Ray (``ray.init``), the first pass (Ray starts its worker
 processes, which import the package and load the compiled kernels) and what a warm pass over 20
 documents (one span) costs more than on the local engine. Asserts that every configuration
-wrote the same bytes (result file, kept, dropped, export). Kernels are compiled before timing by
+wrote the same bytes (result file, kept, dropped, export). Then selection alone on one result
+file: exact and MinHash dedup shuffled across the Ray workers (the default) against the same on
+the driver (``engine.dedup=driver``), with equal keep masks, and the bytes per row each way moves
+(``dedup_figures``). Kernels are compiled before timing by
 a small warm-up pass. Runs alternate between configurations; the machine is shared, so ratios
 (of medians from the same invocation) are the figures to read, with the CPU seconds per
 document of each configuration's whole process tree (Ray's own processes included), which other
@@ -166,7 +169,43 @@ def main() -> None:
     for name, cs in cpus.items():  # robust to other load on the machine, unlike wall time
         bench.say(f"{name}_cpu_us_per_doc", 1e6 * statistics.median(cs) / args.docs, "us")
     bench.say("outputs_identical", "yes (result file, kept, dropped, export: same sha256)")
+    dedup_figures(pool, rec, ops, work, args.repeats)
     ray.shutdown()
+
+
+def dedup_figures(pool: Path, rec, ops, work: Path, repeats: int) -> None:
+    """Selection alone (thresholds, exact and MinHash dedup) on one result file: dedup shuffled
+    across 2 Ray workers against dedup on the driver (the local engine's way), medians of
+    ``repeats``; the keep masks must be equal. Also what each way moves per row: the records and
+    bytes the shuffle sends through the object store, and the hash and signature bytes the
+    driver loads instead."""
+    import numpy as np
+
+    n = pq.ParquetFile(pool).metadata.num_rows
+    out = work / "dedup"
+    out.mkdir()
+    computed = RayEngine(num_proc=2).compute(pool, rec.ops, scratch_dir=out)
+    ways = {"driver": RayEngine(num_proc=2, dedup="driver"), "shuffle": RayEngine(num_proc=2)}
+    seconds: dict[str, list[float]] = {k: [] for k in ways}
+    keeps = {}
+    for _ in range(repeats):
+        for name, engine in ways.items():
+            computed._columns.clear()  # each pass loads what it needs, as a fresh run does
+            t0 = time.perf_counter()
+            keeps[name] = engine.select(rec.ops, ops, computed, n, fields=pool).keep
+            seconds[name].append(time.perf_counter() - t0)
+    assert np.array_equal(keeps["driver"], keeps["shuffle"])
+    shuffle = ways["shuffle"].last_shuffle
+    hashed = [c for c in pq.ParquetFile(computed.path).schema_arrow.names if c.endswith(".hash")]
+    loaded = pq.read_table(computed.path, columns=hashed).nbytes
+    for name, ts in seconds.items():
+        bench.say(f"select_dedup_{name}_s", statistics.median(ts), "s")
+    bench.say("select_dedup_shuffle_vs_driver",
+              statistics.median(seconds["driver"]) / statistics.median(seconds["shuffle"]), "x")
+    bench.say("dedup_shuffle_records_per_row", shuffle.records / n)
+    bench.say("dedup_shuffle_bytes_per_row", shuffle.shuffled_bytes / n, "B")
+    bench.say("dedup_driver_loads_bytes_per_row", loaded / n, "B")
+    bench.say("dedup_kept_sets_identical", "yes")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ from sandbox.engine import ComputedFile, first_alive, hash_codes  # noqa: E402
 from sandbox.engine.ray import RayEngine, _in_order, import_ray  # noqa: E402
 from sandbox.engine.shuffle import ShuffleDedup  # noqa: E402
 from sandbox.ops import OpSpec  # noqa: E402
-from sandbox.ops.deduplicators import DocumentDeduplicator, DocumentMinhashDeduplicator  # noqa: E402
+from sandbox.ops.deduplicators import (DocumentDeduplicator,  # noqa: E402
+                                       DocumentMinhashDeduplicator, ImageDeduplicator,
+                                       keep_first_media)
 from sandbox.engine.worker import SpanJob  # noqa: E402
 from sandbox.errors import ConfigError, DataError  # noqa: E402
 from sandbox.recipe import load_recipe  # noqa: E402
@@ -201,6 +203,30 @@ def test_shuffled_exact_dedup_equals_first_alive(ray_cluster, tmp_path):
     np.testing.assert_array_equal(stay, first_alive(codes, alive))
     np.testing.assert_array_equal(stay_alone, first_alive(codes, np.ones(n, dtype=bool)))
     assert stay.sum() == len(np.unique(codes[alive]))
+
+
+@pytest.mark.parametrize("consider_text", [False, True])
+def test_shuffled_media_dedup_equals_keep_first_media(ray_cluster, tmp_path, consider_text):
+    """Image dedup's hashes: repeated ones, empty ones (no image) and failed ones ("!path:
+    reason") that always stay; with consider_text, [media hash, text hash] pairs where only the
+    pair counts (an empty media hash inside a pair is grouped like any other)."""
+    rng = np.random.default_rng(3)
+    n = 400
+    pick = ["", "!a.png: cannot read", "!b.png: cannot read"] + [f"{k:016x}" for k in range(25)]
+    media = [pick[k] for k in rng.integers(0, len(pick), size=n)]
+    if consider_text:
+        hashes = [[m, f"t{k}"] for m, k in zip(media, rng.integers(0, 3, size=n))]
+        hashes[7] = []  # no key at all: stays
+    else:
+        hashes = media
+    computed = _result_file(tmp_path, "img.hash", pa.array(hashes), row_group_size=90)
+    alive = rng.random(n) < 0.7
+    op = ImageDeduplicator(consider_text=consider_text)
+    shuffle = ShuffleDedup(ray_cluster, computed, map_rows=70, partitions=3)
+    stay, stay_alone = shuffle.keep(OpSpec("img", op.name, {}), op, alive)
+    np.testing.assert_array_equal(stay, keep_first_media(hashes, alive))
+    np.testing.assert_array_equal(stay_alone, keep_first_media(hashes, np.ones(n, dtype=bool)))
+    assert 0 < stay.sum() < alive.sum()
 
 
 def test_results_come_back_in_span_order_whatever_order_they_finish_in():

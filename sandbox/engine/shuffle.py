@@ -1,9 +1,10 @@
 """Deduplication across a Ray cluster: keys shuffled by hash, groups joined across partitions.
 
 ``RayEngine.select`` keeps thresholds and selectors on the driver (they need a few bytes per row)
-and hands every exact (``document_deduplicator``) and MinHash (``document_minhash_deduplicator``)
-deduplicator to ``ShuffleDedup``, so that neither the hash column (~36 B/row) nor the MinHash
-signatures (~1 KB/row) pass through the driver:
+and hands the exact (``document_deduplicator``; image and video deduplicators, whose rows with an
+empty or unreadable hash always stay) and MinHash (``document_minhash_deduplicator``)
+deduplicators to ``ShuffleDedup``, so that neither their hash columns (~36 B/row) nor the
+MinHash signatures (~1 KB/row) pass through the driver:
 
 1. **map**, one Ray task per piece of the result file (``shuffle_rows`` rows): read the OP's
    column for those rows and turn each row into its group keys. Exact: the hash value. MinHash:
@@ -24,7 +25,8 @@ of each group of rows linked by an equal band, which is its smallest row id too.
 on how the rows were split, nor on which task finished first. (Data-Juicer's Ray deduplicators
 keep whichever copy reaches them first, so their output changes from run to run.)
 
-Other deduplicators (SimHash, image and video) keep their own rules and run on the driver.
+``document_simhash_deduplicator`` (pairs within a Hamming distance, found by permuted tables)
+runs on the driver.
 """
 from __future__ import annotations
 
@@ -43,11 +45,26 @@ RECORD_SCHEMA = pa.schema([("band", pa.int32()), ("key", pa.large_binary()),
                            ("row", pa.int64()), ("alive", pa.bool_())])
 
 
-def shuffles(op: Op) -> bool:
-    """True for the deduplicators ``ShuffleDedup`` runs: exact ones and MinHash-LSH."""
-    from sandbox.ops.deduplicators import DocumentMinhashDeduplicator
+def rule(op: Op) -> str | None:
+    """How ``ShuffleDedup`` groups the OP's rows: ``exact`` (the first of each hash stays),
+    ``media`` (the same, but rows with an empty or failed hash always stay: image and video
+    deduplicators, ``keep_first_media``), ``minhash`` (rows linked by an equal band), or None for
+    a deduplicator it cannot run (SimHash) and for other OPs."""
+    from sandbox.ops.deduplicators import DocumentMinhashDeduplicator, ImageDeduplicator
+    from sandbox.ops.media_ops import VideoDeduplicator
 
-    return exact(op) or isinstance(op, DocumentMinhashDeduplicator)
+    if exact(op):
+        return "exact"
+    if isinstance(op, DocumentMinhashDeduplicator):
+        return "minhash"
+    if isinstance(op, (ImageDeduplicator, VideoDeduplicator)):
+        return "media"
+    return None
+
+
+def shuffles(op: Op) -> bool:
+    """True for the deduplicators ``ShuffleDedup`` runs (``rule``)."""
+    return rule(op) is not None
 
 
 class ShuffleDedup:
@@ -70,14 +87,15 @@ class ShuffleDedup:
         ray, n = self.ray, len(alive)
         if not self.pieces:  # an empty pool
             return alive.copy(), np.ones(n, dtype=bool)
-        bands = None if exact(op) else op.band_bounds()
+        how = rule(op)
+        bands = op.band_bounds() if how == "minhash" else None
         width = None if bands is None else 4 * int(bands[1][-1])
         mapper = ray.remote(num_cpus=1, num_returns=self.partitions, max_retries=3)(map_keys)
         maps = []
         for piece in self.pieces:
             first, stop = piece[4], piece[4] + piece[3] - piece[2]
             out = mapper.remote(str(self.computed.path), hash_column(spec.key), piece,
-                                alive[first:stop], bands, width, self.partitions)
+                                alive[first:stop], how, bands, width, self.partitions)
             maps.append([out] if self.partitions == 1 else out)
         reducer = ray.remote(num_cpus=1, max_retries=3)(reduce_edges)
         reduces = [reducer.remote(*(m[p] for m in maps)) for p in range(self.partitions)]
@@ -128,13 +146,13 @@ def components(n: int, edges: list[np.ndarray]) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ on the workers
-def map_keys(path: str, column: str, piece: Piece, alive: np.ndarray,
+def map_keys(path: str, column: str, piece: Piece, alive: np.ndarray, how: str,
              bands: tuple[np.ndarray, np.ndarray] | None, width: int | None,
              partitions: int) -> Any:
     """One map task: the records of rows ``piece`` of the result file at ``path``, split into
-    ``partitions`` tables by key hash (a single table when ``partitions`` is 1). ``bands`` is
-    None for exact dedup, else the MinHash band bounds (``band_bounds``), whose rows are
-    ``width`` bytes."""
+    ``partitions`` tables by key hash (a single table when ``partitions`` is 1). ``how`` is the
+    OP's ``rule``; for ``minhash``, ``bands`` are its band bounds (``band_bounds``) and every row
+    is ``width`` bytes."""
     from sandbox.ops import minhash_kernels as mk
 
     lo, hi, start, stop, first = piece
@@ -145,8 +163,12 @@ def map_keys(path: str, column: str, piece: Piece, alive: np.ndarray,
         raise misaligned(path, None, f"the rows after offset {first} do not match")
     values = table.column(1).combine_chunks()
     parts: list[tuple[np.ndarray, pa.Array, np.ndarray]] = []  # (band, keys, key hashes)
-    if bands is None:
-        keys = _as_binary(values)
+    if how != "minhash":
+        if how == "media":  # rows whose hash is empty or failed always stay: no records
+            keys, grouped = _media_keys(values)
+            rows, alive = rows[grouped], alive[grouped]
+        else:
+            keys = _as_binary(values)
         parts.append((np.zeros(len(keys), dtype=np.int32), keys, _hashes(mk, keys, 0)))
         row_of = rows
     else:
@@ -199,10 +221,16 @@ def star_edges(group: np.ndarray, rows: np.ndarray) -> np.ndarray:
     head = np.ones(len(rows), dtype=bool)
     head[1:] = group[1:] != group[:-1]
     smallest = rows[np.flatnonzero(head)][np.cumsum(head) - 1]
-    edges = np.stack([smallest[~head], rows[~head]]).astype(np.int64)
-    if edges.shape[1] > 1:  # the same pair from several bands
-        edges = np.unique(edges, axis=1)
-    return edges
+    src, dst = smallest[~head].astype(np.int64), rows[~head].astype(np.int64)
+    src, dst = src[src != dst], dst[src != dst]  # a row twice in a group links nothing
+    if len(src) > 1:  # the same pair from several bands: once (a 1-D sort when ids fit 32 bits)
+        if int(dst.max()) < 2 ** 32:
+            pairs = np.unique((src.astype(np.uint64) << np.uint64(32)) | dst.astype(np.uint64))
+            src, dst = (pairs >> np.uint64(32)).astype(np.int64), \
+                (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        else:
+            src, dst = np.unique(np.stack([src, dst]), axis=1)
+    return np.stack([src, dst])
 
 
 def _as_binary(values: pa.Array) -> pa.Array:
@@ -216,6 +244,24 @@ def _as_binary(values: pa.Array) -> pa.Array:
             or pa.types.is_binary(values.type):
         return values.cast(pa.large_binary())
     return values  # already large_binary
+
+
+def _media_keys(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """The keys of an image or video deduplicator's hashes as ``keep_first_media`` compares them
+    (a string, or a list of them, length-prefixed so that no two lists share bytes), and a mask
+    of the rows that take part (not an empty or ``"!..."`` failed hash)."""
+    keys, grouped = [], []
+    for h in values.to_pylist():
+        if isinstance(h, list):
+            key = b"".join(b"\xff" * 4 if x is None else len(x).to_bytes(4, "little") + x
+                           for x in (x if x is None else str(x).encode("utf-8", "surrogatepass")
+                                     for x in h)) if h else None
+        else:
+            key = None if not h or h.startswith("!") else h.encode("utf-8", "surrogatepass")
+        grouped.append(key is not None)
+        if key is not None:
+            keys.append(key)
+    return pa.array(keys, pa.large_binary()), np.array(grouped, dtype=bool)
 
 
 def _signature_words(values: pa.Array, width: int, path: str, column: str) -> np.ndarray:

@@ -465,14 +465,21 @@ class ImageDeduplicator(Deduplicator):
         return [[h, self._text.hash_text(t)] for h, t in zip(hashes, views.texts)]
 
     def keep_mask(self, hashes, alive: np.ndarray) -> np.ndarray:
-        keep = np.zeros(len(alive), dtype=bool)
-        seen: set = set()
-        for i in np.flatnonzero(alive):
-            h = hashes[i]
-            key = tuple(h) if isinstance(h, (list, tuple, np.ndarray)) else h
-            if not key or (isinstance(key, str) and key.startswith("!")):
-                keep[i] = True  # no images, or unreadable ones ("!<path>: <reason>")
-            elif key not in seen:
-                seen.add(key)
-                keep[i] = True
-        return keep
+        return keep_first_media(hashes, alive)
+
+
+def keep_first_media(hashes, alive: np.ndarray) -> np.ndarray:
+    """The first alive sample of each hash stays; samples with an empty or failed (``"!..."``)
+    hash always stay. A hash is a string, or ``[media hash, text hash]`` with ``consider_text``
+    (then only the pair counts, as in Data-Juicer)."""
+    keep = np.zeros(len(alive), dtype=bool)
+    seen: set = set()
+    for i in np.flatnonzero(alive):
+        h = hashes[i]
+        key = tuple(h) if isinstance(h, (list, tuple, np.ndarray)) else h
+        if not key or (isinstance(key, str) and key.startswith("!")):
+            keep[i] = True
+        elif key not in seen:
+            seen.add(key)
+            keep[i] = True
+    return keep

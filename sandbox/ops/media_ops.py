@@ -17,7 +17,7 @@ import numpy as np
 from sandbox.data.decode import MediaError, memo, video_packets_into
 from sandbox.data.media import media_list
 from sandbox.ops.base import MAXSIZE, Deduplicator, Mapper, TextViews
-from sandbox.ops.deduplicators import DocumentDeduplicator
+from sandbox.ops.deduplicators import DocumentDeduplicator, keep_first_media
 from sandbox.ops.registry import register
 
 
@@ -43,23 +43,6 @@ def media_hashes(views: TextViews, paths: list[list[str]], fn, *args) -> list[st
                 parts.append(value)
         out.append(failed_hash(errors) if errors else "".join(parts))
     return out
-
-
-def keep_first_media(hashes, alive: np.ndarray) -> np.ndarray:
-    """The first alive sample of each hash stays; samples with an empty or failed (``"!..."``)
-    hash always stay. A hash is a string, or ``[media hash, text hash]`` with ``consider_text``
-    (then only the pair counts, as in Data-Juicer)."""
-    keep = np.zeros(len(alive), dtype=bool)
-    seen: set = set()
-    for i in np.flatnonzero(alive):
-        h = hashes[i]
-        key = tuple(h) if isinstance(h, (list, tuple, np.ndarray)) else h
-        if not key or (isinstance(key, str) and key.startswith("!")):
-            keep[i] = True
-        elif key not in seen:
-            seen.add(key)
-            keep[i] = True
-    return keep
 
 
 @register
