@@ -229,6 +229,68 @@ def test_shuffled_media_dedup_equals_keep_first_media(ray_cluster, tmp_path, con
     assert 0 < stay.sum() < alive.sum()
 
 
+TWO_NODES = """
+import json, sys
+import numpy as np, pyarrow.parquet as pq, ray
+from ray.cluster_utils import Cluster
+from sandbox.engine.ray import RayEngine
+from sandbox.recipe import load_recipe
+
+pool, out = sys.argv[1], sys.argv[2]
+node = dict(num_cpus=1, object_store_memory=150 * 1024 ** 2)
+cluster = Cluster(initialize_head=True, head_node_args=dict(node, include_dashboard=False))
+cluster.add_node(**node)
+ray.init(address=cluster.address, logging_level="ERROR")
+rec = load_recipe(json.loads(sys.argv[3]))
+ops = rec.build()
+engine = RayEngine(scheduler="tasks", batch_size=8, span_rows=16, shuffle_rows=40,
+                   shuffle_partitions=4)
+computed = engine.compute(pool, rec.ops, scratch_dir=out)
+sel = engine.select(rec.ops, ops, computed, pq.ParquetFile(pool).metadata.num_rows, fields=pool)
+np.save(out + "/keep.npy", sel.keep)
+json.dump({"nodes": [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]],
+           "retention": sel.retention, "records": engine.last_shuffle.records},
+          open(out + "/result.json", "w"))
+ray.shutdown()
+cluster.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback_keep_what_one_machine_keeps(tmp_path):
+    """Two Ray nodes (``ray.cluster_utils.Cluster``, one CPU and one object store each), in a
+    network namespace whose only interface is loopback where ``unshare`` allows it: spans and
+    dedup shuffle partitions are spread over both nodes, and the kept set and the retention table
+    are the local engine's."""
+    import shutil
+
+    pool, exact, near = _cross_shard_pool(tmp_path)
+    recipe = {"ops": {"words_num_filter": {"min_num": 10}, "document_deduplicator": {},
+                      "document_minhash_deduplicator": {}}}
+    out = tmp_path / "two-nodes"
+    out.mkdir()
+    cmd = [sys.executable, "-c", TWO_NODES, str(pool), str(out), json.dumps(recipe)]
+    isolated = shutil.which("unshare") and subprocess.run(
+        ["unshare", "-rn", "true"], capture_output=True).returncode == 0
+    if isolated:  # only `lo`, brought up: Ray cannot bind anything but 127.0.0.1
+        cmd = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *cmd]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((out / "result.json").read_text())
+    assert len(got["nodes"]) == 2
+    if isolated:
+        assert set(got["nodes"]) == {"127.0.0.1"}
+    rec = load_recipe(recipe)
+    ops = rec.build()
+    engine = LocalEngine(num_proc=1, batch_size=8, span_rows=16)
+    computed = engine.compute(pool, rec.ops, scratch_dir=tmp_path)
+    n = pq.ParquetFile(pool).metadata.num_rows
+    local = engine.select(rec.ops, ops, computed, n, fields=pool)
+    np.testing.assert_array_equal(np.load(out / "keep.npy"), local.keep)
+    assert got["retention"] == local.retention
+    assert got["records"] == n * (1 + ops[2]._bands)
+
+
 def test_results_come_back_in_span_order_whatever_order_they_finish_in():
     buffers = [pa.py_buffer(bytes([k])) for k in range(9)]
     arrival = [3, 0, 2, 1, 8, 5, 4, 7, 6]

@@ -97,7 +97,9 @@ class ShuffleDedup:
             out = mapper.remote(str(self.computed.path), hash_column(spec.key), piece,
                                 alive[first:stop], how, bands, width, self.partitions)
             maps.append([out] if self.partitions == 1 else out)
-        reducer = ray.remote(num_cpus=1, max_retries=3)(reduce_edges)
+        # partitions spread over the nodes (by default Ray would follow the largest inputs)
+        reducer = ray.remote(num_cpus=1, max_retries=3, scheduling_strategy="SPREAD")(
+            reduce_edges)
         reduces = [reducer.remote(*(m[p] for m in maps)) for p in range(self.partitions)]
         edges_alive, edges_all = [], []
         for records, size, alive_edges, all_edges in ray.get(reduces):
