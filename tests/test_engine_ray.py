@@ -291,6 +291,17 @@ def test_two_nodes_on_loopback_keep_what_one_machine_keeps(tmp_path):
     assert got["records"] == n * (1 + ops[2]._bands)
 
 
+def test_a_bad_signature_column_on_a_map_task_reaches_the_user_as_itself(ray_cluster, tmp_path):
+    """A result file whose MinHash column is not signatures (damaged, or not this recipe's):
+    the map task's DataError comes back as itself, naming the file, not as Ray's wrapping."""
+    op = DocumentMinhashDeduplicator(num_permutations=8, num_bands=4, num_rows_per_band=2)
+    computed = _result_file(tmp_path, "m.hash", pa.array([b"short"] * 10), row_group_size=10)
+    engine = RayEngine(shuffle_partitions=2)
+    with pytest.raises(DataError, match=r"result.parquet do not line up.*m.hash does not hold "
+                                        r"MinHash signatures of 32 bytes"):
+        engine.select([OpSpec("m", op.name, {})], [op], computed, 10)
+
+
 def test_results_come_back_in_span_order_whatever_order_they_finish_in():
     buffers = [pa.py_buffer(bytes([k])) for k in range(9)]
     arrival = [3, 0, 2, 1, 8, 5, 4, 7, 6]
@@ -344,6 +355,13 @@ def test_engine_ray_composes_into_a_ray_engine():
         None, 2, "tasks", 8192)
     with pytest.raises(ConfigError, match="engine.scheduler='threads'"):
         RayEngine(scheduler="threads")
+    engine = build_engine(compose(["engine=ray", "engine.dedup=driver",
+                                   "engine.shuffle_partitions=8"]).engine)
+    assert (engine.dedup, engine.shuffle_rows, engine.shuffle_partitions) == ("driver", 65536, 8)
+    with pytest.raises(ConfigError, match="engine.dedup='actors'"):
+        RayEngine(dedup="actors")
+    with pytest.raises(ConfigError, match="engine.shuffle_rows=0"):
+        RayEngine(shuffle_rows=0)
 
 
 def test_missing_ray_is_one_paragraph(monkeypatch):
