@@ -79,6 +79,25 @@ class ProgramResult:
             raise self.error()
         return self
 
+    def silent_failure(self, what: str, who: str = "") -> "ProgramError":
+        """The error for a program that exited 0 but ``what`` (e.g. "did not write X"): some
+        tools report failure only so. ``who`` prefixes the message (the stack's name)."""
+        lines = "".join(f"\n  | {line}" for line in self.tail)
+        return ProgramError(
+            f"{who}`{Path(self.argv[0]).name}` exited with status 0 but {what}, so it failed "
+            f"without saying so; its output is in {self.log_path}. Its last lines:"
+            f"{lines or ' (it printed nothing)'}", self)
+
+    def check_outputs(self, expected: Iterable[str | Path], base: Path | None = None
+                      ) -> "ProgramResult":
+        """This result, or ``silent_failure`` when a file of ``expected`` (relative ones under
+        ``base``, default the current folder) is missing."""
+        base = Path.cwd() if base is None else Path(base)
+        missing = [str(p) for p in expected if not (base / Path(p)).exists()]
+        if missing:
+            raise self.silent_failure(f"did not write {', '.join(missing)}")
+        return self
+
 
 class ProgramError(SandboxError):
     """A program could not start, or failed (``result`` then says how it ended)."""

@@ -135,15 +135,7 @@ def run(spec: EnvSpec, argv: Iterable[str], *, log_path: str | Path, cwd: str | 
         env.setdefault("VIRTUAL_ENV", str(folder))
     result = run_program(argv, log_path=log_path, cwd=cwd, env=env, timeout=timeout,
                          parsers=parsers, **options).check()
-    base = Path(cwd) if cwd is not None else Path.cwd()
-    missing = [str(p) for p in expected_outputs if not (base / Path(p)).exists()]
-    if missing:
-        lines = "".join(f"\n  | {line}" for line in result.tail)
-        raise ProgramError(
-            f"`{Path(argv[0]).name}` exited with status 0 but did not write {', '.join(missing)}, "
-            f"so it failed without saying so; its output is in {log_path}. Its last lines:"
-            f"{lines or ' (it printed nothing)'}", result)
-    return result
+    return result.check_outputs(expected_outputs, None if cwd is None else Path(cwd))
 
 
 class _Builder:

@@ -147,16 +147,11 @@ class ExternalProgram(Step):
                     for i, a in enumerate(t["argv"])]
             expected = [self._path(p, env.workdir) for p in t["expect"]]
             if spec is None:
-                from sandbox.programs import ProgramError, run_program
+                from sandbox.programs import run_program
 
                 result = run_program(argv, log_path=logs / f"{label}.log", cwd=cwd,
                                      env=t["env_vars"], timeout=self.timeout,
-                                     parsers=[parser]).check()
-                missing = [str(p) for p in expected if not p.exists()]
-                if missing:
-                    raise ProgramError(f"`{Path(argv[0]).name}` exited with status 0 but did "
-                                       f"not write {', '.join(missing)}; its output is in "
-                                       f"{result.log_path}.", result)
+                                     parsers=[parser]).check().check_outputs(expected)
             else:
                 result = manager.run(spec, argv, log_path=logs / f"{label}.log", cwd=cwd,
                                      env_vars=t["env_vars"], timeout=self.timeout,
@@ -215,11 +210,8 @@ class ExternalProgram(Step):
         pattern = str(self._path(spec["path"], workdir))
         fresh = [Path(p) for p in glob.glob(pattern) if Path(p).stat().st_mtime >= started - 1]
         if not fresh:
-            tail = "".join(f"\n  | {line}" for line in result.tail)
-            raise ProgramError(
-                f"{self.stack}: `{Path(result.argv[0]).name}` exited with status 0 but wrote no "
-                f"result file matching {pattern}, so it failed without saying so; its output is "
-                f"in {result.log_path}. Its last lines:{tail or ' (it printed nothing)'}", result)
+            raise result.silent_failure(f"wrote no result file matching {pattern}",
+                                        f"{self.stack}: ")
         path = max(fresh, key=lambda p: p.stat().st_mtime)
         try:
             data = json.loads(path.read_text())
