@@ -23,7 +23,7 @@ from sandbox.data.fingerprint import fingerprint  # noqa: E402
 from sandbox.engine import LocalEngine, ProcessOutputs, build_engine, cache_path  # noqa: E402
 from sandbox.engine import ComputedFile, first_alive, hash_codes  # noqa: E402
 from sandbox.engine.ray import RayEngine, _in_order, import_ray  # noqa: E402
-from sandbox.engine.shuffle import ShuffleDedup  # noqa: E402
+from sandbox.engine.shuffle import ShuffleDedup, auto_partitions  # noqa: E402
 from sandbox.ops import OpSpec  # noqa: E402
 from sandbox.ops.deduplicators import (DocumentDeduplicator,  # noqa: E402
                                        DocumentMinhashDeduplicator, ImageDeduplicator,
@@ -289,6 +289,17 @@ def test_two_nodes_on_loopback_keep_what_one_machine_keeps(tmp_path):
     np.testing.assert_array_equal(np.load(out / "keep.npy"), local.keep)
     assert got["retention"] == local.retention
     assert got["records"] == n * (1 + ops[2]._bands)
+
+
+def test_reduce_tasks_grow_with_the_records_to_group():
+    """Automatic partitions: one per worker, and more once each reducer would get over
+    PARTITION_BYTES of records (25 bands of 10 values: 25 * (40 + 21) B per row)."""
+    bands = DocumentMinhashDeduplicator().band_bounds()
+    assert len(bands[0]) == 25 and int(bands[1][-1]) == 250
+    assert auto_partitions(10_000, bands, least=4) == 4
+    assert auto_partitions(100_000, bands, least=1) == 2  # 152.5 MB
+    assert auto_partitions(10_000_000, bands, least=32) == 114  # 15.25 GB / 128 MiB
+    assert auto_partitions(10_000_000, None, least=2) == 5  # exact: 61 B per row
 
 
 def test_a_bad_signature_column_on_a_map_task_reaches_the_user_as_itself(ray_cluster, tmp_path):

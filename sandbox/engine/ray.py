@@ -95,8 +95,8 @@ class RayEngine(LocalEngine):
     ``batch_size``, ``span_rows``, ``chunk_rows``: as for ``LocalEngine`` (a span is one Ray
     task, so spans are larger by default). ``dedup``: ``shuffle`` (exact and MinHash dedup as a
     Ray shuffle, ``sandbox.engine.shuffle``) or ``driver`` (on the driver, as the local engine);
-    ``shuffle_rows``: result rows per map task; ``shuffle_partitions``: reduce tasks (0: as many
-    as spans processed at once)."""
+    ``shuffle_rows``: result rows per map task; ``shuffle_partitions``: reduce tasks (0: one
+    per span processed at once, more when each would get over ~128 MB of records)."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  num_proc: int | None = 0, scheduler: str = "data", batch_size: int = 512,
@@ -177,8 +177,8 @@ class RayEngine(LocalEngine):
         if self.dedup == "driver" or not any(map(shuffles, ops)):
             return super().select(specs, ops, computed, num_rows, fields)
         ray = self.connect()
-        partitions = self.shuffle_partitions or self.workers(ray)
-        self.last_shuffle = ShuffleDedup(ray, computed, self.shuffle_rows, partitions)
+        self.last_shuffle = ShuffleDedup(ray, computed, self.shuffle_rows, self.shuffle_partitions,
+                                         least_partitions=self.workers(ray))
         try:
             return select(specs, ops, computed, num_rows, fields=fields,
                           dedup=self.last_shuffle)

@@ -67,14 +67,29 @@ def shuffles(op: Op) -> bool:
     return rule(op) is not None
 
 
+PARTITION_BYTES = 128 * 1024 ** 2  # records per reduce task, when the count is automatic
+RECORD_BYTES = 21  # a record besides its key: band 4 B, key offset 8 B, row id 8 B, alive 1 B
+
+
+def auto_partitions(n: int, bands: tuple[np.ndarray, np.ndarray] | None, least: int) -> int:
+    """Reduce tasks for ``n`` rows: ``least`` (one per worker), or more, so that each gets
+    about ``PARTITION_BYTES`` of records at most (a reducer holds its records a few times over
+    while grouping). ``bands``: MinHash band bounds, or None for exact keys (~40 B)."""
+    per_row = (40 + RECORD_BYTES if bands is None
+               else int(np.sum(4 * (bands[1] - bands[0]) + RECORD_BYTES)))
+    return max(1, int(least), -(-n * per_row // PARTITION_BYTES))
+
+
 class ShuffleDedup:
     """Exact and MinHash dedup of one result file as a Ray shuffle (see the module docstring).
     ``ray``: the initialised module; ``map_rows``: rows per map task; ``partitions``: reduce
-    tasks. ``records`` counts the records shuffled (for the benchmark's bytes per row)."""
+    tasks, or 0 for ``auto_partitions`` with at least ``least_partitions``. ``records`` and
+    ``shuffled_bytes`` count what went through the object store (for the benchmark)."""
 
-    def __init__(self, ray, computed: ComputedFile, map_rows: int, partitions: int):
+    def __init__(self, ray, computed: ComputedFile, map_rows: int, partitions: int = 0,
+                 least_partitions: int = 1):
         self.ray, self.computed = ray, computed
-        self.partitions = max(1, int(partitions))
+        self.partitions, self.least_partitions = max(0, int(partitions)), least_partitions
         self.pieces = result_pieces(computed.path, max(1, int(map_rows)))
         self.records = 0
         self.shuffled_bytes = 0
@@ -90,17 +105,18 @@ class ShuffleDedup:
         how = rule(op)
         bands = op.band_bounds() if how == "minhash" else None
         width = None if bands is None else 4 * int(bands[1][-1])
-        mapper = ray.remote(num_cpus=1, num_returns=self.partitions, max_retries=3)(map_keys)
+        parts = self.partitions or auto_partitions(n, bands, self.least_partitions)
+        mapper = ray.remote(num_cpus=1, num_returns=parts, max_retries=3)(map_keys)
         maps = []
         for piece in self.pieces:
             first, stop = piece[4], piece[4] + piece[3] - piece[2]
             out = mapper.remote(str(self.computed.path), hash_column(spec.key), piece,
-                                alive[first:stop], how, bands, width, self.partitions)
-            maps.append([out] if self.partitions == 1 else out)
+                                alive[first:stop], how, bands, width, parts)
+            maps.append([out] if parts == 1 else out)
         # partitions spread over the nodes (by default Ray would follow the largest inputs)
         reducer = ray.remote(num_cpus=1, max_retries=3, scheduling_strategy="SPREAD")(
             reduce_edges)
-        reduces = [reducer.remote(*(m[p] for m in maps)) for p in range(self.partitions)]
+        reduces = [reducer.remote(*(m[p] for m in maps)) for p in range(parts)]
         edges_alive, edges_all = [], []
         for records, size, alive_edges, all_edges in ray.get(reduces):
             self.records += records
