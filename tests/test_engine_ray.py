@@ -271,7 +271,7 @@ def test_two_nodes_on_loopback_keep_what_one_machine_keeps(tmp_path):
     out.mkdir()
     cmd = [sys.executable, "-c", TWO_NODES, str(pool), str(out), json.dumps(recipe)]
     isolated = shutil.which("unshare") and subprocess.run(
-        ["unshare", "-rn", "true"], capture_output=True).returncode == 0
+        ["unshare", "-rn", "sh", "-c", "ip link set lo up"], capture_output=True).returncode == 0
     if isolated:  # only `lo`, brought up: Ray cannot bind anything but 127.0.0.1
         cmd = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *cmd]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
