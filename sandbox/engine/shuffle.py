@@ -41,8 +41,6 @@ from sandbox.engine.result import ComputedFile, misaligned
 from sandbox.engine.selection import exact
 from sandbox.ops import Op, OpSpec
 
-RECORD_SCHEMA = pa.schema([("band", pa.int32()), ("key", pa.large_binary()),
-                           ("row", pa.int64()), ("alive", pa.bool_())])
 
 
 def rule(op: Op) -> str | None:
@@ -68,7 +66,7 @@ def shuffles(op: Op) -> bool:
 
 
 PARTITION_BYTES = 128 * 1024 ** 2  # records per reduce task, when the count is automatic
-RECORD_BYTES = 21  # a record besides its key: band 4 B, key offset 8 B, row id 8 B, alive 1 B
+RECORD_BYTES = 19  # a record besides its key: band 2 B, key offset 8 B, row id 8 B, alive 1 B
 
 
 def auto_partitions(n: int, bands: tuple[np.ndarray, np.ndarray] | None, least: int) -> int:
@@ -180,31 +178,18 @@ def map_keys(path: str, column: str, piece: Piece, alive: np.ndarray, how: str,
     if not np.array_equal(rows, np.arange(first, first + len(rows))):
         raise misaligned(path, None, f"the rows after offset {first} do not match")
     values = table.column(1).combine_chunks()
-    parts: list[tuple[np.ndarray, pa.Array, np.ndarray]] = []  # (band, keys, key hashes)
-    if how != "minhash":
+    if how == "minhash":
+        keys, band, hashes = _band_keys(mk, _signature_words(values, width, path, column), bands)
+        rows, alive = np.tile(rows, len(bands[0])), np.tile(alive, len(bands[0]))
+    else:
         if how == "media":  # rows whose hash is empty or failed always stay: no records
             keys, grouped = _media_keys(values)
             rows, alive = rows[grouped], alive[grouped]
         else:
             keys = _as_binary(values)
-        parts.append((np.zeros(len(keys), dtype=np.int32), keys, _hashes(mk, keys, 0)))
-        row_of = rows
-    else:
-        words = _signature_words(values, width, path, column)
-        for j, (c0, c1) in enumerate(zip(*bands)):
-            raw = np.ascontiguousarray(words[:, c0:c1]).view(np.uint8)
-            keys = pa.Array.from_buffers(
-                pa.large_binary(), len(rows),
-                [None, pa.py_buffer(np.arange(len(rows) + 1, dtype=np.int64) * raw.shape[1]),
-                 pa.py_buffer(raw.tobytes())])
-            parts.append((np.full(len(rows), j, dtype=np.int32), keys, _hashes(mk, keys, j)))
-        row_of = np.tile(rows, len(parts))
-    band = np.concatenate([p[0] for p in parts])
-    keys = pa.concat_arrays([p[1] for p in parts])
-    hashes = np.concatenate([p[2] for p in parts])
-    records = pa.Table.from_arrays(
-        [pa.array(band), keys, pa.array(row_of), pa.array(np.tile(alive, len(parts)))],
-        schema=RECORD_SCHEMA)
+        band = np.zeros(len(keys), dtype=np.int16)
+        hashes = mk.key_hashes(*_bytes_and_offsets(keys), 0)
+    records = pa.table({"band": band, "key": keys, "row": rows, "alive": alive})
     if partitions == 1:
         return records
     target = (hashes % np.uint64(partitions)).astype(np.int64)
@@ -294,10 +279,34 @@ def _signature_words(values: pa.Array, width: int, path: str, column: str) -> np
     return data.view("<u4").reshape(len(values), width // 4)
 
 
-def _hashes(mk, keys: pa.Array, salt: int) -> np.ndarray:
-    """``key_hashes`` of a large_binary array."""
+def _band_keys(mk, words: np.ndarray, bands: tuple[np.ndarray, np.ndarray]
+               ) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The MinHash records' keys, band indices and key hashes, band after band: every row's
+    band j is the values ``words[:, starts[j]:ends[j]]``. Keys are fixed-width byte strings when
+    every band has the same width (no offsets to ship), else variable-width ones."""
+    m = len(words)
+    cut = [np.ascontiguousarray(words[:, c0:c1]).view(np.uint8).reshape(m, -1)
+           for c0, c1 in zip(*bands)]
+    hashes = np.concatenate([
+        mk.key_hashes(b.reshape(-1), np.arange(m + 1, dtype=np.int64) * b.shape[1], j)
+        for j, b in enumerate(cut)])
+    band = np.repeat(np.arange(len(cut), dtype=np.int16), m)
+    data = pa.py_buffer(np.concatenate([b.reshape(-1) for b in cut]).tobytes())
+    sizes = {b.shape[1] for b in cut}
+    if len(sizes) == 1 and 0 not in sizes:
+        keys = pa.Array.from_buffers(pa.binary(sizes.pop()), len(band), [None, data])
+    else:
+        offsets = np.zeros(len(band) + 1, dtype=np.int64)
+        np.cumsum(np.repeat([b.shape[1] for b in cut], m), out=offsets[1:])
+        keys = pa.Array.from_buffers(pa.large_binary(), len(band),
+                                     [None, pa.py_buffer(offsets), data])
+    return keys, band, hashes
+
+
+def _bytes_and_offsets(keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A large_binary array's data bytes and its ``len + 1`` offsets into them."""
     offsets = np.frombuffer(keys.buffers()[1], dtype=np.int64)[keys.offset:
                                                                 keys.offset + len(keys) + 1]
     data = keys.buffers()[2]
-    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    return mk.key_hashes(data, offsets, salt)
+    return (np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8),
+            offsets)
