@@ -139,3 +139,17 @@ def test_no_tracker_offers_the_same_calls_including_a_nested_run():
     tracker.log_text("process: []", "recipe.yaml")
     kid.finish()
     assert tracker.find_baseline({"sandbox.baseline": "false"}) is None
+
+
+def test_a_relative_sqlite_store_stays_the_same_file_after_the_folder_changes(tmp_path,
+                                                                               monkeypatch):
+    """MLflow caches stores by URI string: a relative sqlite URI is made absolute when the
+    tracker is built, so a later change of folder cannot send runs to another file."""
+    from sandbox.tracking.mlflow_tracker import MLflowTracker, absolute_sqlite
+
+    monkeypatch.chdir(tmp_path)
+    assert MLflowTracker("sqlite:///runs/mlflow.db").uri == f"sqlite:///{tmp_path}/runs/mlflow.db"
+    assert absolute_sqlite("sqlite:///m.db?timeout=5") == f"sqlite:///{tmp_path}/m.db?timeout=5"
+    for unchanged in ("sqlite:////abs/m.db", "sqlite:///:memory:", "http://127.0.0.1:5000",
+                      "postgresql://u@h/db", "file:./mlruns"):
+        assert absolute_sqlite(unchanged) == unchanged

@@ -32,10 +32,23 @@ MODEL_TRAINING_KIND = "custom_model_development"
 GROUP_TAGS = ("recipe", "data_pool", "trainer", "baseline", "sweep")
 
 
+def absolute_sqlite(uri: str) -> str:
+    """A relative ``sqlite:///FILE`` URI made absolute (from the current folder), so that the
+    store is the same file whatever folder the run moves to later: MLflow caches stores by URI
+    string, so a relative one would keep following the folder it was first opened from."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.startswith(prefix + "/"):
+        return uri
+    path, sep, query = uri[len(prefix):].partition("?")
+    if path in ("", ":memory:"):
+        return uri
+    return prefix + str(Path(path).resolve()) + sep + query
+
+
 class MLflowTracker(NoTracker):
     def __init__(self, uri: str = "sqlite:///mlflow.db", experiment: str = "sandbox",
                  run_name: str | None = None, max_artifact_mb: float = 50):
-        self.uri, self.experiment, self.run_name = uri, experiment, run_name
+        self.uri, self.experiment, self.run_name = absolute_sqlite(uri), experiment, run_name
         self.max_artifact_bytes = int(max_artifact_mb * 1024 * 1024)
         self.client = None
         self.run_id: str | None = None
