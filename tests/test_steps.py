@@ -229,3 +229,15 @@ def test_probe_stores_but_does_not_summarise_non_numeric_stats(tmp_path):
     assert out["summary"]["language_id_score_filter.lang_score"]["count"] == 2
     assert [p.name for p in (tmp_path / "probe" / "plots").iterdir()] == \
         ["language_id_score_filter.lang_score.png"]
+
+
+def test_ksigma_refines_thresholds_on_the_stat_the_built_op_bounds(tmp_path):
+    """specified_numeric_field_filter bounds a stat named after its field, not its class's
+    placeholder `field_value`: refine finds it (as for alphanumeric_filter with tokenization)."""
+    summary = {"specified_numeric_field_filter.meta.score": {"count": 9, "mean": 5.0, "std": 1.0}}
+    out = KSigmaRefiner(k=2).run(env_for(tmp_path), summary=summary, recipe={
+        "ops": {"specified_numeric_field_filter": {"field_key": "meta.score", "min_value": 0.0,
+                                                   "max_value": 100.0}}})
+    args = out["recipe"]["ops"]["specified_numeric_field_filter"]
+    assert (args["min_value"], args["max_value"]) == (pytest.approx(3.0), pytest.approx(7.0))
+    assert {c["stat"] for c in out["changes"]} == {"meta.score"}

@@ -70,7 +70,7 @@ class KSigmaRefiner(Step):
         for spec in rec.ops:
             cls = get_op_class(spec.name)
             hints = typing.get_type_hints(cls.__init__)
-            for arg, th in cls.thresholds.items():
+            for arg, th in _thresholds(cls, spec, rec.text_key).items():
                 if arg not in spec.args:
                     continue
                 s = summary.get(stat_column(spec.key, th.stat))
@@ -85,6 +85,18 @@ class KSigmaRefiner(Step):
                                     "new": new})
         validate(rec)
         return _write(env, rec, changes)
+
+
+def _thresholds(cls, spec, text_key: str) -> dict:
+    """The thresholds of the OP as the recipe builds it: some bound another stat depending on
+    their arguments (``alphanumeric_filter`` with ``tokenization``, the field of
+    ``specified_numeric_field_filter``). Native OPs are built (the probe built them already, so
+    any model they load is loaded); Data-Juicer's adapted ones keep their class's."""
+    from sandbox.ops.registry import OPS
+
+    if spec.name not in OPS:
+        return cls.thresholds
+    return OPS[spec.name](text_key=text_key, **spec.args).thresholds
 
 
 def refine_value(mean: float, std: float, k: float, bound: str, low: float, high: float,
