@@ -161,6 +161,33 @@ class _Skips:
         return counts
 
 
+class _Records:
+    """The records of one input file, for ``for where, rec in records``: ``n`` counts every
+    value read, and a JSON value that is not a record (an object) is skipped with the reason."""
+
+    def __init__(self, path: Path, skips: _Skips):
+        self.path, self.skips, self.n = path, skips, 0
+
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        for where, rec in read_records(self.path):
+            self.n += 1
+            if isinstance(rec, dict):
+                yield where, rec
+            else:
+                self.skips.add(self.path, where, f"not a record: a JSON {type(rec).__name__}",
+                               rec)
+
+
+def relative_under(path: str, root: str | None) -> str:
+    """``path`` relative to ``root`` when it lies under it (URLs and paths elsewhere as they
+    are): what a tool that joins its own root with the path expects."""
+    if root and not _URL.match(path) and os.path.isabs(path):
+        top = os.path.abspath(root)
+        if os.path.commonpath([top, path]) == top:
+            return os.path.relpath(path, top)
+    return path
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for r in rows:
@@ -256,22 +283,10 @@ class DjToEasyAnimate(Conversion):
         self.media_dir = media_dir
         self.check_files, self.allow_empty_text = bool(check_files), bool(allow_empty_text)
 
-    def _place(self, path: str) -> str:
-        """The path as written: relative to ``video_root`` when under it, else absolute."""
-        if self.video_root and not _URL.match(path):
-            root = os.path.abspath(self.video_root)
-            if os.path.commonpath([root, path]) == root:
-                return os.path.relpath(path, root)
-        return path
-
     def convert_file(self, path: Path, skips: _Skips) -> tuple[list, int]:
         base = Path(self.media_dir) if self.media_dir else path.parent
-        out, n = [], 0
-        for where, rec in read_records(path):
-            n += 1
-            if not isinstance(rec, dict):
-                skips.add(path, where, f"not a record: a JSON {type(rec).__name__}", rec)
-                continue
+        out, records = [], _Records(path, skips)
+        for where, rec in records:
             videos = [v for v in as_list(rec.get(self.video_key)) if isinstance(v, str) and v]
             if not videos:
                 skips.add(path, where, f"no video: `{self.video_key}` is empty or missing", rec)
@@ -291,12 +306,12 @@ class DjToEasyAnimate(Conversion):
                 skips.add(path, where, f"video file not found: {resolved[0]} (check_files=false "
                           f"keeps such records)", rec)
                 continue
-            placed = [self._place(v) for v in resolved]
+            placed = [relative_under(v, self.video_root) for v in resolved]
             item = _clean(rec)
             item.update({"file_path": placed[0], "text": caption, "type": "video",
                          self.video_key: placed})
             out.append(item)
-        return out, n
+        return out, records.n
 
 
 # ============================================================================ COCO caption
@@ -345,12 +360,8 @@ class CocoCaptionToDj(Conversion):
         self.add_eoc = bool(add_eoc)
 
     def convert_file(self, path: Path, skips: _Skips) -> tuple[list, int]:
-        out, n = [], 0
-        for where, rec in read_records(path):
-            n += 1
-            if not isinstance(rec, dict):
-                skips.add(path, where, f"not a record: a JSON {type(rec).__name__}", rec)
-                continue
+        out, records = [], _Records(path, skips)
+        for where, rec in records:
             image = rec.get("image")
             if isinstance(image, list):
                 image = image[0] if image else None
@@ -368,7 +379,7 @@ class CocoCaptionToDj(Conversion):
             item[self.text_key] = f"{IMAGE_TOKEN} {caption.strip()}" + (
                 f" {EOC_TOKEN}" if self.add_eoc else "")
             out.append(item)
-        return out, n
+        return out, records.n
 
 
 class DjToCocoCaption(Conversion):
@@ -390,12 +401,8 @@ class DjToCocoCaption(Conversion):
         self.text_key, self.image_key = text_key, image_key
 
     def convert_file(self, path: Path, skips: _Skips) -> tuple[list, int]:
-        out, n = [], 0
-        for where, rec in read_records(path):
-            n += 1
-            if not isinstance(rec, dict):
-                skips.add(path, where, f"not a record: a JSON {type(rec).__name__}", rec)
-                continue
+        out, records = [], _Records(path, skips)
+        for where, rec in records:
             pairs = dj_caption_pairs(rec, self.text_key, self.image_key)
             if not pairs:
                 skips.add(path, where, f"no image or no text: `{self.image_key}` empty or "
@@ -411,19 +418,15 @@ class DjToCocoCaption(Conversion):
                     skips.add(path, where, "empty caption: nothing left of the text without "
                               "the special tokens", rec)
                     continue
-                if self.image_root and not _URL.match(image) and os.path.isabs(image):
-                    root = os.path.abspath(self.image_root)
-                    if os.path.commonpath([root, image]) == root:
-                        image = os.path.relpath(image, root)
                 item = {k: v for k, v in _clean(rec).items()
                         if k not in (self.image_key, self.text_key)}
                 item.setdefault("id", len(out))
-                item["image"] = image
+                item["image"] = relative_under(image, self.image_root)
                 item["conversations"] = [
                     human or {"from": "human", "value": f"<image>\n{self.prompt}"},
                     {"from": "gpt", "value": caption}]
                 out.append(item)
-        return out, n
+        return out, records.n
 
 
 class CocoCaptionMeta(Conversion):
