@@ -83,6 +83,17 @@ class ThreadedTrainer(Step):
     def _run(self, env: StepEnv, dataset: str, seed: int) -> dict[str, Any]:
         raise NotImplementedError  # pragma: no cover - each trainer's own training
 
+    def _lr_at(self, step: int, total: int) -> float:
+        """Linear warmup over ``warmup_frac`` of the steps, then cosine decay to
+        ``min_lr_frac * lr`` (``step`` counts from 0; the trainer's ``lr``, ``warmup_frac`` and
+        ``min_lr_frac``)."""
+        warm = max(1, int(round(self.warmup_frac * total))) if self.warmup_frac > 0 else 0
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        cos = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return self.lr * (self.min_lr_frac + (1.0 - self.min_lr_frac) * cos)
+
 
 class CausalLMTrainer(ThreadedTrainer):
     """Tokenizer + small GPT-2 trained from scratch on the pool for a fixed number of tokens.
@@ -186,15 +197,6 @@ class CausalLMTrainer(ThreadedTrainer):
             if n >= self.tokenizer_sample_chars:
                 break
         return out
-
-    def _lr_at(self, step: int, total: int) -> float:
-        """Linear warmup then cosine decay to ``min_lr_frac * lr`` (``step`` counts from 0)."""
-        warm = max(1, int(round(self.warmup_frac * total))) if self.warmup_frac > 0 else 0
-        if step < warm:
-            return self.lr * (step + 1) / warm
-        progress = (step - warm) / max(1, total - warm)
-        cos = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return self.lr * (self.min_lr_frac + (1.0 - self.min_lr_frac) * cos)
 
 
     def _run(self, env: StepEnv, dataset: str, seed: int) -> dict[str, Any]:

@@ -138,14 +138,6 @@ class CLIPTrainer(ThreadedTrainer):
     def num_steps(self) -> int:
         return math.ceil(self.sample_budget / self.batch_size)
 
-    def _lr_at(self, step: int, total: int) -> float:
-        warm = max(1, int(round(self.warmup_frac * total))) if self.warmup_frac > 0 else 0
-        if step < warm:
-            return self.lr * (step + 1) / warm
-        progress = (step - warm) / max(1, total - warm)
-        cos = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return self.lr * (self.min_lr_frac + (1.0 - self.min_lr_frac) * cos)
-
     def image_processor(self):
         try:  # the PIL backend by name: without torchvision the plain class warns and uses it
             from transformers import CLIPImageProcessorPil as CLIPImageProcessor
