@@ -207,6 +207,26 @@ def test_shuffled_exact_dedup_equals_first_alive(ray_cluster, tmp_path):
     assert stay.sum() == len(np.unique(codes[alive]))
 
 
+def test_shuffled_exact_dedup_of_list_hashes_equals_the_reference_rule(ray_cluster, tmp_path):
+    """An exact deduplicator whose hashes are lists, some None, keeps what the base class's
+    ``keep_mask`` (the definition: first alive row of each value) keeps."""
+    from sandbox.ops import Deduplicator
+
+    rng = np.random.default_rng(9)
+    n = 200
+    pick = [None, [], ["a"], ["a", "b"], ["ab"], ["b", "a"], [None], ["a", None]]
+    hashes = [pick[k] for k in rng.integers(0, len(pick), size=n)]
+    computed = _result_file(tmp_path, "lists.hash", pa.array(hashes, pa.list_(pa.string())),
+                            row_group_size=50)
+    alive = rng.random(n) < 0.8
+    op = type("ListDedup", (Deduplicator,), {"name": "list_dedup"})()
+    stay, stay_alone = ShuffleDedup(ray_cluster, computed, map_rows=30, partitions=2).keep(
+        OpSpec("lists", op.name, {}), op, alive)
+    np.testing.assert_array_equal(stay, op.keep_mask(hashes, alive))
+    np.testing.assert_array_equal(stay_alone, op.keep_mask(hashes, np.ones(n, dtype=bool)))
+    assert stay.sum() == len(pick)
+
+
 @pytest.mark.parametrize("consider_text", [False, True])
 def test_shuffled_media_dedup_equals_keep_first_media(ray_cluster, tmp_path, consider_text):
     """Image dedup's hashes: repeated ones, empty ones (no image) and failed ones ("!path:

@@ -183,7 +183,7 @@ def map_keys(path: str, column: str, piece: Piece, alive: np.ndarray, how: str,
         rows, alive = np.tile(rows, len(bands[0])), np.tile(alive, len(bands[0]))
     else:
         if how == "media":  # rows whose hash is empty or failed always stay: no records
-            keys, grouped = _media_keys(values)
+            keys, grouped = _value_keys(values, media=True)
             rows, alive = rows[grouped], alive[grouped]
         else:
             keys = _as_binary(values)
@@ -238,33 +238,44 @@ def star_edges(group: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _as_binary(values: pa.Array) -> pa.Array:
     """An exact-dedup hash column as byte strings: equal values, equal bytes."""
-    if pa.types.is_integer(values.type):
+    if pa.types.is_integer(values.type) and not values.null_count:
         raw = np.asarray(values.to_numpy(zero_copy_only=False), dtype="<i8")
         return pa.Array.from_buffers(pa.large_binary(), len(raw), [
             None, pa.py_buffer(np.arange(len(raw) + 1, dtype=np.int64) * 8),
             pa.py_buffer(raw.tobytes())])
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) \
-            or pa.types.is_binary(values.type):
+    if (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+            or pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)) \
+            and not values.null_count:
         return values.cast(pa.large_binary())
-    return values  # already large_binary
+    return _value_keys(values, media=False)[0]  # lists, nulls: value by value
 
 
-def _media_keys(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """The keys of an image or video deduplicator's hashes as ``keep_first_media`` compares them
-    (a string, or a list of them, length-prefixed so that no two lists share bytes), and a mask
-    of the rows that take part (not an empty or ``"!..."`` failed hash)."""
+def _value_keys(values: pa.Array, media: bool) -> tuple[pa.Array, np.ndarray]:
+    """The hashes of a column as key bytes, value by value, equal exactly when the values are
+    equal as ``Deduplicator.keep_mask`` compares them (a list as the tuple of its items; items
+    length-prefixed so that no two lists share bytes; None apart from every string), and a mask
+    of the rows that take part. ``media``: ``keep_first_media``'s rule, where a row whose hash is
+    empty, None or a failed one (``"!..."``) always stays, so it takes no part."""
+    def item(x) -> bytes:
+        return b"\xff" * 4 if x is None else len(b := _encoded(x)).to_bytes(4, "little") + b
+
     keys, grouped = [], []
     for h in values.to_pylist():
+        if media and (not h or (isinstance(h, str) and h.startswith("!"))):
+            grouped.append(False)
+            continue
+        grouped.append(True)
         if isinstance(h, list):
-            key = b"".join(b"\xff" * 4 if x is None else len(x).to_bytes(4, "little") + x
-                           for x in (x if x is None else str(x).encode("utf-8", "surrogatepass")
-                                     for x in h)) if h else None
+            keys.append(b"L" + b"".join(map(item, h)))
         else:
-            key = None if not h or h.startswith("!") else h.encode("utf-8", "surrogatepass")
-        grouped.append(key is not None)
-        if key is not None:
-            keys.append(key)
+            keys.append(b"N" if h is None else b"V" + _encoded(h))
     return pa.array(keys, pa.large_binary()), np.array(grouped, dtype=bool)
+
+
+def _encoded(value) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return (value if isinstance(value, str) else repr(value)).encode("utf-8", "surrogatepass")
 
 
 def _signature_words(values: pa.Array, width: int, path: str, column: str) -> np.ndarray:
