@@ -1,5 +1,7 @@
 """The data engine: runs a recipe's OPs over a pool, selects, writes (``sandbox.engine.base``
-describes the seam; ``sandbox.engine.local`` is the engine of this machine).
+describes the seam; ``sandbox.engine.local`` is the engine of this machine,
+``sandbox.engine.ray`` the same work on a Ray cluster, with dedup shuffled across it by
+``sandbox.engine.shuffle``).
 
 A run builds its engine from the ``engine`` config group (``conf/engine/``) with
 ``build_engine``; a step asks for it with ``engine_for(env)``.
