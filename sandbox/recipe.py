@@ -308,6 +308,25 @@ def asset_needs(recipe: Recipe) -> list:
     return needs
 
 
+def _missing_assets(recipe: Recipe, fetch_args: str) -> str:
+    """The ``AssetMissing`` paragraph of the OPs that can be read (an unknown OP, or one whose
+    arguments do not fit, is left out), without downloading anything; "" when none is missing."""
+    from sandbox.assets import AssetMissing, check
+
+    needs = []
+    for spec in recipe.ops:
+        try:
+            declare = getattr(get_op_class(spec.name), "needed_assets", None)
+            needs += [(spec.key, ref) for ref in (declare(full_args(spec)) if declare else [])]
+        except Exception:  # the error being reported already covers this OP
+            continue
+    try:
+        check(needs, recipe.source, fetch_args, allow_download=False, progress=False)
+    except AssetMissing as e:
+        return str(e)
+    return ""
+
+
 def check_recipe(recipe: Recipe, fetch_args: str = "") -> None:
     """Everything that can be checked before data is read: ``validate``, then every asset of
     every OP (one ``AssetMissing`` listing all that are missing), then each native OP is built
@@ -315,11 +334,18 @@ def check_recipe(recipe: Recipe, fetch_args: str = "") -> None:
     loaded for the run (``sandbox.assets`` keeps one copy per process)."""
     from sandbox.assets import check
 
-    validate(recipe)
     path = recipe.source.removeprefix("recipe file ") if recipe.source.startswith("recipe file") \
         else ""
-    check(asset_needs(recipe), recipe.source,
-          fetch_args or (f"--recipe {path}" if path else ""))
+    fetch_args = fetch_args or (f"--recipe {path}" if path else "")
+    try:
+        validate(recipe)
+    except RecipeError as e:  # say the missing assets too, so that one fix-and-run does both
+        missing = _missing_assets(recipe, fetch_args)
+        if missing:
+            raise RecipeError(f"{e} Besides, the recipe's other OPs are not ready: {missing}") \
+                from None
+        raise
+    check(asset_needs(recipe), recipe.source, fetch_args)
     for spec in recipe.ops:
         if spec.name in OPS:  # an adapted Data-Juicer OP is built by the step that runs it
             try:

@@ -176,3 +176,16 @@ def test_tokenized_stats_use_the_sentencepiece_pieces(dj_models):
         want = round(10 ** (-sum(lm.score(ln) for ln in lines) / length), 1) if length else 0.0
         assert p == want
     assert ppl[0] > 0
+
+
+def test_a_recipe_error_also_names_the_missing_assets(no_dj_cache, tmp_path):
+    """An unknown OP name and missing models at once: one error says both, so that one
+    fix-and-run does."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TOKENIZED.read_text().replace("clean_links_mapper", "clean_linkz_mapper"))
+    with pytest.raises(RecipeError) as e:
+        check_recipe(load_dj_file(bad))
+    msg = str(e.value)
+    assert "unknown operator 'clean_linkz_mapper'" in msg and "clean_links_mapper" in msg
+    assert "Besides, the recipe's other OPs are not ready" in msg
+    assert "en.sp.model" in msg and "en.arpa.bin" in msg and "\n" not in msg
