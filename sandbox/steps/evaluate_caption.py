@@ -225,8 +225,8 @@ def load_predictions(path: str | Path, text_key: str = "text") -> list[tuple[lis
 
 # ============================================================================ tokenising
 def simple_tokenize(caption: str) -> str:
-    """A stand-in for the PTB tokenizer without Java: lower case, words and punctuation split,
-    the punctuation PTB drops dropped."""
+    """The tokenizer used without Java (the metrics say so): lower case, words and punctuation
+    split, the punctuation PTB drops dropped."""
     toks = _WORDS.findall(caption.lower().replace("\n", " "))
     return " ".join(t for t in toks if t not in PTB_PUNCTUATION and re.search(r"\w", t))
 

@@ -83,6 +83,26 @@ class ThreadedTrainer(Step):
     def _run(self, env: StepEnv, dataset: str, seed: int) -> dict[str, Any]:
         raise NotImplementedError  # pragma: no cover - each trainer's own training
 
+    def _adamw(self, model, no_decay: str, betas: tuple[float, float], eps: float):
+        """AdamW with decoupled weight decay (``weight_decay``) on weight matrices only: not on
+        biases, norms, nor parameters whose name holds ``no_decay`` (position embeddings)."""
+        import torch
+
+        decay, rest = [], []
+        for name, p in model.named_parameters():
+            (decay if p.dim() >= 2 and no_decay not in name else rest).append(p)
+        return torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
+                                  {"params": rest, "weight_decay": 0.0}],
+                                 lr=self.lr, betas=betas, eps=eps, foreach=True)
+
+    def _set_lr(self, opt, step: int, total: int) -> float:
+        """The schedule's (``_lr_at``) learning rate for ``step``, set in every group of
+        ``opt``; returned."""
+        lr = self._lr_at(step, total)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        return lr
+
     def _lr_at(self, step: int, total: int) -> float:
         """Linear warmup over ``warmup_frac`` of the steps, then cosine decay to
         ``min_lr_frac * lr`` (``step`` counts from 0; the trainer's ``lr``, ``warmup_frac`` and
@@ -267,14 +287,7 @@ class CausalLMTrainer(ThreadedTrainer):
         model.generation_config.pad_token_id = eot_id
         model.train()
         num_params = sum(p.numel() for p in model.parameters())
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            (decay if p.dim() >= 2 and "wpe" not in name else no_decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr, betas=(0.9, 0.95), eps=1e-8, foreach=True,
-        )
+        opt = self._adamw(model, "wpe", betas=(0.9, 0.95), eps=1e-8)
         setup_seconds = time.perf_counter() - t_setup
 
         # 5. the loop: nothing but gather -> forward -> backward -> step; the loss is read
@@ -288,9 +301,7 @@ class CausalLMTrainer(ThreadedTrainer):
         t0 = time.perf_counter()
         with env.progress(steps, f"training {steps} steps × {tokens_per_step} tokens") as advance:
             for step in range(steps):
-                lr = self._lr_at(step, steps)
-                for g in opt.param_groups:
-                    g["lr"] = lr
+                lr = self._set_lr(opt, step, steps)
                 x = stream_t[starts[step].unsqueeze(1) + offsets]  # (B, L)
                 logits = model(input_ids=x).logits
                 loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),

@@ -195,12 +195,7 @@ class CLIPTrainer(ThreadedTrainer):
             projection_dim=self.projection_dim)
         model = CLIPModel(config)
         model.train()
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            (decay if p.dim() >= 2 and "embedding" not in name else no_decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=self.lr, betas=(0.9, 0.98), eps=1e-6, foreach=True)
+        opt = self._adamw(model, "embedding", betas=(0.9, 0.98), eps=1e-6)
         num_params = sum(p.numel() for p in model.parameters())
         setup_seconds = time.perf_counter() - t_setup
 
@@ -210,9 +205,7 @@ class CLIPTrainer(ThreadedTrainer):
         t0 = time.perf_counter()
         with env.progress(steps, f"training {steps} steps × {B} pairs") as advance:
             for step in range(steps):
-                lr = self._lr_at(step, steps)
-                for g in opt.param_groups:
-                    g["lr"] = lr
+                lr = self._set_lr(opt, step, steps)
                 idx = order[step]
                 out = model(input_ids=ids[idx], attention_mask=mask[idx],
                             pixel_values=pixels[image_of[idx]], return_loss=True)
