@@ -119,6 +119,34 @@ SENTENCES = [
 ]
 
 
+def step_env(tmp_path: Path, name: str):
+    """A step environment in ``tmp_path/run/<name>`` over the session's cache (so the default
+    model is found), without progress bars."""
+    from sandbox.steps.base import StepEnv
+
+    workdir = tmp_path / "run" / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    return StepEnv(name=name, workdir=workdir, run_dir=tmp_path / "run", cache_dir=cache_root(),
+                   show_progress=False)
+
+
+def read_jsonl(path) -> list[dict]:
+    """The records of a jsonl file (blank lines skipped)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def reply_json(handler, status: int, payload, headers: dict | None = None) -> None:
+    """Answer an ``http.server`` request with ``payload`` as JSON (test servers)."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    for k, v in (headers or {}).items():
+        handler.send_header(k, v)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def make_docs(n: int = 120, seed: int = 0) -> list[dict]:
     """Clean multi-sentence documents plus noise the default recipe should catch."""
     rng = random.Random(seed)

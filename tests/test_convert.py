@@ -19,7 +19,7 @@ from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import StepEnv
 from sandbox.steps.convert import (CocoCaptionMeta, CocoCaptionToDj, DjToCocoCaption,
                                    DjToEasyAnimate, PromptsToVbenchInfo)
-from tests.conftest import CONF_DIR
+from tests.conftest import CONF_DIR, read_jsonl
 
 
 def step_env(tmp_path: Path, name: str = "convert") -> StepEnv:
@@ -32,10 +32,6 @@ def write_jsonl(path: Path, rows: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-def read_jsonl(path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture

@@ -20,13 +20,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from sandbox import run
-from sandbox.cache import cache_root
 from sandbox.errors import ConfigError, DataError
 from sandbox.infer import messages as M
 from sandbox.infer.backends import APIBackend, backoff_delay, parse_retry_after
-from sandbox.steps.base import StepEnv
 from sandbox.steps.infer import APIInfer, _scan_partial
-from tests.conftest import compose
+from tests.conftest import compose, read_jsonl, reply_json, step_env
 
 
 # ============================================================================ builders / parsers
@@ -121,14 +119,7 @@ class Stub:
                     self.close_connection = True
                     return
                 status, headers, payload = answer
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply_json(self, status, payload, headers)
 
             def log_message(self, *args):
                 pass
@@ -181,17 +172,6 @@ def api_step(base_url, **kw) -> APIInfer:
                 concurrency=2, max_retries=2, backoff_base_s=0.01, backoff_max_s=0.05, seed=0)
     args.update(kw)
     return APIInfer(**args)
-
-
-def env_for(tmp_path: Path, name: str = "infer") -> StepEnv:
-    workdir = tmp_path / "run" / name
-    workdir.mkdir(parents=True, exist_ok=True)
-    return StepEnv(name=name, workdir=workdir, run_dir=tmp_path / "run", cache_dir=cache_root(),
-                   show_progress=False)
-
-
-def read_jsonl(path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 # ============================================================================ retries and failures
@@ -247,7 +227,7 @@ def test_failure_accounting_and_max_failure_rate(stub, tmp_path):
     data = write_rows(tmp_path / "q.jsonl", 4, {2: " FAIL"})
     # 1 of 4 rows fails: allowed at max_failure_rate=0.25
     out = api_step(server.base_url, max_failure_rate=0.25, max_retries=1).run(
-        env_for(tmp_path, "a"), dataset=str(data))
+        step_env(tmp_path, "a"), dataset=str(data))
     rows = read_jsonl(out["dataset"])
     assert [r["response"] for r in rows] == ["echo: question 0", "echo: question 1", None,
                                              "echo: question 3"]
@@ -260,13 +240,13 @@ def test_failure_accounting_and_max_failure_rate(stub, tmp_path):
     # the same failure is too many at max_failure_rate=0: the step stops, naming both files
     with pytest.raises(DataError, match=r"1 of 4 row\(s\) failed.*max_failure_rate=0.*"
                                         r"status 500.*_failures.jsonl.*resume=true"):
-        api_step(server.base_url, max_retries=0).run(env_for(tmp_path, "b"), dataset=str(data))
+        api_step(server.base_url, max_retries=0).run(step_env(tmp_path, "b"), dataset=str(data))
 
 
 def test_bad_answers_are_failures_not_empty_strings(stub, tmp_path):
     server = stub(lambda n, body: (200, {}, {"choices": []}))
     data = write_rows(tmp_path / "q.jsonl", 2)
-    out = api_step(server.base_url, max_failure_rate=1.0).run(env_for(tmp_path), dataset=str(data))
+    out = api_step(server.base_url, max_failure_rate=1.0).run(step_env(tmp_path, "infer"), dataset=str(data))
     assert [r["response"] for r in read_jsonl(out["dataset"])] == [None, None]
     assert all("choices.0.message.content" in f["reason"] for f in read_jsonl(out["failures"]))
 
@@ -277,7 +257,7 @@ def test_server_dies_mid_run_then_resume(stub, tmp_path):
     without a response and asks only for the rest."""
     data = write_rows(tmp_path / "q.jsonl", 7)
     first = stub(lambda n, body: (200, {}, echo(body)) if n < 4 else None)
-    env = env_for(tmp_path)
+    env = step_env(tmp_path, "infer")
     step = api_step(first.base_url, concurrency=1, max_retries=1)
     with pytest.raises(DataError, match=r"connection to .* failed") as err:
         step.run(env, dataset=str(data))
@@ -309,7 +289,7 @@ def interrupting_builder(item, **kwargs):
 def test_interrupted_run_resumes_from_the_first_row_without_a_response(stub, tmp_path):
     server = stub()
     data = write_rows(tmp_path / "q.jsonl", 5)
-    env = env_for(tmp_path)
+    env = step_env(tmp_path, "infer")
     INTERRUPT_AT[:] = [3]
     step = api_step(server.base_url, build_messages_func=interrupting_builder)
     with pytest.raises(KeyboardInterrupt):
@@ -335,7 +315,7 @@ def test_scan_partial_cuts_a_half_written_line(tmp_path):
 def test_resume_starts_over_when_the_config_changed(stub, tmp_path):
     server = stub()
     data = write_rows(tmp_path / "q.jsonl", 3)
-    env = env_for(tmp_path)
+    env = step_env(tmp_path, "infer")
     api_step(server.base_url).run(env, dataset=str(data))
     n = len(server.requests)
     api_step(server.base_url).run(env, dataset=str(data))  # same config: nothing to ask
@@ -349,7 +329,7 @@ def test_several_chats_per_row_and_a_list_of_inputs(stub, tmp_path):
     server = stub()
     a, b = write_rows(tmp_path / "a.jsonl", 2), write_rows(tmp_path / "b.jsonl", 1)
     step = api_step(server.base_url, build_messages_func="tests.test_infer.own_builder")
-    out = step.run(env_for(tmp_path), dataset=[str(a), str(b)])
+    out = step.run(step_env(tmp_path, "infer"), dataset=[str(a), str(b)])
     assert [Path(p).name for p in out["dataset"]] == ["a_inference.jsonl", "b_inference.jsonl"]
     assert read_jsonl(out["dataset"][0])[1]["response"] == ["echo: Q: question 1",
                                                             "echo: QUESTION 1"]

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import compose
+from tests.conftest import compose, reply_json
 from sandbox.errors import ConfigError
 from sandbox.steps.base import StepEnv
 from sandbox.steps.probe_model import (ModelProbe, judge_chat, parse_judge_score, perplexities,
@@ -105,13 +105,8 @@ class JudgeServer(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'{"error": "bad request"}')
             return
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}],
-                           "usage": {"completion_tokens": 1}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        reply_json(self, 200, {"choices": [{"message": {"role": "assistant", "content": answer}}],
+                               "usage": {"completion_tokens": 1}})
 
     def log_message(self, *args):
         pass

@@ -11,26 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from sandbox import run
-from sandbox.cache import cache_root
 from sandbox.errors import ConfigError, DataError
 from sandbox.infer.backends import Reply
-from sandbox.steps.base import StepEnv
 from sandbox.steps.evaluate_judge import LLMJudgeEvaluator, parse_grade
 from sandbox.steps.pools import PoolCartesianJoin
 from sandbox.steps.prompts import (ArithmeticQA, GradeNumbers, ProposePrompts, parse_prompts,
                                    prompt_name)
-from tests.conftest import compose
-
-
-def env_for(tmp_path: Path, name: str) -> StepEnv:
-    workdir = tmp_path / "run" / name
-    workdir.mkdir(parents=True, exist_ok=True)
-    return StepEnv(name=name, workdir=workdir, run_dir=tmp_path / "run", cache_dir=cache_root(),
-                   show_progress=False)
-
-
-def read_jsonl(path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+from tests.conftest import compose, read_jsonl, step_env
 
 
 class ScriptedBackend:
@@ -75,7 +62,7 @@ def test_judge_counts_and_lists_unparsable_and_failed_rows(tmp_path):
     data = write_answers(tmp_path / "answers.jsonl", rows)
     judge = LLMJudgeEvaluator(reference_key="answer", backend="api", bootstrap=200, batch_size=4)
     judge.backend = ScriptedBackend(["4", "Score: 5", "2", None, " 5 ", "9"])
-    out = judge.run(env_for(tmp_path, "judge"), predicted_dataset_path=data)
+    out = judge.run(step_env(tmp_path, "judge"), predicted_dataset_path=data)
     m = out["metrics"]
     # grades 4, 2, 5 parse; "Score: 5" and "9" (out of 1-5) do not; row 3's request failed
     assert m["judge/mean"] == pytest.approx(11 / 3)
@@ -107,7 +94,7 @@ def test_judge_without_reference_and_with_nothing_parsable(tmp_path):
     assert len(judge.chat({"question": "q", "response": "r"})) == 1  # no system message
     judge.backend = ScriptedBackend(["I think 4", "great"])
     with pytest.raises(DataError, match=r"no row .* got a grade \(2 unparsable, 0 failed of 2\)"):
-        judge.run(env_for(tmp_path, "judge"), predicted_dataset_path=data)
+        judge.run(step_env(tmp_path, "judge"), predicted_dataset_path=data)
     assert len(read_jsonl(tmp_path / "run" / "judge" / "judge_answers.jsonl")) == 2
     with pytest.raises(ConfigError, match="needs a response and an integer grade"):
         LLMJudgeEvaluator(examples=[{"question": "q", "response": "r", "grade": "five"}])
@@ -157,7 +144,7 @@ def test_propose_adds_new_prompts_and_falls_back_to_the_carried_ones(tmp_path):
     step = ProposePrompts(prompts=carried, n_new=2, backend="api", seed=3)
     step.backend = ScriptedBackend(["1. Reply with only the number.\n2. Use digits only, no words.",
                                     "- Use digits only, no words.\n- Say nothing but the result."])
-    out = step.run(env_for(tmp_path, "propose"))
+    out = step.run(step_env(tmp_path, "propose"))
     texts = [p["prompt"] for p in out["prompts"]]
     # carried first (in order), then new ones not already there, at most n_new
     assert texts == ["Answer the question.", "Reply with only the number.",
@@ -177,7 +164,7 @@ def test_propose_adds_new_prompts_and_falls_back_to_the_carried_ones(tmp_path):
     # nothing usable (junk, a repeat, a failed request): the carried prompts alone, said so
     step = ProposePrompts(prompts=carried, n_new=3, backend="api")
     step.backend = ScriptedBackend(["ok", "1. Answer the question.", None])
-    out = step.run(env_for(tmp_path, "propose2"))
+    out = step.run(step_env(tmp_path, "propose2"))
     assert [p["prompt"] for p in out["prompts"]] == ["Answer the question.",
                                                      "Reply with only the number."]
     assert out["metrics"]["fallback"] == 1.0 and len(out["pools"]) == 2
@@ -187,7 +174,7 @@ def test_propose_adds_new_prompts_and_falls_back_to_the_carried_ones(tmp_path):
 
 # ============================================================================ QA, join, grader
 def test_generated_qa_joined_with_prompt_pools(tmp_path):
-    qa = ArithmeticQA(n=3, seed=5).run(env_for(tmp_path, "qa"))
+    qa = ArithmeticQA(n=3, seed=5).run(step_env(tmp_path, "qa"))
     rows = pq.read_table(qa["dataset"]).to_pylist()
     assert len(rows) == 3
     for r in rows:  # the answers are exact
@@ -195,10 +182,10 @@ def test_generated_qa_joined_with_prompt_pools(tmp_path):
         assert eq == "=" and r["answer"] == float(int(a) + int(b) if op == "+" else int(a) - int(b))
         assert r["answer"] >= 0
     assert rows == pq.read_table(ArithmeticQA(n=3, seed=5).run(
-        env_for(tmp_path, "qa2"))["dataset"]).to_pylist()  # seeded
+        step_env(tmp_path, "qa2"))["dataset"]).to_pylist()  # seeded
     prompts = ProposePrompts(prompts=["First prompt here.", "Second prompt here."], n_new=0,
-                             backend="api").run(env_for(tmp_path, "propose"))
-    joined = PoolCartesianJoin().run(env_for(tmp_path, "join"), left=prompts["pools"],
+                             backend="api").run(step_env(tmp_path, "propose"))
+    joined = PoolCartesianJoin().run(step_env(tmp_path, "join"), left=prompts["pools"],
                                      right=qa["pools"])["pools"]
     assert [p["parts"] for p in joined] == [[p["name"], "qa"] for p in prompts["pools"]]
     for pool, text in zip(joined, ["First prompt here.", "Second prompt here."]):
@@ -212,7 +199,7 @@ def test_grader_parses_numbers_and_penalizes_format_errors(tmp_path):
             {"question": "9 - 3 =", "answer": 6.0, "response": "To find 9 - 3,"},
             {"question": "5 - 2 =", "answer": 3.0, "response": "no idea"}]
     data = write_answers(tmp_path / "inf.jsonl", rows)
-    out = GradeNumbers(unparsable_error=50.0).run(env_for(tmp_path, "grade"), dataset=data)
+    out = GradeNumbers(unparsable_error=50.0).run(step_env(tmp_path, "grade"), dataset=data)
     # squared errors 0, 4, (9-6)^2 = 9 (the first number), and a format error worth 50
     assert out["metrics"] == {"mse": pytest.approx((0 + 4 + 9 + 50) / 4), "format_errors": 1.0,
                               "n": 4.0, "mse_parsed": pytest.approx(13 / 3)}
@@ -261,7 +248,7 @@ def test_prompt_optimization_iterates_with_the_default_model(default_model, tmp_
     answers = steps["infer@2"]["outputs"]["dataset"][0]
     judge = LLMJudgeEvaluator(reference_key="answer", num_threads=1, bootstrap=0)
     try:
-        out = judge.run(env_for(tmp_path, "judge"), predicted_dataset_path=answers)
+        out = judge.run(step_env(tmp_path, "judge"), predicted_dataset_path=answers)
         m = out["metrics"]
         assert m["n"] + m["judge/unparsable"] + m["judge/failed"] == 3
         assert 1 <= m["judge/mean"] <= 5
