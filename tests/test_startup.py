@@ -6,8 +6,13 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from sandbox import LAZY_IMPORTS
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # modules whose job is a heavy package (compiled kernels are numba functions)
 HEAVY_BY_NATURE = ("sandbox.jit", "sandbox.ops.kernels", "sandbox.ops.minhash_kernels",
@@ -47,3 +52,15 @@ def test_help_is_fast():
     seconds = time.perf_counter() - t0
     assert r.returncode == 0 and "data_pool" in r.stdout, r.stdout + r.stderr
     assert seconds < 3.0, f"--help took {seconds:.2f}s"  # ~0.5 s on an idle 2-core machine
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h", "engine=ray", "experiment=clip"]])
+def test_quick_help_is_hydras_help_word_for_word(args):
+    """`python -m sandbox --help` answers without Hydra's slow group listing (~2 s); its text
+    is exactly what Hydra's own --help prints for the same overrides."""
+    quick = subprocess.run([sys.executable, "-m", "sandbox", *args], capture_output=True,
+                           text=True, check=True, cwd=ROOT).stdout
+    hydra = subprocess.run([sys.executable, "-c", "import sys; from sandbox.__main__ import main; "
+                            "sys.argv = ['sandbox', *sys.argv[1:]]; main()", *args],
+                           capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert quick == hydra and "== Configuration groups ==" in quick and "engine: local, ray" in quick
