@@ -6,7 +6,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +32,13 @@ def safe_name(name: str) -> str:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write to a temp file beside ``path`` then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` to ``path`` through ``atomic_path``, synced to disk: never a half-written
+    file."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
@@ -53,29 +46,47 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 
 class atomic_path:
-    """``with atomic_path(final) as tmp: write to tmp`` then rename to ``final`` on success.
+    """``with atomic_path(final) as tmp: write to tmp`` then rename to ``final`` on success: the
+    one way this package writes a file or folder that others may read while it is written.
 
-    Works for files and directories; on failure the temp is removed and ``final`` is untouched."""
+    ``tmp`` sits beside ``final`` (same file system, so the rename is atomic), keeps its suffix
+    (writers that pick a format by extension still do) and is unique per process and thread,
+    so concurrent writers of one ``final`` never share a temp; the last to finish wins. With
+    ``done`` (a file that only a complete ``final`` holds, such as its manifest), a writer that
+    finds ``done`` already there when it finishes keeps that one and discards its own. On failure
+    the temp is removed and ``final`` is untouched."""
 
-    def __init__(self, final: str | Path):
+    def __init__(self, final: str | Path, done: str | Path | None = None):
         self.final = Path(final)
+        self.done = Path(done) if done is not None else None
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.final.parent / f".{self.final.name}.tmp-{os.getpid()}"
+        unique = f"{os.getpid()}-{threading.get_ident()}-{os.urandom(3).hex()}"
+        self.tmp = self.final.parent / f".{self.final.stem}.tmp-{unique}{self.final.suffix}"
 
     def __enter__(self) -> Path:
         self._remove(self.tmp)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
+        try:
+            if exc_type is not None or self._finished_elsewhere():
+                return
+            if self.final.is_dir() and not self.final.is_symlink():
+                shutil.rmtree(self.final, ignore_errors=True)  # a folder cannot be replaced
+            try:
+                os.replace(self.tmp, self.final)
+            except OSError:
+                if not self._finished_elsewhere():
+                    raise
+        finally:
             self._remove(self.tmp)
-            return
-        self._remove(self.final)
-        os.replace(self.tmp, self.final)
+
+    def _finished_elsewhere(self) -> bool:
+        return self.done is not None and self.done.is_file()
 
     @staticmethod
     def _remove(p: Path) -> None:
         if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)

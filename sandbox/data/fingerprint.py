@@ -16,11 +16,10 @@ stale stats, which we consider worse than one read.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from sandbox.cache import cache_dir_or_root
-from sandbox.utils import stable_hash
+from sandbox.utils import atomic_path, stable_hash
 
 try:
     import xxhash as _xxhash  # a dependency of `datasets`; ~10x blake2b's speed
@@ -84,10 +83,8 @@ def remember(path: str | Path, value: str, cache_dir: str | Path | None = None) 
     """Record a fingerprint computed elsewhere (e.g. while writing the file)."""
     memo = _memo_path(Path(path), cache_dir)
     try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(value)
-        os.replace(tmp, memo)
+        with atomic_path(memo) as tmp:
+            tmp.write_text(value)
     except OSError:  # a read-only cache only costs the memo
         pass
 

