@@ -3,7 +3,7 @@
 Torch's OpenMP threads spin while they wait for each other. On a machine whose cores are also
 running other processes, two threads on two busy cores spend most of their time spinning for a
 thread that is not scheduled: measured on 2 cores with two other CPU-bound processes, 2 threads
-trained several times slower than 1 (see the README's Scaling out). So ``auto`` counts the CPUs
+trained several times slower than 1 (see docs/scaling.md). So ``auto`` counts the CPUs
 this process may use (affinity, cgroup quota) less those other processes keep busy right now
 (``/proc/stat`` over a quarter of a second), and a fixed count that oversubscribes the machine
 is kept but reported."""
