@@ -25,9 +25,10 @@ from sandbox.engine import ComputedFile, first_alive, hash_codes  # noqa: E402
 from sandbox.engine.ray import RayEngine, _in_order, import_ray  # noqa: E402
 from sandbox.engine.shuffle import ShuffleDedup, auto_partitions  # noqa: E402
 from sandbox.ops import OpSpec  # noqa: E402
-from sandbox.ops.deduplicators import (DocumentDeduplicator,  # noqa: E402
-                                       DocumentMinhashDeduplicator, ImageDeduplicator,
-                                       keep_first_media)
+from sandbox.ops.common.media import keep_first_media  # noqa: E402
+from sandbox.ops.image.deduplicators import ImageDeduplicator  # noqa: E402
+from sandbox.ops.text.deduplicators import (DocumentDeduplicator,  # noqa: E402
+                                            DocumentMinhashDeduplicator)
 from sandbox.engine.worker import SpanJob  # noqa: E402
 from sandbox.errors import ConfigError, DataError  # noqa: E402
 from sandbox.recipe import load_recipe  # noqa: E402

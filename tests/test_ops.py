@@ -18,8 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox.errors import RecipeError
-from sandbox.ops import all_ops, chars, filters, get_op_class
+from sandbox.ops import all_ops, get_op_class
 from sandbox.ops.base import MAXSIZE, Filter, TextViews
+from sandbox.ops.common import chars
+from sandbox.ops.common.text_views import char_stats_of
+from sandbox.ops.text.filters import char_rep_ratio, word_rep_ratio
 from sandbox.recipe import load_recipe
 
 ALL_NAMES = {
@@ -216,7 +219,7 @@ def test_special_characters_ratio():
 
 
 def test_special_characters_set():
-    sc = filters.SPECIAL_CHARACTERS
+    sc = chars.SPECIAL_CHARACTERS
     assert len(sc) == 1618  # Data-Juicer's set restricted to single characters (emoji 2.2.0)
     for c in string.punctuation + string.digits + string.whitespace + "“”—…©®😀❤":
         assert c in sc, repr(c)
@@ -271,7 +274,7 @@ def thue_morse(k: int, a: str = "a", b: str = "b") -> tuple[str, str]:
 
 
 def poly_hash(values) -> int:
-    from sandbox.ops import kernels
+    from sandbox.ops.common import kernels
 
     h = 0
     for v in values:
@@ -286,17 +289,17 @@ def test_repetition_kernels_are_exact_on_hash_collisions():
     assert x != y and poly_hash(map(ord, x)) == poly_hash(map(ord, y))
     text = x + y
     assert stat("character_repetition_filter", [text], rep_len=2048) == [
-        filters.char_rep_ratio(text, 2048)]
+        char_rep_ratio(text, 2048)]
     # the same at word level: n-grams of 2048 words, and single words of 2048 characters
     wx, wy = thue_morse(11, "a ", "b ")
     ids = {"a": 0, "b": 1}  # word ids as the kernel numbers them (first occurrence)
     assert poly_hash(ids[w] for w in wx.split()) == poly_hash(ids[w] for w in wy.split())
     text = wx + wy
     assert stat("word_repetition_filter", [text], rep_len=2048) == [
-        filters.word_rep_ratio(text.split(), 2048)]
+        word_rep_ratio(text.split(), 2048)]
     text = " ".join([x, y, x, "z", "q"])
     assert stat("word_repetition_filter", [text], rep_len=1) == [
-        filters.word_rep_ratio(text.split(), 1)] == [2 / 5]
+        word_rep_ratio(text.split(), 1)] == [2 / 5]
 
 
 def test_word_repetition_long_word_lists():
@@ -396,9 +399,9 @@ def test_views_are_computed_once_per_batch():
     assert ("char_stats",) in views.computed and len(words_keys) == 1
     assert len(refined_keys) == 1  # lower-cased, shared by the two word-list filters
     assert all(v == 1 for v in views.computed.values())
-    from sandbox.ops.kernels import LINES, LONGEST_LINE, WORDS
+    from sandbox.ops.common.kernels import LINES, LONGEST_LINE, WORDS
 
-    stats = filters.char_stats_of(views)
+    stats = char_stats_of(views)
     assert stats[:, LINES].tolist() == [2, 2] and stats[:, LONGEST_LINE].tolist() == [3, 5]
     assert stats[:, WORDS].tolist() == [4, 4]
 
@@ -553,7 +556,7 @@ def ref_refined(text, lower):
     words = [w for w in text.replace("\n", " ").replace("\t", " ").split(" ") if w]
     if lower:
         words = [w.lower() for w in words]
-    words = [ref_strip(w, filters.SPECIAL_CHARACTERS) for w in words]
+    words = [ref_strip(w, chars.SPECIAL_CHARACTERS) for w in words]
     return [w for w in words if w]
 
 
@@ -581,17 +584,17 @@ def test_character_counts_match_reference(text):
     size = len(text) or 1  # Data-Juicer: 0.0 for empty text
     assert stat("alphanumeric_filter", [text]) == [sum(c.isalnum() for c in text) / size]
     assert stat("special_characters_filter", [text]) == [
-        len([c for c in text if c in filters.SPECIAL_CHARACTERS]) / size]
+        len([c for c in text if c in chars.SPECIAL_CHARACTERS]) / size]
     assert stat("words_num_filter", [text]) == [len(ref_refined(text, False))]
     lines = text.splitlines()
     assert stat("average_line_length_filter", [text]) == [len(text) / len(lines) if lines else 0.0]
     assert stat("maximum_line_length_filter", [text]) == [max(map(len, lines), default=0)]
     words = [w for w in text.replace("\n", " ").replace("\t", " ").split(" ") if w]
-    assert filters.split_on_whitespace(text) == words
+    assert chars.split_on_whitespace(text) == words
     for lower in (False, True):
-        assert filters.refine_words(words, lower) == ref_refined(text, lower)
+        assert chars.refine_words(words, lower) == ref_refined(text, lower)
     for w in words:
-        assert filters.strip_special(w) == ref_strip(w, filters.SPECIAL_CHARACTERS)
+        assert chars.strip_special(w) == ref_strip(w, chars.SPECIAL_CHARACTERS)
 
 
 @settings(max_examples=150, deadline=None)

@@ -48,8 +48,9 @@ def rule(op: Op) -> str | None:
     ``media`` (the same, but rows with an empty or failed hash always stay: image and video
     deduplicators, ``keep_first_media``), ``minhash`` (rows linked by an equal band), or None for
     a deduplicator it cannot run (SimHash) and for other OPs."""
-    from sandbox.ops.deduplicators import DocumentMinhashDeduplicator, ImageDeduplicator
-    from sandbox.ops.media_ops import VideoDeduplicator
+    from sandbox.ops.image.deduplicators import ImageDeduplicator
+    from sandbox.ops.text.deduplicators import DocumentMinhashDeduplicator
+    from sandbox.ops.video.deduplicators import VideoDeduplicator
 
     if exact(op):
         return "exact"
@@ -155,7 +156,7 @@ def result_pieces(path, rows: int) -> list[Piece]:
 def components(n: int, edges: list[np.ndarray]) -> np.ndarray:
     """Bool per row of ``0..n-1``: the smallest row of each group the ``(2, k)`` edge arrays
     link (a row without edges is its own group)."""
-    from sandbox.ops import minhash_kernels as mk
+    from sandbox.ops.common import minhash_kernels as mk
 
     both = np.concatenate(edges, axis=1) if edges else np.zeros((2, 0), dtype=np.int64)
     return mk.components_keep(n, both[0], both[1])
@@ -169,7 +170,7 @@ def map_keys(path: str, column: str, piece: Piece, alive: np.ndarray, how: str,
     ``partitions`` tables by key hash (a single table when ``partitions`` is 1). ``how`` is the
     OP's ``rule``; for ``minhash``, ``bands`` are its band bounds (``band_bounds``) and every row
     is ``width`` bytes."""
-    from sandbox.ops import minhash_kernels as mk
+    from sandbox.ops.common import minhash_kernels as mk
 
     lo, hi, start, stop, first = piece
     table = pq.ParquetFile(path).read_row_groups(range(lo, hi), columns=[ROW_ID_COLUMN, column])
