@@ -69,6 +69,64 @@ def test_registry_holds_every_op_with_its_kind():
         assert cls.description and "\n" not in cls.description
 
 
+def test_every_op_answers_what_it_needs_through_the_base_class():
+    """``assets`` and ``needed_assets(args)`` are on every OP (none by default), so callers ask
+    every OP alike."""
+    from sandbox.recipe import full_args
+    from sandbox.ops.base import OpSpec
+
+    for name, cls in all_ops().items():
+        assert isinstance(cls.assets, dict), name
+        if not cls.assets:
+            assert cls.needed_assets(full_args(OpSpec(name, name, {}))) == [], name
+    assert get_op_class("text_length_filter").needed_assets({}) == []
+
+
+def test_deduplicators_declare_their_shuffle_key():
+    declared = {"document_deduplicator": "exact", "document_minhash_deduplicator": "minhash",
+                "image_deduplicator": "media", "video_deduplicator": "media",
+                "document_simhash_deduplicator": None}
+    ops = all_ops()
+    assert {n for n, c in ops.items() if c.kind == "deduplicator"} == set(declared)
+    for name, key in declared.items():
+        assert ops[name].shuffle_key == key, name
+    assert all(c.shuffle_key is None for c in ops.values() if c.kind != "deduplicator")
+
+
+def test_the_engines_read_the_shuffle_key_not_the_class():
+    """A deduplicator the engines have never heard of groups as it declares: ``rule`` (the Ray
+    shuffle) and ``exact`` (the vectorised selection) read ``shuffle_key`` only."""
+    from sandbox.engine.selection import exact
+    from sandbox.engine.shuffle import rule, shuffles
+    from sandbox.ops import Deduplicator
+
+    def dedup(key):
+        def keep_mask(self, hashes, alive):  # a rule of its own: only the declaration tells
+            return alive.copy()
+        return type("Declared", (Deduplicator,), {"name": "test_declared_deduplicator",
+                                                  "shuffle_key": key, "keep_mask": keep_mask})()
+
+    for key in ("exact", "media", "minhash", None):
+        op = dedup(key)
+        assert rule(op) == key and shuffles(op) == (key is not None)
+        assert exact(op) == (key == "exact")
+    plain = type("Plain", (Deduplicator,), {"name": "test_plain_deduplicator"})()
+    assert rule(plain) == "exact" and exact(plain)  # the base keep_mask is the exact rule
+    assert rule(get_op_class("text_length_filter")()) is None
+
+
+def test_a_deduplicator_with_its_own_keep_mask_must_declare_its_shuffle_key():
+    from sandbox.ops import Deduplicator
+
+    def keep_mask(self, hashes, alive):
+        return alive.copy()
+
+    with pytest.raises(TypeError, match="declare its shuffle_key"):
+        type("Undeclared", (Deduplicator,), {"keep_mask": keep_mask})
+    with pytest.raises(TypeError, match="shuffle_key='bands'"):
+        type("Unknown", (Deduplicator,), {"shuffle_key": "bands"})
+
+
 def test_unknown_op_suggests_closest():
     with pytest.raises(KeyError) as e:
         get_op_class("text_lenght_filter")

@@ -1,9 +1,10 @@
 """Deduplication across a Ray cluster: keys shuffled by hash, groups joined across partitions.
 
 ``RayEngine.select`` keeps thresholds and selectors on the driver (they need a few bytes per row)
-and hands the exact (``document_deduplicator``; image and video deduplicators, whose rows with an
-empty or unreadable hash always stay) and MinHash (``document_minhash_deduplicator``)
-deduplicators to ``ShuffleDedup``, so that neither their hash columns (~36 B/row) nor the
+and hands the deduplicators that declare a ``shuffle_key`` (``sandbox.ops.base.SHUFFLE_KEYS``) to
+``ShuffleDedup``: exact ones (``document_deduplicator``; ``media``: image and video
+deduplicators, whose rows with an empty or unreadable hash always stay) and MinHash ones
+(``document_minhash_deduplicator``), so that neither their hash columns (~36 B/row) nor the
 MinHash signatures (~1 KB/row) pass through the driver:
 
 1. **map**, one Ray task per piece of the result file (``shuffle_rows`` rows): read the OP's
@@ -26,7 +27,7 @@ on how the rows were split, nor on which task finished first. (Data-Juicer's Ray
 keep whichever copy reaches them first, so their output changes from run to run.)
 
 ``document_simhash_deduplicator`` (pairs within a Hamming distance, found by permuted tables)
-runs on the driver.
+declares no ``shuffle_key`` and runs on the driver.
 """
 from __future__ import annotations
 
@@ -38,27 +39,16 @@ import pyarrow.parquet as pq
 
 from sandbox.engine.common import ROW_ID_COLUMN, hash_column, to_numpy
 from sandbox.engine.result import ComputedFile, misaligned
-from sandbox.engine.selection import exact
-from sandbox.ops import Op, OpSpec
-
+from sandbox.ops import Deduplicator, Op, OpSpec
 
 
 def rule(op: Op) -> str | None:
-    """How ``ShuffleDedup`` groups the OP's rows: ``exact`` (the first of each hash stays),
-    ``media`` (the same, but rows with an empty or failed hash always stay: image and video
-    deduplicators, ``keep_first_media``), ``minhash`` (rows linked by an equal band), or None for
-    a deduplicator it cannot run (SimHash) and for other OPs."""
-    from sandbox.ops.image.deduplicators import ImageDeduplicator
-    from sandbox.ops.text.deduplicators import DocumentMinhashDeduplicator
-    from sandbox.ops.video.deduplicators import VideoDeduplicator
-
-    if exact(op):
-        return "exact"
-    if isinstance(op, DocumentMinhashDeduplicator):
-        return "minhash"
-    if isinstance(op, (ImageDeduplicator, VideoDeduplicator)):
-        return "media"
-    return None
+    """How ``ShuffleDedup`` groups the OP's rows, as the OP declares it (its ``shuffle_key``):
+    ``exact`` (the first of each hash stays), ``media`` (the same, but rows with an empty or
+    failed hash always stay: image and video deduplicators, ``keep_first_media``), ``minhash``
+    (rows linked by an equal band), or None for a deduplicator it cannot run (SimHash) and for
+    other OPs."""
+    return op.shuffle_key if isinstance(op, Deduplicator) else None
 
 
 def shuffles(op: Op) -> bool:

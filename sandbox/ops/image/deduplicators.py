@@ -66,6 +66,7 @@ class ImageDeduplicator(Deduplicator):
 
     name = "image_deduplicator"
     description = "Remove samples whose images have identical perceptual hashes (phash/dhash/...)."
+    shuffle_key = "media"  # keep_first_media
 
     def __init__(self, method: str = "phash", consider_text: bool = False,
                  image_key: str = "images", **kwargs):

@@ -41,6 +41,7 @@ class DocumentDeduplicator(Deduplicator):
 
     name = "document_deduplicator"
     description = "Drop exact duplicate texts (md5), optionally ignoring case and non-letters."
+    shuffle_key = "exact"
 
     def __init__(self, lowercase: bool = False, ignore_non_character: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -183,6 +184,7 @@ class DocumentMinhashDeduplicator(_ShingleDedup):
 
     name = "document_minhash_deduplicator"
     description = "Remove near-duplicate documents (MinHash-LSH, Jaccard >= jaccard_threshold)."
+    shuffle_key = "minhash"  # rows linked by an equal band (band_bounds)
 
     def __init__(self, tokenization: str = "space", window_size: int = 5, lowercase: bool = True,
                  ignore_pattern: Optional[str] = None, num_permutations: int = 256,
@@ -329,6 +331,7 @@ class DocumentSimhashDeduplicator(_ShingleDedup):
     name = "document_simhash_deduplicator"
     description = "Remove near-duplicate documents (SimHash, Hamming distance <= hamming_distance)."
     assets = {"simhash": "the simhash-pybind package (PyPI)"}
+    shuffle_key = None  # pairs within a Hamming distance: on the driver
 
     def __init__(self, tokenization: str = "space", window_size: int = 6, lowercase: bool = True,
                  ignore_pattern: Optional[str] = None, num_blocks: int = 6,

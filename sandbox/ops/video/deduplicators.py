@@ -27,6 +27,7 @@ class VideoDeduplicator(Deduplicator):
 
     name = "video_deduplicator"
     description = "Remove samples whose videos are identical (md5 of the video packets)."
+    shuffle_key = "media"  # keep_first_media
 
     def __init__(self, consider_text: bool = False, video_key: str = "videos", **kwargs):
         super().__init__(**kwargs)
