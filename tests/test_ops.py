@@ -72,8 +72,8 @@ def test_registry_holds_every_op_with_its_kind():
 def test_every_op_answers_what_it_needs_through_the_base_class():
     """``assets`` and ``needed_assets(args)`` are on every OP (none by default), so callers ask
     every OP alike."""
-    from sandbox.recipe import full_args
     from sandbox.ops.base import OpSpec
+    from sandbox.recipe import full_args
 
     for name, cls in all_ops().items():
         assert isinstance(cls.assets, dict), name
