@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable
 
-from sandbox.ops.chars import SPECIAL_CHARACTERS, refine_words, split_on_whitespace
+from sandbox.ops.common.chars import SPECIAL_CHARACTERS, refine_words, split_on_whitespace
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 OTHER = "¬∙"  # neither alphanumeric nor in Data-Juicer's SPECIAL_CHARACTERS

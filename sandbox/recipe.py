@@ -297,15 +297,15 @@ def full_args(spec: OpSpec) -> dict[str, Any]:
     return out
 
 
+def op_asset_needs(spec: OpSpec) -> list:
+    """``(OP key, AssetRef)`` for every asset the OP of ``spec`` needs, as it declares them
+    (``Op.needed_assets``) for its arguments."""
+    return [(spec.key, ref) for ref in get_op_class(spec.name).needed_assets(full_args(spec))]
+
+
 def asset_needs(recipe: Recipe) -> list:
-    """``(OP key, AssetRef)`` for every asset every OP of the recipe needs (OPs declare theirs
-    with a ``needed_assets(args)`` classmethod)."""
-    needs = []
-    for spec in recipe.ops:
-        declare = getattr(get_op_class(spec.name), "needed_assets", None)
-        if declare is not None:
-            needs += [(spec.key, ref) for ref in declare(full_args(spec))]
-    return needs
+    """``(OP key, AssetRef)`` for every asset every OP of the recipe needs."""
+    return [need for spec in recipe.ops for need in op_asset_needs(spec)]
 
 
 def _missing_assets(recipe: Recipe, fetch_args: str) -> str:
@@ -316,8 +316,7 @@ def _missing_assets(recipe: Recipe, fetch_args: str) -> str:
     needs = []
     for spec in recipe.ops:
         try:
-            declare = getattr(get_op_class(spec.name), "needed_assets", None)
-            needs += [(spec.key, ref) for ref in (declare(full_args(spec)) if declare else [])]
+            needs += op_asset_needs(spec)
         except Exception:  # the error being reported already covers this OP
             continue
     try:

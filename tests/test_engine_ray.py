@@ -24,10 +24,11 @@ from sandbox.engine import LocalEngine, ProcessOutputs, build_engine, cache_path
 from sandbox.engine import ComputedFile, first_alive, hash_codes  # noqa: E402
 from sandbox.engine.ray import RayEngine, _in_order, import_ray  # noqa: E402
 from sandbox.engine.shuffle import ShuffleDedup, auto_partitions  # noqa: E402
-from sandbox.ops import OpSpec  # noqa: E402
-from sandbox.ops.deduplicators import (DocumentDeduplicator,  # noqa: E402
-                                       DocumentMinhashDeduplicator, ImageDeduplicator,
-                                       keep_first_media)
+from sandbox.ops import OPS, Deduplicator, OpSpec, register  # noqa: E402
+from sandbox.ops.common.media import keep_first_media  # noqa: E402
+from sandbox.ops.image.deduplicators import ImageDeduplicator  # noqa: E402
+from sandbox.ops.text.deduplicators import (DocumentDeduplicator,  # noqa: E402
+                                            DocumentMinhashDeduplicator)
 from sandbox.engine.worker import SpanJob  # noqa: E402
 from sandbox.errors import ConfigError, DataError  # noqa: E402
 from sandbox.recipe import load_recipe  # noqa: E402
@@ -225,6 +226,82 @@ def test_shuffled_exact_dedup_of_list_hashes_equals_the_reference_rule(ray_clust
     np.testing.assert_array_equal(stay, op.keep_mask(hashes, alive))
     np.testing.assert_array_equal(stay_alone, op.keep_mask(hashes, np.ones(n, dtype=bool)))
     assert stay.sum() == len(pick)
+
+
+class _CaselessDeduplicator(Deduplicator):
+    """A deduplicator the engines have never heard of: a row's hash is its text lower-cased, and
+    its ``keep_mask`` is its own code (a dict of first rows), so that only its declared
+    ``shuffle_key`` says its rows group exactly."""
+
+    name = "test_caseless_deduplicator"
+    description = "Remove texts equal to an earlier one but for case (a test OP)."
+    shuffle_key = "exact"
+
+    def hash_batch(self, views) -> list:
+        return [t.lower() for t in views.texts]
+
+    def keep_mask(self, hashes, alive: np.ndarray) -> np.ndarray:
+        first: dict = {}
+        for i in np.flatnonzero(alive):
+            first.setdefault(hashes[i], i)
+        keep = np.zeros(len(alive), dtype=bool)
+        keep[list(first.values())] = True
+        return keep
+
+
+@pytest.fixture
+def caseless_deduplicator():
+    """``_CaselessDeduplicator`` in the registry for one test."""
+    register(_CaselessDeduplicator)
+    yield _CaselessDeduplicator
+    OPS.pop(_CaselessDeduplicator.name)
+
+
+@pytest.mark.slow
+def test_a_deduplicator_declared_outside_the_package_is_shuffled_on_the_workers(
+        ray_cluster, tmp_path, caseless_deduplicator):
+    """The Ray engine reads the OP's ``shuffle_key``, not its class: a deduplicator defined here
+    that declares ``exact`` is grouped by the shuffle on the workers (its hash column is never
+    read on the driver) and keeps what engine=local keeps. The hashes are computed in this
+    process by the local engine (the Ray workers' registry does not hold a test OP)."""
+    rng = random.Random(11)
+    texts = [_words(rng, 20) for _ in range(240)]
+    copies = {}  # source row -> its copy, in another case, in a later row group
+    for k in range(20):
+        src = 3 + 11 * k
+        copies[src] = len(texts)
+        texts.append(texts[src].upper() if k % 2 else texts[src].title())
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"text": texts}), pool, row_group_size=50)
+    rec = load_recipe({"ops": {"words_num_filter": {"min_num": 10},
+                               caseless_deduplicator.name: {}}})
+    ops = rec.build()
+    n = len(texts)
+    local = LocalEngine(num_proc=1, batch_size=8, span_rows=16)
+    distributed = RayEngine(scheduler="tasks", shuffle_rows=40, shuffle_partitions=3)
+    results = {}
+    for name, engine in (("local", local), ("ray", distributed)):
+        out = tmp_path / name
+        out.mkdir()
+        computed = local.compute(pool, rec.ops, scratch_dir=out)
+        sel = engine.select(rec.ops, ops, computed, n, fields=pool)
+        engine.write(pool, computed, sel, "text", ProcessOutputs(
+            dropped=out / "dropped.parquet", kept=out / "kept.parquet",
+            export=out / "kept.jsonl"))
+        results[name] = (computed, sel, out)
+    (_, ls, lo), (rc, rs, ro) = results["local"], results["ray"]
+    shuffle = distributed.last_shuffle
+    assert shuffle is not None and shuffle.records == n  # one record per row, on the workers
+    assert len(shuffle.pieces) >= n // 40
+    assert not any(c.endswith(".hash") for c in rc._columns)
+    np.testing.assert_array_equal(ls.keep, rs.keep)
+    assert ls.retention == rs.retention
+    for f in ("kept.parquet", "dropped.parquet", "kept.jsonl"):
+        assert _bytes(lo / f) == _bytes(ro / f), f
+    for src, copy in copies.items():
+        assert rs.keep[src] and not rs.keep[copy]
+        assert rs.dropped_by[copy] == caseless_deduplicator.name
+    assert int(rs.keep.sum()) == 240
 
 
 @pytest.mark.parametrize("consider_text", [False, True])

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox.data.corpus import default_corpus
-from sandbox.ops import mappers
-from sandbox.ops.mappers import DEFAULT_LINK_PATTERN, CleanLinksMapper
+from sandbox.ops.text import mappers
+from sandbox.ops.text.mappers import DEFAULT_LINK_PATTERN, CleanLinksMapper
 
 REFERENCE = regex.compile(DEFAULT_LINK_PATTERN, flags=regex.DOTALL)
 

@@ -1,5 +1,5 @@
-"""document_minhash_deduplicator's compiled kernels (sandbox.ops.minhash_kernels) against the
-reference Python implementation kept in sandbox.ops.deduplicators (``signature``,
+"""document_minhash_deduplicator's compiled kernels (sandbox.ops.common.minhash_kernels) against the
+reference Python implementation kept in sandbox.ops.text.deduplicators (``signature``,
 ``reference_bands``, ``_union_find_keep``): equal value for value."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sandbox.ops import TextViews, get_op_class
-from sandbox.ops.deduplicators import _union_find_keep
+from sandbox.ops.text.deduplicators import _union_find_keep
 
 NAME = "document_minhash_deduplicator"
 
@@ -61,7 +61,7 @@ def _check_signatures(o, batch):
 
 
 def test_sha1_kernel_matches_hashlib():
-    from sandbox.ops import minhash_kernels as mk
+    from sandbox.ops.common import minhash_kernels as mk
 
     rng = np.random.default_rng(0)
     for n in list(range(0, 260)) + [1000, 4097, 10000]:

@@ -18,8 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox.errors import RecipeError
-from sandbox.ops import all_ops, chars, filters, get_op_class
+from sandbox.ops import all_ops, get_op_class
 from sandbox.ops.base import MAXSIZE, Filter, TextViews
+from sandbox.ops.common import chars
+from sandbox.ops.common.text_views import char_stats_of
+from sandbox.ops.text.filters import char_rep_ratio, word_rep_ratio
 from sandbox.recipe import load_recipe
 
 ALL_NAMES = {
@@ -64,6 +67,64 @@ def test_registry_holds_every_op_with_its_kind():
         assert cls.name == name
         assert cls.kind in ("mapper", "filter", "deduplicator")
         assert cls.description and "\n" not in cls.description
+
+
+def test_every_op_answers_what_it_needs_through_the_base_class():
+    """``assets`` and ``needed_assets(args)`` are on every OP (none by default), so callers ask
+    every OP alike."""
+    from sandbox.ops.base import OpSpec
+    from sandbox.recipe import full_args
+
+    for name, cls in all_ops().items():
+        assert isinstance(cls.assets, dict), name
+        if not cls.assets:
+            assert cls.needed_assets(full_args(OpSpec(name, name, {}))) == [], name
+    assert get_op_class("text_length_filter").needed_assets({}) == []
+
+
+def test_deduplicators_declare_their_shuffle_key():
+    declared = {"document_deduplicator": "exact", "document_minhash_deduplicator": "minhash",
+                "image_deduplicator": "media", "video_deduplicator": "media",
+                "document_simhash_deduplicator": None}
+    ops = all_ops()
+    assert {n for n, c in ops.items() if c.kind == "deduplicator"} == set(declared)
+    for name, key in declared.items():
+        assert ops[name].shuffle_key == key, name
+    assert all(c.shuffle_key is None for c in ops.values() if c.kind != "deduplicator")
+
+
+def test_the_engines_read_the_shuffle_key_not_the_class():
+    """A deduplicator the engines have never heard of groups as it declares: ``rule`` (the Ray
+    shuffle) and ``exact`` (the vectorised selection) read ``shuffle_key`` only."""
+    from sandbox.engine.selection import exact
+    from sandbox.engine.shuffle import rule, shuffles
+    from sandbox.ops import Deduplicator
+
+    def dedup(key):
+        def keep_mask(self, hashes, alive):  # a rule of its own: only the declaration tells
+            return alive.copy()
+        return type("Declared", (Deduplicator,), {"name": "test_declared_deduplicator",
+                                                  "shuffle_key": key, "keep_mask": keep_mask})()
+
+    for key in ("exact", "media", "minhash", None):
+        op = dedup(key)
+        assert rule(op) == key and shuffles(op) == (key is not None)
+        assert exact(op) == (key == "exact")
+    plain = type("Plain", (Deduplicator,), {"name": "test_plain_deduplicator"})()
+    assert rule(plain) == "exact" and exact(plain)  # the base keep_mask is the exact rule
+    assert rule(get_op_class("text_length_filter")()) is None
+
+
+def test_a_deduplicator_with_its_own_keep_mask_must_declare_its_shuffle_key():
+    from sandbox.ops import Deduplicator
+
+    def keep_mask(self, hashes, alive):
+        return alive.copy()
+
+    with pytest.raises(TypeError, match="declare its shuffle_key"):
+        type("Undeclared", (Deduplicator,), {"keep_mask": keep_mask})
+    with pytest.raises(TypeError, match="shuffle_key='bands'"):
+        type("Unknown", (Deduplicator,), {"shuffle_key": "bands"})
 
 
 def test_unknown_op_suggests_closest():
@@ -216,7 +277,7 @@ def test_special_characters_ratio():
 
 
 def test_special_characters_set():
-    sc = filters.SPECIAL_CHARACTERS
+    sc = chars.SPECIAL_CHARACTERS
     assert len(sc) == 1618  # Data-Juicer's set restricted to single characters (emoji 2.2.0)
     for c in string.punctuation + string.digits + string.whitespace + "“”—…©®😀❤":
         assert c in sc, repr(c)
@@ -271,7 +332,7 @@ def thue_morse(k: int, a: str = "a", b: str = "b") -> tuple[str, str]:
 
 
 def poly_hash(values) -> int:
-    from sandbox.ops import kernels
+    from sandbox.ops.common import kernels
 
     h = 0
     for v in values:
@@ -286,17 +347,17 @@ def test_repetition_kernels_are_exact_on_hash_collisions():
     assert x != y and poly_hash(map(ord, x)) == poly_hash(map(ord, y))
     text = x + y
     assert stat("character_repetition_filter", [text], rep_len=2048) == [
-        filters.char_rep_ratio(text, 2048)]
+        char_rep_ratio(text, 2048)]
     # the same at word level: n-grams of 2048 words, and single words of 2048 characters
     wx, wy = thue_morse(11, "a ", "b ")
     ids = {"a": 0, "b": 1}  # word ids as the kernel numbers them (first occurrence)
     assert poly_hash(ids[w] for w in wx.split()) == poly_hash(ids[w] for w in wy.split())
     text = wx + wy
     assert stat("word_repetition_filter", [text], rep_len=2048) == [
-        filters.word_rep_ratio(text.split(), 2048)]
+        word_rep_ratio(text.split(), 2048)]
     text = " ".join([x, y, x, "z", "q"])
     assert stat("word_repetition_filter", [text], rep_len=1) == [
-        filters.word_rep_ratio(text.split(), 1)] == [2 / 5]
+        word_rep_ratio(text.split(), 1)] == [2 / 5]
 
 
 def test_word_repetition_long_word_lists():
@@ -396,9 +457,9 @@ def test_views_are_computed_once_per_batch():
     assert ("char_stats",) in views.computed and len(words_keys) == 1
     assert len(refined_keys) == 1  # lower-cased, shared by the two word-list filters
     assert all(v == 1 for v in views.computed.values())
-    from sandbox.ops.kernels import LINES, LONGEST_LINE, WORDS
+    from sandbox.ops.common.kernels import LINES, LONGEST_LINE, WORDS
 
-    stats = filters.char_stats_of(views)
+    stats = char_stats_of(views)
     assert stats[:, LINES].tolist() == [2, 2] and stats[:, LONGEST_LINE].tolist() == [3, 5]
     assert stats[:, WORDS].tolist() == [4, 4]
 
@@ -553,7 +614,7 @@ def ref_refined(text, lower):
     words = [w for w in text.replace("\n", " ").replace("\t", " ").split(" ") if w]
     if lower:
         words = [w.lower() for w in words]
-    words = [ref_strip(w, filters.SPECIAL_CHARACTERS) for w in words]
+    words = [ref_strip(w, chars.SPECIAL_CHARACTERS) for w in words]
     return [w for w in words if w]
 
 
@@ -581,17 +642,17 @@ def test_character_counts_match_reference(text):
     size = len(text) or 1  # Data-Juicer: 0.0 for empty text
     assert stat("alphanumeric_filter", [text]) == [sum(c.isalnum() for c in text) / size]
     assert stat("special_characters_filter", [text]) == [
-        len([c for c in text if c in filters.SPECIAL_CHARACTERS]) / size]
+        len([c for c in text if c in chars.SPECIAL_CHARACTERS]) / size]
     assert stat("words_num_filter", [text]) == [len(ref_refined(text, False))]
     lines = text.splitlines()
     assert stat("average_line_length_filter", [text]) == [len(text) / len(lines) if lines else 0.0]
     assert stat("maximum_line_length_filter", [text]) == [max(map(len, lines), default=0)]
     words = [w for w in text.replace("\n", " ").replace("\t", " ").split(" ") if w]
-    assert filters.split_on_whitespace(text) == words
+    assert chars.split_on_whitespace(text) == words
     for lower in (False, True):
-        assert filters.refine_words(words, lower) == ref_refined(text, lower)
+        assert chars.refine_words(words, lower) == ref_refined(text, lower)
     for w in words:
-        assert filters.strip_special(w) == ref_strip(w, filters.SPECIAL_CHARACTERS)
+        assert chars.strip_special(w) == ref_strip(w, chars.SPECIAL_CHARACTERS)
 
 
 @settings(max_examples=150, deadline=None)

@@ -10,8 +10,8 @@ from PIL import Image
 
 from sandbox.assets import AssetMissing
 from sandbox.ops import TextViews, get_op_class
-from sandbox.ops.deduplicators import image_hash
-from sandbox.ops.filters import size_to_bytes
+from sandbox.ops.image.deduplicators import image_hash
+from sandbox.ops.image.filters import size_to_bytes
 
 
 def op(name, **kw):

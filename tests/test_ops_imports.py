@@ -15,8 +15,9 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(sandbox.ops.__path__, "sa
 
 
 def test_every_module_is_listed():
-    assert {"sandbox.ops.chars", "sandbox.ops.kernels", "sandbox.ops.filters",
-            "sandbox.ops.filters.text", "sandbox.ops.mappers"} <= set(MODULES)
+    assert {"sandbox.ops.common.chars", "sandbox.ops.common.kernels", "sandbox.ops.text.filters",
+            "sandbox.ops.text.mappers", "sandbox.ops.video.deduplicators"} <= set(MODULES)
+    assert set(sandbox.ops.OP_MODULES) <= set(MODULES)
 
 
 @pytest.mark.parametrize("first", MODULES)
@@ -24,7 +25,7 @@ def test_module_imports_first_in_a_fresh_interpreter(first):
     expected = len(sandbox.ops.all_ops())
     code = (
         f"import {first}\n"
-        "import sandbox.ops.kernels, sandbox.ops.filters, sandbox.ops.mappers\n"
+        "import sandbox.ops.common.kernels, sandbox.ops.text.filters, sandbox.ops.text.mappers\n"
         "from sandbox.ops import all_ops\n"
         "print(len(all_ops()))\n"
     )

@@ -160,7 +160,7 @@ def test_memo_decodes_once_and_remembers_failures(media, monkeypatch):
 
 
 def test_one_batch_shares_decodes_across_ops(media, monkeypatch):
-    from sandbox.ops.filters import video as video_ops
+    from sandbox.ops.video import filters as video_ops
 
     opened = []
     real = decode._open_video
@@ -546,7 +546,7 @@ def test_parity_with_data_juicer(media, dj_extra):
     for (_, name, kw, field, rows), theirs in zip(dedups, dj["hashes"]):
         op = get_op_class(name)(**kw)
         assert op.hash_batch(TextViews([""] * len(rows), {field: rows})) == theirs, (name, kw)
-    from sandbox.ops.media_ops import rescaled_for_ratio
+    from sandbox.ops.video.mappers import rescaled_for_ratio
 
     assert dj["rescale"] and dj["rescale"] == [
         list(rescaled_for_ratio(w, h, Fraction(lo), Fraction(hi), st))
@@ -558,7 +558,7 @@ def test_parity_with_data_juicer(media, dj_extra):
 
 # ------------------------------------------------------------------------------ media mappers
 def test_resized_resolution_is_data_juicers_arithmetic():
-    from sandbox.ops.media_ops import resized_resolution
+    from sandbox.ops.video.mappers import resized_resolution
 
     assert resized_resolution(96, 64, 1, 48, 1, 10**9, "disable", 2) == (48, 32)
     assert resized_resolution(96, 64, 1, 10**9, 100, 10**9, "disable", 2) == (150, 100)
@@ -584,7 +584,7 @@ def test_video_resize_resolution_mapper_writes_new_videos(media, tmp_path):
 def test_video_resize_aspect_ratio_mapper(media, tmp_path):
     from fractions import Fraction
 
-    from sandbox.ops.media_ops import rescaled_for_ratio
+    from sandbox.ops.video.mappers import rescaled_for_ratio
 
     lo, hi = Fraction(9, 16), Fraction(16, 9)
     assert rescaled_for_ratio(48, 96, lo, hi, "increase") == (54, 96)  # ceil(96 * 9/16) = 54

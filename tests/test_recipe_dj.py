@@ -154,7 +154,7 @@ def test_tokenized_stats_use_the_sentencepiece_pieces(dj_models):
     import sentencepiece
 
     from sandbox.ops import TextViews, get_op_class
-    from sandbox.ops.chars import refine_words
+    from sandbox.ops.common.chars import refine_words
 
     sp = sentencepiece.SentencePieceProcessor(model_file=str(dj_models / "en.sp.model"))
     lm = kenlm.Model(str(dj_models / "en.arpa.bin"))

@@ -15,8 +15,8 @@ from sandbox import LAZY_IMPORTS
 ROOT = Path(__file__).resolve().parent.parent
 
 # modules whose job is a heavy package (compiled kernels are numba functions)
-HEAVY_BY_NATURE = ("sandbox.jit", "sandbox.ops.kernels", "sandbox.ops.minhash_kernels",
-                   "sandbox.data.jsonl")
+HEAVY_BY_NATURE = ("sandbox.jit", "sandbox.ops.common.kernels",
+                   "sandbox.ops.common.minhash_kernels", "sandbox.data.jsonl")
 
 PROBE = """
 import importlib, json, pkgutil, sys

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from sandbox.ops import TextViews, get_op_class
-from sandbox.ops.chars import refine_words, split_on_whitespace
-from sandbox.ops.filters.text import word_rep_ratio
+from sandbox.ops.common.chars import refine_words, split_on_whitespace
+from sandbox.ops.text.filters import word_rep_ratio
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -130,6 +130,6 @@ def _selector_fields(op: Selector, fields, idx: np.ndarray) -> dict[str, list]:
 
 
 def exact(op: Op) -> bool:
-    """True when the OP keeps the base class's exact first-of-each-hash rule (vectorised here)."""
-    return (isinstance(op, Deduplicator)
-            and getattr(type(op), "keep_mask", None) is getattr(Deduplicator, "keep_mask", None))
+    """True for a deduplicator that declares the exact first-of-each-hash rule (its
+    ``shuffle_key`` is ``exact``, the base class's ``keep_mask``): vectorised here."""
+    return isinstance(op, Deduplicator) and op.shuffle_key == "exact"

@@ -1,9 +1,10 @@
 """Deduplication across a Ray cluster: keys shuffled by hash, groups joined across partitions.
 
 ``RayEngine.select`` keeps thresholds and selectors on the driver (they need a few bytes per row)
-and hands the exact (``document_deduplicator``; image and video deduplicators, whose rows with an
-empty or unreadable hash always stay) and MinHash (``document_minhash_deduplicator``)
-deduplicators to ``ShuffleDedup``, so that neither their hash columns (~36 B/row) nor the
+and hands the deduplicators that declare a ``shuffle_key`` (``sandbox.ops.base.SHUFFLE_KEYS``) to
+``ShuffleDedup``: exact ones (``document_deduplicator``; ``media``: image and video
+deduplicators, whose rows with an empty or unreadable hash always stay) and MinHash ones
+(``document_minhash_deduplicator``), so that neither their hash columns (~36 B/row) nor the
 MinHash signatures (~1 KB/row) pass through the driver:
 
 1. **map**, one Ray task per piece of the result file (``shuffle_rows`` rows): read the OP's
@@ -26,7 +27,7 @@ on how the rows were split, nor on which task finished first. (Data-Juicer's Ray
 keep whichever copy reaches them first, so their output changes from run to run.)
 
 ``document_simhash_deduplicator`` (pairs within a Hamming distance, found by permuted tables)
-runs on the driver.
+declares no ``shuffle_key`` and runs on the driver.
 """
 from __future__ import annotations
 
@@ -38,26 +39,16 @@ import pyarrow.parquet as pq
 
 from sandbox.engine.common import ROW_ID_COLUMN, hash_column, to_numpy
 from sandbox.engine.result import ComputedFile, misaligned
-from sandbox.engine.selection import exact
-from sandbox.ops import Op, OpSpec
-
+from sandbox.ops import Deduplicator, Op, OpSpec
 
 
 def rule(op: Op) -> str | None:
-    """How ``ShuffleDedup`` groups the OP's rows: ``exact`` (the first of each hash stays),
-    ``media`` (the same, but rows with an empty or failed hash always stay: image and video
-    deduplicators, ``keep_first_media``), ``minhash`` (rows linked by an equal band), or None for
-    a deduplicator it cannot run (SimHash) and for other OPs."""
-    from sandbox.ops.deduplicators import DocumentMinhashDeduplicator, ImageDeduplicator
-    from sandbox.ops.media_ops import VideoDeduplicator
-
-    if exact(op):
-        return "exact"
-    if isinstance(op, DocumentMinhashDeduplicator):
-        return "minhash"
-    if isinstance(op, (ImageDeduplicator, VideoDeduplicator)):
-        return "media"
-    return None
+    """How ``ShuffleDedup`` groups the OP's rows, as the OP declares it (its ``shuffle_key``):
+    ``exact`` (the first of each hash stays), ``media`` (the same, but rows with an empty or
+    failed hash always stay: image and video deduplicators, ``keep_first_media``), ``minhash``
+    (rows linked by an equal band), or None for a deduplicator it cannot run (SimHash) and for
+    other OPs."""
+    return op.shuffle_key if isinstance(op, Deduplicator) else None
 
 
 def shuffles(op: Op) -> bool:
@@ -155,7 +146,7 @@ def result_pieces(path, rows: int) -> list[Piece]:
 def components(n: int, edges: list[np.ndarray]) -> np.ndarray:
     """Bool per row of ``0..n-1``: the smallest row of each group the ``(2, k)`` edge arrays
     link (a row without edges is its own group)."""
-    from sandbox.ops import minhash_kernels as mk
+    from sandbox.ops.common import minhash_kernels as mk
 
     both = np.concatenate(edges, axis=1) if edges else np.zeros((2, 0), dtype=np.int64)
     return mk.components_keep(n, both[0], both[1])
@@ -169,7 +160,7 @@ def map_keys(path: str, column: str, piece: Piece, alive: np.ndarray, how: str,
     ``partitions`` tables by key hash (a single table when ``partitions`` is 1). ``how`` is the
     OP's ``rule``; for ``minhash``, ``bands`` are its band bounds (``band_bounds``) and every row
     is ``width`` bytes."""
-    from sandbox.ops import minhash_kernels as mk
+    from sandbox.ops.common import minhash_kernels as mk
 
     lo, hi, start, stop, first = piece
     table = pq.ParquetFile(path).read_row_groups(range(lo, hi), columns=[ROW_ID_COLUMN, column])

@@ -71,9 +71,9 @@ def _param_lines(cls: type[Op], indent: str = "    ") -> list[str]:
 def _asset_lines(cls: type[Op], indent: str = "    ") -> list[str]:
     """One line per asset the OP needs, with whether it is available offline on this machine."""
     out = []
-    if getattr(cls, "adapted_from_data_juicer", False):
+    if cls.adapted_from_data_juicer:
         out.append(f"{indent}runs through Data-Juicer's own implementation (adapter)")
-    for name, what in getattr(cls, "assets", {}).items():
+    for name, what in cls.assets.items():
         if name in ("kenlm", "hf_tokenizer"):
             status = f"no package ships it: `python -m sandbox.assets fetch --op {cls.name}`"
         else:

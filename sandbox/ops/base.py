@@ -8,11 +8,16 @@ Four kinds exist:
   stats into a boolean mask using only the thresholds. Keeping the two apart is what makes
   threshold sweeps and k-sigma refinement cheap: stats are computed once and re-masked.
 * ``Deduplicator``: computes a per-sample hash; the engine keeps the first sample of each hash
-  among the samples still alive.
+  among the samples still alive (or what the OP's ``keep_mask`` keeps).
 * ``Selector``: picks samples from the whole pool (later).
 
 Ops work on batches of texts (lists of ``str``). Intermediates that several OPs need (lines,
 words) are computed once per batch through ``TextViews`` (Data-Juicer calls this OP fusion).
+
+An OP declares what the rest of the package needs to know about it, as class attributes and class
+methods, so that no code outside ``sandbox/ops/`` names an OP class: ``assets`` and
+``needed_assets(args)`` (the models, word lists and tokenizers it needs), and a deduplicator's
+``shuffle_key`` (how its rows group when the Ray engine shuffles them).
 """
 from __future__ import annotations
 
@@ -90,10 +95,24 @@ class Op:
     # lists them with whether each is available offline here (``sandbox.assets``).
     assets: ClassVar[dict[str, str]] = {}
 
+    # How the rows of a deduplicator group (``SHUFFLE_KEYS``; None for every other OP): read by
+    # the engines (``sandbox.engine.selection``, ``sandbox.engine.shuffle``).
+    shuffle_key: ClassVar[str | None] = None
+
+    # True for a Data-Juicer OP run through its own implementation (``sandbox.ops.dj_adapter``).
+    adapted_from_data_juicer: ClassVar[bool] = False
+
     def __init__(self, text_key: str = "text", **unused):
         if unused:  # the recipe loader checks names first; this is the last line of defence
             raise TypeError(f"{self.name}: unknown parameter(s) {sorted(unused)}")
         self.text_key = text_key
+
+    @classmethod
+    def needed_assets(cls, args: dict[str, Any]) -> list:
+        """The asset files (``sandbox.assets.AssetRef``) the OP needs when built with ``args`` (all
+        its arguments, defaults filled in): what ``recipe.check_recipe`` checks before any data
+        is read and ``python -m sandbox.assets fetch`` downloads. None by default."""
+        return []
 
     @classmethod
     def params(cls) -> dict[str, inspect.Parameter]:
@@ -199,13 +218,38 @@ class Filter(Op):
         return mask
 
 
+# A deduplicator's ``shuffle_key``: how its rows group, which the engines read instead of its
+# ``keep_mask`` (the Ray engine groups them on its workers, ``sandbox.engine.shuffle``):
+# ``exact``: the first alive row of each hash stays (the base ``keep_mask``);
+# ``media``: the same, but a row whose hash is empty or failed (``"!..."``) always stays
+#   (``sandbox.ops.common.media.keep_first_media``: the image and video deduplicators);
+# ``minhash``: rows linked by an equal MinHash band are one group, whose first row stays (the OP
+#   gives its ``band_bounds()``; its hashes are the signatures' bytes).
+# None: only the OP's ``keep_mask`` knows, so it runs on the driver (SimHash).
+SHUFFLE_KEYS = ("exact", "media", "minhash")
+
+
 class Deduplicator(Op):
     """``hash_batch`` computes one value per sample (a hash, or a signature for near-duplicate
     OPs); ``keep_mask`` then decides over the whole pool which alive samples stay. The default is
     exact matching: the first alive sample of each hash stays. Near-duplicate OPs (MinHash-LSH,
-    SimHash) override ``keep_mask`` to cluster signatures."""
+    SimHash) override ``keep_mask`` to cluster signatures.
+
+    ``shuffle_key`` declares the rule ``keep_mask`` follows (``SHUFFLE_KEYS``), so that the
+    engines can apply it without calling ``keep_mask`` row by row: a class that overrides
+    ``keep_mask`` declares its own ``shuffle_key`` (None when no rule fits)."""
 
     kind = "deduplicator"
+    shuffle_key: ClassVar[str | None] = "exact"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "keep_mask" in vars(cls) and "shuffle_key" not in vars(cls):
+            raise TypeError(f"{cls.__name__} overrides keep_mask: declare its shuffle_key "
+                            f"(one of {SHUFFLE_KEYS}, or None)")
+        if cls.shuffle_key is not None and cls.shuffle_key not in SHUFFLE_KEYS:
+            raise TypeError(f"{cls.__name__}.shuffle_key={cls.shuffle_key!r}: expected one of "
+                            f"{SHUFFLE_KEYS} or None")
 
     def hash_batch(self, views: TextViews) -> list:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -10,14 +10,15 @@ actual code points (or word ids), so a hash collision can never merge two differ
 (The hashes are polynomial in one base; the tests build real collisions from Thue-Morse words to
 check this.)
 
-Import this module lazily (``from sandbox.ops import kernels`` inside the OP; see ``sandbox.jit``).
+Import this module lazily (``from sandbox.ops.common import kernels`` inside the OP; see
+``sandbox.jit``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from sandbox.jit import njit
-from sandbox.ops.chars import char_table
+from sandbox.ops.common.chars import char_table
 
 _U64_1 = np.uint64(1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)

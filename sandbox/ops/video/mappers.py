@@ -1,93 +1,16 @@
-"""Image and video deduplicators and mappers with Data-Juicer's names.
-
-``image_deduplicator`` lives with the other deduplicators (``sandbox.ops.deduplicators``) and
-hashes through ``media_hashes`` here; ``video_deduplicator`` is below. Both compute their hashes
-in the engine's workers and keep the first sample (smallest row id) of each group among the
-samples still alive; a sample without media, or with a file that cannot be read (its hash is
-``"!<path>: <reason>"``), is never removed.
+"""Video mappers with Data-Juicer's names: ``video_extract_frames_mapper``,
+``video_resize_resolution_mapper`` and ``video_resize_aspect_ratio_mapper``. They write new media
+files and change (or add) sample fields other than the text.
 """
 from __future__ import annotations
 
-import hashlib
 from fractions import Fraction
 from typing import Optional
 
-import numpy as np
-
-from sandbox.data.decode import MediaError, memo, video_packets_into
+from sandbox.data.decode import memo
 from sandbox.data.media import media_list
-from sandbox.ops.base import MAXSIZE, Deduplicator, Mapper, TextViews
-from sandbox.ops.deduplicators import DocumentDeduplicator, keep_first_media
+from sandbox.ops.base import MAXSIZE, Mapper, TextViews
 from sandbox.ops.registry import register
-
-
-def failed_hash(errors: list[MediaError]) -> str:
-    """The hash of a sample whose media cannot all be read: never equal to a real hash, and it
-    says why."""
-    return "!" + "; ".join(dict.fromkeys(str(e) for e in errors))
-
-
-def media_hashes(views: TextViews, paths: list[list[str]], fn, *args) -> list[str]:
-    """Per sample: ``""`` without media; the concatenation of ``fn(path, *args)`` over its
-    distinct paths (first-appearance order), each computed once per batch through the memo;
-    ``failed_hash`` when one of them cannot be read."""
-    m = memo(views)
-    out = []
-    for row in paths:
-        parts, errors = [], []
-        for p in dict.fromkeys(row):
-            value, err = m.try_get(fn, p, *args)
-            if err is not None:
-                errors.append(err)
-            else:
-                parts.append(value)
-        out.append(failed_hash(errors) if errors else "".join(parts))
-    return out
-
-
-@register
-class VideoDeduplicator(Deduplicator):
-    """Exact duplicates by video content: a sample's hash is Data-Juicer's ``videohash``, the md5
-    of the bytes of the video-stream packets of its distinct videos, in order (container
-    metadata and audio do not count, so a re-muxed copy is still a duplicate); with
-    ``consider_text`` the text's md5 (as document_deduplicator) is part of the key. The first
-    sample of each hash stays; samples without videos, or with one that cannot be read, stay."""
-
-    name = "video_deduplicator"
-    description = "Remove samples whose videos are identical (md5 of the video packets)."
-
-    def __init__(self, consider_text: bool = False, video_key: str = "videos", **kwargs):
-        super().__init__(**kwargs)
-        self.consider_text = consider_text
-        self.video_key = video_key
-        self._text = DocumentDeduplicator() if consider_text else None
-
-    def input_fields(self) -> tuple[str, ...]:
-        return (self.video_key,)
-
-    @staticmethod
-    def video_hash(paths: list[str]) -> str:
-        """md5 over the video packets of ``paths`` (distinct, in order); ``""`` for none.
-        Raises ``MediaError``."""
-        if not paths:
-            return ""
-        digest = hashlib.md5()
-        for p in dict.fromkeys(paths):
-            video_packets_into(p, digest)
-        return digest.hexdigest()
-
-    def hash_batch(self, views: TextViews) -> list:
-        out = []
-        for t, value in zip(views.texts, views.field(self.video_key, self.name)):
-            try:
-                h = self.video_hash(media_list(value))
-            except MediaError as e:
-                h = failed_hash([e])
-            out.append([h, self._text.hash_text(t)] if self._text is not None else h)
-        return out
-
-    def keep_mask(self, hashes, alive: np.ndarray) -> np.ndarray:
-        return keep_first_media(hashes, alive)
 
 
 # ============================================================================ media mappers

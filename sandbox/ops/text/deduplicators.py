@@ -1,4 +1,6 @@
-"""Deduplicators with Data-Juicer's (py-data-juicer 1.6.1) names, parameters and hashes."""
+"""Text deduplicators with Data-Juicer's (py-data-juicer 1.6.1) names, parameters and hashes:
+``document_deduplicator`` (exact), ``document_minhash_deduplicator`` and
+``document_simhash_deduplicator`` (near duplicates)."""
 from __future__ import annotations
 
 import functools
@@ -39,6 +41,7 @@ class DocumentDeduplicator(Deduplicator):
 
     name = "document_deduplicator"
     description = "Drop exact duplicate texts (md5), optionally ignoring case and non-letters."
+    shuffle_key = "exact"
 
     def __init__(self, lowercase: bool = False, ignore_non_character: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -60,7 +63,7 @@ class DocumentDeduplicator(Deduplicator):
 
 
 # =============================================================================================
-# Near-duplicate and image deduplicators (dataset-level: hash_batch + keep_mask)
+# Near-duplicate deduplicators (dataset-level: hash_batch + keep_mask)
 # =============================================================================================
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 MAX_HASH = np.uint64((1 << 32) - 1)
@@ -181,6 +184,7 @@ class DocumentMinhashDeduplicator(_ShingleDedup):
 
     name = "document_minhash_deduplicator"
     description = "Remove near-duplicate documents (MinHash-LSH, Jaccard >= jaccard_threshold)."
+    shuffle_key = "minhash"  # rows linked by an equal band (band_bounds)
 
     def __init__(self, tokenization: str = "space", window_size: int = 5, lowercase: bool = True,
                  ignore_pattern: Optional[str] = None, num_permutations: int = 256,
@@ -239,7 +243,7 @@ class DocumentMinhashDeduplicator(_ShingleDedup):
     def signatures(self, texts: list[str], width: Optional[int] = None) -> np.ndarray:
         """uint32 ``(len(texts), width)``: the first ``width`` (default all) values of each
         text's signature, computed in compiled code (``minhash_kernels``)."""
-        from sandbox.ops import minhash_kernels as mk
+        from sandbox.ops.common import minhash_kernels as mk
 
         width = self.num_permutations if width is None else min(width, self.num_permutations)
         a, b = self._a[:width], self._b[:width]
@@ -268,7 +272,7 @@ class DocumentMinhashDeduplicator(_ShingleDedup):
 
     def preload(self) -> None:
         """Load the compiled signature and LSH kernels (see ``Op.preload``)."""
-        from sandbox.ops import minhash_kernels as mk
+        from sandbox.ops.common import minhash_kernels as mk
 
         self.signatures(["a b c d e f"], self._width())
         one = np.arange(1, dtype=np.int64)
@@ -298,7 +302,7 @@ class DocumentMinhashDeduplicator(_ShingleDedup):
         if not all(isinstance(v, (bytes, bytearray)) and len(v) == width for v in rows):
             # lists of band byte strings (hash_batch's format before the compiled kernels)
             return _union_find_keep(hashes, alive, self._bands)
-        from sandbox.ops import minhash_kernels as mk
+        from sandbox.ops.common import minhash_kernels as mk
 
         words = np.frombuffer(b"".join(rows), dtype="<u4").reshape(len(rows), width // 4)
         keep[idx] = mk.lsh_keep(words, *self.band_bounds())
@@ -327,6 +331,7 @@ class DocumentSimhashDeduplicator(_ShingleDedup):
     name = "document_simhash_deduplicator"
     description = "Remove near-duplicate documents (SimHash, Hamming distance <= hamming_distance)."
     assets = {"simhash": "the simhash-pybind package (PyPI)"}
+    shuffle_key = None  # pairs within a Hamming distance: on the driver
 
     def __init__(self, tokenization: str = "space", window_size: int = 6, lowercase: bool = True,
                  ignore_pattern: Optional[str] = None, num_blocks: int = 6,
@@ -384,102 +389,3 @@ class DocumentSimhashDeduplicator(_ShingleDedup):
                 seen_h.add(h)
                 keep[i] = True
         return keep
-
-
-_HASH_SIZES = {"phash": (32, 32), "dhash": (9, 8), "ahash": (8, 8), "whash": (256, 256)}
-
-
-def image_hash(array: np.ndarray, method: str) -> str:
-    """imagededup's hashes (Data-Juicer's ``image_deduplicator`` uses them) of an RGB array:
-    the image is resized with Lanczos to the method's size, converted to 8-bit grey, then
-    ``phash``: 2-D DCT-II (scipy.fftpack), top-left 8x8, bit = coefficient >= median of the 63
-    non-DC ones; ``dhash``: 9x8, bit = pixel > its left neighbour; ``ahash``: 8x8, bit = pixel >=
-    mean; ``whash``: 256x256 /255, Haar wavelet (pywt, level 5), bit = LL >= its median. The
-    64 bits are packed to 16 hex digits."""
-    from PIL import Image  # only the image OPs need it (~20 ms to import)
-
-    im = Image.fromarray(array.astype("uint8")).resize(_HASH_SIZES[method], Image.LANCZOS).convert("L")
-    a = np.array(im).astype("uint8")
-    if method == "phash":
-        from scipy.fftpack import dct
-
-        coef = dct(dct(a, axis=0), axis=1)[:8, :8]
-        bits = coef >= np.median(np.ndarray.flatten(coef)[1:])
-    elif method == "dhash":
-        bits = a[:, 1:] > a[:, :-1]
-    elif method == "ahash":
-        bits = a >= np.mean(a)
-    else:
-        try:
-            import pywt
-        except ImportError:
-            raise ImportError("image_deduplicator(method='whash') needs PyWavelets: "
-                              "`pip install PyWavelets`.") from None
-        ll = pywt.wavedec2(data=a / 255, wavelet="haar", level=5)[0]
-        bits = ll >= np.median(np.ndarray.flatten(ll))
-    return "".join("%0.2x" % x for x in np.packbits(bits))
-
-
-def image_phash_of(path: str, method: str) -> str:
-    """``image_hash`` of the image file at ``path`` (``MediaError`` when it cannot be read)."""
-    from sandbox.data.decode import load_image
-
-    return image_hash(np.array(load_image(path)), method)
-
-
-@register
-class ImageDeduplicator(Deduplicator):
-    """Exact duplicates by perceptual image hash: a sample's hash is the concatenation of the
-    ``method`` hashes (phash, dhash, whash, ahash; see ``image_hash``) of its distinct images (in
-    first-appearance order), after loading each as RGB; with ``consider_text`` the text's md5 (as
-    document_deduplicator) is part of the key. Samples without images are never removed, nor are
-    samples with an image that cannot be read: their hash is ``"!<path>: <reason>"``. Hashes are
-    computed in the engine's workers, each image decoded once per batch
-    (``sandbox.data.decode``)."""
-
-    name = "image_deduplicator"
-    description = "Remove samples whose images have identical perceptual hashes (phash/dhash/...)."
-
-    def __init__(self, method: str = "phash", consider_text: bool = False,
-                 image_key: str = "images", **kwargs):
-        super().__init__(**kwargs)
-        if method not in _HASH_SIZES:
-            raise ValueError(f"Keep strategy [{method}] is not supported. Can only be one of "
-                             f"{sorted(_HASH_SIZES)}.")
-        self.method = method
-        self.consider_text = consider_text
-        self.image_key = image_key
-        self._text = DocumentDeduplicator() if consider_text else None
-
-    def input_fields(self) -> tuple[str, ...]:
-        return (self.image_key,)
-
-    def hash_batch(self, views: TextViews) -> list:
-        from sandbox.data.media import media_list
-        from sandbox.ops.media_ops import media_hashes
-
-        paths = [media_list(p) for p in views.field(self.image_key, self.name)]
-        hashes = media_hashes(views, paths, image_phash_of, self.method)
-        if self._text is None:
-            return hashes
-        return [[h, self._text.hash_text(t)] for h, t in zip(hashes, views.texts)]
-
-    def keep_mask(self, hashes, alive: np.ndarray) -> np.ndarray:
-        return keep_first_media(hashes, alive)
-
-
-def keep_first_media(hashes, alive: np.ndarray) -> np.ndarray:
-    """The first alive sample of each hash stays; samples with an empty or failed (``"!..."``)
-    hash always stay. A hash is a string, or ``[media hash, text hash]`` with ``consider_text``
-    (then only the pair counts, as in Data-Juicer)."""
-    keep = np.zeros(len(alive), dtype=bool)
-    seen: set = set()
-    for i in np.flatnonzero(alive):
-        h = hashes[i]
-        key = tuple(h) if isinstance(h, (list, tuple, np.ndarray)) else h
-        if not key or (isinstance(key, str) and key.startswith("!")):
-            keep[i] = True
-        elif key not in seen:
-            seen.add(key)
-            keep[i] = True
-    return keep

@@ -6,7 +6,8 @@ Every image filter also records ``media_error``: ``""`` for a sample whose image
 read, else ``"<path>: <reason>; ..."`` (file not found, cannot decode). The stat of an image that
 cannot be read is NaN (-1 for pixel counts and sizes), which no range keeps: the sample is
 dropped by that filter, with the reason beside it, instead of stopping the run. Images are read
-through the batch's ``sandbox.data.decode`` memo, so OPs of one recipe open each image once.
+through the batch's ``sandbox.data.decode`` memo, so OPs of one recipe open each image once. The
+base of the media filters is ``sandbox/ops/common/media.py``.
 """
 from __future__ import annotations
 
@@ -15,101 +16,15 @@ import os
 import numpy as np
 
 from sandbox.data.decode import MediaError, image_size, load_image, memo
-from sandbox.data.media import media_list
-from sandbox.ops.base import MAXSIZE, Filter, TextViews
+from sandbox.ops.base import MAXSIZE, TextViews
+from sandbox.ops.common.media import (MEDIA_ERROR, _any_all, _MediaFilter, _object_column,
+                                      per_media_column, rows_of, usable)
 from sandbox.ops.registry import register
-
-MEDIA_ERROR = "media_error"  # the stat every media filter adds: why a sample's media failed
-MEDIA_STATS_VERSION = 2  # part of every media filter's stats cache key (``stat_config``)
 
 
 def _image_sizes(paths: list[str]) -> dict[str, tuple[int, int]]:
     """(width, height) per distinct path, read from the file header (PIL, no full decode)."""
     return {p: image_size(p) for p in dict.fromkeys(paths)}
-
-
-def usable(v) -> bool:
-    """False for the value a media stat takes when its file could not be read (NaN, or a
-    negative count)."""
-    return v is not None and v == v and v >= 0
-
-
-def _any_all(lists, ok, any_mode: bool) -> np.ndarray:
-    out = np.ones(len(lists), dtype=bool)
-    for i, values in enumerate(lists):
-        bools = [ok(v) for v in values]
-        if bools:
-            out[i] = any(bools) if any_mode else all(bools)
-    return out
-
-
-def _object_column(values: list) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        out[i] = v
-    return out
-
-
-def per_media_column(lists: list[list], dtype) -> np.ndarray:
-    """A stat column of one list per sample. Empty lists become empty arrays of ``dtype`` (as
-    Data-Juicer stores them), so that a batch without any media still has a typed column."""
-    return _object_column([v if len(v) else np.array([], dtype=dtype) for v in lists])
-
-
-def rows_of(col) -> list:
-    """A stat column (numpy, list or Arrow) as a list of per-sample values."""
-    return col.to_pylist() if hasattr(col, "to_pylist") else list(col)
-
-
-class _MediaFilter(Filter):
-    """Stats are lists (one value per image or video), so these filters declare no
-    ``thresholds``: the k-sigma refiner leaves them alone; ``keep`` applies the bounds with
-    any/all semantics. ``media_key_arg`` names the parameter that holds the sample column."""
-
-    media_key_arg = "image_key"
-    # parameters that change the stats (part of the stats cache key); the bounds and any_or_all
-    # only shape the mask, so moving them re-uses the cached stats
-    stat_args: tuple[str, ...] = ()
-
-    def stat_config(self) -> dict:
-        # ``media_stats``: the layout of these stats (2: ``media_error`` added), so that results
-        # cached by an earlier version are not read as these
-        return {"media_stats": MEDIA_STATS_VERSION,
-                **{k: getattr(self, k) for k in (self.media_key_arg, *self.stat_args)}}
-
-    def _media_setup(self, any_or_all: str, key: str):
-        if any_or_all not in ("any", "all"):
-            raise ValueError(f"{self.name}: any_or_all must be 'any' or 'all', got {any_or_all!r}")
-        self.any_or_all = any_or_all
-        setattr(self, self.media_key_arg, key)
-
-    def input_fields(self) -> tuple[str, ...]:
-        return (getattr(self, self.media_key_arg),)
-
-    def _paths(self, views: TextViews) -> list[list[str]]:
-        return [media_list(p) for p in views.field(getattr(self, self.media_key_arg), self.name)]
-
-    def per_media(self, views: TextViews, fn, fail, *args) -> tuple[list[list], np.ndarray]:
-        """``fn(path, *args)`` for every media path of every sample, through the batch's memo;
-        ``fail`` stands for the value of a path that cannot be used. Returns the per-sample
-        lists and the ``media_error`` column."""
-        m = memo(views)
-        values, errors = [], []
-        for paths in self._paths(views):
-            row, why = [], []
-            for p in paths:
-                v, err = m.try_get(fn, p, *args)
-                if err is not None:
-                    why.append(str(err))
-                    v = fail
-                row.append(v)
-            values.append(row)
-            errors.append("; ".join(dict.fromkeys(why)))
-        return values, _object_column(errors)
-
-    def _keep_range(self, col, lo, hi) -> np.ndarray:
-        return _any_all(rows_of(col), lambda v: usable(v) and lo <= v <= hi,
-                        self.any_or_all == "any")
 
 
 class _ImageFilter(_MediaFilter):

@@ -18,8 +18,8 @@ import numpy as np
 
 from sandbox.data.decode import MediaError, video_info
 from sandbox.ops.base import MAXSIZE, TextViews
-from sandbox.ops.filters.image import (MEDIA_ERROR, _any_all, _MediaFilter, per_media_column,
-                                       rows_of, usable)
+from sandbox.ops.common.media import (MEDIA_ERROR, _any_all, _MediaFilter, per_media_column,
+                                      rows_of, usable)
 from sandbox.ops.registry import register
 
 

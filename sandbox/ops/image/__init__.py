@@ -1,0 +1,1 @@
+"""Image OPs: ``filters`` and ``deduplicators`` of the images of a sample (``images``)."""

@@ -1,0 +1,1 @@
+"""Text OPs: ``filters``, ``mappers`` and ``deduplicators`` of the samples' text."""

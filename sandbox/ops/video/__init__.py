@@ -1,0 +1,2 @@
+"""Video OPs: ``filters``, ``mappers`` and ``deduplicators`` of the videos of a sample
+(``videos``)."""

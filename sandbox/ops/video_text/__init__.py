@@ -1,0 +1,1 @@
+"""Video-caption OPs: ``filters`` that score a sample's videos against its text."""
