@@ -243,7 +243,7 @@ class Converter:
         fmt = "parquet" if path.endswith(".parquet") else "json" if path.endswith(".json") \
             else "jsonl"  # a converted file (a ${ctx:...} reference) is jsonl
         name = self.add_step(pipe, "load", {"component": {
-            "_target_": "sandbox.steps.load.FilePool", "path": path, "format": fmt,
+            "_target_": "sandbox.steps.data.load.FilePool", "path": path, "format": fmt,
             "text_key": "${text_key}"}})
         return Produced({"dataset": (pipe, name, "dataset")})
 

@@ -12,7 +12,7 @@ from sandbox import run
 from sandbox.cache import cache_root
 from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import StepEnv
-from sandbox.steps.evaluate_labels import AccuracyEvaluator, MSEEvaluator, nested_query
+from sandbox.steps.evaluate.labels import AccuracyEvaluator, MSEEvaluator, nested_query
 from tests.conftest import compose
 
 

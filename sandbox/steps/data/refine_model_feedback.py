@@ -55,7 +55,7 @@ from sandbox.engine import stat_column
 from sandbox.errors import ConfigError, DataError
 from sandbox.numeric import float_column
 from sandbox.steps.base import Step, StepEnv
-from sandbox.steps.refine import OUTPUTS, _write
+from sandbox.steps.data.refine import OUTPUTS, _write
 from sandbox.utils import atomic_path, stable_hash
 
 METRICS = ("bits_per_byte", "perplexity")
@@ -161,7 +161,7 @@ class ModelFeedbackRefiner(Step):
         from sandbox.engine.common import build_op
         from sandbox.ops import get_op_class
         from sandbox.recipe import load_recipe, validate
-        from sandbox.steps.probe_model import pool_texts
+        from sandbox.steps.data.probe_model import pool_texts
 
         stats_path, dataset = stats or self.stats, dataset or self.dataset
         if not stats_path or not dataset:
@@ -264,8 +264,8 @@ class ModelFeedbackRefiner(Step):
         key = stable_hash(rows.tolist(), n=16)
         if key in self._scores:
             return self._scores[key]
-        from sandbox.steps.evaluate import LMEvaluator
-        from sandbox.steps.train import CausalLMTrainer
+        from sandbox.steps.evaluate.lm import LMEvaluator
+        from sandbox.steps.model.train import CausalLMTrainer
         from sandbox.tracking.base import NoTracker
 
         folder = env.workdir / "slices" / key

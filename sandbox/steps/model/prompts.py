@@ -32,8 +32,8 @@ from sandbox.data.io import write_parquet
 from sandbox.errors import ConfigError, DataError
 from sandbox.infer.messages import parse_number
 from sandbox.steps.base import Step, StepEnv
-from sandbox.steps.evaluate_judge import backend_threads, fill, make_backend
-from sandbox.steps.evaluate_labels import nested_query
+from sandbox.steps.evaluate.judge import backend_threads, fill, make_backend
+from sandbox.steps.evaluate.labels import nested_query
 from sandbox.utils import atomic_write_json, stable_hash
 
 PROMPT_COLUMN = "prompt"
@@ -72,7 +72,7 @@ class ArithmeticQA(Step):
 
     def rows(self) -> list[dict]:
         if self.path:
-            from sandbox.steps.infer import iter_rows
+            from sandbox.steps.model.infer import iter_rows
 
             rows = list(iter_rows(Path(self.path)))
             for i, r in enumerate(rows):
@@ -302,7 +302,7 @@ class GradeNumbers(Step):
         self.unparsable_error = float(unparsable_error)
 
     def run(self, env: StepEnv, dataset: str) -> dict[str, Any]:
-        from sandbox.steps.infer import iter_rows
+        from sandbox.steps.model.infer import iter_rows
 
         rows, errs, parsed_errs, fmt = [], [], [], 0
         for i, row in enumerate(iter_rows(Path(dataset))):

@@ -72,7 +72,7 @@ def _as_list(value: Any) -> list[str]:
 
 
 def _rows(path: str) -> list[dict]:
-    from sandbox.steps.infer import iter_rows
+    from sandbox.steps.model.infer import iter_rows
 
     return list(iter_rows(Path(path)))
 

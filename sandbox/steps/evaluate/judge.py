@@ -39,7 +39,7 @@ import numpy as np
 from sandbox.console import console
 from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import Step, StepEnv
-from sandbox.steps.evaluate_labels import _as_list, nested_query
+from sandbox.steps.evaluate.labels import _as_list, nested_query
 from sandbox.utils import atomic_write_json
 from sandbox.verdict import bootstrap_interval
 
@@ -208,7 +208,7 @@ class LLMJudgeEvaluator(Step):
                 f"evaluator=llm_judge grades a dataset of responses: its input is "
                 f"predicted_dataset_path, not {', '.join(sorted(unknown))}. Use it after an infer "
                 f"step (inputs: {{predicted_dataset_path: \"${{ctx:infer.dataset}}\"}}).")
-        from sandbox.steps.infer import iter_rows
+        from sandbox.steps.model.infer import iter_rows
 
         paths = _as_list(predicted_dataset_path if predicted_dataset_path is not None
                          else self.predicted_dataset_path)
