@@ -25,11 +25,11 @@ Steps (all take and return *lists of pools*, so they chain and fan out with ``fo
 * ``RecipeExport``: the best pool's bounds as a Data-Juicer recipe YAML.
 * ``ToJsonl`` / ``FromJsonl`` / ``ToCocoCaption``: format conversion.
 """
-from sandbox.steps.pools.construction import (ROW, DecisionAccuracy, FromJsonl, PoolCartesianJoin,
-                                              PoolCombination, PoolConstruction, PoolDownsampling,
-                                              PoolDuplication, PoolMerging, PoolRanking,
-                                              PoolSelection, RecipeExport, ToCocoCaption, ToJsonl,
-                                              split_positions)
+from sandbox.steps.pools.construction import (PoolCartesianJoin, PoolCombination, PoolConstruction,
+                                              PoolDownsampling, PoolDuplication, PoolMerging,
+                                              PoolSelection)
+from sandbox.steps.pools.export import FromJsonl, RecipeExport, ToCocoCaption, ToJsonl
+from sandbox.steps.pools.ranking import DecisionAccuracy, PoolRanking
 
 __all__ = ["PoolConstruction", "PoolDownsampling", "PoolDuplication", "PoolCombination",
            "PoolSelection", "PoolMerging", "PoolCartesianJoin", "PoolRanking", "DecisionAccuracy",
