@@ -65,6 +65,11 @@ TRAINER_DEFAULTS = dict(token_budget=65_536, seq_len=64, batch_size=16, n_layer=
                         n_head=2, vocab_size=1024, tokenizer_sample_chars=1_000_000,
                         log_every=1000)
 EVALUATOR_DEFAULTS = dict(max_eval_words=20_000, batch_size=32, bootstrap=200)
+# the steps that train and score each slice, named as in a config's `_target_` (steps of other
+# rooms are never imported here): any trainer returning `model_dir` and any evaluator taking
+# `model_dir` and returning `metrics[metric]` (with `eval_path`, `downstream`, `choice`) will do
+TRAINER_CLASS = "sandbox.steps.model.train.CausalLMTrainer"
+EVALUATOR_CLASS = "sandbox.steps.evaluate.lm.LMEvaluator"
 
 
 def bin_cuts(n: int, k: int) -> list[int]:
@@ -120,6 +125,8 @@ class ModelFeedbackRefiner(Step):
       than the random baseline is acceptable too.
     * ``trainer``: ``CausalLMTrainer`` arguments (a small model at a small budget);
       ``evaluator``: ``LMEvaluator`` arguments (``max_eval_words``, ``bootstrap``...);
+      ``trainer_class`` / ``evaluator_class``: the classes (dotted paths) that train and score
+      each slice, ``CausalLMTrainer`` and ``LMEvaluator`` by default;
       ``eval_path``: the held-out text (None: the built-in corpus' eval split).
     * ``seeds``: trainings per bin (their mean is the bin's loss); ``seed``: None = the run's.
     * ``keep_models``: keep every bin's trained model folder (default: deleted once scored).
@@ -133,7 +140,8 @@ class ModelFeedbackRefiner(Step):
                  metric: str = "bits_per_byte", tolerance: float = 0.02,
                  or_baseline: bool = True, trainer: dict | None = None,
                  evaluator: dict | None = None, eval_path: str | None = None, seeds: int = 1,
-                 seed: int | None = None, keep_models: bool = False, batch_size: int = 512):
+                 seed: int | None = None, keep_models: bool = False, batch_size: int = 512,
+                 trainer_class: str = TRAINER_CLASS, evaluator_class: str = EVALUATOR_CLASS):
         if int(bins) < 2:
             raise ConfigError(f"refine.bins={bins}: give at least 2 bins per stat.")
         if metric not in METRICS:
@@ -153,6 +161,7 @@ class ModelFeedbackRefiner(Step):
             self.evaluator.pop(bad, None)
         self.eval_path, self.seeds, self.seed = eval_path, int(seeds), seed
         self.keep_models, self.batch_size = bool(keep_models), int(batch_size)
+        self.trainer_class, self.evaluator_class = trainer_class, evaluator_class
         self._scores: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ run
@@ -264,9 +273,12 @@ class ModelFeedbackRefiner(Step):
         key = stable_hash(rows.tolist(), n=16)
         if key in self._scores:
             return self._scores[key]
-        from sandbox.steps.evaluate.lm import LMEvaluator
-        from sandbox.steps.model.train import CausalLMTrainer
+        from hydra.utils import get_class
+
         from sandbox.tracking.base import NoTracker
+
+        CausalLMTrainer = get_class(self.trainer_class)
+        LMEvaluator = get_class(self.evaluator_class)
 
         folder = env.workdir / "slices" / key
         folder.mkdir(parents=True, exist_ok=True)
