@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import StepEnv
 from sandbox.steps.external.formats import (CocoCaptionMeta, CocoCaptionToDj, DjToCocoCaption,
-                                   DjToEasyAnimate, PromptsToVbenchInfo)
+                                            DjToEasyAnimate, PromptsToVbenchInfo)
 from tests.conftest import CONF_DIR, read_jsonl
 
 

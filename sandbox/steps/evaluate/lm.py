@@ -43,9 +43,9 @@ from sandbox.data.corpus import default_corpus
 from sandbox.data.io import read_table
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
+from sandbox.steps.evaluate.common import ci_metrics
 from sandbox.threads import parse_threads, torch_threads
 from sandbox.utils import atomic_write_json
-from sandbox.verdict import bootstrap_interval
 
 # Held-out LM metrics from per-document NLL (nats), words, tokens and bytes: each a ratio of sums,
 # so a bootstrap over documents resamples the sums.
@@ -248,10 +248,7 @@ class LMEvaluator(Step):
     def _interval(self, name: str, stat, arrays: tuple) -> dict[str, float]:
         """``NAME_ci_low``/``NAME_ci_high``: bootstrap over documents (fixed resampling seed, so
         two runs on the same documents resample alike)."""
-        if self.bootstrap <= 0:
-            return {}
-        low, high = bootstrap_interval(stat, arrays, n_boot=self.bootstrap, seed=0)
-        return {} if math.isnan(low) else {f"{name}_ci_low": low, f"{name}_ci_high": high}
+        return ci_metrics(name, stat, arrays, self.bootstrap)
 
     # ------------------------------------------------------------------ likelihood
     def score_text(self, env, model, tok, path: str, L: int, S: int, bos: int) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from sandbox.engine import to_numpy
 from sandbox.errors import ConfigError, DataError
 from sandbox.numeric import float_column
 from sandbox.steps.base import Step, StepEnv
-from sandbox.steps.pools.common import ROW, _as_pools, _read, _rows, _with_rows, _write, _write_csv
+from sandbox.steps.pools.common import (ROW, _as_pools, _read, _rows, _with_rows, _write,
+                                        _write_csv)
 
 BIN_NAMES = {2: ["low", "high"], 3: ["low", "middle", "high"]}
 
