@@ -289,7 +289,7 @@ class ModelFeedbackRefiner(Step):
             sub = StepEnv(name=f"{env.name}:{name}", workdir=folder / f"seed{seed + s}",
                           run_dir=env.run_dir, cache_dir=env.cache_dir, seed=seed + s,
                           num_proc=env.num_proc, tracker=NoTracker(), show_progress=False,
-                          engine=env.engine)
+                          engine=env.engine, report_hook=env.report_hook)
             sub.workdir.mkdir(parents=True, exist_ok=True)
             try:
                 trained = CausalLMTrainer(text_key=self.text_key, seed=seed + s,
