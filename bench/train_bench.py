@@ -1,4 +1,4 @@
-"""Training throughput: sandbox.steps.train.CausalLMTrainer vs a bare PyTorch loop over the same
+"""Training throughput: sandbox.steps.model.train.CausalLMTrainer vs a bare PyTorch loop over the same
 GPT-2 shape, batch, optimizer and thread count. Prints one figure per line (medians)."""
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def bare_loop(vocab: int, steps: int, B: int, L: int, threads: int, n_layer=2, n
 
 def trainer_run(pool: str, budget: int, threads: int, work: Path) -> tuple[float, int]:
     from sandbox.steps.base import StepEnv
-    from sandbox.steps.train import CausalLMTrainer
+    from sandbox.steps.model.train import CausalLMTrainer
 
     tr = CausalLMTrainer(token_budget=budget, num_threads=threads, log_every=1000)
     env = StepEnv(name="train", workdir=work, run_dir=work, cache_dir=work / "cache",

@@ -14,11 +14,11 @@ LAZY_IMPORTS = ("torch", "transformers", "datasets", "tokenizers", "mlflow", "op
                 "matplotlib", "ray", "sklearn", "scipy", "pandas", "plotly")
 
 
-def run(cfg, run_dir=None):
+def run(cfg, run_dir=None, report=None):
     """Run one experiment; see ``sandbox.runner.run``. Imported lazily to keep start-up fast."""
     from sandbox.runner import run as _run
 
-    return _run(cfg, run_dir=run_dir)
+    return _run(cfg, run_dir=run_dir, report=report)
 
 
 __all__ = ["run", "__version__"]

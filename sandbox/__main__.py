@@ -19,13 +19,13 @@ def main(cfg: DictConfig) -> float | None:
 
     from sandbox.errors import SandboxError
     from sandbox.runner import run
-    from sandbox.search.trial import install_hook_from_env, write_result
+    from sandbox.search.trial import trial_hook, write_result
     from sandbox.steps.base import Pruned
 
-    install_hook_from_env()  # a search trial in its own process: report to its Optuna trial
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN  # one process runs every job
     try:
-        metrics = run(cfg, run_dir=HydraConfig.get().runtime.output_dir)
+        # a search trial reports intermediate values to its Optuna trial, which may prune it
+        metrics = run(cfg, run_dir=HydraConfig.get().runtime.output_dir, report=trial_hook())
     except BaseException as e:
         write_result("pruned" if isinstance(e, Pruned) else "failed", error=e)  # for the sweeper
         if in_sweep or cfg.get("traceback") or not isinstance(e, (SandboxError, Pruned)):

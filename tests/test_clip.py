@@ -216,7 +216,7 @@ def test_chunks_follow_data_juicer():
 
 # ------------------------------------------------------------------------------- retrieval
 def test_recall_hits_hand_checked():
-    from sandbox.steps.evaluate_retrieval import recall_hits
+    from sandbox.steps.evaluate.retrieval import recall_hits
 
     perfect = recall_hits(np.eye(12), ks=(1, 5, 10))
     assert all(h.mean() == 1.0 for h in perfect.values())
@@ -258,8 +258,8 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clip")
     cache = tmp / "cache"
     write_emoji_package(cache / "packages" / it.EMOJI.filename)
-    from sandbox.steps.image_text_pool import ImageTextPool
-    from sandbox.steps.train_clip import CLIPTrainer
+    from sandbox.steps.data.image_text_pool import ImageTextPool
+    from sandbox.steps.model.train_clip import CLIPTrainer
 
     pool = ImageTextPool(num_pairs=32, noise_fraction=0.0, eval_pairs=8, sources=["emoji"],
                          pool_seed=0).run(_env(tmp, "load", cache))
@@ -300,7 +300,7 @@ def test_trainer_checkpoint_reloads_with_the_same_outputs(trained):
 def test_trainer_takes_the_text_trainers_compute_names():
     """Pipelines written for the text trainer (experiment=bottom_up's scale stage) set
     token_budget and n_layer: they become pairs of max_len tokens and the depth."""
-    from sandbox.steps.train_clip import CLIPTrainer
+    from sandbox.steps.model.train_clip import CLIPTrainer
 
     t = CLIPTrainer(token_budget=120_000, n_layer=3, max_len=32)
     assert (t.sample_budget, t.num_layers) == (3750, 3)
@@ -308,7 +308,7 @@ def test_trainer_takes_the_text_trainers_compute_names():
 
 
 def test_trainer_is_seeded(trained, tmp_path):
-    from sandbox.steps.train_clip import CLIPTrainer
+    from sandbox.steps.model.train_clip import CLIPTrainer
 
     runs = [CLIPTrainer(sample_budget=64, **TINY).run(_env(tmp_path, f"t{i}", trained["cache"],
                                                            seed=s),
@@ -319,7 +319,7 @@ def test_trainer_is_seeded(trained, tmp_path):
 
 
 def test_retrieval_evaluator_on_the_trained_model(trained, tmp_path):
-    from sandbox.steps.evaluate_retrieval import RetrievalEvaluator
+    from sandbox.steps.evaluate.retrieval import RetrievalEvaluator
 
     ev = RetrievalEvaluator(zero_shot="false", num_threads=1, bootstrap=200, pool_seed=0,
                             eval_pairs=8, sources=["emoji"])

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from sandbox.errors import ConfigError, DataError
-from sandbox.steps import evaluate_caption
+from sandbox.steps.evaluate import caption as evaluate_caption
 from sandbox.steps.base import StepEnv
-from sandbox.steps.evaluate_caption import (CocoCaptionEvaluator, bleu_stats, corpus_bleu,
+from sandbox.steps.evaluate.caption import (CocoCaptionEvaluator, bleu_stats, corpus_bleu,
                                             java_status, parse_caption_metrics, simple_tokenize)
 from tests.conftest import compose
 

@@ -239,8 +239,8 @@ def test_missing_required_value_named():
 
 
 def test_bad_target_named():
-    cfg = compose(["probe._target_=sandbox.steps.probe.NoSuchProbe"])
-    with pytest.raises(ConfigError, match=r"probe._target_=sandbox.steps.probe.NoSuchProbe cannot be imported"):
+    cfg = compose(["probe._target_=sandbox.steps.data.probe.NoSuchProbe"])
+    with pytest.raises(ConfigError, match=r"probe._target_=sandbox.steps.data.probe.NoSuchProbe cannot be imported"):
         plan(cfg)
 
 

@@ -1,4 +1,4 @@
-"""Format conversions (sandbox.steps.convert): Data-Juicer pools <-> EasyAnimate, InternVL COCO
+"""Format conversions (sandbox.steps.external.formats): Data-Juicer pools <-> EasyAnimate, InternVL COCO
 caption, VBench info files, on small real files; and the conf/convert options composing and
 planning inside a pipeline."""
 from __future__ import annotations
@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 
 from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import StepEnv
-from sandbox.steps.convert import (CocoCaptionMeta, CocoCaptionToDj, DjToCocoCaption,
-                                   DjToEasyAnimate, PromptsToVbenchInfo)
+from sandbox.steps.external.formats import (CocoCaptionMeta, CocoCaptionToDj, DjToCocoCaption,
+                                            DjToEasyAnimate, PromptsToVbenchInfo)
 from tests.conftest import CONF_DIR, read_jsonl
 
 

@@ -253,7 +253,7 @@ def test_unreachable_index_gives_a_clear_error(tmp_path, monkeypatch):
 
 def test_the_loader_builds_the_corpus_under_the_runs_cache_dir(tmp_path, scratch_cache):
     from sandbox.steps.base import StepEnv
-    from sandbox.steps.load import DefaultCorpusPool
+    from sandbox.steps.data.load import DefaultCorpusPool
 
     (tmp_path / "load").mkdir()
     env = StepEnv(name="load", workdir=tmp_path / "load", run_dir=tmp_path,

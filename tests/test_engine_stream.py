@@ -21,7 +21,7 @@ from sandbox.errors import DataError
 from sandbox.recipe import load_recipe
 from sandbox.steps.base import StepEnv
 from sandbox.data.jsonl import jsonl_bytes
-from sandbox.steps.process import Process
+from sandbox.steps.data.process import Process
 from tests.conftest import make_docs
 
 RECIPE = {"ops": {"clean_html_mapper": {}, "whitespace_normalization_mapper": {},
@@ -261,7 +261,7 @@ def test_jsonl_bytes_match_json_dumps_on_any_text(texts):
 
 def test_streaming_jsonl_pool(tmp_path, monkeypatch):
     from sandbox.data import stream
-    from sandbox.steps.load import FilePool
+    from sandbox.steps.data.load import FilePool
 
     monkeypatch.setattr(stream, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr(stream, "BLOCK_BYTES", 4096)

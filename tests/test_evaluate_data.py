@@ -12,9 +12,9 @@ import pytest
 
 from sandbox.data.corpus import CLEAN_SOURCES, default_corpus
 from sandbox.errors import DataError
-from sandbox.steps import evaluate_data as E
+from sandbox.steps.evaluate import data as E
 from sandbox.steps.base import StepEnv
-from sandbox.steps.evaluate_data import DataEvaluator, bigram_diversity
+from sandbox.steps.evaluate.data import DataEvaluator, bigram_diversity
 
 CLEAN = [
     "The river runs through the old town and past the mill, where farmers once brought grain.",

@@ -10,9 +10,10 @@ import pytest
 
 from sandbox import run
 from sandbox.cache import cache_root
+from sandbox.data.rows import nested_query
 from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import StepEnv
-from sandbox.steps.evaluate_labels import AccuracyEvaluator, MSEEvaluator, nested_query
+from sandbox.steps.evaluate.labels import AccuracyEvaluator, MSEEvaluator
 from tests.conftest import compose
 
 

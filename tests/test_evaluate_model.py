@@ -13,8 +13,8 @@ import pytest
 
 from sandbox.errors import DataError
 from sandbox.steps.base import StepEnv
-from sandbox.steps.evaluate import LMEvaluator
-from sandbox.steps.train import CausalLMTrainer
+from sandbox.steps.evaluate.lm import LMEvaluator
+from sandbox.steps.model.train import CausalLMTrainer
 
 ANIMALS = ["cat", "dog", "horse", "bird", "rabbit", "goat", "sheep", "mouse", "fox", "duck"]
 ANIMAL_VERBS = ["runs across", "sleeps in", "jumps over", "hides behind", "eats grass in"]
@@ -224,7 +224,7 @@ def test_continuation_choice_items_and_scores(data, model_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sandbox.steps.continuation_choice import _logprobs, build_items
+    from sandbox.steps.evaluate.continuation_choice import _logprobs, build_items
 
     rng = random.Random(5)
     texts = [" ".join(animal(rng) if k % 2 else finance(rng) for _ in range(8)) for k in range(30)]

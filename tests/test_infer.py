@@ -23,7 +23,7 @@ from sandbox import run
 from sandbox.errors import ConfigError, DataError
 from sandbox.infer import messages as M
 from sandbox.infer.backends import APIBackend, backoff_delay, parse_retry_after
-from sandbox.steps.infer import APIInfer, _scan_partial
+from sandbox.steps.model.infer import APIInfer, _scan_partial
 from tests.conftest import compose, read_jsonl, reply_json, step_env
 
 
@@ -87,7 +87,7 @@ def test_infer_options_compose():
     for option in ("hf", "vllm", "api"):
         cfg = compose(["pipeline=infer", f"infer={option}", "data_pool=jsonl",
                        "data_pool.path=x.jsonl"])
-        assert cfg.infer._target_.startswith("sandbox.steps.infer.")
+        assert cfg.infer._target_.startswith("sandbox.steps.model.infer.")
         steps = OmegaConf.to_container(cfg.pipeline, resolve=False)["steps"]
         assert steps["infer"]["inputs"]["dataset"] == "${ctx:load.dataset}"
         assert cfg.infer.func_kwargs.query_key == "text"

@@ -13,7 +13,7 @@ import pytest
 from sandbox.data import stream
 from sandbox.data.media import MEDIA_KEYS, media_base_dir, relativize_media, resolve_media
 from sandbox.steps.base import StepEnv
-from sandbox.steps.load import FilePool, HFDiskPool
+from sandbox.steps.data.load import FilePool, HFDiskPool
 
 RECORDS = [
     {"text": "a cat", "images": ["img/a.png"], "videos": "clips/a.mp4"},

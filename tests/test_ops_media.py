@@ -25,7 +25,7 @@ from sandbox.data.decode import MediaError, MediaMemo, sample_frames, video_info
 from sandbox.errors import ConfigError, DataError
 from sandbox.ops import TextViews, get_op_class
 from sandbox.steps.base import StepEnv
-from sandbox.steps.load import FilePool
+from sandbox.steps.data.load import FilePool
 
 av = pytest.importorskip("av")
 cv2 = pytest.importorskip("cv2")

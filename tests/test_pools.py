@@ -12,10 +12,11 @@ import pytest
 from sandbox.errors import ConfigError
 from sandbox.numeric import float_column
 from sandbox.steps.base import StepEnv
-from sandbox.steps.pools import (ROW, FromJsonl, PoolCartesianJoin, PoolCombination,
-                                 PoolConstruction, PoolDownsampling, PoolDuplication, PoolMerging,
-                                 PoolRanking, PoolSelection, RecipeExport, ToCocoCaption, ToJsonl,
-                                 split_positions)
+from sandbox.steps.pools import (FromJsonl, PoolCartesianJoin, PoolCombination, PoolConstruction,
+                                 PoolDownsampling, PoolDuplication, PoolMerging, PoolRanking,
+                                 PoolSelection, RecipeExport, ToCocoCaption, ToJsonl)
+from sandbox.steps.pools.common import ROW
+from sandbox.steps.pools.construction import split_positions
 
 
 def env(tmp_path, name="step"):

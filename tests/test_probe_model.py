@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import compose, reply_json
 from sandbox.errors import ConfigError
 from sandbox.steps.base import StepEnv
-from sandbox.steps.probe_model import (ModelProbe, judge_chat, parse_judge_score, perplexities,
+from sandbox.steps.data.probe_model import (ModelProbe, judge_chat, parse_judge_score, perplexities,
                                        sample_rows)
 
 

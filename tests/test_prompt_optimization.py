@@ -13,9 +13,9 @@ import pytest
 from sandbox import run
 from sandbox.errors import ConfigError, DataError
 from sandbox.infer.backends import Reply
-from sandbox.steps.evaluate_judge import LLMJudgeEvaluator, parse_grade
+from sandbox.steps.evaluate.judge import LLMJudgeEvaluator, parse_grade
 from sandbox.steps.pools import PoolCartesianJoin
-from sandbox.steps.prompts import (ArithmeticQA, GradeNumbers, ProposePrompts, parse_prompts,
+from sandbox.steps.model.prompts import (ArithmeticQA, GradeNumbers, ProposePrompts, parse_prompts,
                                    prompt_name)
 from tests.conftest import compose, read_jsonl, step_env
 

@@ -103,7 +103,7 @@ def test_every_missing_asset_in_one_paragraph(no_dj_cache):
 
 
 def test_offline_run_stops_before_loading_data(no_dj_cache, docs_file, tmp_path, monkeypatch):
-    from sandbox.steps import load
+    from sandbox.steps.data import load
 
     def no_loading(*args, **kwargs):  # the load step must never start
         raise AssertionError("the data was loaded")

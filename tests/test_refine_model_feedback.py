@@ -15,8 +15,8 @@ import yaml
 
 from sandbox.errors import ConfigError
 from sandbox.steps.base import StepEnv
-from sandbox.steps.probe import Probe
-from sandbox.steps.refine_model_feedback import (ModelFeedbackRefiner, bin_cuts, bound_value,
+from sandbox.steps.data.probe import Probe
+from sandbox.steps.data.refine_model_feedback import (ModelFeedbackRefiner, bin_cuts, bound_value,
                                                  kept_range)
 
 WORDS = ("the river town mill farmers market morning library square children council bridge "

@@ -147,3 +147,20 @@ def test_resume_logs_into_the_same_mlflow_run(docs_file, tmp_path):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     ctx = json.loads((tmp_path / "run" / "context.json").read_text())
     assert ctx["meta"]["tracking_run_id"] == runs[0].info.run_id
+
+
+def test_steps_report_to_the_hook_the_run_is_given(docs_file, tmp_path, eval_files):
+    """``run(cfg, report=hook)`` (what a sweep trial does): every step's ``env.report`` calls
+    the hook, and the ``Pruned`` it raises stops the run."""
+    from sandbox.steps.base import Pruned
+
+    seen = []
+
+    def hook(name, value, step):
+        seen.append((name, step))
+        raise Pruned(f"pruned at step {step}")
+
+    with pytest.raises(Pruned):
+        run(compose(loop_overrides(docs_file, tmp_path, eval_files)), run_dir=tmp_path / "run",
+            report=hook)
+    assert len(seen) == 1 and seen[0][0] == "train_loss"

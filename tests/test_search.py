@@ -107,8 +107,8 @@ def test_constraints_are_parsed_not_evaluated():
 
 # ============================================================================ pruning hook
 def test_steps_report_to_the_trial_and_stop_when_pruned(tmp_path):
-    from sandbox.search.trial import make_hook
-    from sandbox.steps.base import Pruned, StepEnv, set_intermediate_hook
+    from sandbox.search.trial import make_hook, reporting_to, trial_hook
+    from sandbox.steps.base import Pruned, StepEnv
 
     class FakeTrial:
         def __init__(self):
@@ -123,14 +123,17 @@ def test_steps_report_to_the_trial_and_stop_when_pruned(tmp_path):
     env = StepEnv(name="train", workdir=tmp_path, run_dir=tmp_path, cache_dir=tmp_path)
     env.report("train_loss", 5.0, 100)  # nobody listens: a no-op
     trial = FakeTrial()
-    previous = set_intermediate_hook(make_hook(trial, "train_loss", sign=-1.0))
-    try:
-        env.report("other", 1.0, 10)  # not the pruned-on value
-        env.report("train_loss", 5.0, 100)
-        with pytest.raises(Pruned):
-            env.report("train_loss", 4.0, 200)
-    finally:
-        set_intermediate_hook(previous)
+    hook = make_hook(trial, "train_loss", sign=-1.0)
+    assert trial_hook() is None
+    with reporting_to(hook):  # what the in-process launcher does around a trial's run
+        assert trial_hook() is hook
+    assert trial_hook() is None
+    env = StepEnv(name="train", workdir=tmp_path, run_dir=tmp_path, cache_dir=tmp_path,
+                  report_hook=hook)  # what the runner builds from run(..., report=hook)
+    env.report("other", 1.0, 10)  # not the pruned-on value
+    env.report("train_loss", 5.0, 100)
+    with pytest.raises(Pruned):
+        env.report("train_loss", 4.0, 200)
     assert trial.reported == [(100, -5.0), (200, -4.0)]
 
 

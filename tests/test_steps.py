@@ -14,9 +14,9 @@ from sandbox.engine import LocalEngine, select
 from sandbox.errors import DataError, RecipeError
 from sandbox.recipe import load_recipe
 from sandbox.steps.base import StepEnv
-from sandbox.steps.probe import Probe, describe
-from sandbox.steps.process import Process
-from sandbox.steps.refine import KSigmaRefiner, NoRefine, refine_value
+from sandbox.steps.data.probe import Probe, describe
+from sandbox.steps.data.process import Process
+from sandbox.steps.data.refine import KSigmaRefiner, NoRefine, refine_value
 
 
 def env_for(tmp_path, name="step", num_proc=1):

@@ -67,7 +67,7 @@ def _spin():
 def test_the_trainer_warns_on_the_console_when_oversubscribed(tmp_path, monkeypatch, capsys):
     from tests.test_train import TINY, make_corpus, make_env, write_parquet
 
-    from sandbox.steps.train import CausalLMTrainer
+    from sandbox.steps.model.train import CausalLMTrainer
 
     monkeypatch.setattr("sandbox.threads.busy_cpus", lambda: 8.0)
     pool = write_parquet(tmp_path / "pool.parquet", make_corpus(60))

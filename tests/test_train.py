@@ -13,7 +13,7 @@ import pytest
 
 from sandbox.errors import DataError
 from sandbox.steps.base import StepEnv
-from sandbox.steps.train import CausalLMTrainer
+from sandbox.steps.model.train import CausalLMTrainer
 
 SUBJECTS = ["the cat", "a dog", "my neighbour", "the old farmer", "a small bird", "the teacher",
             "our captain", "the baker", "a young girl", "the tired horse"]
@@ -76,7 +76,7 @@ def trained(pool, tmp_path_factory):
     records: list[logging.LogRecord] = []
     handler = logging.Handler(level=logging.WARNING)
     handler.emit = records.append
-    logger = logging.getLogger("sandbox.steps.train")
+    logger = logging.getLogger("sandbox.steps.model.train")
     logger.addHandler(handler)
     try:
         out = trainer.run(env, dataset=pool)

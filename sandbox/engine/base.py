@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, ContextManager, Protocol
 
 import pyarrow.parquet as pq
 
@@ -30,8 +30,16 @@ from sandbox.engine.selection import Selection, select
 from sandbox.ops import Mapper, Op, OpSpec
 from sandbox.recipe import Recipe, load_recipe
 
-if TYPE_CHECKING:
-    from sandbox.steps.base import StepEnv
+
+class StepEnvLike(Protocol):
+    """What ``Engine.compute_recipe`` uses of the calling step's environment
+    (``sandbox.steps.base.StepEnv``, a floor above the engines)."""
+
+    workdir: Path
+    cache_dir: Path
+
+    def progress(self, total: int | None, description: str
+                 ) -> ContextManager[Callable[..., None]]: ...
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ class Engine(abc.ABC):
         """Write the pool's samples split by ``selection`` to ``outputs``, in the pool's order
         and schema, with the mapped text in place of the original when a mapper ran."""
 
-    def compute_recipe(self, env: StepEnv, dataset: str, recipe: dict, text_key: str,
+    def compute_recipe(self, env: StepEnvLike, dataset: str, recipe: dict, text_key: str,
                        batch_size: int | None, description: str
                        ) -> tuple[Recipe, list[Op], ComputedFile, int]:
         """What probe and process share: load and build the recipe, then run it over the pool

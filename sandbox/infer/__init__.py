@@ -1,6 +1,6 @@
 """Model inference inside the data loop: message builders, backends (transformers, vLLM, any
 OpenAI-compatible server) and the embedded default model. The ``infer`` step
-(``sandbox.steps.infer``) runs them over a pool; see its docstring."""
+(``sandbox.steps.model.infer``) runs them over a pool; see its docstring."""
 from sandbox.infer.backends import APIBackend, HFBackend, Reply, VLLMBackend
 from sandbox.infer.messages import (BUILDERS, PARSERS, build_messages, build_messages_for_math_qa,
                                     parse_output)

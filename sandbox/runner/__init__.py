@@ -27,6 +27,7 @@ from sandbox.errors import ConfigError
 from sandbox.recipe import load_recipe
 from sandbox.runner.executor import Executor
 from sandbox.runner.plan import PlannedPipeline, PlannedStep, plan, plan_pipelines
+from sandbox.steps.base import ReportHook
 from sandbox.tracking import NoTracker
 from sandbox.tracking.params import flatten, redact, redact_hydra_record
 from sandbox.tracking.run_info import describe_run, hydra_job
@@ -35,18 +36,21 @@ from sandbox.utils import atomic_write_text
 __all__ = ["run", "plan", "plan_pipelines", "PlannedPipeline", "PlannedStep"]
 
 
-def run(cfg, run_dir: str | Path | None = None) -> dict[str, float]:
-    """Run the experiment described by a composed config; return its metrics."""
+def run(cfg, run_dir: str | Path | None = None,
+        report: ReportHook | None = None) -> dict[str, float]:
+    """Run the experiment described by a composed config; return its metrics. ``report``: the
+    hook every step's ``env.report(name, value, step)`` calls (a sweep trial's pruner, which
+    raises ``Pruned`` to stop the run), or None."""
     register_resolvers()
     run_dir = Path(run_dir or OmegaConf.select(cfg, "run_dir", default=None)
                    or Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(str(OmegaConf.select(cfg, "cache_dir") or cache_root()))
     with using_cache_root(cache_dir):  # before anything reads a cache (corpus, kernels)
-        return _run(cfg, run_dir, cache_dir)
+        return _run(cfg, run_dir, cache_dir, report)
 
 
-def _run(cfg, run_dir: Path, cache_dir: Path) -> dict[str, float]:
+def _run(cfg, run_dir: Path, cache_dir: Path, report: ReportHook | None) -> dict[str, float]:
     pipelines = plan_pipelines(cfg)
     _preload_recipe(cfg)
     if any(p.carry for p in pipelines):  # carried values rewrite the config: work on a copy
@@ -70,7 +74,7 @@ def _run(cfg, run_dir: Path, cache_dir: Path) -> dict[str, float]:
     tracker.log_text(info.recipe_yaml, "recipe.yaml")
     ctx.meta["tracking_run_id"] = getattr(tracker, "run_id", None)
     ctx.save()
-    ex = Executor(cfg, ctx, run_dir, cache_dir, tracker, resume, engine, num_proc)
+    ex = Executor(cfg, ctx, run_dir, cache_dir, tracker, resume, engine, num_proc, report)
     status = "FINISHED"
     t_run = time.perf_counter()
     try:

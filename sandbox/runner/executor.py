@@ -26,7 +26,7 @@ from sandbox.errors import ConfigError
 from sandbox.runner.fan_out import FanOut
 from sandbox.runner.identity import outputs_exist, step_identity
 from sandbox.runner.plan import PlannedPipeline, PlannedStep
-from sandbox.steps.base import StepEnv
+from sandbox.steps.base import ReportHook, StepEnv
 from sandbox.utils import safe_name, stable_hash
 from sandbox.verdict import flat, is_companion, over_seeds
 
@@ -35,9 +35,10 @@ class Executor:
     """Runs planned pipelines step by step; ``metrics`` collects every step's metrics."""
 
     def __init__(self, cfg, ctx: Context, run_dir: Path, cache_dir: Path, tracker, resume: bool,
-                 engine, num_proc: int):
+                 engine, num_proc: int, report: ReportHook | None = None):
         self.cfg, self.ctx, self.run_dir, self.cache_dir = cfg, ctx, run_dir, cache_dir
         self.tracker, self.resume, self.engine, self.num_proc = tracker, resume, engine, num_proc
+        self.report = report  # every step's StepEnv.report_hook (a sweep trial's pruner)
         self.metrics: dict[str, float] = {}
         self.suffix = ""  # "@<iteration>" while an iterating pipeline runs
         self.fan_out = FanOut(self)
@@ -201,7 +202,8 @@ class Executor:
         env = StepEnv(name=step.name, workdir=workdir, run_dir=self.run_dir, cache_dir=self.cache_dir,
                       seed=int(self.cfg.get("seed", 42)) if seed is None else seed,
                       num_proc=self.num_proc, tracker=tracker,
-                      show_progress=bool(self.cfg.get("progress", True)), engine=self.engine)
+                      show_progress=bool(self.cfg.get("progress", True)), engine=self.engine,
+                      report_hook=self.report)
         component = build_component(comp_cfg, step.config_path, step.cls.__name__)
         console.print(step_line(label, f"running {type(component).__name__}"))
         t0 = time.perf_counter()

@@ -26,8 +26,7 @@ from pathlib import Path
 from sandbox import env_vars
 from sandbox.programs import run_program
 from sandbox.search.space import format_value
-from sandbox.search.trial import make_hook
-from sandbox.steps.base import set_intermediate_hook
+from sandbox.search.trial import make_hook, reporting_to
 
 STOP_GRACE_SECONDS = 10.0
 
@@ -50,14 +49,14 @@ class InProcessLauncher:
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         hook = make_hook(trial, self.prune_on, self.sign) if self.prune_on else None
-        previous = set_intermediate_hook(hook)
         error, run_dir, returned = None, None, None
         if subdir:
             overrides = [*overrides, f"hydra.sweep.subdir={format_value(subdir)}"]
         if runs_elsewhere(self.hydra_launcher):
             overrides = [*overrides, *env_overrides(env)]
         try:
-            rets = self.hydra_launcher.launch([overrides], initial_job_idx=trial.number)
+            with reporting_to(hook):  # the run that Hydra's launcher starts reports to `trial`
+                rets = self.hydra_launcher.launch([overrides], initial_job_idx=trial.number)
             ret = rets[0] if rets else None
             if ret is not None:
                 try:
@@ -72,7 +71,6 @@ class InProcessLauncher:
         except Exception as e:  # an invalid override fails before the job starts
             error = f"{type(e).__name__}: {e}"
         finally:
-            set_intermediate_hook(previous)
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
@@ -108,7 +106,7 @@ def trial_command(overrides: list[str], run_dir: Path) -> list[str]:
 
 class SubprocessLauncher:
     """Trials as child processes under ``sweep_dir``. With ``prune_on`` set, the child reports to
-    its trial in ``storage`` itself (``sandbox.search.trial.install_hook_from_env``). ``stop``
+    its trial in ``storage`` itself (``sandbox.search.trial.hook_from_env``). ``stop``
     is the sweep's event: once set, running trials are stopped and raise ``TrialCancelled``.
     ``extra`` overrides go to every trial (``OptunaSearch._child_overrides``)."""
 

@@ -7,13 +7,19 @@ as a child process (``n_jobs > 1``). Either way it sets, for the trial:
   (all metrics, so constraints can use metrics that are not objectives); in a child process of
   any other Hydra app, ``ResultCallback`` writes ``{"status", "returned"}`` (the task function's
   return value), which ``returned_values`` turns into the objective values;
-* an intermediate-value hook (``sandbox.steps.base.set_intermediate_hook``): the trainer calls
+* an intermediate-value hook (``make_hook``): the trainer calls
   ``env.report("train_loss", value, tokens_seen)``; the hook reports it to the Optuna trial and
-  raises ``sandbox.steps.base.Pruned`` when the pruner says stop. In a child process the hook is
-  rebuilt from ``SANDBOX_OPTUNA_*`` variables (the study's storage, trial id, reported name).
+  raises ``sandbox.steps.base.Pruned`` when the pruner says stop. ``python -m sandbox`` asks
+  ``trial_hook()`` for it and passes it to the run (``sandbox.run(cfg, report=hook)``), which
+  gives it to every step's ``StepEnv``. In this process the sweep sets it around the trial's
+  launch (``reporting_to``: Hydra's launcher, not the sweep, calls the run); in a child process
+  it is rebuilt from ``SANDBOX_OPTUNA_*`` variables (the study's storage, trial id, reported
+  name).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import math
 import os
@@ -24,7 +30,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 
 from sandbox import env_vars
-from sandbox.steps.base import Pruned, set_intermediate_hook
+from sandbox.steps.base import Pruned, ReportHook
 from sandbox.utils import atomic_write_text
 
 
@@ -122,6 +128,29 @@ def read_result(path: str | Path) -> dict[str, Any] | None:
         return None
 
 
+# the hook of the trial that this process's sweep is launching in this thread (``reporting_to``)
+_LAUNCHING: contextvars.ContextVar[ReportHook | None] = contextvars.ContextVar(
+    "sandbox_trial_hook", default=None)
+
+
+@contextlib.contextmanager
+def reporting_to(hook: ReportHook | None):
+    """Around the launch of a trial that runs in this process: ``trial_hook()`` returns ``hook``
+    to the run that the launcher starts."""
+    token = _LAUNCHING.set(hook)
+    try:
+        yield
+    finally:
+        _LAUNCHING.reset(token)
+
+
+def trial_hook() -> ReportHook | None:
+    """The hook for the trial this process runs: the one its sweep set around the launch
+    (``reporting_to``), else, in a trial's child process, one reporting to the trial that the
+    environment names (``hook_from_env``); None outside a sweep or without pruning."""
+    return _LAUNCHING.get() or hook_from_env()
+
+
 def make_hook(trial, prune_on: str, sign: float = 1.0) -> Callable[[str, float, int], None]:
     """A hook that reports ``prune_on`` values to ``trial`` and raises ``Pruned`` when told."""
     def hook(name: str, value: float, step: int) -> None:
@@ -134,13 +163,14 @@ def make_hook(trial, prune_on: str, sign: float = 1.0) -> Callable[[str, float, 
     return hook
 
 
-def install_hook_from_env() -> None:
-    """In a trial's child process: report to the trial named by the environment."""
+def hook_from_env() -> ReportHook | None:
+    """In a trial's child process: a hook reporting to the trial named by the environment
+    (None when it names none)."""
     trial_id = os.environ.get(env_vars.OPTUNA_TRIAL_ID)
     storage_url = os.environ.get(env_vars.OPTUNA_STORAGE)
     prune_on = os.environ.get(env_vars.OPTUNA_PRUNE_ON)
     if not (trial_id and storage_url and prune_on):
-        return
+        return None
     state: dict[str, Any] = {}
 
     def lazy(name: str, value: float, step: int) -> None:
@@ -157,4 +187,4 @@ def install_hook_from_env() -> None:
                                       float(os.environ.get(env_vars.OPTUNA_SIGN, "1")))
         state["hook"](name, value, step)
 
-    set_intermediate_hook(lazy)
+    return lazy

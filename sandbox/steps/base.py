@@ -22,19 +22,12 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from sandbox.console import console
 from sandbox.tracking.base import NoTracker
 
-# Who receives intermediate values (``StepEnv.report``): a sweep trial's pruning hook, or nobody.
-_INTERMEDIATE_HOOK: Callable[[str, float, int], None] | None = None
+# ``hook(name, value, step)``: who receives a step's intermediate values (``StepEnv.report``)
+ReportHook = Callable[[str, float, int], None]
 
 
 class Pruned(Exception):
     """Raised by ``StepEnv.report`` when a sweep's pruner stops the current trial early."""
-
-
-def set_intermediate_hook(hook: Callable[[str, float, int], None] | None):
-    """Install ``hook(name, value, step)`` for ``StepEnv.report``; returns the previous one."""
-    global _INTERMEDIATE_HOOK
-    previous, _INTERMEDIATE_HOOK = _INTERMEDIATE_HOOK, hook
-    return previous
 
 
 @dataclass
@@ -50,12 +43,15 @@ class StepEnv:
     tracker: Any = field(default_factory=NoTracker)
     show_progress: bool = True
     engine: Any = None  # the data engine (sandbox.engine.Engine) the run was configured with
+    # a sweep trial's pruning hook, passed in by the runner (``sandbox.run(..., report=hook)``);
+    # None outside a sweep
+    report_hook: ReportHook | None = None
 
     def report(self, name: str, value: float, step: int) -> None:
         """Report an intermediate value (e.g. ``train_loss`` at ``step`` tokens) to a sweep's
         trial, if any. Raises ``Pruned`` when the trial's pruner says stop."""
-        if _INTERMEDIATE_HOOK is not None:
-            _INTERMEDIATE_HOOK(name, value, step)
+        if self.report_hook is not None:
+            self.report_hook(name, value, step)
 
     @contextlib.contextmanager
     def progress(self, total: int | None, description: str) -> Iterator[Any]:

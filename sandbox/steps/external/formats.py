@@ -33,14 +33,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sandbox.console import console
+from sandbox.data.dj_samples import (EOC_TOKEN, IMAGE_TOKEN, as_list, dj_caption_pairs,
+                                     strip_tokens)
+from sandbox.data.rows import read_records
 from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import Step, StepEnv
 from sandbox.utils import atomic_path, atomic_write_json, safe_name
 
-VIDEO_TOKEN = "<__dj__video>"
-IMAGE_TOKEN = "<__dj__image>"
-EOC_TOKEN = "<|__dj__eoc|>"
-DJ_TOKENS = (VIDEO_TOKEN, IMAGE_TOKEN, "<__dj__audio>", EOC_TOKEN)
 ROW = "__row__"  # the pool steps' bookkeeping column; not data
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # InternVL's COCO caption training prompt (coco_karpathy_train_567k.jsonl)
@@ -70,57 +69,6 @@ def input_files(dataset: Any, where: str) -> list[tuple[dict, Path]]:
     if not out:
         raise ConfigError(f"{where}: `dataset` is an empty list; give at least one file.")
     return out
-
-
-def read_records(path: Path) -> Iterator[tuple[str, Any]]:
-    """``(position, record)`` for every record of a jsonl, json (an array, or one object) or
-    parquet file; the position ("line 7", "record 3") names it in errors and skip lists. A line
-    that is not JSON stops the conversion: it means a broken file, not a record to skip."""
-    suffixes = [s.lower() for s in path.suffixes]
-    if ".parquet" in suffixes:
-        import pyarrow.parquet as pq
-
-        i = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-            for rec in batch.to_pylist():
-                i += 1
-                yield f"record {i}", rec
-    elif ".jsonl" in suffixes or ".ndjson" in suffixes:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield f"line {lineno}", json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}, line {lineno}: malformed JSON ({e.msg}, column "
-                                    f"{e.colno}). Each line must be one JSON object.") from None
-    elif ".json" in suffixes:
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}). A .json pool "
-                            f"is one JSON array of records.") from None
-        for i, rec in enumerate(doc if isinstance(doc, list) else [doc], 1):
-            yield f"record {i}", rec
-    else:
-        raise DataError(f"{path}: cannot tell its format from its name; use .jsonl, .json or "
-                        f".parquet.")
-
-
-def strip_tokens(text: str, tokens=DJ_TOKENS) -> str:
-    """``text`` without Data-Juicer's special tokens, whitespace runs made one space."""
-    for tok in tokens:
-        text = text.replace(tok, " ")
-    return " ".join(text.split())
-
-
-def as_list(value: Any) -> list:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value] if value else []
-    return list(value)
 
 
 def resolve_path(path: str, base: Path) -> str:
@@ -324,22 +272,6 @@ def _gpt_turn(conversations: Any) -> str | None:
                 and isinstance(turn.get("value"), str):
             return turn["value"]
     return None
-
-
-def dj_caption_pairs(rec: dict, text_key: str, image_key: str,
-                     token: str = IMAGE_TOKEN) -> list[tuple[str, str]]:
-    """``[(image, caption)]`` of a Data-Juicer image-text record. One image: the whole text
-    (tokens stripped). Several images and as many chunks (``<|__dj__eoc|>``-separated), each with
-    its image token: one pair per chunk. Otherwise the first image with the whole text."""
-    images = [i for i in as_list(rec.get(image_key)) if isinstance(i, str) and i]
-    text = rec.get(text_key)
-    if not images or not isinstance(text, str):
-        return []
-    if len(images) > 1:
-        chunks = [c for c in text.split(EOC_TOKEN) if c.strip()]
-        if len(chunks) == len(images) and all(token in c for c in chunks):
-            return [(img, strip_tokens(c)) for img, c in zip(images, chunks)]
-    return [(images[0], strip_tokens(text))]
 
 
 class CocoCaptionToDj(Conversion):

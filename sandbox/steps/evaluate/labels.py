@@ -37,44 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from sandbox.data.rows import nested_query
 from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import Step, StepEnv
+from sandbox.steps.evaluate.common import as_list, read_rows
 from sandbox.utils import atomic_write_json
 from sandbox.verdict import bootstrap_interval
-
-
-def nested_query(obj: Any, key: str) -> Any:
-    """Data-Juicer's lookup of ``key`` in a sample: at each level the rest of the dotted key as
-    one field first, then one level deeper by its first part; a list maps the lookup over its
-    items. None when absent."""
-    parts = key.split(".")
-    cur = obj
-    for i in range(len(parts)):
-        rest = ".".join(parts[i:])
-        if isinstance(cur, list):
-            return [nested_query(x, rest) for x in cur]
-        if not isinstance(cur, dict):
-            return None
-        if cur.get(rest) is not None:
-            return cur[rest]
-        if parts[i] not in cur:
-            return None
-        cur = cur[parts[i]]
-    return None
-
-
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, (str, Path)):
-        return [str(value)]
-    return [str(v) for v in value]
-
-
-def _rows(path: str) -> list[dict]:
-    from sandbox.steps.infer import iter_rows
-
-    return list(iter_rows(Path(path)))
 
 
 class _LabelEvaluator(Step):
@@ -92,8 +60,8 @@ class _LabelEvaluator(Step):
         self.bootstrap, self.seed = int(bootstrap), int(seed)
 
     def _pairs(self, predicted: Any, ground_truth: Any) -> list[tuple[str, str]]:
-        preds = _as_list(predicted if predicted is not None else self.predicted_dataset_path)
-        gts = _as_list(ground_truth if ground_truth is not None else self.ground_truth_dataset_path)
+        preds = as_list(predicted if predicted is not None else self.predicted_dataset_path)
+        gts = as_list(ground_truth if ground_truth is not None else self.ground_truth_dataset_path)
         if not preds:
             raise ConfigError(f"evaluator={self.metric}: give predicted_dataset_path (a file or a "
                               f"list), or wire it: inputs: {{predicted_dataset_path: "
@@ -125,8 +93,8 @@ class _LabelEvaluator(Step):
             )
         results = []
         for pred_path, gt_path in self._pairs(predicted_dataset_path, ground_truth_dataset_path):
-            pred_rows = _rows(pred_path)
-            gt_rows = pred_rows if gt_path == pred_path else _rows(gt_path)
+            pred_rows = read_rows(pred_path)
+            gt_rows = pred_rows if gt_path == pred_path else read_rows(gt_path)
             if len(pred_rows) != len(gt_rows):
                 raise DataError(f"evaluator={self.metric}: {pred_path} has {len(pred_rows)} rows "
                                 f"but {gt_path} has {len(gt_rows)}; rows are compared one to one.")

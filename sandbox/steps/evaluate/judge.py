@@ -27,7 +27,6 @@ grade the step fails and names the answers file, rather than report a mean of no
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
@@ -37,9 +36,11 @@ from typing import Any
 import numpy as np
 
 from sandbox.console import console
+from sandbox.data.rows import iter_rows, nested_query
 from sandbox.errors import ConfigError, DataError
+from sandbox.infer.build import backend_threads, fill, make_backend
 from sandbox.steps.base import Step, StepEnv
-from sandbox.steps.evaluate_labels import _as_list, nested_query
+from sandbox.steps.evaluate.common import as_list
 from sandbox.utils import atomic_write_json
 from sandbox.verdict import bootstrap_interval
 
@@ -77,47 +78,6 @@ def parse_grade(answer: Any, min_score: int, max_score: int) -> tuple[int | None
     if not min_score <= value <= max_score:
         return None, f"out of range [{min_score}, {max_score}]"
     return value, ""
-
-
-def make_backend(kind: str, params: dict, seed: int | None, cache_dir: Path | None,
-                 where: str):
-    """An infer backend (``sandbox.infer.backends``) of ``kind`` hf | api | vllm built from
-    ``params`` (the keys of conf/infer/<kind>.yaml that the backend takes)."""
-    from sandbox.infer import backends
-
-    params = dict(params or {})
-    try:
-        if kind == "hf":
-            return backends.HFBackend(cache_dir=cache_dir, **params)
-        if kind == "api":
-            return backends.APIBackend(seed=seed, **params)
-        if kind == "vllm":
-            backends.VLLMBackend.check_installed()
-            return backends.VLLMBackend(seed=42 if seed is None else seed, cache_dir=cache_dir,
-                                        **params)
-    except TypeError as e:
-        raise ConfigError(f"{where}.backend_params: {e}. See conf/infer/{kind}.yaml for the keys "
-                          f"a {kind} backend takes.") from None
-    raise ConfigError(f"{where}.backend={kind!r}: use hf (transformers, the default model), api "
-                      f"(an OpenAI-compatible server) or vllm.")
-
-
-def backend_threads(kind: str, num_threads: Any, key: str):
-    """torch threads for a local transformers backend; nothing for the others."""
-    if kind != "hf":
-        return contextlib.nullcontext()
-    from sandbox.threads import parse_threads, torch_threads
-
-    return torch_threads(parse_threads(num_threads, key), key)
-
-
-def fill(template: str, values: dict[str, Any]) -> str:
-    """``template`` with each ``{name}`` of ``values`` replaced (other braces are left alone, so a
-    rubric may contain JSON or code)."""
-    out = template
-    for k, v in values.items():
-        out = out.replace("{" + k + "}", str(v))
-    return out
 
 
 class LLMJudgeEvaluator(Step):
@@ -208,9 +168,7 @@ class LLMJudgeEvaluator(Step):
                 f"evaluator=llm_judge grades a dataset of responses: its input is "
                 f"predicted_dataset_path, not {', '.join(sorted(unknown))}. Use it after an infer "
                 f"step (inputs: {{predicted_dataset_path: \"${{ctx:infer.dataset}}\"}}).")
-        from sandbox.steps.infer import iter_rows
-
-        paths = _as_list(predicted_dataset_path if predicted_dataset_path is not None
+        paths = as_list(predicted_dataset_path if predicted_dataset_path is not None
                          else self.predicted_dataset_path)
         if not paths:
             raise ConfigError("evaluator=llm_judge: give predicted_dataset_path (a file or a "

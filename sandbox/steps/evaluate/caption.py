@@ -43,9 +43,10 @@ from typing import Any, Iterable
 import numpy as np
 
 from sandbox.console import console
+from sandbox.data.dj_samples import IMAGE_TOKEN, as_list, dj_caption_pairs, strip_tokens
+from sandbox.data.rows import read_records
 from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import Step, StepEnv
-from sandbox.steps.convert import IMAGE_TOKEN, as_list, dj_caption_pairs, read_records, strip_tokens
 from sandbox.utils import atomic_write_json
 from sandbox.verdict import bootstrap_interval
 

@@ -31,10 +31,11 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sandbox.console import console
 from sandbox.data.fingerprint import fingerprint
+from sandbox.data.rows import count_rows, iter_rows
 from sandbox.errors import ConfigError, DataError
 from sandbox.infer.backends import APIBackend, HFBackend, Reply, VLLMBackend
 from sandbox.infer.messages import BUILDERS, PARSERS, as_chats, resolve_function
@@ -42,64 +43,6 @@ from sandbox.steps.base import Step, StepEnv
 from sandbox.utils import atomic_write_json, stable_hash
 
 STATE_VERSION = 1
-
-
-# ============================================================================ reading pools
-def count_rows(path: Path) -> int:
-    fmt = _format(path)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
-    if fmt == "jsonl":
-        with open(path, "rb") as fh:
-            return sum(1 for line in fh if line.strip())
-    return len(_read_small(path, fmt))
-
-
-def iter_rows(path: Path) -> Iterator[dict]:
-    """The rows of a pool file as dicts, in order, without holding a big file in memory."""
-    fmt = _format(path)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            yield from batch.to_pylist()
-    elif fmt == "jsonl":
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}, line {lineno}: malformed JSON ({e.msg}). Each line "
-                                    f"must be one JSON object.") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}, line {lineno}: expected a JSON object.")
-                yield row
-    else:
-        yield from _read_small(path, fmt)
-
-
-def _format(path: Path) -> str:
-    from sandbox.data.io import guess_format
-
-    if not path.is_file():
-        raise DataError(f"infer: the input pool {path} does not exist (or is not a file).")
-    return guess_format(path)
-
-
-def _read_small(path: Path, fmt: str) -> list[dict]:
-    if fmt == "json":
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        doc = [doc] if isinstance(doc, dict) else doc
-        if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
-            raise DataError(f"{path}: expected a JSON list of objects.")
-        return doc
-    import pyarrow.csv as pcsv
-
-    return pcsv.read_csv(path).to_pylist()
 
 
 def _json_line(row: dict) -> str:

@@ -1,6 +1,6 @@
 """Probe with a model: the default probe's OP stats, plus per-sample scores from language models.
 
-``ModelProbe`` runs the default probe (``sandbox.steps.probe.Probe``: every filter's stats on
+``ModelProbe`` runs the default probe (``sandbox.steps.data.probe.Probe``: every filter's stats on
 every sample, after the mappers), then scores a seeded sample of the pool (``ratio`` of its
 rows, as Data-Juicer's probe ratio) with a model, and stores the scores as two more stat columns
 of the same ``stats.parquet``, summary and histograms, under the OP key ``model``
@@ -52,7 +52,7 @@ from sandbox.data.io import read_parquet, write_parquet
 from sandbox.engine import TEXT_COLUMN, engine_for, resolve_num_proc, stat_column
 from sandbox.errors import ConfigError
 from sandbox.steps.base import StepEnv
-from sandbox.steps.probe import Probe, _write_csv, describe, plot_histograms
+from sandbox.steps.data.probe import Probe, _write_csv, describe, plot_histograms
 
 MODEL_KEY = "model"  # the "OP key" of the model stats: columns model.perplexity, model.judge_score
 PERPLEXITY = "perplexity"

@@ -23,7 +23,7 @@ mean-pooled last hidden states of the frozen model, fitted on ``task_train`` and
 (a continuous view, which ranks training data more reliably than accuracy).
 
 ``choice_accuracy``: which of ``choice_options`` continuations follows a held-out context
-(``sandbox.steps.continuation_choice``; ``choice_chance`` beside it), ``choice_logprob`` its
+(``sandbox.steps.evaluate.continuation_choice``; ``choice_chance`` beside it), ``choice_logprob`` its
 continuous view. At the default scale the sentiment probe does not beat an untrained model's
 features (measured: 0.530 vs 0.559, chance 0.5); the choice task does (0.48 vs 0.24-0.28,
 chance 0.25).
@@ -43,9 +43,9 @@ from sandbox.data.corpus import default_corpus
 from sandbox.data.io import read_table
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
+from sandbox.steps.evaluate.common import ci_metrics
 from sandbox.threads import parse_threads, torch_threads
 from sandbox.utils import atomic_write_json
-from sandbox.verdict import bootstrap_interval
 
 # Held-out LM metrics from per-document NLL (nats), words, tokens and bytes: each a ratio of sums,
 # so a bootstrap over documents resamples the sums.
@@ -78,7 +78,7 @@ class LMEvaluator(Step):
     * ``label_key``: the label field of the task files.
     * ``probe_C``: inverse L2 strength of the logistic regression (features are standardised).
     * ``seed``: the probe's seed; None: the run's seed.
-    * ``choice``: the continuation-choice task (``sandbox.steps.continuation_choice``) on
+    * ``choice``: the continuation-choice task (``sandbox.steps.evaluate.continuation_choice``) on
       ``choice_path`` (held-out documents, jsonl/parquet; None: the built-in corpus' clean
       quality-reference documents, disjoint from the pool), ``choice_options`` candidates of
       ``choice_continuation_words`` words after ``choice_context_words`` words of context.
@@ -248,10 +248,7 @@ class LMEvaluator(Step):
     def _interval(self, name: str, stat, arrays: tuple) -> dict[str, float]:
         """``NAME_ci_low``/``NAME_ci_high``: bootstrap over documents (fixed resampling seed, so
         two runs on the same documents resample alike)."""
-        if self.bootstrap <= 0:
-            return {}
-        low, high = bootstrap_interval(stat, arrays, n_boot=self.bootstrap, seed=0)
-        return {} if math.isnan(low) else {f"{name}_ci_low": low, f"{name}_ci_high": high}
+        return ci_metrics(name, stat, arrays, self.bootstrap)
 
     # ------------------------------------------------------------------ likelihood
     def score_text(self, env, model, tok, path: str, L: int, S: int, bos: int) -> dict[str, Any]:
@@ -326,7 +323,7 @@ class LMEvaluator(Step):
 
     # ------------------------------------------------------------------ downstream
     def continuation_choice(self, model, tok, L: int, bos: int) -> dict[str, Any]:
-        from sandbox.steps.continuation_choice import build_items, score_items
+        from sandbox.steps.evaluate.continuation_choice import build_items, score_items
 
         if self.choice_path is None:
             path = default_corpus(seed=self.corpus_seed).quality_reference

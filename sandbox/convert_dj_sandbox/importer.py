@@ -1,49 +1,7 @@
-"""Import a Data-Juicer sandbox config as an experiment file of this sandbox.
-
-    python -m sandbox.convert_dj_sandbox SANDBOX.yaml [-o conf/experiment/NAME.yaml]
-    python -m sandbox experiment=NAME
-
-Data-Juicer's sandbox config lists *jobs* (``hook``, ``meta_name``, ``dj_configs``,
-``extra_configs``, ``input``, ``output``, ``local``) in four phases (``probe_job_configs``,
-``refine_recipe_job_configs``, ``execution_job_configs``, ``evaluation_job_configs``), either at
-the top level (one pipeline) or per pipeline under ``pipelines:``, plus iteration keys
-(``max_iter_num``, ``iter_targets``, ``iter_updater``). Each job becomes a step here, in the same
-order, with this sandbox's component names:
-
-=================================================  ==============================================
-Data-Juicer hook (type)                            step here
-=================================================  ==============================================
-ProbeViaAnalyzerHook                               ``load`` (its dataset file) + ``${probe}``
-RefineRecipeViaKSigmaHook                          ``${refine}`` (refine=ksigma) on the last probe
-ProcessDataHook                                    ``${process}``
-DataPoolManipulationHook (data_pool_construction,  ``sandbox.steps.pools.PoolConstruction``,
-combination, duplication, downsampling, merging,   ``PoolCombination``, ``PoolDuplication``,
-cartesian_join)                                    ``PoolDownsampling``, ``PoolMerging``,
-                                                   ``PoolCartesianJoin``
-GeneralProbeHook (data_pool_ranking)               ``PoolRanking`` (+ ``PoolSelection`` for top_n)
-GeneralDataExecutorHook (dj_to_easyanimate_...,    ``convert.<step>`` from conf/convert/
-coco_caption_to_dj_..., coco_caption_meta_...)
-TrainModelHook (easyanimate, internvl_coco_        ``trainer=easyanimate``, ``internvl_coco_
-caption, modelscope, trinity-rft)                  caption``, ``modelscope``, ``trinity_rft``
-InferModelHook (easyanimate, api, huggingface,     ``infer=easyanimate``, ``api``, ``hf``,
-vllm)                                              ``vllm``
-EvaluateDataHook / EvaluateModelHook               ``evaluator=vbench``,
-(vbench_video_evaluator, internvl_coco_caption,    ``evaluator=internvl_coco_caption``,
-dj_text_quality_classifier, accuracy, mse)         ``data_evaluator=default``,
-                                                   ``evaluator=accuracy``, ``evaluator=mse``
-=================================================  ==============================================
-
-Wiring: a job's ``input`` (``-1.KEY``: the previous job's output; ``PIPELINE.META_NAME.KEY``)
-becomes ``${ctx:...}`` references to the step that produced it, and so does a file one job
-exports and a later one reads (Data-Juicer chains jobs through files); a job over a list of pools
-fans out (``for_each``). Ranking keys are renamed to the metrics' names here (``avg_score`` ->
-``caption/avg_score``, ``format_error`` -> ``format_errors``). Settings with a counterpart
-(EasyAnimate's training options, VBench's dimensions, pool parameters, ...) are carried over.
-Everything else (hooks and types with no counterpart, keys nothing reads here such as
-``export_path``) is never dropped silently: it is listed in the output file as comments (the
-job's original YAML for a job not converted) and in the summary printed on stdout. Paths are
-kept as written: they are relative to where Data-Juicer ran.
-"""
+"""The Data-Juicer sandbox config importer: ``Converter`` turns a parsed config into the body
+of an experiment file, ``convert_file`` reads one and renders the file's text, ``main`` is
+``python -m sandbox.convert_dj_sandbox``. What maps to what is described in
+``sandbox.convert_dj_sandbox``; the tables are in ``tables``."""
 from __future__ import annotations
 
 import argparse
@@ -58,42 +16,11 @@ from typing import Any
 
 import yaml
 
+from sandbox.convert_dj_sandbox.tables import (CONF_DIR, CONV_STYLE, CONVERSIONS, EVALUATORS,
+                                               GLOBAL_KEYS, INFER_KEYS, INFERS, JOB_KEYS,
+                                               METRIC_NAMES, PHASES, POOL_TYPES, TRAINER_INPUT,
+                                               TRAINERS)
 from sandbox.errors import ConfigError, SandboxError
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-PHASES = ("probe_job_configs", "refine_recipe_job_configs", "execution_job_configs",
-          "evaluation_job_configs")
-JOB_KEYS = ("hook", "meta_name", "dj_configs", "extra_configs", "input", "output", "local")
-GLOBAL_KEYS = ("project_name", "experiment_name", "work_dir", "hpo_config", "resume",
-               "max_iter_num", "max_iter", "iter_targets", "iter_targets_mode", "iter_updater",
-               "stop_condition", "pipelines", *PHASES)
-POOL_TYPES = {
-    "data_pool_construction": "PoolConstruction", "data_pool_combination": "PoolCombination",
-    "data_pool_duplication": "PoolDuplication", "data_pool_downsampling": "PoolDownsampling",
-    "data_pool_merging": "PoolMerging", "data_pool_cartesian_join": "PoolCartesianJoin",
-}
-CONVERSIONS = {
-    "dj_to_easyanimate_video_dataset_conversion": "dj_to_easyanimate",
-    "coco_caption_to_dj_conversion": "coco_caption_to_dj",
-    "coco_caption_meta_generation": "coco_caption_meta",
-}
-TRAINERS = {"easyanimate": "easyanimate", "internvl_coco_caption": "internvl_coco_caption",
-            "modelscope": "modelscope", "trinity-rft": "trinity_rft", "trinity_rft": "trinity_rft"}
-INFERS = {"easyanimate": "easyanimate", "huggingface": "hf", "vllm": "vllm", "api": "api"}
-EVALUATORS = {"vbench_video_evaluator": ("evaluator", "vbench"),
-              "internvl_coco_caption": ("evaluator", "internvl_coco_caption"),
-              "coco_caption": ("evaluator", "coco_caption"),
-              "dj_text_quality_classifier": ("data_evaluator", "default"),
-              "accuracy": ("evaluator", "accuracy"), "mse": ("evaluator", "mse")}
-# Data-Juicer's metric names -> the names here (for ranking keys)
-METRIC_NAMES = {"avg_score": "caption/avg_score", "format_error": "format_errors"}
-# Data-Juicer's LLM inference keys -> conf/infer keys
-INFER_KEYS = {"max_retry_num": "max_retries"}
-# the input each model component's run reads its data from
-TRAINER_INPUT = {"internvl_coco_caption": "meta"}
-# InternVL model scale -> conversation template (Data-Juicer's table)
-CONV_STYLE = {"1B": "Hermes-2", "40B": "Hermes-2", "2B": "internlm2-chat", "8B": "internlm2-chat",
-              "26B": "internlm2-chat", "76B": "internlm2-chat", "4B": "phi3-chat"}
 
 
 @dataclass
@@ -243,7 +170,7 @@ class Converter:
         fmt = "parquet" if path.endswith(".parquet") else "json" if path.endswith(".json") \
             else "jsonl"  # a converted file (a ${ctx:...} reference) is jsonl
         name = self.add_step(pipe, "load", {"component": {
-            "_target_": "sandbox.steps.load.FilePool", "path": path, "format": fmt,
+            "_target_": "sandbox.steps.data.load.FilePool", "path": path, "format": fmt,
             "text_key": "${text_key}"}})
         return Produced({"dataset": (pipe, name, "dataset")})
 
@@ -1083,6 +1010,3 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(report, None), file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,7 +26,7 @@ from sandbox.data.image_text import chunks
 from sandbox.data.io import read_table
 from sandbox.errors import DataError
 from sandbox.steps.base import StepEnv
-from sandbox.steps.train import ThreadedTrainer
+from sandbox.steps.model.train import ThreadedTrainer
 from sandbox.threads import parse_threads
 from sandbox.utils import atomic_path
 

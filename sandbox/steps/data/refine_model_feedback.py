@@ -55,7 +55,7 @@ from sandbox.engine import stat_column
 from sandbox.errors import ConfigError, DataError
 from sandbox.numeric import float_column
 from sandbox.steps.base import Step, StepEnv
-from sandbox.steps.refine import OUTPUTS, _write
+from sandbox.steps.data.refine import OUTPUTS, _write
 from sandbox.utils import atomic_path, stable_hash
 
 METRICS = ("bits_per_byte", "perplexity")
@@ -65,6 +65,11 @@ TRAINER_DEFAULTS = dict(token_budget=65_536, seq_len=64, batch_size=16, n_layer=
                         n_head=2, vocab_size=1024, tokenizer_sample_chars=1_000_000,
                         log_every=1000)
 EVALUATOR_DEFAULTS = dict(max_eval_words=20_000, batch_size=32, bootstrap=200)
+# the steps that train and score each slice, named as in a config's `_target_` (steps of other
+# rooms are never imported here): any trainer returning `model_dir` and any evaluator taking
+# `model_dir` and returning `metrics[metric]` (with `eval_path`, `downstream`, `choice`) will do
+TRAINER_CLASS = "sandbox.steps.model.train.CausalLMTrainer"
+EVALUATOR_CLASS = "sandbox.steps.evaluate.lm.LMEvaluator"
 
 
 def bin_cuts(n: int, k: int) -> list[int]:
@@ -120,6 +125,8 @@ class ModelFeedbackRefiner(Step):
       than the random baseline is acceptable too.
     * ``trainer``: ``CausalLMTrainer`` arguments (a small model at a small budget);
       ``evaluator``: ``LMEvaluator`` arguments (``max_eval_words``, ``bootstrap``...);
+      ``trainer_class`` / ``evaluator_class``: the classes (dotted paths) that train and score
+      each slice, ``CausalLMTrainer`` and ``LMEvaluator`` by default;
       ``eval_path``: the held-out text (None: the built-in corpus' eval split).
     * ``seeds``: trainings per bin (their mean is the bin's loss); ``seed``: None = the run's.
     * ``keep_models``: keep every bin's trained model folder (default: deleted once scored).
@@ -133,7 +140,8 @@ class ModelFeedbackRefiner(Step):
                  metric: str = "bits_per_byte", tolerance: float = 0.02,
                  or_baseline: bool = True, trainer: dict | None = None,
                  evaluator: dict | None = None, eval_path: str | None = None, seeds: int = 1,
-                 seed: int | None = None, keep_models: bool = False, batch_size: int = 512):
+                 seed: int | None = None, keep_models: bool = False, batch_size: int = 512,
+                 trainer_class: str = TRAINER_CLASS, evaluator_class: str = EVALUATOR_CLASS):
         if int(bins) < 2:
             raise ConfigError(f"refine.bins={bins}: give at least 2 bins per stat.")
         if metric not in METRICS:
@@ -153,6 +161,7 @@ class ModelFeedbackRefiner(Step):
             self.evaluator.pop(bad, None)
         self.eval_path, self.seeds, self.seed = eval_path, int(seeds), seed
         self.keep_models, self.batch_size = bool(keep_models), int(batch_size)
+        self.trainer_class, self.evaluator_class = trainer_class, evaluator_class
         self._scores: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ run
@@ -161,7 +170,7 @@ class ModelFeedbackRefiner(Step):
         from sandbox.engine.common import build_op
         from sandbox.ops import get_op_class
         from sandbox.recipe import load_recipe, validate
-        from sandbox.steps.probe_model import pool_texts
+        from sandbox.steps.data.probe_model import pool_texts
 
         stats_path, dataset = stats or self.stats, dataset or self.dataset
         if not stats_path or not dataset:
@@ -264,9 +273,12 @@ class ModelFeedbackRefiner(Step):
         key = stable_hash(rows.tolist(), n=16)
         if key in self._scores:
             return self._scores[key]
-        from sandbox.steps.evaluate import LMEvaluator
-        from sandbox.steps.train import CausalLMTrainer
+        from hydra.utils import get_class
+
         from sandbox.tracking.base import NoTracker
+
+        CausalLMTrainer = get_class(self.trainer_class)
+        LMEvaluator = get_class(self.evaluator_class)
 
         folder = env.workdir / "slices" / key
         folder.mkdir(parents=True, exist_ok=True)
@@ -277,7 +289,7 @@ class ModelFeedbackRefiner(Step):
             sub = StepEnv(name=f"{env.name}:{name}", workdir=folder / f"seed{seed + s}",
                           run_dir=env.run_dir, cache_dir=env.cache_dir, seed=seed + s,
                           num_proc=env.num_proc, tracker=NoTracker(), show_progress=False,
-                          engine=env.engine)
+                          engine=env.engine, report_hook=env.report_hook)
             sub.workdir.mkdir(parents=True, exist_ok=True)
             try:
                 trained = CausalLMTrainer(text_key=self.text_key, seed=seed + s,

@@ -175,7 +175,7 @@ class ExternalProgram(Step):
         values = {"workdir": str(env.workdir), "run_dir": str(env.run_dir),
                   "cache_dir": str(env.cache_dir), "seed": env.seed, "name": env.name,
                   "num_proc": env.num_proc, "python": sys.executable, "env_dir": "", "src": "",
-                  "stacks": str(Path(__file__).resolve().parent.parent / "stacks")}
+                  "stacks": str(Path(__file__).resolve().parents[2] / "stacks")}
         if spec is not None:
             values["env_dir"] = str(spec.folder())
             if spec.kind != "conda":

@@ -9,7 +9,7 @@ from sandbox.data.image_text import SOURCES, image_text_pool
 from sandbox.data.io import read_table
 from sandbox.data.media import media_base_dir, resolve_media
 from sandbox.steps.base import StepEnv
-from sandbox.steps.load import _Loader
+from sandbox.steps.data.load import _Loader
 
 
 class ImageTextPool(_Loader):

@@ -29,11 +29,11 @@ import pyarrow as pa
 
 from sandbox.console import console
 from sandbox.data.io import write_parquet
+from sandbox.data.rows import iter_rows, nested_query
 from sandbox.errors import ConfigError, DataError
+from sandbox.infer.build import backend_threads, fill, make_backend
 from sandbox.infer.messages import parse_number
 from sandbox.steps.base import Step, StepEnv
-from sandbox.steps.evaluate_judge import backend_threads, fill, make_backend
-from sandbox.steps.evaluate_labels import nested_query
 from sandbox.utils import atomic_write_json, stable_hash
 
 PROMPT_COLUMN = "prompt"
@@ -72,8 +72,6 @@ class ArithmeticQA(Step):
 
     def rows(self) -> list[dict]:
         if self.path:
-            from sandbox.steps.infer import iter_rows
-
             rows = list(iter_rows(Path(self.path)))
             for i, r in enumerate(rows):
                 if r.get(self.question_key) is None or r.get(self.answer_key) is None:
@@ -302,8 +300,6 @@ class GradeNumbers(Step):
         self.unparsable_error = float(unparsable_error)
 
     def run(self, env: StepEnv, dataset: str) -> dict[str, Any]:
-        from sandbox.steps.infer import iter_rows
-
         rows, errs, parsed_errs, fmt = [], [], [], 0
         for i, row in enumerate(iter_rows(Path(dataset))):
             truth = nested_query(row, self.truth_key)

@@ -28,9 +28,9 @@ from sandbox.data.io import read_table
 from sandbox.data.media import media_base_dir, resolve_media
 from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import Step, StepEnv
+from sandbox.steps.evaluate.common import ci_metrics
 from sandbox.threads import parse_threads, torch_threads
 from sandbox.utils import atomic_write_json
-from sandbox.verdict import bootstrap_interval
 
 
 def recall_hits(sim: np.ndarray, ks=(1, 5, 10)) -> dict[str, np.ndarray]:
@@ -146,10 +146,7 @@ class RetrievalEvaluator(Step):
         return {"metrics": metrics, "report": str(out)}
 
     def _interval(self, name: str, stat, arrays: tuple) -> dict[str, float]:
-        if self.bootstrap <= 0:
-            return {}
-        low, high = bootstrap_interval(stat, arrays, n_boot=self.bootstrap, seed=0)
-        return {} if np.isnan(low) else {f"{name}_ci_low": low, f"{name}_ci_high": high}
+        return ci_metrics(name, stat, arrays, self.bootstrap)
 
     def _zero_shot(self, env: StepEnv, model, tok, proc) -> dict[str, Any]:
         from sandbox.clip_model import embed_images, embed_texts, open_images

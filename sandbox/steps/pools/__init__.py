@@ -1,0 +1,36 @@
+"""Data pools: the ``pool`` step family of the bottom-up workflow (Data-Juicer's data-pool
+manipulators, with equal sizes, seeds and a random control made explicit).
+
+A *pool* is a Parquet file plus a small description, passed between steps as a dict::
+
+    {"name": "text_length_filter.text_len.high", "dataset": ".../pools/....parquet", "size": 1666,
+     "kind": "stat" | "random" | "combined" | "merged" | "duplicated" | "joined",
+     "bounds": {"text_length_filter.text_len": [lo, hi]}}   # stat pools and their combinations
+
+Every pool file has a ``__row__`` column: the row's index in the dataset the pools were built
+from. Intersections and unions are taken on it, so pools built from one dataset combine exactly.
+
+Steps (all take and return *lists of pools*, so they chain and fan out with ``for_each``):
+
+* ``PoolConstruction``: split an analysed dataset by every stat column into quantile bins
+  (``split_ratios``, default thirds: low / middle / high) or fixed counts (``split_counts``),
+  plus a seeded random control pool; optionally all made equal in size.
+* ``PoolDownsampling``: seeded random subset of each pool (default: the smallest pool's size).
+* ``PoolDuplication``: each pool repeated ``times`` times, optionally shuffled (seeded).
+* ``PoolRanking``: order evaluated pools by metric keys (mean ± std over seeds, Welch t-test of
+  every pool against the random control), write a table, a plot and the top pools.
+* ``PoolCombination``: intersections of every subset (size >= 2) of the top pools.
+* ``PoolMerging``: union of pools (one pool).
+* ``PoolCartesianJoin``: row-wise cross product of two pool sets.
+* ``RecipeExport``: the best pool's bounds as a Data-Juicer recipe YAML.
+* ``ToJsonl`` / ``FromJsonl`` / ``ToCocoCaption``: format conversion.
+"""
+from sandbox.steps.pools.construction import (PoolCartesianJoin, PoolCombination, PoolConstruction,
+                                              PoolDownsampling, PoolDuplication, PoolMerging,
+                                              PoolSelection)
+from sandbox.steps.pools.export import FromJsonl, RecipeExport, ToCocoCaption, ToJsonl
+from sandbox.steps.pools.ranking import DecisionAccuracy, PoolRanking
+
+__all__ = ["PoolConstruction", "PoolDownsampling", "PoolDuplication", "PoolCombination",
+           "PoolSelection", "PoolMerging", "PoolCartesianJoin", "PoolRanking", "DecisionAccuracy",
+           "RecipeExport", "ToJsonl", "FromJsonl", "ToCocoCaption"]
