@@ -103,6 +103,20 @@ class Recipe:
                 raise RecipeError(f"{self.source}, OP `{s.key}`: {e}. Fix its arguments.") from None
         return ops
 
+    def thresholds(self) -> dict[str, dict[str, Any]]:
+        """Per OP key, the thresholds of the OP (``{argument: Threshold}``) as this recipe builds
+        it: some bound another stat depending on their arguments (``alphanumeric_filter`` with
+        ``tokenization``, the field of ``specified_numeric_field_filter``). Native OPs are built
+        (a model one loads stays loaded for the run); Data-Juicer's adapted ones keep their
+        class's."""
+        out = {}
+        for s in self.ops:
+            if s.name in OPS:
+                out[s.key] = OPS[s.name](text_key=self.text_key, **s.args).thresholds
+            else:
+                out[s.key] = get_op_class(s.name).thresholds
+        return out
+
     def with_args(self, changes: Mapping[str, Mapping[str, Any]]) -> Recipe:
         """A copy with ``changes[key]`` merged into the arguments of OP ``key`` (validated);
         this recipe is left as it is."""

@@ -188,3 +188,15 @@ def test_a_run_parses_its_recipe_once_and_its_steps_get_recipes(docs_file, tmp_p
         all(a is b for a, b in zip(got["process"], got["refined"]))
     if iterations > 1:  # the carried recipe is the object refine returned
         assert got["probe"][1] is got["refined"][0]
+
+
+def test_thresholds_are_those_of_the_ops_as_the_recipe_builds_them():
+    rec = load_recipe({"ops": {"text_length_filter": {"min_len": 10},
+                               "specified_numeric_field_filter": {"field_key": "meta.score"},
+                               "clean_html_mapper": {}}})
+    ths = rec.thresholds()
+    assert {a: t.stat for a, t in ths["text_length_filter"].items()} == \
+        {"min_len": "text_len", "max_len": "text_len"}
+    # this filter bounds a stat named after its field, not its class's placeholder
+    assert {t.stat for t in ths["specified_numeric_field_filter"].values()} == {"meta.score"}
+    assert ths["clean_html_mapper"] == {}

@@ -34,7 +34,8 @@ from sandbox.tracking.params import flatten, redact, redact_hydra_record
 from sandbox.tracking.run_info import describe_run, hydra_job
 from sandbox.utils import atomic_write_text
 
-__all__ = ["run", "plan", "plan_pipelines", "plan_run", "PlannedPipeline", "PlannedStep", "RunPlan"]
+__all__ = ["run", "plan", "plan_pipelines", "plan_run", "PlannedPipeline", "PlannedStep",
+           "RunPlan"]
 
 
 def run(cfg, run_dir: str | Path | None = None) -> dict[str, float]:

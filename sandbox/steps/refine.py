@@ -64,10 +64,11 @@ class KSigmaRefiner(Step):
         from sandbox.ops import get_op_class
 
         changes, moved = [], {}
+        thresholds = recipe.thresholds()
         for spec in recipe.ops:
             cls = get_op_class(spec.name)
             hints = typing.get_type_hints(cls.__init__)
-            for arg, th in _thresholds(cls, spec, recipe.text_key).items():
+            for arg, th in thresholds[spec.key].items():
                 if arg not in spec.args:
                     continue
                 s = summary.get(stat_column(spec.key, th.stat))
@@ -81,18 +82,6 @@ class KSigmaRefiner(Step):
                     changes.append({"op": spec.key, "arg": arg, "stat": th.stat, "old": old,
                                     "new": new})
         return _write(env, recipe.with_args(moved), changes)
-
-
-def _thresholds(cls, spec, text_key: str) -> dict:
-    """The thresholds of the OP as the recipe builds it: some bound another stat depending on
-    their arguments (``alphanumeric_filter`` with ``tokenization``, the field of
-    ``specified_numeric_field_filter``). Native OPs are built (the probe built them already, so
-    any model they load is loaded); Data-Juicer's adapted ones keep their class's."""
-    from sandbox.ops.registry import OPS
-
-    if spec.name not in OPS:
-        return cls.thresholds
-    return OPS[spec.name](text_key=text_key, **spec.args).thresholds
 
 
 def refine_value(mean: float, std: float, k: float, bound: str, low: float, high: float,
