@@ -206,8 +206,8 @@ class Executor:
                       num_proc=self.num_proc, tracker=tracker,
                       show_progress=bool(self.cfg.get("progress", True)), engine=self.engine)
         component = build_component(comp_cfg, step.config_path, step.cls.__name__)
-        args = self.recipe_args(step, component, inputs)
         console.print(step_line(label, f"running {type(component).__name__}"))
+        args = self.recipe_args(step, component, inputs)
         t0 = time.perf_counter()
         outputs = component.run(env, **args) or {}
         seconds = time.perf_counter() - t0
