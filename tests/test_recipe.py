@@ -200,3 +200,17 @@ def test_thresholds_are_those_of_the_ops_as_the_recipe_builds_them():
     # this filter bounds a stat named after its field, not its class's placeholder
     assert {t.stat for t in ths["specified_numeric_field_filter"].values()} == {"meta.score"}
     assert ths["clean_html_mapper"] == {}
+
+
+def test_planning_parses_the_configured_recipe_and_marks_the_inputs_that_take_one():
+    from sandbox.runner import plan_run
+    from tests.conftest import compose
+
+    planned = plan_run(compose([]))
+    assert isinstance(planned.recipe, Recipe) and planned.recipe.keys[0] == "clean_html_mapper"
+    assert {s.key: s.recipe_inputs for s in planned.pipelines[0].steps if s.recipe_inputs} == \
+        {"probe": ("recipe",), "refine": ("recipe",), "process": ("recipe",)}
+    with pytest.raises(RecipeError, match="nope_filter"):  # read by a step: checked now
+        plan_run(compose(["+recipe.ops.nope_filter={}"]))
+    # no step runs the recipe: one that does not parse is no error, and no Recipe
+    assert plan_run(compose(["pipeline=infer", "+recipe.ops.nope_filter={}"])).recipe is None
