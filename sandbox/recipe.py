@@ -21,7 +21,8 @@ import difflib
 import inspect
 import math
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import yaml
 from sandbox.errors import RecipeError
 from sandbox.ops import OpSpec, get_op_class
 from sandbox.ops.registry import OPS
+from sandbox.utils import stable_hash
 
 RESERVED = ("_op", "_enabled")
 # Data-Juicer global keys that this loader knows and ignores (they concern its own engine).
@@ -45,11 +47,50 @@ DJ_GLOBAL_KEYS = {
 }
 
 
-@dataclass
+CONFIG_SOURCE = "the recipe config (conf/recipe)"
+
+
+@dataclass(frozen=True)
 class Recipe:
-    ops: list[OpSpec] = field(default_factory=list)
+    """A parsed, validated recipe: its OPs in order (``OpSpec``: key, OP name, arguments as the
+    OP reads them), the sample field that holds the text, and where it came from (for
+    messages). Made by ``load_recipe``/``load_dj_file``/``Recipe.coerce``; the runner parses the
+    configured one once, at planning, and hands this object to the engine, the tracker and the
+    steps. Treat it as immutable: ``with_args`` gives a changed copy."""
+
+    ops: tuple[OpSpec, ...] = ()
     text_key: str = "text"
-    source: str = "the recipe config (conf/recipe)"
+    source: str = CONFIG_SOURCE
+
+    def __post_init__(self):
+        object.__setattr__(self, "ops", tuple(self.ops))
+
+    @classmethod
+    def coerce(cls, value: Any, text_key: str = "text") -> Recipe:
+        """``value`` as a ``Recipe``: a ``Recipe`` as it is; a mapping in the config-tree form
+        (the ``recipe`` config node, or a recipe a step wrote, read back from the run's context)
+        or a Data-Juicer recipe file's path, parsed and validated (``load_recipe``)."""
+        if isinstance(value, Recipe):
+            return value
+        if isinstance(value, (str, Path)):
+            return load_recipe({"path": str(value)}, text_key)
+        if isinstance(value, Mapping) or value is None:
+            return load_recipe(value, text_key)
+        raise RecipeError(f"a recipe must be a mapping ({{ops: {{...}}}}, the `recipe` config) "
+                          f"or a Data-Juicer recipe file, got {type(value).__name__} {value!r}.")
+
+    @property
+    def keys(self) -> list[str]:
+        """The OPs' keys, in order."""
+        return [s.key for s in self.ops]
+
+    def op(self, key: str) -> OpSpec:
+        """The OP under ``key``."""
+        for s in self.ops:
+            if s.key == key:
+                return s
+        raise KeyError(f"{self.source} has no OP `{key}`; its OPs are: "
+                       f"{', '.join(self.keys) or '(none)'}.")
 
     def build(self):
         """Instantiate every OP (validated first)."""
@@ -61,6 +102,41 @@ class Recipe:
             except (ValueError, TypeError) as e:  # a value the OP's constructor rejects
                 raise RecipeError(f"{self.source}, OP `{s.key}`: {e}. Fix its arguments.") from None
         return ops
+
+    def thresholds(self) -> dict[str, dict[str, Any]]:
+        """Per OP key, the thresholds of the OP (``{argument: Threshold}``) as this recipe builds
+        it: some bound another stat depending on their arguments (``alphanumeric_filter`` with
+        ``tokenization``, the field of ``specified_numeric_field_filter``). Native OPs are built
+        (a model one loads stays loaded for the run); Data-Juicer's adapted ones keep their
+        class's."""
+        out = {}
+        for s in self.ops:
+            if s.name in OPS:
+                out[s.key] = OPS[s.name](text_key=self.text_key, **s.args).thresholds
+            else:
+                out[s.key] = get_op_class(s.name).thresholds
+        return out
+
+    def with_args(self, changes: Mapping[str, Mapping[str, Any]]) -> Recipe:
+        """A copy with ``changes[key]`` merged into the arguments of OP ``key`` (validated);
+        this recipe is left as it is."""
+        unknown = [k for k in changes if k not in self.keys]
+        if unknown:
+            raise KeyError(f"{self.source} has no OP(s) {unknown}; its OPs are: "
+                           f"{', '.join(self.keys) or '(none)'}.")
+        ops = [OpSpec(key=s.key, name=s.name, args={**s.args, **dict(changes.get(s.key) or {})})
+               for s in self.ops]
+        out = replace(self, ops=ops)
+        validate(out)
+        return out
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what the recipe does (its OPs, their arguments, the text key)."""
+        return stable_hash([self.to_config(), self.text_key])
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
 
     def to_config(self) -> dict[str, Any]:
         """The config-tree form (what ``recipe.ops`` holds)."""
@@ -80,7 +156,47 @@ class Recipe:
         return yaml.safe_dump(self.to_dj(), sort_keys=False, allow_unicode=True)
 
 
-def load_recipe(cfg: dict | None, text_key: str = "text") -> Recipe:
+class RecipeBook:
+    """The recipes of one run, by what they were read from: the configured one (parsed at
+    planning) and those that steps return. A step input that is one of them in its config form
+    (``${recipe}``, ``${ctx:refine.recipe}``) gets that very object; anything else is parsed
+    once (``Recipe.coerce``) and kept. A step's identity still hashes the config form."""
+
+    def __init__(self):
+        self._by_source: dict[str, Recipe] = {}
+
+    @staticmethod
+    def _key(value: Any, text_key: str) -> str:
+        return stable_hash([value, str(text_key)])
+
+    def add(self, recipe: Recipe, value: Any = None, text_key: str | None = None) -> Recipe:
+        """Keep ``recipe`` as what ``value`` read with ``text_key`` gives (default: its own config
+        form and text key)."""
+        value = recipe.to_config() if value is None else value
+        self._by_source[self._key(value, text_key or recipe.text_key)] = recipe
+        return recipe
+
+    def get(self, value: Any, text_key: str = "text") -> Recipe:
+        """``value`` as a ``Recipe`` (see ``Recipe.coerce``), parsed only if not seen before."""
+        if isinstance(value, Recipe):
+            return value
+        key = self._key(value, text_key)
+        if key not in self._by_source:
+            self._by_source[key] = Recipe.coerce(value, text_key)
+        return self._by_source[key]
+
+    def record(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        """A step's outputs as the run's context records them: each ``Recipe`` in its config form
+        (and kept, so that the steps reading it get the object)."""
+        out = dict(outputs)
+        for name, value in outputs.items():
+            if isinstance(value, Recipe):
+                self.add(value)
+                out[name] = value.to_config()
+        return out
+
+
+def load_recipe(cfg: Mapping | None, text_key: str = "text") -> Recipe:
     """Build a ``Recipe`` from the ``recipe`` config node (a plain dict)."""
     cfg = dict(cfg or {})
     unknown = sorted(set(cfg) - {"path", "ops", "name"})
@@ -93,18 +209,22 @@ def load_recipe(cfg: dict | None, text_key: str = "text") -> Recipe:
     path = cfg.get("path")
     overrides = dict(cfg.get("ops") or {})
     if path:
-        recipe = load_dj_file(path, text_key)
-        by_key = {s.key: s for s in recipe.ops}
-        for key, args in overrides.items():
-            if key not in by_key:
+        base = load_dj_file(path, text_key)
+        keys = set(base.keys)
+        for key in overrides:
+            if key not in keys:
                 raise RecipeError(
                     f"recipe.ops.{key} overrides an OP that {path} does not contain. Its OPs are: "
-                    f"{', '.join(by_key) or '(none)'}. Fix the key, or add the OP to the file."
+                    f"{', '.join(base.keys) or '(none)'}. Fix the key, or add the OP to the file."
                 )
-            args = dict(args or {})
+        ops = []
+        for spec in base.ops:
+            args = dict(overrides.get(spec.key) or {})
             if args.pop("_enabled", True) is False:
-                recipe.ops.remove(by_key[key])
-            by_key[key].args.update({k: v for k, v in args.items() if k not in RESERVED})
+                continue
+            ops.append(OpSpec(key=spec.key, name=spec.name, args={
+                **spec.args, **{k: v for k, v in args.items() if k not in RESERVED}}))
+        recipe = replace(base, ops=ops)
         validate(recipe)
         return recipe
 

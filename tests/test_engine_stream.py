@@ -217,7 +217,7 @@ def test_process_streams_the_same_outputs(tmp_path, chunk_rows):
     env = StepEnv(name="process", workdir=wd, run_dir=tmp_path, cache_dir=tmp_path / "cache",
                   show_progress=False, engine=LocalEngine(num_proc=2, chunk_rows=chunk_rows))
     out = Process(export_path=str(tmp_path / "out.jsonl"), batch_size=40).run(
-        env, dataset=str(pool), recipe=RECIPE)
+        env, dataset=str(pool), recipe=load_recipe(RECIPE))
     rec = load_recipe(RECIPE)
     ref = _one_batch(tmp_path, texts, rec.ops)
     ref_texts = [t for arr in ref.text_batches(len(texts)) for t in arr.to_pylist()]
@@ -360,8 +360,8 @@ def test_export_writes_media_paths_relative_to_its_folder(tmp_path, suffix):
     env = StepEnv(name="process", workdir=wd, run_dir=tmp_path, cache_dir=tmp_path / "cache",
                   show_progress=False, engine=LocalEngine(num_proc=1))
     export = export_dir / f"kept{suffix}"
-    out = Process(export_path=str(export)).run(
-        env, dataset=str(pool), recipe={"ops": {"text_length_filter": {"min_len": 10}}})
+    recipe = load_recipe({"ops": {"text_length_filter": {"min_len": 10}}})
+    out = Process(export_path=str(export)).run(env, dataset=str(pool), recipe=recipe)
     exported = (pq.read_table(export).to_pylist() if suffix == ".parquet" else
                 [json.loads(line) for line in export.read_text().splitlines()])
     assert [r["images"] for r in exported] == \
@@ -377,7 +377,7 @@ def test_a_field_an_op_reads_but_the_pool_lacks_is_one_paragraph_before_work(tmp
     env.workdir.mkdir()
     recipe = {"ops": {"suffix_filter": {"suffixes": [".py"]}}}
     with pytest.raises(DataError) as e:
-        Process().run(env, dataset=str(pool), recipe=recipe)
+        Process().run(env, dataset=str(pool), recipe=load_recipe(recipe))
     msg = str(e.value)
     assert "suffix_filter" in msg and "`__dj__suffix__`" in msg and "add_suffix: true" in msg
     assert "its fields: text" in msg and "_enabled=false" in msg

@@ -11,6 +11,7 @@ import pytest
 
 from sandbox.errors import ConfigError
 from sandbox.numeric import float_column
+from sandbox.recipe import load_recipe
 from sandbox.steps.base import StepEnv
 from sandbox.steps.pools import (FromJsonl, PoolCartesianJoin, PoolCombination, PoolConstruction,
                                  PoolDownsampling, PoolDuplication, PoolMerging, PoolRanking,
@@ -188,7 +189,7 @@ def test_recipe_export_sets_bounds_of_the_pool(tmp_path):
             "parts": ["text_length_filter.text_len.middle", "alphanumeric_filter.alnum_ratio.high"],
             "bounds": {"text_length_filter.text_len": [100.0, 500.0],
                        "alphanumeric_filter.alnum_ratio": [0.8, 0.95]}}
-    out = RecipeExport().run(env(tmp_path, "exp"), pool, recipe)
+    out = RecipeExport().run(env(tmp_path, "exp"), pool, load_recipe(recipe))
     dj = yaml.safe_load(open(out["recipe_path"]))
     assert dj["process"] == [{"clean_html_mapper": {}},
                              {"text_length_filter": {"min_len": 100.0, "max_len": 500.0}},

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import compose, reply_json
 from sandbox.errors import ConfigError
+from sandbox.recipe import load_recipe
 from sandbox.steps.base import StepEnv
 from sandbox.steps.data.probe_model import (ModelProbe, judge_chat, parse_judge_score, perplexities,
                                        sample_rows)
@@ -130,7 +131,7 @@ def step_env(tmp_path: Path, name: str) -> StepEnv:
                    seed=0, num_proc=1, show_progress=False)
 
 
-RECIPE = {"ops": {"text_length_filter": {"min_len": 1}}}
+RECIPE = load_recipe({"ops": {"text_length_filter": {"min_len": 1}}})
 
 
 def test_judge_through_api_unparsable_and_failed_are_counted(tmp_path, judge_server):
@@ -182,7 +183,7 @@ def test_judge_through_api_unparsable_and_failed_are_counted(tmp_path, judge_ser
     half = ModelProbe(perplexity=False, judge_backend="api", judge_base_url=judge_server,
                       judge_model="judge", judge_params={"max_retries": 0}, ratio=0.5, seed=1,
                       plots=False).run(step_env(tmp_path, "half"), dataset=str(pool),
-                                       recipe={"ops": {}})
+                                       recipe=load_recipe({"ops": {}}))
     assert pq.read_table(half["stats"]).column_names == ["model.judge_score"]  # no OP stats
     s = half["summary"]["model.judge_score"]
     assert s["probed"] == 4 and len(JudgeServer.bodies) == 4 and s["pool_rows"] == 7

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from sandbox.errors import ConfigError
+from sandbox.recipe import load_recipe
 from sandbox.steps.base import StepEnv
 from sandbox.steps.data.probe import Probe
 from sandbox.steps.data.refine_model_feedback import (ModelFeedbackRefiner, bin_cuts, bound_value,
@@ -65,8 +66,9 @@ def step_env(tmp_path: Path, name: str) -> StepEnv:
                    seed=0, num_proc=1, show_progress=False)
 
 
-RECIPE = {"ops": {"special_characters_filter": {"max_ratio": 0.95},
-                  "specified_numeric_field_filter": {"field_key": "score", "min_value": 0.01}}}
+RECIPE = load_recipe({"ops": {
+    "special_characters_filter": {"max_ratio": 0.95},
+    "specified_numeric_field_filter": {"field_key": "score", "min_value": 0.01}}})
 
 
 def test_known_answer_noise_band_cut_unrelated_stat_left_alone(tmp_path):
@@ -81,12 +83,13 @@ def test_known_answer_noise_band_cut_unrelated_stat_left_alone(tmp_path):
     ratios = pq.read_table(probe["stats"]).column(
         "special_characters_filter.special_char_ratio").to_numpy()
     noise = np.array([r["noise"] for r in rows])
-    new_max = out["recipe"]["ops"]["special_characters_filter"]["max_ratio"]
+    new_max = out["recipe"].op("special_characters_filter").args["max_ratio"]
     # the max is moved below the noise band, and every clean document stays
     assert ratios[~noise].max() <= new_max < ratios[noise].min()
-    assert "min_ratio" not in out["recipe"]["ops"]["special_characters_filter"]
+    assert "min_ratio" not in out["recipe"].op("special_characters_filter").args
+    assert RECIPE.op("special_characters_filter").args == {"max_ratio": 0.95}  # a new copy
     # the unrelated stat: all its bins train alike, so its bounds stay as written
-    field = out["recipe"]["ops"]["specified_numeric_field_filter"]
+    field = out["recipe"].op("specified_numeric_field_filter").args
     assert field["min_value"] == 0.01 and "max_value" not in field
     assert out["changes"] == [{"op": "special_characters_filter", "arg": "max_ratio",
                                "stat": "special_char_ratio", "old": 0.95, "new": new_max}]

@@ -46,8 +46,9 @@ def test_ksigma_on_a_known_distribution(tmp_path):
     with pytest.raises(RecipeError):
         load_recipe(recipe)
     recipe["ops"]["text_length_filter"]["max_len"] = 10**6
-    out = KSigmaRefiner(k=3).run(env_for(tmp_path), recipe=recipe, summary=summary)
-    ops = out["recipe"]["ops"]
+    out = KSigmaRefiner(k=3).run(env_for(tmp_path), recipe=load_recipe(recipe),
+                                 summary=summary)
+    ops = out["recipe"].to_config()["ops"]
     assert ops["text_length_filter"] == {"min_len": 700, "max_len": 1300}  # 1000 -/+ 3*100
     assert ops["alphanumeric_filter"]["min_ratio"] == pytest.approx(0.5)  # 0.8 - 0.3
     assert ops["alphanumeric_filter"]["max_ratio"] == pytest.approx(1.0)  # 1.1 clipped to 1
@@ -70,8 +71,8 @@ def test_refine_value_rounds_integer_bounds_inwards_and_clips():
 
 def test_no_refine_passes_recipe_through(tmp_path):
     recipe = {"ops": {"text_length_filter": {"min_len": 3}}}
-    out = NoRefine().run(env_for(tmp_path), recipe=recipe)
-    assert out["recipe"]["ops"] == {"text_length_filter": {"min_len": 3}}
+    out = NoRefine().run(env_for(tmp_path), recipe=load_recipe(recipe))
+    assert out["recipe"].to_config()["ops"] == {"text_length_filter": {"min_len": 3}}
     assert out["changes"] == []
 
 
@@ -80,7 +81,8 @@ def test_probe_summary_and_plots(tmp_path):
     texts = ["a" * 10, "b" * 20, "c" * 30, "d" * 40]
     pool = write_pool(tmp_path, texts)
     recipe = {"ops": {"text_length_filter": {"min_len": 15, "max_len": 35}}}
-    out = Probe(quantiles=[0.5]).run(env_for(tmp_path, "probe"), dataset=pool, recipe=recipe)
+    out = Probe(quantiles=[0.5]).run(env_for(tmp_path, "probe"), dataset=pool,
+                                     recipe=load_recipe(recipe))
     s = out["summary"]["text_length_filter.text_len"]
     assert s["count"] == 4 and s["mean"] == 25 and s["min"] == 10 and s["max"] == 40
     assert s["std"] == pytest.approx(np.std([10, 20, 30, 40], ddof=1))
@@ -94,7 +96,7 @@ def test_probe_summary_and_plots(tmp_path):
 def test_probe_sees_text_after_preceding_mappers(tmp_path):
     pool = write_pool(tmp_path, ["<b>hi</b> there friend", "plain words here"])
     recipe = {"ops": {"clean_html_mapper": {}, "text_length_filter": {}}}
-    out = Probe().run(env_for(tmp_path, "probe"), dataset=pool, recipe=recipe)
+    out = Probe().run(env_for(tmp_path, "probe"), dataset=pool, recipe=load_recipe(recipe))
     assert pq.read_table(out["stats"]).column("text_length_filter.text_len").to_pylist() == \
         [len("hi there friend"), len("plain words here")]
 
@@ -106,7 +108,8 @@ def test_process_keeps_drops_and_records_why(tmp_path):
     pool = write_pool(tmp_path, texts, id=[0, 1, 2, 3])
     recipe = {"ops": {"text_length_filter": {"min_len": 10},
                       "document_deduplicator": {}}}
-    out = Process().run(env_for(tmp_path, "process"), dataset=pool, recipe=recipe)
+    out = Process().run(env_for(tmp_path, "process"), dataset=pool,
+                        recipe=load_recipe(recipe))
     kept = pq.read_table(out["dataset"])
     dropped = pq.read_table(out["dropped"])
     assert kept.column("id").to_pylist() == [1, 3]
@@ -123,7 +126,7 @@ def test_process_writes_mapped_text_and_exports_jsonl(tmp_path):
     recipe = {"ops": {"clean_html_mapper": {}, "clean_email_mapper": {}}}
     export = tmp_path / "out.jsonl"
     out = Process(export_path=str(export)).run(env_for(tmp_path, "process"), dataset=pool,
-                                               recipe=recipe)
+                                               recipe=load_recipe(recipe))
     texts = pq.read_table(out["dataset"]).column("text").to_pylist()
     assert texts[0] == "Hello   world" and "a@b.com" not in texts[1]
     assert [json.loads(l)["text"] for l in export.read_text().splitlines()] == texts
@@ -133,13 +136,14 @@ def test_process_names_the_op_that_removed_everything(tmp_path):
     pool = write_pool(tmp_path, ["tiny", "small"])
     recipe = {"ops": {"clean_email_mapper": {}, "text_length_filter": {"min_len": 100}}}
     with pytest.raises(DataError, match=r"OP `text_length_filter` removed the last 2"):
-        Process().run(env_for(tmp_path, "process"), dataset=pool, recipe=recipe)
+        Process().run(env_for(tmp_path, "process"), dataset=pool, recipe=load_recipe(recipe))
 
 
 def test_empty_recipe_passes_data_through_untouched(tmp_path):
     texts = ["<b>x</b>", "y", "y"]
     pool = write_pool(tmp_path, texts)
-    out = Process().run(env_for(tmp_path, "process"), dataset=pool, recipe={"ops": {}})
+    out = Process().run(env_for(tmp_path, "process"), dataset=pool,
+                        recipe=load_recipe({"ops": {}}))
     assert pq.read_table(out["dataset"]).column("text").to_pylist() == texts
 
 
@@ -201,20 +205,23 @@ def test_stats_cache_is_reused_across_threshold_changes(tmp_path):
 def test_ksigma_keeps_float_arguments_float_when_default_is_an_int(tmp_path):
     # alphanumeric_filter's max_ratio defaults to sys.maxsize (an int) but is a float argument
     summary = {"alphanumeric_filter.alnum_ratio": {"count": 10, "mean": 0.8, "std": 0.05}}
-    out = KSigmaRefiner(k=3).run(env_for(tmp_path), recipe={"ops": {"alphanumeric_filter": {}}},
+    out = KSigmaRefiner(k=3).run(env_for(tmp_path),
+                                 recipe=load_recipe({"ops": {"alphanumeric_filter": {}}}),
                                  summary=summary)
-    assert out["recipe"]["ops"]["alphanumeric_filter"] == {}  # nothing written, nothing refined
-    out = KSigmaRefiner(k=3).run(env_for(tmp_path), summary=summary, recipe={
-        "ops": {"alphanumeric_filter": {"min_ratio": 0.1, "max_ratio": 2**63 - 1}}})
-    args = out["recipe"]["ops"]["alphanumeric_filter"]
+    # nothing written, nothing refined
+    assert out["recipe"].to_config()["ops"]["alphanumeric_filter"] == {}
+    out = KSigmaRefiner(k=3).run(env_for(tmp_path), summary=summary, recipe=load_recipe({
+        "ops": {"alphanumeric_filter": {"min_ratio": 0.1, "max_ratio": 2**63 - 1}}}))
+    args = out["recipe"].to_config()["ops"]["alphanumeric_filter"]
     assert args["min_ratio"] == pytest.approx(0.65) and args["max_ratio"] == pytest.approx(0.95)
 
 
 def test_ksigma_refines_only_the_arguments_the_recipe_writes(tmp_path):
     summary = {"special_characters_filter.special_char_ratio": {"count": 9, "mean": 0.2, "std": 0.01}}
-    out = KSigmaRefiner(k=2).run(env_for(tmp_path), summary=summary, recipe={
-        "ops": {"special_characters_filter": {"max_ratio": 0.25}}})
-    assert out["recipe"]["ops"]["special_characters_filter"] == {"max_ratio": pytest.approx(0.22)}
+    out = KSigmaRefiner(k=2).run(env_for(tmp_path), summary=summary, recipe=load_recipe({
+        "ops": {"special_characters_filter": {"max_ratio": 0.25}}}))
+    assert out["recipe"].op("special_characters_filter").args == \
+        {"max_ratio": pytest.approx(0.22)}
     assert [c["arg"] for c in out["changes"]] == ["max_ratio"]
 
 
@@ -222,7 +229,7 @@ def test_probe_stores_but_does_not_summarise_non_numeric_stats(tmp_path):
     pool = write_pool(tmp_path, ["The cat sat on the mat and looked at the door.",
                                  "Le chat est assis sur le tapis et regarde la porte."])
     recipe = {"ops": {"language_id_score_filter": {"lang": "en", "min_score": 0.5}}}
-    out = Probe().run(env_for(tmp_path, "probe"), dataset=pool, recipe=recipe)
+    out = Probe().run(env_for(tmp_path, "probe"), dataset=pool, recipe=load_recipe(recipe))
     stats = pq.read_table(out["stats"])
     assert stats.column("language_id_score_filter.lang").to_pylist() == ["en", "fr"]
     assert out["summary"]["language_id_score_filter.lang"]["numeric"] is False
@@ -235,9 +242,9 @@ def test_ksigma_refines_thresholds_on_the_stat_the_built_op_bounds(tmp_path):
     """specified_numeric_field_filter bounds a stat named after its field, not its class's
     placeholder `field_value`: refine finds it (as for alphanumeric_filter with tokenization)."""
     summary = {"specified_numeric_field_filter.meta.score": {"count": 9, "mean": 5.0, "std": 1.0}}
-    out = KSigmaRefiner(k=2).run(env_for(tmp_path), summary=summary, recipe={
+    out = KSigmaRefiner(k=2).run(env_for(tmp_path), summary=summary, recipe=load_recipe({
         "ops": {"specified_numeric_field_filter": {"field_key": "meta.score", "min_value": 0.0,
-                                                   "max_value": 100.0}}})
-    args = out["recipe"]["ops"]["specified_numeric_field_filter"]
+                                                   "max_value": 100.0}}}))
+    args = out["recipe"].to_config()["ops"]["specified_numeric_field_filter"]
     assert (args["min_value"], args["max_value"]) == (pytest.approx(3.0), pytest.approx(7.0))
     assert {c["stat"] for c in out["changes"]} == {"meta.score"}

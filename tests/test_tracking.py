@@ -12,6 +12,7 @@ import yaml
 
 from sandbox.recipe import load_recipe
 from sandbox.runner import resolved_config
+from sandbox.runner.plan import plan_recipe
 from sandbox.tracking import NoTracker
 from sandbox.tracking.names import short_name, tracked_name
 from sandbox.tracking.run_info import describe_run
@@ -50,7 +51,7 @@ def test_metrics_are_logged_in_sections_and_read_back_under_their_own_names(name
 
 def describe(overrides, step_keys=("load", "probe", "refine", "process", "train")):
     cfg = compose(overrides, return_hydra_config=True)
-    return describe_run(resolved_config(cfg), list(step_keys), "/tmp/some/run")
+    return describe_run(resolved_config(cfg), list(step_keys), "/tmp/some/run", plan_recipe(cfg))
 
 
 def test_run_is_named_by_its_recipe_overrides_and_seed_with_the_command_as_source():

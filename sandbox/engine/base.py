@@ -28,7 +28,7 @@ from sandbox.engine.result import ComputedFile
 from sandbox.errors import DataError
 from sandbox.engine.selection import Selection, select
 from sandbox.ops import Mapper, Op, OpSpec
-from sandbox.recipe import Recipe, load_recipe
+from sandbox.recipe import Recipe
 
 
 class StepEnvLike(Protocol):
@@ -77,13 +77,11 @@ class Engine(abc.ABC):
         """Write the pool's samples split by ``selection`` to ``outputs``, in the pool's order
         and schema, with the mapped text in place of the original when a mapper ran."""
 
-    def compute_recipe(self, env: StepEnvLike, dataset: str, recipe: dict, text_key: str,
-                       batch_size: int | None, description: str
-                       ) -> tuple[Recipe, list[Op], ComputedFile, int]:
-        """What probe and process share: load and build the recipe, then run it over the pool
+    def compute_recipe(self, env: StepEnvLike, dataset: str, rec: Recipe, batch_size: int | None,
+                       description: str) -> tuple[list[Op], ComputedFile, int]:
+        """What probe and process share: build the recipe's OPs, then run them over the pool
         file with a progress bar (cached under the run's cache dir). Returns
-        ``(recipe, ops, computed, num_rows)``."""
-        rec = load_recipe(recipe, text_key)
+        ``(ops, computed, num_rows)``."""
         ops = rec.build()
         pool = pq.ParquetFile(dataset)
         check_input_fields(rec, ops, pool.schema_arrow.names, dataset)
@@ -93,7 +91,7 @@ class Engine(abc.ABC):
                                     cache_dir=env.cache_dir,
                                     fingerprint=fingerprint(dataset, env.cache_dir),
                                     progress=advance, scratch_dir=env.workdir)
-        return rec, ops, computed, n
+        return ops, computed, n
 
 
 def check_input_fields(rec: Recipe, ops: list[Op], columns: list[str], dataset: str) -> None:

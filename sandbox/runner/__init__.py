@@ -2,7 +2,8 @@
 
 1. *Plan* (``sandbox.runner.plan``): every step of every pipeline is checked against its class
    (parameters, inputs) and every ``${ctx:STEP.OUTPUT}`` against the steps that run earlier,
-   before any step runs.
+   before any step runs; the configured recipe is parsed and validated, once: that ``Recipe``
+   is what the tracker records and the steps that read ``${recipe}`` get.
 2. *Execute* (``sandbox.runner.executor``): steps run in order; each one's inputs resolve when
    it starts; its outputs are saved to ``context.json``, its metrics and files go to the tracker.
    A step's identity (``sandbox.runner.identity``) is a hash of its resolved config, inputs,
@@ -24,16 +25,18 @@ from sandbox.console import print_summary
 from sandbox.context import Context, register_resolvers
 from sandbox.engine import build_engine, preload_in_background, resolve_num_proc
 from sandbox.errors import ConfigError
-from sandbox.recipe import load_recipe
+from sandbox.recipe import Recipe
 from sandbox.runner.executor import Executor
-from sandbox.runner.plan import PlannedPipeline, PlannedStep, plan, plan_pipelines
+from sandbox.runner.plan import (PlannedPipeline, PlannedStep, RunPlan, plan, plan_pipelines,
+                                 plan_run)
 from sandbox.steps.base import ReportHook
 from sandbox.tracking import NoTracker
 from sandbox.tracking.params import flatten, redact, redact_hydra_record
 from sandbox.tracking.run_info import describe_run, hydra_job
 from sandbox.utils import atomic_write_text
 
-__all__ = ["run", "plan", "plan_pipelines", "PlannedPipeline", "PlannedStep"]
+__all__ = ["run", "plan", "plan_pipelines", "plan_run", "PlannedPipeline", "PlannedStep",
+           "RunPlan"]
 
 
 def run(cfg, run_dir: str | Path | None = None,
@@ -51,8 +54,9 @@ def run(cfg, run_dir: str | Path | None = None,
 
 
 def _run(cfg, run_dir: Path, cache_dir: Path, report: ReportHook | None) -> dict[str, float]:
-    pipelines = plan_pipelines(cfg)
-    _preload_recipe(cfg)
+    planned = plan_run(cfg)
+    pipelines = planned.pipelines
+    _preload_recipe(planned.recipe)
     if any(p.carry for p in pipelines):  # carried values rewrite the config: work on a copy
         cfg = copy.deepcopy(cfg)
 
@@ -67,14 +71,16 @@ def _run(cfg, run_dir: Path, cache_dir: Path, report: ReportHook | None) -> dict
     num_proc = resolve_num_proc(cfg.get("num_proc"))
     engine = build_engine(OmegaConf.select(cfg, "engine"))
     tracker = build_tracker(cfg)
-    info = describe_run(resolved, [s.key for p in pipelines for s in p.steps], run_dir)
+    info = describe_run(resolved, [s.key for p in pipelines for s in p.steps], run_dir,
+                        planned.recipe)
     tags = info.tags
     tracker.start(run_name=info.name, params={**flatten(redact(resolved)), **info.params},
                   tags=tags, resume_run_id=ctx.meta.get("tracking_run_id") if resume else None)
     tracker.log_text(info.recipe_yaml, "recipe.yaml")
     ctx.meta["tracking_run_id"] = getattr(tracker, "run_id", None)
     ctx.save()
-    ex = Executor(cfg, ctx, run_dir, cache_dir, tracker, resume, engine, num_proc, report)
+    ex = Executor(cfg, ctx, run_dir, cache_dir, tracker, resume, engine, num_proc,
+                  planned.recipes, report)
     status = "FINISHED"
     t_run = time.perf_counter()
     try:
@@ -100,17 +106,11 @@ def _run(cfg, run_dir: Path, cache_dir: Path, report: ReportHook | None) -> dict
     return ex.metrics
 
 
-def _preload_recipe(cfg) -> None:
+def _preload_recipe(recipe: Recipe | None) -> None:
     """Load what the configured recipe's OPs need (compiled kernels) in the background while the
     first steps run; the engine waits for it before it forks workers."""
-    node = OmegaConf.select(cfg, "recipe", default=None)
-    if not OmegaConf.is_dict(node):
-        return
-    try:
-        rec = load_recipe(OmegaConf.to_container(node, resolve=True), cfg.get("text_key", "text"))
-    except Exception:  # the step that runs the recipe reports the problem, with context
-        return
-    preload_in_background(rec.ops, rec.text_key)
+    if recipe is not None:
+        preload_in_background(list(recipe.ops), recipe.text_key)
 
 
 def build_tracker(cfg):

@@ -23,6 +23,7 @@ from sandbox.components import build_component
 from sandbox.console import console, step_line
 from sandbox.context import Context, active, current_item
 from sandbox.errors import ConfigError
+from sandbox.recipe import RecipeBook
 from sandbox.runner.fan_out import FanOut
 from sandbox.runner.identity import outputs_exist, step_identity
 from sandbox.runner.plan import PlannedPipeline, PlannedStep
@@ -35,9 +36,12 @@ class Executor:
     """Runs planned pipelines step by step; ``metrics`` collects every step's metrics."""
 
     def __init__(self, cfg, ctx: Context, run_dir: Path, cache_dir: Path, tracker, resume: bool,
-                 engine, num_proc: int, report: ReportHook | None = None):
+                 engine, num_proc: int, recipes: RecipeBook | None = None,
+                 report: ReportHook | None = None):
         self.cfg, self.ctx, self.run_dir, self.cache_dir = cfg, ctx, run_dir, cache_dir
         self.tracker, self.resume, self.engine, self.num_proc = tracker, resume, engine, num_proc
+        # the run's recipes: the configured one (parsed at planning) and those steps return
+        self.recipes = recipes if recipes is not None else RecipeBook()
         self.report = report  # every step's StepEnv.report_hook (a sweep trial's pruner)
         self.metrics: dict[str, float] = {}
         self.suffix = ""  # "@<iteration>" while an iterating pipeline runs
@@ -206,17 +210,30 @@ class Executor:
                       report_hook=self.report)
         component = build_component(comp_cfg, step.config_path, step.cls.__name__)
         console.print(step_line(label, f"running {type(component).__name__}"))
+        args = self.recipe_args(step, component, inputs)
         t0 = time.perf_counter()
-        outputs = component.run(env, **inputs) or {}
+        outputs = component.run(env, **args) or {}
         seconds = time.perf_counter() - t0
         unknown = set(outputs) - set(step.cls.outputs)
         if unknown:
             raise ConfigError(f"step `{step.name}` returned undeclared outputs {sorted(unknown)}; "
                               f"add them to {step.cls.__name__}.outputs.")
+        outputs = self.recipes.record(outputs)  # a returned Recipe is kept, recorded as config
         self.ctx.record(key, outputs, identity, seconds)
         self.ctx.save()
         console.print(step_line(label, f"done in {seconds:.1f}s"))
         return outputs, seconds
+
+    def recipe_args(self, step: PlannedStep, component: Any, inputs: dict) -> dict:
+        """``inputs`` with those the step's ``run`` takes as a ``Recipe`` in that form: the
+        recipe of the run's ``RecipeBook`` that their config form (``${recipe}``,
+        ``${ctx:refine.recipe}``) was read from, or parsed once now (with the step's
+        ``text_key``)."""
+        if not step.recipe_inputs:
+            return inputs
+        text_key = str(getattr(component, "text_key", None) or self.cfg.get("text_key", "text"))
+        return {k: self.recipes.get(v, text_key) if k in step.recipe_inputs and v is not None
+                else v for k, v in inputs.items()}
 
     # ------------------------------------------------------------------ places and names
     def workdir(self, step: PlannedStep, element: str | None = None) -> Path:

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from sandbox.conditions import Condition, parse_condition
 from sandbox.context import references, split_ref
 from sandbox.errors import ConfigError
-from sandbox.recipe import type_name, type_ok
+from sandbox.recipe import Recipe, RecipeBook, type_name, type_ok
 
 GROUP_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_.]*)\}$")
 
@@ -35,6 +35,7 @@ class PlannedStep:
     node_path: str = ""  # "pipeline.steps.x" or "pipelines.p.steps.x"
     for_each: str | None = None  # the context key of the step whose list output it fans out over
     seeds: list[int] | None = None
+    recipe_inputs: tuple[str, ...] = ()  # its inputs that ``run`` takes as a ``Recipe``
 
     @property
     def key(self) -> str:
@@ -52,6 +53,18 @@ class PlannedPipeline:
     iterate: bool = False
 
 
+@dataclass
+class RunPlan:
+    """What planning hands the executor: the pipelines, checked, and the configured recipe,
+    parsed and validated once (``recipe``; None without a ``recipe`` config, or when no step
+    reads it and it does not parse), kept in the run's ``RecipeBook`` so that the steps that read
+    it get that object."""
+
+    pipelines: list[PlannedPipeline]
+    recipe: Recipe | None = None
+    recipes: RecipeBook = field(default_factory=RecipeBook)
+
+
 # ============================================================================ planning
 MIXED = ("the config mixes the single-pipeline form (pipeline.steps) and the multi-pipeline form "
          "(pipelines.<name>.steps). Use one: drop `pipeline` (e.g. in an experiment file "
@@ -64,14 +77,21 @@ def plan(cfg) -> list[PlannedStep]:
 
 
 def plan_pipelines(cfg) -> list[PlannedPipeline]:
+    return plan_run(cfg).pipelines
+
+
+def plan_run(cfg) -> RunPlan:
+    """The pipelines, checked (``_plan_pipelines``), and the configured recipe, parsed and checked
+    (``plan_recipe``): everything a run needs before its first step."""
     _missing_envs.clear()
     pipelines = _plan_pipelines(cfg)
     if _missing_envs:  # every stack that is not set up, in one message
         from sandbox.env.manager import EnvNotReadyError
 
         raise EnvNotReadyError("\n\n".join(dict.fromkeys(_missing_envs)))
-    check_recipe_early(cfg)
-    return pipelines
+    out = RunPlan(pipelines)
+    out.recipe = plan_recipe(cfg, out.recipes)
+    return out
 
 
 _missing_envs: list[str] = []
@@ -80,21 +100,52 @@ _missing_envs: list[str] = []
 RECIPE_REF = re.compile(r"\$\{recipe(\.[^}]*)?\}")
 
 
-def check_recipe_early(cfg) -> None:
-    """When a step reads the configured recipe (``${recipe}``), check all of it now, before the
-    load step: names, argument types and ranges, and every asset its OPs need (all missing ones
-    in one paragraph). See ``sandbox.recipe.check_recipe``."""
+def plan_recipe(cfg, book: RecipeBook | None = None) -> Recipe | None:
+    """The configured recipe (the ``recipe`` node), parsed and validated: the run's one parse of
+    it, added to ``book``. When a step reads it (``${recipe}``) all of it is checked now, before
+    the load step: names, argument types and ranges, and every asset its OPs need (all missing
+    ones in one paragraph; see ``sandbox.recipe.check_recipe``). When none does, it is parsed
+    for the run's record only, and one that does not parse is None."""
     from sandbox.recipe import check_recipe, load_recipe
 
+    node = OmegaConf.select(cfg, "recipe", default=None)
+    if node is None or not OmegaConf.is_dict(node):
+        return None
+    text_key = str(cfg.get("text_key", "text"))
     wiring = {k: OmegaConf.to_container(cfg[k], resolve=False) for k in ("pipeline", "pipelines")
               if OmegaConf.select(cfg, k) is not None}
-    node = OmegaConf.select(cfg, "recipe", default=None)
-    if node is None or not RECIPE_REF.search(str(wiring)) or not OmegaConf.is_dict(node):
-        return
-    if OmegaConf.is_missing(node, "path"):
-        raise ConfigError("recipe.path is required with recipe=dj: give the recipe file, "
-                          "recipe=dj recipe.path=FILE.yaml.")
-    check_recipe(load_recipe(_value(cfg, "recipe"), str(cfg.get("text_key", "text"))))
+    if not RECIPE_REF.search(str(wiring)):
+        try:
+            value = _value(cfg, "recipe")
+            rec = load_recipe(value, text_key)
+        except Exception:  # noqa: BLE001 - no step runs it: the record shows what was configured
+            return None
+    else:
+        if OmegaConf.is_missing(node, "path"):
+            raise ConfigError("recipe.path is required with recipe=dj: give the recipe file, "
+                              "recipe=dj recipe.path=FILE.yaml.")
+        value = _value(cfg, "recipe")
+        rec = load_recipe(value, text_key)
+        check_recipe(rec)
+    if book is not None:
+        book.add(rec, value, text_key)
+    return rec
+
+
+def recipe_params(cls: type) -> tuple[str, ...]:
+    """The inputs of ``cls.run`` that take a ``Recipe`` (annotated ``Recipe`` or ``Recipe |
+    None``): the executor hands them the parsed recipe, not its config form."""
+    try:
+        hints = typing.get_type_hints(cls.run)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve: read its text
+        hints = {}
+    out = []
+    for name, p in inspect.signature(cls.run).parameters.items():
+        ann = hints.get(name, p.annotation)
+        if ann is Recipe or Recipe in typing.get_args(ann) or \
+                (isinstance(ann, str) and re.search(r"\bRecipe\b", ann)):
+            out.append(name)
+    return tuple(out)
 
 
 def _plan_pipelines(cfg) -> list[PlannedPipeline]:
@@ -201,7 +252,7 @@ def _plan_pipeline(cfg, pname: str, praw: dict, where_p: str, layout: dict | Non
         fe_key = _check_ref(references(for_each)[0], where, pname, name, raw_steps, done, layout,
                             earlier_steps, off) if for_each else None
         planned.append(PlannedStep(name, cls, config_path, sorted(set(keys)), pname, where,
-                                   fe_key, seeds))
+                                   fe_key, seeds, recipe_params(cls)))
     # ------------------------------------------------------------ iteration
     max_iter = _value(cfg, f"{where_p}.max_iter") if "max_iter" in praw else 1
     if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:

@@ -6,8 +6,11 @@ returns a dict of named outputs. ``outputs`` declares those names up front so th
 every ``${ctx:step.output}`` reference before anything runs.
 
 Outputs must be JSON-serialisable (paths as strings, numbers, small dicts/lists): they are saved
-to ``context.json`` after every step. An output named ``metrics`` (a flat ``{name: float}``) is
-logged to the tracker and returned by ``sandbox.run``.
+to ``context.json`` after every step. A ``sandbox.recipe.Recipe`` is the one exception: it is
+saved in its config form, and the steps of the run that read it get the object itself (an input
+that ``run`` annotates ``Recipe`` always gets a ``Recipe``, parsed by the runner, never a dict).
+An output named ``metrics`` (a flat ``{name: float}``) is logged to the tracker and returned by
+``sandbox.run``.
 """
 from __future__ import annotations
 

@@ -20,11 +20,14 @@ import hashlib
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from sandbox.tracking.params import redact, redact_override, run_tags
+
+if TYPE_CHECKING:
+    from sandbox.recipe import Recipe
 
 # overrides that change where things go or how fast, not what a run computes
 _QUIET_KEYS = ("tracking", "hydra", "progress", "resume", "cache_dir", "num_proc", "traceback",
@@ -44,17 +47,19 @@ class RunInfo:
     command: str | None = None
 
 
-def describe_run(resolved: dict, step_keys: list[str], run_dir: Path) -> RunInfo:
-    """The name, tags, params and recipe a tracker records for the run of ``resolved``."""
+def describe_run(resolved: dict, step_keys: list[str], run_dir: Path,
+                 recipe: Recipe | None = None) -> RunInfo:
+    """The name, tags, params and recipe a tracker records for the run of ``resolved``;
+    ``recipe``: its configured recipe as planning parsed it."""
     overrides, choices = hydra_job(resolved)
     tags = run_tags(resolved, step_keys)
     trains = any(k.rsplit(".", 1)[-1].startswith("train") for k in step_keys)
     baseline = tags["sandbox.baseline"] == "true"
-    recipe = recipe_name(resolved, choices)
-    recipe_yaml = recipe_as_dj_yaml(resolved)
+    name_of_recipe = recipe_name(resolved, choices)
+    recipe_yaml = recipe_as_dj_yaml(resolved, recipe)
     digest = hashlib.sha256(recipe_yaml.encode()).hexdigest()[:8]
 
-    name = run_name(resolved, overrides or [], choices, recipe, baseline)
+    name = run_name(resolved, overrides or [], choices, name_of_recipe, baseline)
 
     command = ("python -m sandbox " + " ".join(shlex.quote(redact_override(o))
                                                for o in overrides)).strip() \
@@ -62,7 +67,7 @@ def describe_run(resolved: dict, step_keys: list[str], run_dir: Path) -> RunInfo
     run_dir = Path(run_dir).resolve()
     shown_command = command or "sandbox.run(cfg) (from Python)"
     tags.update({
-        "recipe": recipe,
+        "recipe": name_of_recipe,
         "data_pool": pool_name(resolved, choices),
         "trainer": component_name(resolved, choices, "trainer") if trains else "none",
         "baseline": str(baseline).lower(),
@@ -74,7 +79,7 @@ def describe_run(resolved: dict, step_keys: list[str], run_dir: Path) -> RunInfo
         ) if overrides is not None else "sandbox.run",
         "mlflow.note.content": f"```\n{shown_command}\n```\nrun dir: `{run_dir}`",
     })
-    return RunInfo(name=name, tags=tags, params={"recipe": f"{recipe}@{digest}"},
+    return RunInfo(name=name, tags=tags, params={"recipe": f"{name_of_recipe}@{digest}"},
                    recipe_yaml=recipe_yaml, command=command)
 
 
@@ -182,13 +187,9 @@ def _class_of(node: Any) -> str | None:
     return str(target).rsplit(".", 1)[-1] if target else None
 
 
-def recipe_as_dj_yaml(resolved: dict) -> str:
-    """The run's recipe (as configured, before any refinement) in Data-Juicer's format."""
-    from sandbox.recipe import load_recipe
-
-    node = resolved.get("recipe")
-    try:
-        text = load_recipe(node, str(resolved.get("text_key", "text"))).to_dj()
-    except Exception:  # the run reports a broken recipe itself; record what was configured
-        text = node
+def recipe_as_dj_yaml(resolved: dict, recipe: Recipe | None = None) -> str:
+    """The run's recipe (as configured, before any refinement) in Data-Juicer's format; without
+    ``recipe`` (no recipe config, or one that does not parse and that no step runs) what was
+    configured."""
+    text = recipe.to_dj() if recipe is not None else resolved.get("recipe")
     return yaml.safe_dump(redact(text), sort_keys=False, allow_unicode=True)

@@ -17,6 +17,7 @@ import pyarrow as pa
 from sandbox.data.io import write_parquet
 from sandbox.engine import engine_for, resolve_num_proc, stat_column
 from sandbox.numeric import float_column
+from sandbox.recipe import Recipe
 from sandbox.steps.base import Step, StepEnv
 
 
@@ -30,11 +31,11 @@ class Probe(Step):
         self.plots = plots
         self.batch_size = batch_size
 
-    def run(self, env: StepEnv, dataset: str, recipe: dict) -> dict[str, Any]:
-        rec, ops, computed, _ = engine_for(env).compute_recipe(
-            env, dataset, recipe, self.text_key, self.batch_size, "computing stats")
+    def run(self, env: StepEnv, dataset: str, recipe: Recipe) -> dict[str, Any]:
+        ops, computed, _ = engine_for(env).compute_recipe(
+            env, dataset, recipe, self.batch_size, "computing stats")
         rows, thresholds, names = [], {}, []
-        for spec, op in zip(rec.ops, ops):
+        for spec, op in zip(recipe.ops, ops):
             for stat in getattr(op, "stat_keys", ()):
                 names.append((spec.key, stat, op, stat_column(spec.key, stat)))
         stat_cols = computed.columns([c for *_, c in names])

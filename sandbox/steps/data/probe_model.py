@@ -51,6 +51,7 @@ import pyarrow as pa
 from sandbox.data.io import read_parquet, write_parquet
 from sandbox.engine import TEXT_COLUMN, engine_for, resolve_num_proc, stat_column
 from sandbox.errors import ConfigError
+from sandbox.recipe import Recipe
 from sandbox.steps.base import StepEnv
 from sandbox.steps.data.probe import Probe, _write_csv, describe, plot_histograms
 
@@ -109,19 +110,15 @@ def sample_rows(n: int, ratio: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False)).astype(np.int64)
 
 
-def pool_texts(env: StepEnv, dataset: str, recipe: dict | None, text_key: str,
+def pool_texts(env: StepEnv, dataset: str, recipe: Recipe | None, text_key: str,
                rows: np.ndarray, batch_size: int = 512) -> list[str]:
     """The texts of ``rows`` of the pool as the recipe's filters see them: after its mappers
     (read from the engine's cached result file, which the probe has just written), else as in
     the pool."""
     computed = None
-    if recipe:
-        from sandbox.recipe import load_recipe
-
-        rec = load_recipe(recipe, text_key)
-        if rec.ops:
-            _, _, computed, _ = engine_for(env).compute_recipe(
-                env, dataset, recipe, text_key, batch_size, "reading the mapped text")
+    if recipe is not None and recipe.ops:
+        _, computed, _ = engine_for(env).compute_recipe(
+            env, dataset, recipe, batch_size, "reading the mapped text")
     if computed is not None and computed.has_text:
         col = read_parquet(computed.path, columns=[TEXT_COLUMN]).column(0)
     else:
@@ -251,7 +248,7 @@ class ModelProbe(Probe):
                               f"takes sampling_params and model_params (see conf/infer/hf.yaml).")
 
     # ------------------------------------------------------------------ run
-    def run(self, env: StepEnv, dataset: str, recipe: dict) -> dict[str, Any]:
+    def run(self, env: StepEnv, dataset: str, recipe: Recipe) -> dict[str, Any]:
         from sandbox.threads import torch_threads
 
         out = super().run(env, dataset, recipe)  # the OP stats, summary and histograms

@@ -14,6 +14,7 @@ import numpy as np
 
 from sandbox.engine import ProcessOutputs, engine_for
 from sandbox.errors import DataError
+from sandbox.recipe import Recipe
 from sandbox.steps.base import Step, StepEnv
 from sandbox.utils import atomic_path
 
@@ -27,11 +28,11 @@ class Process(Step):
         self.text_key, self.batch_size = text_key, batch_size
         self.export_path, self.keep_stats = export_path, keep_stats
 
-    def run(self, env: StepEnv, dataset: str, recipe: dict) -> dict[str, Any]:
+    def run(self, env: StepEnv, dataset: str, recipe: Recipe) -> dict[str, Any]:
         engine = engine_for(env)
-        rec, ops, computed, n = engine.compute_recipe(env, dataset, recipe, self.text_key,
-                                                      self.batch_size, "applying recipe")
-        sel = engine.select(rec.ops, ops, computed, n, fields=dataset)
+        ops, computed, n = engine.compute_recipe(env, dataset, recipe, self.batch_size,
+                                                 "applying recipe")
+        sel = engine.select(recipe.ops, ops, computed, n, fields=dataset)
         num_out = int(np.count_nonzero(sel.keep))
 
         retention_path = env.workdir / "retention.csv"
@@ -39,7 +40,7 @@ class Process(Step):
         dropped_path = env.workdir / "dropped.parquet"
         out = env.workdir / "processed.parquet"
         export = Path(self.export_path) if self.export_path and num_out else None
-        engine.write(dataset, computed, sel, rec.text_key, ProcessOutputs(
+        engine.write(dataset, computed, sel, recipe.text_key, ProcessOutputs(
             dropped=dropped_path, kept=out if num_out else None, export=export,
             keep_stats=self.keep_stats))
         if num_out == 0:

@@ -17,12 +17,13 @@ import typing
 from typing import Any
 
 from sandbox.engine import stat_column
+from sandbox.recipe import Recipe
 from sandbox.steps.base import Step, StepEnv
 
 OUTPUTS = ("recipe", "recipe_path", "changes")
 
 
-def _write(env: StepEnv, rec, changes: list[dict]) -> dict[str, Any]:
+def _write(env: StepEnv, rec: Recipe, changes: list[dict]) -> dict[str, Any]:
     from sandbox.utils import atomic_path, atomic_write_text
 
     path = atomic_write_text(env.workdir / "recipe.yaml", rec.to_dj_yaml())
@@ -30,7 +31,7 @@ def _write(env: StepEnv, rec, changes: list[dict]) -> dict[str, Any]:
         w = csv.DictWriter(fh, fieldnames=["op", "arg", "stat", "old", "new"])
         w.writeheader()
         w.writerows(changes)
-    return {"recipe": rec.to_config(), "recipe_path": str(path), "changes": changes}
+    return {"recipe": rec, "recipe_path": str(path), "changes": changes}
 
 
 class NoRefine(Step):
@@ -41,13 +42,11 @@ class NoRefine(Step):
     def __init__(self, text_key: str = "text"):
         self.text_key = text_key
 
-    def run(self, env: StepEnv, recipe: dict, summary: dict | None = None,
+    def run(self, env: StepEnv, recipe: Recipe, summary: dict | None = None,
             stats: str | None = None, dataset: str | None = None) -> dict[str, Any]:
         """``stats`` and ``dataset`` (the probe's per-sample stats and the pool) are what a
         refiner that trains on the data needs (refine=model_feedback); this one needs neither."""
-        from sandbox.recipe import load_recipe
-
-        return _write(env, load_recipe(recipe, self.text_key), [])
+        return _write(env, recipe, [])
 
 
 class KSigmaRefiner(Step):
@@ -59,18 +58,17 @@ class KSigmaRefiner(Step):
         self.k = float(k)
         self.text_key = text_key
 
-    def run(self, env: StepEnv, recipe: dict, summary: dict, stats: str | None = None,
+    def run(self, env: StepEnv, recipe: Recipe, summary: dict, stats: str | None = None,
             dataset: str | None = None) -> dict[str, Any]:
         """k-sigma needs only the probe's ``summary`` (``stats``, ``dataset``: unused)."""
         from sandbox.ops import get_op_class
-        from sandbox.recipe import load_recipe, validate
 
-        rec = load_recipe(recipe, self.text_key)
-        changes = []
-        for spec in rec.ops:
+        changes, moved = [], {}
+        thresholds = recipe.thresholds()
+        for spec in recipe.ops:
             cls = get_op_class(spec.name)
             hints = typing.get_type_hints(cls.__init__)
-            for arg, th in _thresholds(cls, spec, rec.text_key).items():
+            for arg, th in thresholds[spec.key].items():
                 if arg not in spec.args:
                     continue
                 s = summary.get(stat_column(spec.key, th.stat))
@@ -79,24 +77,11 @@ class KSigmaRefiner(Step):
                 old = spec.args[arg]
                 new = refine_value(s["mean"], s["std"], self.k, th.bound, th.low, th.high,
                                    integer=hints.get(arg) is int)
-                spec.args[arg] = new
+                moved.setdefault(spec.key, {})[arg] = new
                 if new != old:
                     changes.append({"op": spec.key, "arg": arg, "stat": th.stat, "old": old,
                                     "new": new})
-        validate(rec)
-        return _write(env, rec, changes)
-
-
-def _thresholds(cls, spec, text_key: str) -> dict:
-    """The thresholds of the OP as the recipe builds it: some bound another stat depending on
-    their arguments (``alphanumeric_filter`` with ``tokenization``, the field of
-    ``specified_numeric_field_filter``). Native OPs are built (the probe built them already, so
-    any model they load is loaded); Data-Juicer's adapted ones keep their class's."""
-    from sandbox.ops.registry import OPS
-
-    if spec.name not in OPS:
-        return cls.thresholds
-    return OPS[spec.name](text_key=text_key, **spec.args).thresholds
+        return _write(env, recipe.with_args(moved), changes)
 
 
 def refine_value(mean: float, std: float, k: float, bound: str, low: float, high: float,

@@ -54,6 +54,7 @@ from sandbox.data.io import read_parquet, write_parquet
 from sandbox.engine import stat_column
 from sandbox.errors import ConfigError, DataError
 from sandbox.numeric import float_column
+from sandbox.recipe import Recipe
 from sandbox.steps.base import Step, StepEnv
 from sandbox.steps.data.refine import OUTPUTS, _write
 from sandbox.utils import atomic_path, stable_hash
@@ -165,11 +166,10 @@ class ModelFeedbackRefiner(Step):
         self._scores: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ run
-    def run(self, env: StepEnv, recipe: dict, summary: dict | None = None,
+    def run(self, env: StepEnv, recipe: Recipe, summary: dict | None = None,
             stats: str | None = None, dataset: str | None = None) -> dict[str, Any]:
         from sandbox.engine.common import build_op
         from sandbox.ops import get_op_class
-        from sandbox.recipe import load_recipe, validate
         from sandbox.steps.data.probe_model import pool_texts
 
         stats_path, dataset = stats or self.stats, dataset or self.dataset
@@ -181,7 +181,6 @@ class ModelFeedbackRefiner(Step):
                 "\"${ctx:load.dataset}\"} (conf/pipeline/default.yaml does this), or as "
                 "refine.stats=FILE refine.dataset=FILE.")
         t0 = time.perf_counter()
-        rec = load_recipe(recipe, self.text_key)
         st = read_parquet(stats_path)
         import pyarrow.parquet as pq
 
@@ -201,8 +200,8 @@ class ModelFeedbackRefiner(Step):
         baseline = self._score(env, texts, baseline_rows, "baseline", seed)
         table.append({"column": "baseline", "op": "", "stat": "", "bin": "random", "lo": "",
                       "hi": "", "n": len(baseline_rows), **self._loss_fields(baseline)})
-        refined = 0
-        for spec in rec.ops:
+        refined, moved_args = 0, {}
+        for spec in recipe.ops:
             op = build_op(spec, self.text_key)
             cls = get_op_class(spec.name)
             hints = typing.get_type_hints(cls.__init__) if hasattr(cls, "__init__") else {}
@@ -249,14 +248,13 @@ class ModelFeedbackRefiner(Step):
                     target = bins[first]["lo"] if bound == "min" else bins[last]["hi"]
                     new = bound_value(target, bound, th.low, th.high, hints.get(arg) is int)
                     old = spec.args.get(arg, getattr(op, arg, None))
-                    spec.args[arg] = new
+                    moved_args.setdefault(spec.key, {})[arg] = new
                     if new != old:
                         changes.append({"op": spec.key, "arg": arg, "stat": stat, "old": old,
                                         "new": new})
                         moved = True
                 refined += moved
-        validate(rec)
-        out = _write(env, rec, changes)
+        out = _write(env, recipe.with_args(moved_args), changes)
         table_path = self._write_table(env.workdir / "bins.csv", table)
         env.tracker.log_artifact(table_path)
         metrics = {"trainings": float(len(self._scores) * self.seeds),

@@ -9,7 +9,7 @@ from typing import Any
 
 from sandbox.data.io import read_table
 from sandbox.ops import OpSpec, get_op_class
-from sandbox.recipe import Recipe, load_recipe, validate
+from sandbox.recipe import Recipe, validate
 from sandbox.steps.base import Step, StepEnv
 from sandbox.steps.pools.common import ROW, _as_pools, _read, _write
 from sandbox.utils import safe_name
@@ -26,15 +26,14 @@ class RecipeExport(Step):
     def __init__(self, text_key: str = "text", keep_unbounded: bool = False):
         self.text_key, self.keep_unbounded = text_key, bool(keep_unbounded)
 
-    def run(self, env: StepEnv, pool: dict, recipe: dict) -> dict[str, Any]:
-        rec = load_recipe(recipe, self.text_key)
+    def run(self, env: StepEnv, pool: dict, recipe: Recipe) -> dict[str, Any]:
         bounds = pool.get("bounds") or {}
         bins = {}
         for part in pool.get("parts") or [pool["name"]]:
             col, _, b = part.rpartition(".")
             bins[col] = b
         ops = []
-        for spec in rec.ops:
+        for spec in recipe.ops:
             cls = get_op_class(spec.name)
             ths = getattr(cls, "thresholds", {}) or {}
             if not ths:
@@ -70,7 +69,7 @@ class RecipeExport(Step):
         header = f"# Data-Juicer recipe of pool {pool['name']} (bottom-up workflow)\n"
         path.write_text(header + out.to_dj_yaml(), encoding="utf-8")
         validate(out)  # what we export must load back with recipe=dj
-        return {"recipe": out.to_config(), "recipe_path": str(path)}
+        return {"recipe": out, "recipe_path": str(path)}
 
 
 # ============================================================================ conversion
