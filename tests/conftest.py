@@ -24,24 +24,52 @@ from sandbox.cache import cache_root
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 SESSION_CACHE = pytest.StashKey[Path]()
+OWNS_CACHE = pytest.StashKey[bool]()
+WORKERS_CACHE = "sandbox_session_cache"  # the key of the cache root in an xdist worker's input
+WORKERS_COLUMNS = "sandbox_columns"  # and of the controller's COLUMNS when this file was loaded
+# pytest-xdist's workers start with COLUMNS=80 where the user set none, which narrows the console
+# (sandbox/console.py widens it only when COLUMNS is unset): they take the controller's instead
+COLUMNS = os.environ.get("COLUMNS")
 # numba's cache, named apart from <cache root>/numba: a run given its own cache_dir moves numba's
 # cache only when it follows the root, so every test and subprocess shares these compiled kernels
 KERNELS = "compiled-kernels"
 
 
 def pytest_configure(config):
-    """Make a temporary folder the cache root of this session and of every process it starts."""
-    user_cache = cache_root()
-    session_cache = Path(tempfile.mkdtemp(prefix="sandbox-test-cache-"))
+    """Make a temporary folder the cache root of this session and of every process it starts.
+
+    Under pytest-xdist the workers take their controller's folder (``pytest_configure_node``):
+    one session builds each corpus and compiles each kernel once, whatever the number of
+    workers (the cache's writers rename finished files into place)."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None and WORKERS_COLUMNS in worker:
+        if worker[WORKERS_COLUMNS] is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = worker[WORKERS_COLUMNS]
+    shared = (worker or {}).get(WORKERS_CACHE)
+    if shared:
+        session_cache = Path(shared)
+    else:
+        user_cache = cache_root()
+        session_cache = Path(tempfile.mkdtemp(prefix="sandbox-test-cache-"))
+        link_downloaded_wheels(user_cache, session_cache)
+        config.stash[OWNS_CACHE] = True
     os.environ[env_vars.CACHE] = str(session_cache)
     os.environ[env_vars.NUMBA_CACHE_DIR] = str(session_cache / KERNELS)
-    link_downloaded_wheels(user_cache, session_cache)
     config.stash[SESSION_CACHE] = session_cache
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist: a worker shares the controller's cache root and COLUMNS."""
+    node.workerinput[WORKERS_CACHE] = str(node.config.stash[SESSION_CACHE])
+    node.workerinput[WORKERS_COLUMNS] = COLUMNS
+
+
 def pytest_unconfigure(config):
-    """Remove the session's cache."""
-    if SESSION_CACHE in config.stash:
+    """Remove the session's cache (the process that made it does)."""
+    if config.stash.get(OWNS_CACHE, False):
         shutil.rmtree(config.stash[SESSION_CACHE], ignore_errors=True)
 
 
@@ -90,6 +118,25 @@ def default_model(session_cache) -> Path:
             except OSError:
                 shutil.copyfile(f, target / f.name)
     return default_model_dir(session_cache)
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables made, once per session (per xdist worker): MLflow
+    creates a new store by running its ~60 schema migrations, seconds of commits each time."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-store") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_db(tmp_path, empty_mlflow_store) -> str:
+    """The URI of ``tmp_path/mlflow.db``, a copy of the session's empty store (what a new store
+    is, without the migrations); tests/test_run.py's tests start from no store at all."""
+    shutil.copyfile(empty_mlflow_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 def compose(overrides: list[str] | None = None, return_hydra_config: bool = False):
