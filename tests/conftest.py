@@ -92,6 +92,17 @@ def kernels_dir(config, session_cache: Path) -> Path:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject's addopts): two workers for the fast tests (``-m 'not slow'``),
+    which mostly wait on subprocesses and imports; none for a run that may select slow ones
+    (``-m slow``, ``-m ''``): trainings, benchmarks and sweeps that size their threads to the
+    CPUs they find free, which another worker would take. ``-n N`` chooses for itself."""
+    expr = config.option.markexpr or ""
+    fast_only = "not slow" in expr and "slow" not in expr.replace("not slow", "")
+    return 2 if fast_only else 0
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """pytest-xdist: a worker shares the controller's cache root, kernels and COLUMNS."""
     node.workerinput[WORKERS_CACHE] = str(node.config.stash[SESSION_CACHE])
