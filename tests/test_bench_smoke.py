@@ -15,11 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURE = re.compile(r"(\S+) (-?[0-9.]+(?:e[+-]?\d+)?)(?: (\S+))?")
 
 
-def bench(tmp_path: Path, *args: str) -> dict[str, tuple[float, str | None]]:
-    """Run one benchmark; its figures as ``{name: (value, unit)}``."""
-    env = dict(os.environ, BENCH_WORK=str(tmp_path / "work"))
+def bench(work: Path, *args: str) -> dict[str, tuple[float, str | None]]:
+    """Run ``bench/run.py ARGS`` with its inputs and run dirs under ``work``; its figures as
+    ``{name: (value, unit)}``, after checking that every line of its output is one."""
+    env = dict(os.environ, BENCH_WORK=str(work))
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), *args],
-                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200)
     assert out.returncode == 0, out.stdout + out.stderr
     figures = {}
     for line in out.stdout.splitlines():
@@ -29,28 +30,44 @@ def bench(tmp_path: Path, *args: str) -> dict[str, tuple[float, str | None]]:
     return figures
 
 
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory) -> dict[str, tuple[float, str | None]]:
+    """Every benchmark in one ``bench/run.py all`` invocation (one input, one kernel warm-up),
+    on 400 documents, one repeat, our side only."""
+    return bench(tmp_path_factory.mktemp("bench") / "work", "all", "--docs", "400",
+                 "--repeats", "1", "--no-dj", "--train-budget", "8192")
+
+
+PROBE = {"probe_A_ours_samples_per_s", "probe_A_ours_samples_per_cpu_s"}
+REFILTER = {"refilter_400_docs_seconds"}
+RSS = {"rss_400_docs_peak_GiB", "rss_400_docs_peak_pss_GiB", "rss_400_docs_samples_per_s"}
+STARTUP = {"startup_help_seconds"}
+TRAIN = {"train_trainer_tokens_per_s", "train_bare_loop_tokens_per_s",
+         "train_trainer_vs_bare_ratio"}
+
+
 @pytest.mark.slow
-def test_throughput_probe_refilter_rss_ours(tmp_path):
-    f = bench(tmp_path, "throughput", "--docs", "400", "--repeats", "1", "--no-dj")
+def test_all_prints_each_benchmarks_figures_and_only_them(figures):
+    throughput = {k for k in figures if k.startswith("process_")}
+    assert set(figures) - throughput == PROBE | REFILTER | RSS | STARTUP | TRAIN, figures
+
+
+@pytest.mark.slow
+def test_throughput_probe_refilter_rss_ours(figures):
+    f = {k: v for k, v in figures.items() if k.startswith("process_")}
     assert len(f) == 4 and all(re.fullmatch(r"process_(A|B|B_exact_dedup_only)_ours_samples_per_"
                                             r"(cpu_)?s", name) for name in f), f
-    f = bench(tmp_path, "probe", "--docs", "400", "--repeats", "1", "--no-dj")
-    assert set(f) == {"probe_A_ours_samples_per_s", "probe_A_ours_samples_per_cpu_s"}
-    f = bench(tmp_path, "refilter", "--docs", "400", "--repeats", "1")
-    assert set(f) == {"refilter_400_docs_seconds"} and f["refilter_400_docs_seconds"][1] == "s"
-    assert f["refilter_400_docs_seconds"][0] < 30
-    f = bench(tmp_path, "rss", "--docs", "400")
-    assert set(f) == {"rss_400_docs_peak_GiB", "rss_400_docs_peak_pss_GiB",
-                      "rss_400_docs_samples_per_s"}
-    assert 0 < f["rss_400_docs_peak_pss_GiB"][0] <= f["rss_400_docs_peak_GiB"][0] < 4
+    assert PROBE <= set(figures)
+    assert figures["refilter_400_docs_seconds"][1] == "s"
+    assert figures["refilter_400_docs_seconds"][0] < 30
+    assert RSS <= set(figures)
+    assert 0 < figures["rss_400_docs_peak_pss_GiB"][0] <= figures["rss_400_docs_peak_GiB"][0] < 4
 
 
 @pytest.mark.slow
-def test_startup_and_train(tmp_path):
-    f = bench(tmp_path, "startup", "--repeats", "1")
-    assert set(f) == {"startup_help_seconds"} and f["startup_help_seconds"][1] == "s"
-    f = bench(tmp_path, "train", "--repeats", "1", "--docs", "300", "--train-budget", "8192")
-    assert set(f) == {"train_trainer_tokens_per_s", "train_bare_loop_tokens_per_s",
-                      "train_trainer_vs_bare_ratio"}
-    trainer, bare = f["train_trainer_tokens_per_s"][0], f["train_bare_loop_tokens_per_s"][0]
-    assert f["train_trainer_vs_bare_ratio"] == (pytest.approx(trainer / bare, rel=1e-3), "x")
+def test_startup_and_train(figures):
+    assert figures["startup_help_seconds"][1] == "s"
+    assert TRAIN <= set(figures)
+    trainer, bare = figures["train_trainer_tokens_per_s"][0], \
+        figures["train_bare_loop_tokens_per_s"][0]
+    assert figures["train_trainer_vs_bare_ratio"] == (pytest.approx(trainer / bare, rel=1e-3), "x")

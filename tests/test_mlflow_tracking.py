@@ -30,8 +30,9 @@ def only_run(client):
     return exp, runs[0]
 
 
-def test_a_tracked_run_records_its_data_recipe_name_and_source(docs_file, tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_a_tracked_run_records_its_data_recipe_name_and_source(docs_file, tmp_path, capsys,
+                                                              mlflow_db):
+    uri = mlflow_db
     secret = "sk-live-NEVER-1234"
     cfg = compose(["pipeline=process", "data_pool=jsonl", f"data_pool.path={docs_file}",
                    "progress=false", f"tracking.uri={uri}",
@@ -83,8 +84,8 @@ def test_a_tracked_run_records_its_data_recipe_name_and_source(docs_file, tmp_pa
     assert "samples_in" not in r.data.metrics
 
 
-def test_an_existing_experiment_is_tagged_unless_someone_chose_its_kind(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_an_existing_experiment_is_tagged_unless_someone_chose_its_kind(mlflow_db):
+    uri = mlflow_db
     client = client_for(uri)
     old = client.create_experiment("sandbox")  # a store from before the tag
     chosen = client.create_experiment("genai", tags={"mlflow.experimentKind": "genai_development"})
@@ -94,9 +95,9 @@ def test_an_existing_experiment_is_tagged_unless_someone_chose_its_kind(tmp_path
     assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"
 
 
-def test_a_search_trial_is_named_by_its_number_nested_and_grouped_by_its_study(tmp_path,
+def test_a_search_trial_is_named_by_its_number_nested_and_grouped_by_its_study(mlflow_db,
                                                                               monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db
     study = MLflowTracker(uri)
     study.start("study s1", {}, {"sandbox.study": "s1", "sandbox.search": "parent"})
     study_id = study.run_id
@@ -116,9 +117,9 @@ def test_a_search_trial_is_named_by_its_number_nested_and_grouped_by_its_study(t
     assert client.get_run(study_id).data.tags["sweep"] == "s1"  # the study groups with them
 
 
-def test_a_nested_run_takes_the_group_tags_and_logs_in_sections(tmp_path):
+def test_a_nested_run_takes_the_group_tags_and_logs_in_sections(mlflow_db):
     """What per-seed runs (seeds=N) and the bottom-up pools use: ``child``."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db
     parent = MLflowTracker(uri)
     parent.start("recipe=default · seeds=42,43", {}, {
         "recipe": "default", "data_pool": "web.jsonl", "trainer": "gpt2", "baseline": "false",
@@ -144,8 +145,8 @@ def _by_name(uri, name):
                 if r.info.run_name == name)
 
 
-def test_the_baseline_is_read_back_under_the_names_the_console_uses(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_the_baseline_is_read_back_under_the_names_the_console_uses(mlflow_db):
+    uri = mlflow_db
     tags = {"sandbox.baseline": "true", "sandbox.comparable": "abc"}
     base = MLflowTracker(uri)
     base.start("baseline · seed=42", {}, tags)

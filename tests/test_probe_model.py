@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import compose, reply_json
+from tests.conftest import SENTENCES, compose, reply_json
 from sandbox.errors import ConfigError
 from sandbox.recipe import load_recipe
 from sandbox.steps.base import StepEnv
@@ -57,6 +57,45 @@ def test_sample_rows_is_seeded_and_sized():
 SENTENCE = "The children walked to the library after school to borrow books about the ocean."
 
 
+def check_perplexities(model, tok, texts: list[str]) -> np.ndarray:
+    """What ``perplexities`` must give any causal LM: exp(mean NLL of every token after the
+    first), as transformers' labels= loss; the same value alone as padded in a batch; NaN for a
+    one-token text (``texts[3]``); only the first max_length tokens scored."""
+    import torch
+
+    ppl, scored = perplexities(model, tok, texts, max_length=64, batch_size=4)
+    full = tok(texts[0], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        ref = math.exp(float(model(input_ids=full, labels=full).loss))
+    assert ppl[0] == pytest.approx(ref, rel=1e-4)
+    assert scored == sum(len(tok(t)["input_ids"]) - 1 for t in texts[:3])
+    alone, _ = perplexities(model, tok, texts[2:3], max_length=64, batch_size=1)
+    assert ppl[2] == pytest.approx(alone[0], rel=1e-4)
+    assert math.isnan(ppl[3]) and len(tok(texts[3])["input_ids"]) < 2
+    cut, n = perplexities(model, tok, texts[:1], max_length=5, batch_size=1)
+    assert n == 4 and cut[0] != pytest.approx(ppl[0])
+    return ppl
+
+
+def test_perplexity_is_the_mean_token_nll_and_batch_invariant_on_a_tiny_model():
+    """The arithmetic of ``perplexities`` on a randomly initialised one-layer Llama and a BPE
+    tokenizer trained here (a second); the default model's perplexities are the slow test's."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sandbox.steps.train import train_bpe_tokenizer, wrap_tokenizer
+
+    torch.manual_seed(0)
+    tok = wrap_tokenizer(train_bpe_tokenizer(SENTENCES + [SENTENCE], vocab_size=300))
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+        pad_token_id=tok.pad_token_id)).eval()
+    check_perplexities(model, tok, [SENTENCE, "library books " * 3,
+                                    "Hello there, how are you today?", "x"])
+
+
+@pytest.mark.slow
 def test_perplexity_english_below_shuffled_tokens_and_batch_invariant(default_model):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -50,7 +50,14 @@ def live_members(pgid: int) -> list[int]:
 
 
 def assert_group_gone(pgid: int) -> None:
-    """No process of the group runs; once init has reaped them, the group no longer exists."""
+    """No process of the group runs; once init has reaped them, the group no longer exists.
+
+    A process SIGKILLed by the group's stop dies when the kernel next schedules it, which on a
+    busy machine (another test worker) can come a moment after the stop returned: a process
+    that was never signalled (``sleep 1000``) still runs after that moment."""
+    deadline = time.monotonic() + 2
+    while live_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert live_members(pgid) == []
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:

@@ -157,11 +157,15 @@ def cli(args, cwd, **kw):
     (["pipeline.steps.train.inputs.dataset=${ctx:process.nothing}"],
      "step `process` (Process) declares no output `nothing`"),
     (["pipeline.steps.probe.inputs.dataset=${ctx:probe.stats}"], "a step cannot depend on itself"),
-    (["refine.k=-1"], "refine: KSigmaRefiner rejected its config"),
+    # refine's check comes after load and probe: on a small pool, not the default corpus
+    (["refine.k=-1", "data_pool=jsonl", "data_pool.path=DOCS"],
+     "refine: KSigmaRefiner rejected its config"),
     (["+trainer.bogus=1"], "trainer.bogus is not a parameter of CausalLMTrainer"),
     (["data_pool=jsonl", "data_pool.path=/nonexistent/file.jsonl"], "/nonexistent/file.jsonl does not exist"),
 ])
-def test_config_and_input_errors_are_one_paragraph_without_traceback(tmp_path, args, expected):
+def test_config_and_input_errors_are_one_paragraph_without_traceback(tmp_path, docs_file, args,
+                                                                     expected):
+    args = [a.replace("=DOCS", f"={docs_file}") for a in args]
     r = cli([*args, "tracking=none", f"hydra.run.dir={tmp_path / 'run'}",
              f"cache_dir={tmp_path / 'cache'}"], cwd=tmp_path)
     out = r.stdout + r.stderr
@@ -185,11 +189,11 @@ def test_unreachable_tracking_server_fails_fast_before_work(tmp_path):
     assert not (tmp_path / "run" / "load").exists()
 
 
-def test_secrets_never_reach_files_or_mlflow(tmp_path, docs_file):
+def test_secrets_never_reach_files_or_mlflow(tmp_path, docs_file, mlflow_db):
     secret = "sk-live-DO-NOT-LEAK-1234"
     r = cli(["pipeline=process", "data_pool=jsonl", f"data_pool.path={docs_file}",
              f"+service.api_key={secret}", f"+hf_token={secret}", f"+db.password={secret}",
-             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"hydra.run.dir={tmp_path / 'run'}",
+             f"tracking.uri={mlflow_db}", f"hydra.run.dir={tmp_path / 'run'}",
              f"cache_dir={tmp_path / 'cache'}"], cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert secret not in r.stdout + r.stderr
@@ -198,7 +202,7 @@ def test_secrets_never_reach_files_or_mlflow(tmp_path, docs_file):
             assert secret not in f.read_text(errors="ignore"), f
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=mlflow_db)
     run = client.search_runs([client.get_experiment_by_name("sandbox").experiment_id])[0]
     assert run.data.params["service.api_key"] == "***"
     assert secret not in json.dumps(run.data.params) + json.dumps(run.data.tags)

@@ -235,7 +235,7 @@ def test_a_failed_trial_thread_stops_the_other_trials(tmp_path, monkeypatch):
 
 # ============================================================================ real sweeps
 @pytest.fixture
-def tiny(tmp_path, docs_file):
+def tiny(tmp_path, docs_file, mlflow_db):
     ref = tmp_path / "reference.jsonl"
     ref.write_text("".join(json.dumps({"text": s, "label": 1}) + "\n" for s in SENTENCES) +
                    "".join(json.dumps({"text": t, "label": 0}) + "\n"
@@ -245,7 +245,7 @@ def tiny(tmp_path, docs_file):
         f"cache_dir={tmp_path / 'cache'}", "progress=false", "num_proc=1",
         f"data_evaluator.reference_path={ref}",
         f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"tracking.uri={mlflow_db}",
         "hydra.sweeper.sampler.seed=0", "hydra.sweeper.constraints=[]",
     ]
 
