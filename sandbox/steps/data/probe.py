@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import multiprocessing as mp
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +105,6 @@ def plot_histograms(columns: dict[str, np.ndarray], thresholds: dict[str, dict[s
     try:
         workers = min(num_proc, len(_PLOT_JOBS))
         if workers > 1:
-            import multiprocessing as mp
-
             with mp.get_context("fork").Pool(workers) as pool:
                 pool.map(_plot_one, range(len(_PLOT_JOBS)), chunksize=1)
         else:

@@ -38,6 +38,7 @@ that fails, times out or is interrupted raises one paragraph with its last lines
 """
 from __future__ import annotations
 
+import difflib
 import glob
 import itertools
 import json
@@ -325,8 +326,6 @@ def _check_each(each: Any, choices: Any, where: str = "") -> dict[str, list]:
             continue
         wrong = [v for v in each[name] if v not in allowed]
         if wrong:
-            import difflib
-
             hints = [f"{w} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(
                 str(w), [str(a) for a in allowed], n=1)) else str(w) for w in wrong]
             raise ConfigError(f"{at}each.{name} has value(s) that are not allowed: "
