@@ -159,17 +159,27 @@ def test_no_cycles_between_packages():
 
 @lru_cache(maxsize=None)
 def heavy(module: str) -> bool:
-    """Whether importing ``module`` (one of ours) imports a LAZY_OK package at some module top."""
-    if module not in sources():
-        return False
-    path, tree = sources()[module]
-    for target, _, in_function in imports(tree, module, path.name == "__init__.py"):
-        if in_function:
+    """Whether importing ``module`` (one of ours) imports a LAZY_OK package at some module top:
+    its own, or that of a module it imports at its top, or of a package above it (importing
+    ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` first). Modules may import each
+    other (a package and its submodules do), so this walks the graph once."""
+    seen, todo = set(), [module]
+    while todo:
+        mod = todo.pop()
+        if mod in seen or mod not in sources():
             continue
-        if target.split(".")[0] in LAZY_OK - {"yaml", "regex", "pytest"}:
-            return True
-    return any(heavy(t) for t, _, f in imports(tree, module, path.name == "__init__.py")
-               if not f and t.startswith("sandbox") and t != module)
+        seen.add(mod)
+        path, tree = sources()[mod]
+        parts = mod.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        for target, _, in_function in imports(tree, mod, path.name == "__init__.py"):
+            if in_function:
+                continue
+            if target.split(".")[0] in LAZY_OK - {"yaml", "regex", "pytest"}:
+                return True
+            if target.startswith("sandbox"):
+                todo.append(target)
+    return False
 
 
 def top_level_third_party(tree: ast.Module):

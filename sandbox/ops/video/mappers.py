@@ -11,11 +11,11 @@ import re
 from fractions import Fraction
 from typing import Optional
 
-from sandbox.data.decode import _fail, _open_video, memo
+from sandbox.data.decode import _fail, _open_video, memo, sample_frames, video_info
 from sandbox.data.media import media_list
 from sandbox.ops.base import MAXSIZE, Mapper, TextViews
 from sandbox.ops.registry import register
-from sandbox.utils import atomic_path
+from sandbox.utils import atomic_path, stable_hash
 
 
 # ============================================================================ media mappers
@@ -34,8 +34,6 @@ def produced_path(source: str, op_name: str, save_dir: str | None, params: dict,
     ``__dj_hash_#<hash>#`` before its extension (an earlier such tag replaced). The hash is of
     the OP's parameters only (Data-Juicer adds the process id and time), so the same recipe
     writes the same file again and the stats cache stays valid."""
-    from sandbox.utils import stable_hash
-
     if save_dir:
         folder = os.path.abspath(save_dir)
     elif os.environ.get("DJ_PRODUCED_DATA_DIR"):
@@ -73,8 +71,6 @@ def video_frames(path: str, method: str, frame_num: int) -> list:
     """The frames ``video_extract_frames_mapper`` takes from a video, as RGB ``PIL.Image``s:
     ``all_keyframes`` (key frames only; the first frame when there is none), ``all_frames``, or
     ``uniform`` (``sample_frames``). Raises ``MediaError``."""
-    from sandbox.data.decode import _fail, _open_video, sample_frames
-
     if method == "uniform":
         return sample_frames(path, frame_num)
     try:
@@ -283,8 +279,6 @@ class _VideoRewriteMapper(MediaMapper):
     def rewrite(self, path: str, *_key) -> str:
         """The path of the video to use instead of ``path`` (itself when unchanged). ``_key``
         (the parameters) only keys the batch memo."""
-        from sandbox.data.decode import video_info
-
         info = video_info(path)
         size = self.new_size(info.width, info.height)
         if size is None:
