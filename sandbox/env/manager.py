@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from sandbox.assets.download import download
 from sandbox.env.spec import EnvSpec
 from sandbox.errors import ConfigError, SandboxError
 from sandbox.programs import LineParser, ProgramError, ProgramResult, run_program
@@ -178,8 +179,6 @@ class _Builder:
             self._pip("editable", "-e", str(spec.editable))
 
     def _download(self, url: str, target: Path) -> None:
-        from sandbox.assets.download import download
-
         try:
             download(url, target)
         except Exception as e:  # offline, moved, refused: one paragraph, the URL and a way out
