@@ -20,6 +20,7 @@ from sandbox.engine import engine_for, resolve_num_proc, stat_column
 from sandbox.numeric import float_column
 from sandbox.recipe import Recipe
 from sandbox.steps.base import Step, StepEnv
+from sandbox.utils import atomic_path
 
 
 class Probe(Step):
@@ -77,8 +78,6 @@ def describe(values: np.ndarray, quantiles: list[float]) -> dict[str, float]:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    from sandbox.utils import atomic_path
-
     keys = list(dict.fromkeys(k for r in rows for k in r))  # numeric rows first define order
     fields = ["op", "stat", "column"] + [k for k in keys if k not in ("op", "stat", "column")]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:

@@ -49,7 +49,10 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import sandbox.env as environments  # load_spec looked up when called
+from sandbox.env import EnvSpec, manager
 from sandbox.errors import ConfigError
+from sandbox.programs import ProgramError, run_program
 from sandbox.steps.base import Step, StepEnv
 
 PICKS = ("highest_number", "newest", "all", "one")
@@ -99,7 +102,6 @@ class ExternalProgram(Step):
         spec = environment_spec(cfg.get("env"), where)
         if spec is None:
             return
-        from sandbox.env import manager
 
         if not manager.is_ready(spec):
             stack = cfg.get("stack") or where
@@ -124,7 +126,6 @@ class ExternalProgram(Step):
     # ------------------------------------------------------------------ running
     def run(self, env: StepEnv, **inputs: Any) -> dict[str, Any]:
         spec = environment_spec(self.env, env.name)
-        from sandbox.env import manager
 
         step_values = self._step_values(env, spec)
         options = _fill(self.options, {"in": inputs, "step": step_values})  # may use both
@@ -148,8 +149,6 @@ class ExternalProgram(Step):
                     for i, a in enumerate(t["argv"])]
             expected = [self._path(p, env.workdir) for p in t["expect"]]
             if spec is None:
-                from sandbox.programs import run_program
-
                 result = run_program(argv, log_path=logs / f"{label}.log", cwd=cwd,
                                      env=t["env_vars"], timeout=self.timeout,
                                      parsers=[parser]).check().check_outputs(expected)
@@ -171,8 +170,6 @@ class ExternalProgram(Step):
         return out
 
     def _step_values(self, env: StepEnv, spec) -> dict[str, Any]:
-        from sandbox.env import manager
-
         values = {"workdir": str(env.workdir), "run_dir": str(env.run_dir),
                   "cache_dir": str(env.cache_dir), "seed": env.seed, "name": env.name,
                   "num_proc": env.num_proc, "python": sys.executable, "env_dir": "", "src": "",
@@ -206,8 +203,6 @@ class ExternalProgram(Step):
     def _read_results(self, spec: dict, workdir: Path, started: float, result) -> dict[str, float]:
         """Metrics from the newest file matching ``spec['path']`` written by this run (a file
         from an earlier run is never read: its numbers would be stale)."""
-        from sandbox.programs import ProgramError
-
         pattern = str(self._path(spec["path"], workdir))
         fresh = [Path(p) for p in glob.glob(pattern) if Path(p).stat().st_mtime >= started - 1]
         if not fresh:
@@ -304,10 +299,9 @@ def environment_spec(env: Any, where: str):
     or None (the sandbox's own environment)."""
     if env is None or env == "":
         return None
-    from sandbox.env import EnvSpec, load_spec
 
     if isinstance(env, str):
-        return load_spec(env)
+        return environments.load_spec(env)
     if isinstance(env, dict):
         return EnvSpec.from_mapping(env, source=f"{where}.env")
     raise ConfigError(f"{where}.env must name a spec in conf/env (e.g. `env: vbench`) or be an "
