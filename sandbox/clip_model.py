@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from sandbox.data.image_text import to_rgb
 from sandbox.errors import DataError
 
 _LOADED: dict[str, Any] = {}
@@ -81,7 +82,6 @@ def open_images(paths: list[str], who: str = "") -> list:
     """PIL RGB images (transparent parts on white); a DataError naming a missing/bad file."""
     from PIL import Image, UnidentifiedImageError
 
-    from sandbox.data.image_text import to_rgb
 
     out = []
     for path in paths:

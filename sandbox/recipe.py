@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from sandbox.assets import AssetMissing, check
 from sandbox.errors import RecipeError
 from sandbox.ops import OpSpec, get_op_class
 from sandbox.ops.registry import OPS
@@ -431,8 +432,6 @@ def asset_needs(recipe: Recipe) -> list:
 def _missing_assets(recipe: Recipe, fetch_args: str) -> str:
     """The ``AssetMissing`` paragraph of the OPs that can be read (an unknown OP, or one whose
     arguments do not fit, is left out), without downloading anything; "" when none is missing."""
-    from sandbox.assets import AssetMissing, check
-
     needs = []
     for spec in recipe.ops:
         try:
@@ -451,8 +450,6 @@ def check_recipe(recipe: Recipe, fetch_args: str = "") -> None:
     every OP (one ``AssetMissing`` listing all that are missing), then each native OP is built
     once (a value its constructor refuses is a ``RecipeError`` now). Models loaded here stay
     loaded for the run (``sandbox.assets`` keeps one copy per process)."""
-    from sandbox.assets import check
-
     path = recipe.source.removeprefix("recipe file ") if recipe.source.startswith("recipe file") \
         else ""
     fetch_args = fetch_args or (f"--recipe {path}" if path else "")

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbox.console import console
 from sandbox.errors import ConfigError
 
 SAMPLE_SECONDS = 0.25
@@ -131,7 +132,6 @@ def torch_threads(requested, key: str):
     on the console when the machine is oversubscribed; ``key`` names the setting."""
     import torch
 
-    from sandbox.console import console
 
     choice = choose_threads(requested)
     note = choice.warning(key)

@@ -19,7 +19,7 @@ Flat metrics (what MLflow stores) carry an estimate as ``NAME`` (the mean), ``NA
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -205,8 +205,6 @@ def compare(a: Estimate, b: Estimate, higher_is_better: bool | None,
 
 
 def _worded(c: Comparison, higher_is_better: bool | None) -> Comparison:
-    from dataclasses import replace
-
     if c.p < c.alpha and c.diff != 0 and higher_is_better is not None:
         return replace(c, verdict="better" if (c.diff > 0) == higher_is_better else "worse")
     if c.p < c.alpha:

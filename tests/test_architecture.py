@@ -4,8 +4,9 @@
   inside functions, under TYPE_CHECKING). The floors are read from the table in
   docs/architecture.md, so the page and the code cannot drift apart.
 * No import cycles between packages (``sandbox.X`` units).
-* Function-local imports only for what is heavy or optional: the packages in ``LAZY_OK`` and
-  the modules of ours that import one of them at their top (so importing them is heavy too).
+* Function-local imports only for what is heavy or optional: the packages in ``LAZY_OK``, the
+  few slow standard-library modules in ``SLOW_STDLIB``, and the modules of ours that import one
+  of them at their top (so importing them is heavy too).
 * One atomic-write helper: no ``os.replace``/``os.rename`` outside ``sandbox/utils.py`` but the
   resumable download (its ``.part`` file is kept across attempts on purpose).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,6 +33,12 @@ LAZY_OK = {
     "pycocoevalcap", "gguf", "vllm", "openai", "psycopg", "sqlalchemy", "huggingface_hub",
     "data_juicer", "cmaes", "uvicorn", "fastapi", "safetensors", "requests", "urllib3",
     "regex", "yaml", "numpy", "hydra_plugins", "pytest",
+}
+# Standard-library modules slow enough to import that only the functions using them do, by full
+# name, each with its reason. They count as heavy like the packages above.
+SLOW_STDLIB = {
+    "urllib.request": "pulls in ssl, http.client and email (~25 ms warm, ~0.1 s cold); only a "
+                      "download needs it, and sandbox.assets.download is on every OP's import path",
 }
 
 
@@ -159,17 +167,28 @@ def test_no_cycles_between_packages():
 
 @lru_cache(maxsize=None)
 def heavy(module: str) -> bool:
-    """Whether importing ``module`` (one of ours) imports a LAZY_OK package at some module top."""
-    if module not in sources():
-        return False
-    path, tree = sources()[module]
-    for target, _, in_function in imports(tree, module, path.name == "__init__.py"):
-        if in_function:
+    """Whether importing ``module`` (one of ours) imports a LAZY_OK package at some module top:
+    its own, or that of a module it imports at its top, or of a package above it (importing
+    ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` first). Modules may import each
+    other (a package and its submodules do), so this walks the graph once."""
+    seen, todo = set(), [module]
+    while todo:
+        mod = todo.pop()
+        if mod in seen or mod not in sources():
             continue
-        if target.split(".")[0] in LAZY_OK - {"yaml", "regex", "pytest"}:
-            return True
-    return any(heavy(t) for t, _, f in imports(tree, module, path.name == "__init__.py")
-               if not f and t.startswith("sandbox") and t != module)
+        seen.add(mod)
+        path, tree = sources()[mod]
+        parts = mod.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        for target, _, in_function in imports(tree, mod, path.name == "__init__.py"):
+            if in_function:
+                continue
+            if target.split(".")[0] in LAZY_OK - {"yaml", "regex", "pytest"} \
+                    or target in SLOW_STDLIB:
+                return True
+            if target.startswith("sandbox"):
+                todo.append(target)
+    return False
 
 
 def top_level_third_party(tree: ast.Module):
@@ -189,7 +208,8 @@ def test_function_local_imports_are_heavy_or_optional():
             top = target.split(".")[0]
             if top == "sandbox" and heavy(target):
                 continue
-            if top != "sandbox" and (top in LAZY_OK or not _stdlib(top)):
+            if top != "sandbox" and (top in LAZY_OK or target in SLOW_STDLIB
+                                     or not _stdlib(top)):
                 continue
             bad.append(f"{path.relative_to(ROOT)}:{line} imports {target} inside a function")
     assert not bad, ("function-local imports of cheap modules (the standard library, or ours that "
@@ -198,7 +218,6 @@ def test_function_local_imports_are_heavy_or_optional():
 
 
 def _stdlib(name: str) -> bool:
-    import sys
     return name in sys.stdlib_module_names
 
 

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# the package itself, read at call time: it imports this module before defining builtin_words_dir
+import sandbox.assets as assets_package
 from sandbox import env_vars
 from sandbox.assets import sources
 from sandbox.assets.download import DownloadError, download
@@ -249,9 +251,7 @@ def _resolve_words(ref, allow, progress, errors) -> Resolved | None:
     own = dj_words_own_dir()
     if _words_in(own, ref):
         return Resolved(own, "sandbox cache (Data-Juicer's list)")
-    from sandbox.assets import builtin_words_dir  # word lists built from PyPI packages
-
-    built = builtin_words_dir(ref.name, ref.lang)
+    built = assets_package.builtin_words_dir(ref.name, ref.lang)  # lists built from PyPI packages
     if built is not None and _words_in(built, ref):
         return Resolved(built, "built-in (PyPI packages)")
     url = sources.DJ_WORDS_LINKS.get(ref.name)

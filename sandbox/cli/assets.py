@@ -14,7 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from sandbox.assets import (assets_dir, check, fasttext_model_path, models_dir, read_manifest,
+                            sources)
 from sandbox.errors import SandboxError
+from sandbox.utils import sha256_file
 
 
 def _needs_of_op(name: str, lang: str | None, hf_tokenizer: str | None) -> list:
@@ -35,8 +38,6 @@ def _needs_of_op(name: str, lang: str | None, hf_tokenizer: str | None) -> list:
 
 
 def cmd_fetch(ns) -> int:
-    from sandbox.assets import check
-
     if ns.recipe:
         from sandbox.recipe import asset_needs, load_dj_file, validate
 
@@ -73,8 +74,6 @@ def _human(n: int) -> str:
 def present_assets() -> list[tuple[str, str, Path]]:
     """``(name, origin, path)`` of every asset file found in Data-Juicer's caches and the
     sandbox's (model files, word lists, tokenizers)."""
-    from sandbox.assets import assets_dir, models_dir, sources
-
     rows: list[tuple[str, str, Path]] = []
     for d, label in sources.dj_models_dirs() + [(models_dir(), "sandbox cache")]:
         if d.is_dir():
@@ -95,9 +94,6 @@ def present_assets() -> list[tuple[str, str, Path]]:
 
 
 def cmd_list(ns) -> int:
-    from sandbox.assets import fasttext_model_path, read_manifest
-    from sandbox.utils import sha256_file
-
     manifest = read_manifest()
     rows = present_assets()
     ftz = fasttext_model_path()

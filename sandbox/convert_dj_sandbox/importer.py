@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
+import inspect
 import os
 import re
 import sys
@@ -707,9 +709,6 @@ class Converter:
         names = {k for k in conf if not k.startswith("_")}
         target = conf.get("_target_")
         if target:
-            import importlib
-            import inspect
-
             module, _, cls = target.rpartition(".")
             try:
                 init = getattr(importlib.import_module(module), cls).__init__

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sandbox.env.spec import EnvSpec, GitSource
+from sandbox.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf" / "env"
 
@@ -20,8 +21,6 @@ def spec_names(conf_dir: str | Path = CONF_DIR) -> list[str]:
 def load_spec(name: str, conf_dir: str | Path = CONF_DIR) -> EnvSpec:
     """The spec in ``conf_dir/NAME.yaml``; a ConfigError naming the known ones when absent."""
     import yaml
-
-    from sandbox.errors import ConfigError
 
     path = Path(conf_dir) / f"{name}.yaml"
     if not path.is_file():

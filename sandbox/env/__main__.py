@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from sandbox.env import CONF_DIR, load_spec, spec_names
+from sandbox.env import CONF_DIR, load_spec, manager, spec_names
 from sandbox.errors import SandboxError
 
 
@@ -24,7 +23,6 @@ def main(argv: list[str] | None = None) -> int:
                           ("remove", "delete NAME's environment")):
         commands.add_parser(command, help=text).add_argument("name")
     args = parser.parse_args(argv)
-    from sandbox.env import manager
 
     try:
         if args.command == "list":

@@ -10,14 +10,18 @@ with its own log file, so a failed install is one paragraph with its last lines 
 (``conda``: through ``<tool> run -p ENV``, which also applies the packages' activation scripts)."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import site
 import sys
+import sysconfig
 import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from sandbox.assets.download import download
 from sandbox.env.spec import EnvSpec
 from sandbox.errors import ConfigError, SandboxError
 from sandbox.programs import LineParser, ProgramError, ProgramResult, run_program
@@ -79,7 +83,6 @@ def ensure(spec: EnvSpec, log: str | Path | None = None, root: str | Path | None
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     log_dir = Path(log) if log is not None else folder.with_name(folder.name + ".logs")
-    import fcntl
 
     with open(folder.with_name(folder.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
@@ -176,8 +179,6 @@ class _Builder:
             self._pip("editable", "-e", str(spec.editable))
 
     def _download(self, url: str, target: Path) -> None:
-        from sandbox.assets.download import download
-
         try:
             download(url, target)
         except Exception as e:  # offline, moved, refused: one paragraph, the URL and a way out
@@ -204,9 +205,6 @@ class _Builder:
         that adds this interpreter's site folders *after* the environment's own (its packages
         win where both have one; their ``.pth`` files are processed too). A venv's
         ``--system-site-packages`` would show the base Python's packages instead, not these."""
-        import site
-        import sysconfig
-
         if self.spec.python not in (None, f"{sys.version_info.major}.{sys.version_info.minor}"):
             raise ConfigError(f"{self.spec.source}: `inherit_packages: true` needs the sandbox's "
                               f"Python version ({sys.version_info.major}.{sys.version_info.minor}); "

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from sandbox.cache import cache_root
 from sandbox.errors import ConfigError
+from sandbox.utils import sha256_file, stable_hash
 
 KINDS = ("venv", "uv", "conda")
 _KEYS = ("name", "kind", "python", "requirements", "no_deps", "editable", "git",
@@ -125,14 +127,10 @@ class EnvSpec:
 
     @property
     def hash(self) -> str:
-        from sandbox.utils import stable_hash
-
         return stable_hash(self.identity(), n=12)
 
     def folder(self, root: str | Path | None = None) -> Path:
         """``<root>/<name>-<hash>``; ``root`` defaults to ``<cache root>/envs``."""
-        from sandbox.cache import cache_root
-
         return Path(root if root is not None else cache_root() / "envs") / f"{self.name}-{self.hash}"
 
 
@@ -190,7 +188,6 @@ def _git(value: Any, source: str, base: Path) -> GitSource | None:
     install = value.get("install", True)
     if not isinstance(install, bool):
         raise ConfigError(f"{source}: `git.install` must be true or false; got {install!r}.")
-    from sandbox.utils import sha256_file
 
     return GitSource(url=url, commit=commit, patch=patch, requirements=requirements,
                      install=install,

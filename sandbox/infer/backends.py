@@ -11,9 +11,9 @@ installed, checking the server's address) so that a step fails before any row is
 """
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import http.client
+import importlib.util
 import json
 import math
 import os
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.errors import ConfigError
+from sandbox.infer.model import default_model_dir, quiet_transformers
 
 Messages = list
 
@@ -50,20 +51,6 @@ def plain_prompt(chat: Messages) -> str:
 
 
 # ============================================================================ transformers
-@contextlib.contextmanager
-def quiet_transformers():
-    """No per-tensor progress bars from transformers while loading (they flood logs)."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
-
-
 class HFBackend:
     """Batched ``model.generate`` with left padding; the tokenizer's chat template when it has
     one, else the messages' contents joined by blank lines.
@@ -105,8 +92,6 @@ class HFBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if self.model_name is None:
-            from sandbox.infer.model import default_model_dir
-
             path = str(default_model_dir(self.cache_dir))
         else:
             path = str(Path(self.model_name).expanduser()) \
@@ -217,8 +202,6 @@ class VLLMBackend:
 
     @staticmethod
     def check_installed() -> None:
-        import importlib.util
-
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError(VLLM_HELP)
 
@@ -234,8 +217,6 @@ class VLLMBackend:
             raise ConfigError(f"vllm is installed but no CUDA GPU is visible. {VLLM_HELP}")
         model = self.model_name
         if model is None:
-            from sandbox.infer.model import default_model_dir
-
             model = str(default_model_dir(self.cache_dir))
         self.llm = vllm.LLM(model=model, seed=self.seed,
                             tensor_parallel_size=self.tensor_parallel_size or gpus,

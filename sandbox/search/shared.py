@@ -26,6 +26,7 @@ tables in an empty database, which workers started together would otherwise all 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import socket
@@ -45,8 +46,6 @@ def _rdb(study):
 
 @contextlib.contextmanager
 def _flock(path: Path) -> Iterator[None]:
-    import fcntl
-
     with open(path, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

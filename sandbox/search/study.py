@@ -22,6 +22,7 @@ from typing import Any, Callable
 from hydra.utils import get_class
 
 from sandbox.errors import ConfigError
+from sandbox.search.shared import register_sweep, storage_lock, study_lock
 
 DIRECTIONS = {"minimize": "minimize", "min": "minimize", "maximize": "maximize", "max": "maximize"}
 
@@ -174,7 +175,6 @@ def create_study(name: str, storage: str | None, directions: list[str], sampler_
     modern = hasattr(optuna.trial.Trial, "set_constraint")
     extra = {"constraints_func": constraints_func} if constraint_count and not modern else {}
     pruner = instantiate(pruner_cfg, "pruner")
-    from sandbox.search.shared import storage_lock
 
     try:
         with storage_lock(storage):  # other workers may be creating it right now
@@ -189,7 +189,6 @@ def create_study(name: str, storage: str | None, directions: list[str], sampler_
             f"hydra.sweeper.storage={storage}: the database driver for this URL is not "
             f"installed. For postgresql://... run `pip install 'psycopg[binary]'` (MySQL: "
             f"`pip install pymysql` and a mysql+pymysql://... URL).") from None
-    from sandbox.search.shared import register_sweep, study_lock
 
     with study_lock(study):
         concurrent = register_sweep(study) if storage else 0

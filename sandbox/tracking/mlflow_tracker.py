@@ -20,8 +20,10 @@ from pathlib import Path
 
 from sandbox import env_vars
 from sandbox.console import console
+from sandbox.data.fingerprint import fingerprint
 from sandbox.errors import ConfigError
 from sandbox.tracking.base import NoTracker
+from sandbox.tracking.datasets import parquet_dataset
 from sandbox.tracking.names import short_name, tracked_name
 
 # MLflow 3 UIs read this tag to open an experiment on its runs rather than its GenAI overview
@@ -170,9 +172,6 @@ class MLflowTracker(NoTracker):
                 or not Path(path).is_file():
             return
         from mlflow.entities import DatasetInput, InputTag
-
-        from sandbox.data.fingerprint import fingerprint
-        from sandbox.tracking.datasets import parquet_dataset
 
         loader = "fingerprint" in outputs
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from sandbox.assets import (AssetMissing, AssetRef, Resolved, hf_ref, resolve, sentencepiece_model,
                             sp_ref)
 from sandbox.ops.base import TextViews
+from sandbox.ops.common.models import load_tokenizer
 
 PYTHIA = "EleutherAI/pythia-6.9b-deduped"  # Data-Juicer's tokenizer for alpha_token_ratio
 
@@ -76,7 +77,6 @@ class HFTokenizer:
             self.resolved = resolve(hf_ref(name))
         except AssetMissing as e:
             raise AssetMissing(f"{op}(tokenization=True): {e}") from None
-        from sandbox.ops.common.models import load_tokenizer
 
         self.tok = load_tokenizer(str(self.resolved.path), op)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sandbox.data.decode import load_image
 from sandbox.data.media import media_list
 from sandbox.ops.base import Deduplicator, TextViews
 from sandbox.ops.common.media import keep_first_media, media_hashes
@@ -49,8 +50,6 @@ def image_hash(array: np.ndarray, method: str) -> str:
 
 def image_phash_of(path: str, method: str) -> str:
     """``image_hash`` of the image file at ``path`` (``MediaError`` when it cannot be read)."""
-    from sandbox.data.decode import load_image
-
     return image_hash(np.array(load_image(path)), method)
 
 

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from sandbox.data.decode import MediaError, image_size, load_image, memo
+from sandbox.errors import ConfigError
 from sandbox.ops.base import MAXSIZE, TextViews
 from sandbox.ops.common.media import (MEDIA_ERROR, _any_all, _MediaFilter, _object_column,
                                       per_media_column, rows_of, usable)
@@ -159,8 +160,6 @@ class _LocalModelImageFilter(_ImageFilter):
     model_help = ""
 
     def _check_model(self, path: str) -> None:
-        from sandbox.errors import ConfigError
-
         if not path or not os.path.isdir(os.path.expanduser(path)):
             given = f"{self.model_arg}={path!r} is not a directory" if path else \
                 f"{self.model_arg} is not set"
@@ -237,8 +236,6 @@ class ImageAestheticsFilter(_LocalModelImageFilter):
             try:
                 import aesthetics_predictor as aes
             except ImportError:
-                from sandbox.errors import ConfigError
-
                 raise ConfigError(
                     f"{self.name}: {path} is a LAION aesthetics predictor, which needs the "
                     f"`simple-aesthetics-predictor` package: `pip install "

@@ -4,14 +4,18 @@ files and change (or add) sample fields other than the text.
 """
 from __future__ import annotations
 
+import io
+import math
+import os
+import re
 from fractions import Fraction
 from typing import Optional
 
-from sandbox.data.decode import _fail, _open_video, memo
+from sandbox.data.decode import _fail, _open_video, memo, sample_frames, video_info
 from sandbox.data.media import media_list
 from sandbox.ops.base import MAXSIZE, Mapper, TextViews
 from sandbox.ops.registry import register
-from sandbox.utils import atomic_path
+from sandbox.utils import atomic_path, stable_hash
 
 
 # ============================================================================ media mappers
@@ -30,11 +34,6 @@ def produced_path(source: str, op_name: str, save_dir: str | None, params: dict,
     ``__dj_hash_#<hash>#`` before its extension (an earlier such tag replaced). The hash is of
     the OP's parameters only (Data-Juicer adds the process id and time), so the same recipe
     writes the same file again and the stats cache stays valid."""
-    import os
-    import re
-
-    from sandbox.utils import stable_hash
-
     if save_dir:
         folder = os.path.abspath(save_dir)
     elif os.environ.get("DJ_PRODUCED_DATA_DIR"):
@@ -72,8 +71,6 @@ def video_frames(path: str, method: str, frame_num: int) -> list:
     """The frames ``video_extract_frames_mapper`` takes from a video, as RGB ``PIL.Image``s:
     ``all_keyframes`` (key frames only; the first frame when there is none), ``all_frames``, or
     ``uniform`` (``sample_frames``). Raises ``MediaError``."""
-    from sandbox.data.decode import _fail, _open_video, sample_frames
-
     if method == "uniform":
         return sample_frames(path, frame_num)
     try:
@@ -162,9 +159,6 @@ class VideoExtractFramesMapper(MediaMapper):
         return chosen
 
     def _save(self, path: str, frames: list) -> list:
-        import io
-        import os
-
         if self.output_format.lower() == "bytes":
             out = []
             for frame in frames:
@@ -208,8 +202,6 @@ def resized_resolution(width: int, height: int, min_width: int, max_width: int, 
     """Data-Juicer's ``video_resize_resolution_mapper`` arithmetic: the new (width, height) of a
     video outside the bounds, keeping its aspect ratio as far as the bounds allow and rounding
     to multiples of ``divisible_by`` (2 unless ``keep_ratio`` is decrease/increase)."""
-    import math
-
     ratio = width / height
     if width < min_width:
         height, width = min_width / ratio, min_width
@@ -287,10 +279,6 @@ class _VideoRewriteMapper(MediaMapper):
     def rewrite(self, path: str, *_key) -> str:
         """The path of the video to use instead of ``path`` (itself when unchanged). ``_key``
         (the parameters) only keys the batch memo."""
-        import os
-
-        from sandbox.data.decode import video_info
-
         info = video_info(path)
         size = self.new_size(info.width, info.height)
         if size is None:
@@ -363,8 +351,6 @@ def rescaled_for_ratio(width: int, height: int, min_ratio: Fraction, max_ratio: 
     ``min_ratio`` (w/h) gets a wider width (``increase``) or a smaller height (``decrease``) to
     meet it, one wider than ``max_ratio`` a taller height or a smaller width; the changed side
     rounded to even (up when increasing, down when decreasing), both at least 2."""
-    import math
-
     ratio = Fraction(width, height)
     w, h = width, height
     if ratio < min_ratio:

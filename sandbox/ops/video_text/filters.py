@@ -5,7 +5,7 @@ pictures of a video are its frames.
 """
 from __future__ import annotations
 
-from sandbox.data.decode import memo
+from sandbox.data.decode import _fail, _open_video, memo, sample_frames
 from sandbox.ops.base import TextViews
 from sandbox.ops.common.clip import VIDEO_TOKEN, _ClipFilter
 from sandbox.ops.common.media import MEDIA_ERROR
@@ -50,8 +50,6 @@ class VideoFramesTextSimilarityFilter(_ClipFilter):
                 "frame_num": self.frame_num}
 
     def _pictures(self, views: TextViews, path: str) -> list:
-        from sandbox.data.decode import sample_frames
-
         if self.frame_sampling_method == "uniform":
             return memo(views).get(sample_frames, path, self.frame_num)
         return memo(views).get(key_frames, path)
@@ -60,8 +58,6 @@ class VideoFramesTextSimilarityFilter(_ClipFilter):
 def key_frames(path: str) -> list:
     """Every key frame of the video's first video stream, as RGB PIL images (PyAV decodes only
     the key frames). Raises ``MediaError``."""
-    from sandbox.data.decode import _fail, _open_video
-
     try:
         container = _open_video(path)
         try:

@@ -9,6 +9,7 @@ must exist: a sample naming a missing one stops the load with a ``DataError`` li
 with ``on_bad_record=skip``, is left out and listed in ``rejects.jsonl`` with its paths."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -47,7 +48,6 @@ class _Loader(Step):
                 f"({media_base_dir(where)}). Fix the paths or add the files, or set "
                 f"data_pool.on_bad_record=skip to leave those samples out (listed in "
                 f"load/rejects.jsonl), or data_pool.check_media=false to not check.")
-        import json
 
         bad = set(rows)
         rejects = [{"line": None, "record": r + 1,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import multiprocessing as mp
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from sandbox.engine import engine_for, resolve_num_proc, stat_column
 from sandbox.numeric import float_column
 from sandbox.recipe import Recipe
 from sandbox.steps.base import Step, StepEnv
+from sandbox.utils import atomic_path
 
 
 class Probe(Step):
@@ -76,8 +78,6 @@ def describe(values: np.ndarray, quantiles: list[float]) -> dict[str, float]:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    from sandbox.utils import atomic_path
-
     keys = list(dict.fromkeys(k for r in rows for k in r))  # numeric rows first define order
     fields = ["op", "stat", "column"] + [k for k in keys if k not in ("op", "stat", "column")]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
@@ -104,8 +104,6 @@ def plot_histograms(columns: dict[str, np.ndarray], thresholds: dict[str, dict[s
     try:
         workers = min(num_proc, len(_PLOT_JOBS))
         if workers > 1:
-            import multiprocessing as mp
-
             with mp.get_context("fork").Pool(workers) as pool:
                 pool.map(_plot_one, range(len(_PLOT_JOBS)), chunksize=1)
         else:

@@ -48,12 +48,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from sandbox.console import console
 from sandbox.data.io import read_parquet, write_parquet
 from sandbox.engine import TEXT_COLUMN, engine_for, resolve_num_proc, stat_column
 from sandbox.errors import ConfigError
+from sandbox.infer.backends import APIBackend, HFBackend
 from sandbox.recipe import Recipe
 from sandbox.steps.base import StepEnv
 from sandbox.steps.data.probe import Probe, _write_csv, describe, plot_histograms
+from sandbox.threads import parse_threads, torch_threads
 
 MODEL_KEY = "model"  # the "OP key" of the model stats: columns model.perplexity, model.judge_score
 PERPLEXITY = "perplexity"
@@ -210,7 +213,6 @@ class ModelProbe(Probe):
                  judge_batch_size: int = 8, judge_params: dict | None = None):
         super().__init__(text_key=text_key, quantiles=quantiles, plots=plots,
                          batch_size=batch_size)
-        from sandbox.threads import parse_threads
 
         if not 0.0 < float(ratio) <= 1.0:
             raise ConfigError(f"probe.ratio={ratio}: give the fraction of the pool to score "
@@ -249,8 +251,6 @@ class ModelProbe(Probe):
 
     # ------------------------------------------------------------------ run
     def run(self, env: StepEnv, dataset: str, recipe: Recipe) -> dict[str, Any]:
-        from sandbox.threads import torch_threads
-
         out = super().run(env, dataset, recipe)  # the OP stats, summary and histograms
         import pyarrow.parquet as pq
 
@@ -285,8 +285,6 @@ class ModelProbe(Probe):
     def _hf_backend(self, model: str | None, env: StepEnv):
         """A loaded transformers backend (``sandbox.infer``): its model and tokenizer serve the
         perplexity, and it answers the judge's chats (greedy)."""
-        from sandbox.infer.backends import HFBackend
-
         extra = {} if self.judge_backend != "hf" else {
             k: v for k, v in self.judge_params.items() if k in ("sampling_params", "model_params")}
         backend = HFBackend(model=model, max_new_tokens=self.judge_max_new_tokens,
@@ -297,7 +295,6 @@ class ModelProbe(Probe):
     def _judge_backend(self, env: StepEnv):
         if self.judge_backend == "hf":
             return self._hf_backend(self.judge_model, env)
-        from sandbox.infer.backends import APIBackend
 
         try:
             backend = APIBackend(base_url=self.judge_base_url, model=self.judge_model,
@@ -360,8 +357,6 @@ class ModelProbe(Probe):
                         "judge_unparsable": float(unparsable), "judge_failed": float(failed),
                         "judge_unparsable_rate": unparsable / max(1, len(texts))})
         if unparsable:
-            from sandbox.console import console
-
             console.print(f"[yellow]probe: {unparsable} of {len(texts)} judge answer(s) are not "
                           f"a single digit 1-5 (NaN in {stat_column(MODEL_KEY, JUDGE_SCORE)}); "
                           f"every answer is in {path}[/]")

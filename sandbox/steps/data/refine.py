@@ -19,13 +19,12 @@ from typing import Any
 from sandbox.engine import stat_column
 from sandbox.recipe import Recipe
 from sandbox.steps.base import Step, StepEnv
+from sandbox.utils import atomic_path, atomic_write_text
 
 OUTPUTS = ("recipe", "recipe_path", "changes")
 
 
 def _write(env: StepEnv, rec: Recipe, changes: list[dict]) -> dict[str, Any]:
-    from sandbox.utils import atomic_path, atomic_write_text
-
     path = atomic_write_text(env.workdir / "recipe.yaml", rec.to_dj_yaml())
     with atomic_path(env.workdir / "changes.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["op", "arg", "stat", "old", "new"])

@@ -57,6 +57,7 @@ from sandbox.numeric import float_column
 from sandbox.recipe import Recipe
 from sandbox.steps.base import Step, StepEnv
 from sandbox.steps.data.refine import OUTPUTS, _write
+from sandbox.tracking.base import NoTracker
 from sandbox.utils import atomic_path, stable_hash
 
 METRICS = ("bits_per_byte", "perplexity")
@@ -272,8 +273,6 @@ class ModelFeedbackRefiner(Step):
         if key in self._scores:
             return self._scores[key]
         from hydra.utils import get_class
-
-        from sandbox.tracking.base import NoTracker
 
         CausalLMTrainer = get_class(self.trainer_class)
         LMEvaluator = get_class(self.evaluator_class)

@@ -38,6 +38,7 @@ that fails, times out or is interrupted raises one paragraph with its last lines
 """
 from __future__ import annotations
 
+import difflib
 import glob
 import itertools
 import json
@@ -48,7 +49,10 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import sandbox.env as environments  # load_spec looked up when called
+from sandbox.env import EnvSpec, manager
 from sandbox.errors import ConfigError
+from sandbox.programs import ProgramError, run_program
 from sandbox.steps.base import Step, StepEnv
 
 PICKS = ("highest_number", "newest", "all", "one")
@@ -98,7 +102,6 @@ class ExternalProgram(Step):
         spec = environment_spec(cfg.get("env"), where)
         if spec is None:
             return
-        from sandbox.env import manager
 
         if not manager.is_ready(spec):
             stack = cfg.get("stack") or where
@@ -123,7 +126,6 @@ class ExternalProgram(Step):
     # ------------------------------------------------------------------ running
     def run(self, env: StepEnv, **inputs: Any) -> dict[str, Any]:
         spec = environment_spec(self.env, env.name)
-        from sandbox.env import manager
 
         step_values = self._step_values(env, spec)
         options = _fill(self.options, {"in": inputs, "step": step_values})  # may use both
@@ -147,8 +149,6 @@ class ExternalProgram(Step):
                     for i, a in enumerate(t["argv"])]
             expected = [self._path(p, env.workdir) for p in t["expect"]]
             if spec is None:
-                from sandbox.programs import run_program
-
                 result = run_program(argv, log_path=logs / f"{label}.log", cwd=cwd,
                                      env=t["env_vars"], timeout=self.timeout,
                                      parsers=[parser]).check().check_outputs(expected)
@@ -170,8 +170,6 @@ class ExternalProgram(Step):
         return out
 
     def _step_values(self, env: StepEnv, spec) -> dict[str, Any]:
-        from sandbox.env import manager
-
         values = {"workdir": str(env.workdir), "run_dir": str(env.run_dir),
                   "cache_dir": str(env.cache_dir), "seed": env.seed, "name": env.name,
                   "num_proc": env.num_proc, "python": sys.executable, "env_dir": "", "src": "",
@@ -205,8 +203,6 @@ class ExternalProgram(Step):
     def _read_results(self, spec: dict, workdir: Path, started: float, result) -> dict[str, float]:
         """Metrics from the newest file matching ``spec['path']`` written by this run (a file
         from an earlier run is never read: its numbers would be stale)."""
-        from sandbox.programs import ProgramError
-
         pattern = str(self._path(spec["path"], workdir))
         fresh = [Path(p) for p in glob.glob(pattern) if Path(p).stat().st_mtime >= started - 1]
         if not fresh:
@@ -303,10 +299,9 @@ def environment_spec(env: Any, where: str):
     or None (the sandbox's own environment)."""
     if env is None or env == "":
         return None
-    from sandbox.env import EnvSpec, load_spec
 
     if isinstance(env, str):
-        return load_spec(env)
+        return environments.load_spec(env)
     if isinstance(env, dict):
         return EnvSpec.from_mapping(env, source=f"{where}.env")
     raise ConfigError(f"{where}.env must name a spec in conf/env (e.g. `env: vbench`) or be an "
@@ -325,8 +320,6 @@ def _check_each(each: Any, choices: Any, where: str = "") -> dict[str, list]:
             continue
         wrong = [v for v in each[name] if v not in allowed]
         if wrong:
-            import difflib
-
             hints = [f"{w} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(
                 str(w), [str(a) for a in allowed], n=1)) else str(w) for w in wrong]
             raise ConfigError(f"{at}each.{name} has value(s) that are not allowed: "

@@ -40,6 +40,7 @@ from sandbox.errors import ConfigError, DataError
 from sandbox.infer.backends import APIBackend, HFBackend, Reply, VLLMBackend
 from sandbox.infer.messages import BUILDERS, PARSERS, as_chats, resolve_function
 from sandbox.steps.base import Step, StepEnv
+from sandbox.threads import parse_threads, torch_threads
 from sandbox.utils import atomic_write_json, stable_hash
 
 STATE_VERSION = 1
@@ -312,8 +313,6 @@ class HFInfer(InferStep):
     ``model_params`` (more ``from_pretrained`` arguments)."""
 
     def __init__(self, num_threads: int | str = "auto", **kwargs):
-        from sandbox.threads import parse_threads
-
         self.num_threads = parse_threads(num_threads, "infer.num_threads")
         super().__init__(**kwargs)
 
@@ -324,8 +323,6 @@ class HFInfer(InferStep):
             raise ConfigError(f"infer=hf: {e}. See conf/infer/hf.yaml for its keys.") from None
 
     def threads(self):
-        from sandbox.threads import torch_threads
-
         return torch_threads(self.num_threads, "infer.num_threads")
 
 
