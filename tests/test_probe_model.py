@@ -83,7 +83,7 @@ def test_perplexity_is_the_mean_token_nll_and_batch_invariant_on_a_tiny_model():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from sandbox.steps.train import train_bpe_tokenizer, wrap_tokenizer
+    from sandbox.steps.model.train import train_bpe_tokenizer, wrap_tokenizer
 
     torch.manual_seed(0)
     tok = wrap_tokenizer(train_bpe_tokenizer(SENTENCES + [SENTENCE], vocab_size=300))
