@@ -122,6 +122,23 @@ def _cross_shard_pool(tmp_path) -> tuple[Path, dict[int, list[int]], dict[int, l
     return path, exact, near
 
 
+def _select_and_write(tmp_path, pool, rec, ops, n, local, ray, compute_with=None):
+    """``(computed, selection, out dir)`` of the recipe run through each engine, each writing
+    its kept, dropped and jsonl files into ``tmp_path/<local|ray>``; ``compute_with`` computes
+    the stats for both (default: each engine its own)."""
+    results = []
+    for name, engine in (("local", local), ("ray", ray)):
+        out = tmp_path / name
+        out.mkdir()
+        computed = (compute_with or engine).compute(pool, rec.ops, scratch_dir=out)
+        sel = engine.select(rec.ops, ops, computed, n, fields=pool)
+        engine.write(pool, computed, sel, "text", ProcessOutputs(
+            dropped=out / "dropped.parquet", kept=out / "kept.parquet",
+            export=out / "kept.jsonl"))
+        results.append((computed, sel, out))
+    return results
+
+
 @pytest.mark.parametrize("scheduler", ["data", "tasks"])
 def test_cross_shard_duplicates_keep_the_smallest_row_id(ray_cluster, tmp_path, scheduler):
     pool, exact, near = _cross_shard_pool(tmp_path)
@@ -130,19 +147,10 @@ def test_cross_shard_duplicates_keep_the_smallest_row_id(ray_cluster, tmp_path, 
                                "document_minhash_deduplicator": {}}})
     ops = rec.build()
     n = pq.ParquetFile(pool).metadata.num_rows
-    results = {}
-    for name, engine in (("local", LocalEngine(num_proc=1, batch_size=8, span_rows=16)),
-                         ("ray", RayEngine(scheduler=scheduler, batch_size=8, span_rows=16,
-                                           shuffle_rows=40, shuffle_partitions=3))):
-        out = tmp_path / name
-        out.mkdir()
-        computed = engine.compute(pool, rec.ops, scratch_dir=out)
-        sel = engine.select(rec.ops, ops, computed, n, fields=pool)
-        engine.write(pool, computed, sel, "text", ProcessOutputs(
-            dropped=out / "dropped.parquet", kept=out / "kept.parquet",
-            export=out / "kept.jsonl"))
-        results[name] = (computed, sel, out)
-    (lc, ls, lo), (rc, rs, ro) = results["local"], results["ray"]
+    engine = RayEngine(scheduler=scheduler, batch_size=8, span_rows=16, shuffle_rows=40,
+                       shuffle_partitions=3)
+    (lc, ls, lo), (rc, rs, ro) = _select_and_write(
+        tmp_path, pool, rec, ops, n, LocalEngine(num_proc=1, batch_size=8, span_rows=16), engine)
     shuffle = engine.last_shuffle  # both deduplicators ran on the workers, none here:
     assert shuffle.records == n * (1 + ops[2]._bands)  # a record per row, per band of each row
     assert len(shuffle.pieces) >= n // 40  # map tasks of at most 40 rows
@@ -279,17 +287,8 @@ def test_a_deduplicator_declared_outside_the_package_is_shuffled_on_the_workers(
     n = len(texts)
     local = LocalEngine(num_proc=1, batch_size=8, span_rows=16)
     distributed = RayEngine(scheduler="tasks", shuffle_rows=40, shuffle_partitions=3)
-    results = {}
-    for name, engine in (("local", local), ("ray", distributed)):
-        out = tmp_path / name
-        out.mkdir()
-        computed = local.compute(pool, rec.ops, scratch_dir=out)
-        sel = engine.select(rec.ops, ops, computed, n, fields=pool)
-        engine.write(pool, computed, sel, "text", ProcessOutputs(
-            dropped=out / "dropped.parquet", kept=out / "kept.parquet",
-            export=out / "kept.jsonl"))
-        results[name] = (computed, sel, out)
-    (_, ls, lo), (rc, rs, ro) = results["local"], results["ray"]
+    (_, ls, lo), (rc, rs, ro) = _select_and_write(tmp_path, pool, rec, ops, n, local,
+                                                  distributed, compute_with=local)
     shuffle = distributed.last_shuffle
     assert shuffle is not None and shuffle.records == n  # one record per row, on the workers
     assert len(shuffle.pieces) >= n // 40
