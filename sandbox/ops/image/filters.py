@@ -213,6 +213,7 @@ class ImageAestheticsFilter(_LocalModelImageFilter):
     stat_keys = ("image_aesthetics_scores", MEDIA_ERROR)
     stat_args = ("hf_scorer_model", "trust_remote_code")
     model_arg = "hf_scorer_model"
+    assets = {"local_model": "an image-aesthetics model directory on disk (hf_scorer_model)"}
     model_help = ("a LAION aesthetics predictor (e.g. a local copy of "
                   "shunk031/aesthetics-predictor-v2-sac-logos-ava1-l14-linearMSE, with "
                   "`pip install simple-aesthetics-predictor`) or a transformers image "
@@ -284,6 +285,7 @@ class ImageNSFWFilter(_LocalModelImageFilter):
     stat_keys = ("image_nsfw_score", MEDIA_ERROR)
     stat_args = ("hf_nsfw_model", "trust_remote_code")
     model_arg = "hf_nsfw_model"
+    assets = {"local_model": "an NSFW image classifier directory on disk (hf_nsfw_model)"}
     model_help = ("a transformers image classifier whose class 1 is NSFW, e.g. a local copy of "
                   "Falconsai/nsfw_image_detection.")
 

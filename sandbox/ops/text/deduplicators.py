@@ -185,6 +185,8 @@ class DocumentMinhashDeduplicator(_ShingleDedup):
     name = "document_minhash_deduplicator"
     description = "Remove near-duplicate documents (MinHash-LSH, Jaccard >= jaccard_threshold)."
     shuffle_key = "minhash"  # rows linked by an equal band (band_bounds)
+    assets = {"local_model": "with tokenization=sentencepiece: a sentencepiece model file "
+                             "(tokenizer_model)"}
 
     def __init__(self, tokenization: str = "space", window_size: int = 5, lowercase: bool = True,
                  ignore_pattern: Optional[str] = None, num_permutations: int = 256,

@@ -110,6 +110,10 @@ LEN_RANGE = dict(low=0.0, high=float(MAXSIZE))
 RATIO_RANGE = dict(low=0.0, high=1.0)
 
 
+# What tokenization=true asks of a word-counting OP (sp_needs): Data-Juicer's sentencepiece model.
+SP_ASSET = {"sentencepiece": "with tokenization=true: Data-Juicer's {lang}.sp.model (cache, or "
+                             "fetch; zh: jieba without it)"}
+
 @register
 class TextLengthFilter(Filter):
     """``text_len = len(text)`` in characters (code points); empty text has length 0."""
@@ -167,6 +171,7 @@ class WordsNumFilter(_Compiled, Filter):
         # tokenization=True: sentencepiece pieces (sandbox/ops/common/tokenization.py)
         self._tokenizer = Tokenizer(self.name, lang) if tokenization else None
 
+    assets = SP_ASSET
     needed_assets = classmethod(lambda cls, args: sp_needs(args["lang"], args["tokenization"]))
 
     def stat_config(self) -> dict:
@@ -218,6 +223,7 @@ class AlphanumericFilter(_Compiled, Filter):
                 "max_ratio": Threshold("alpha_token_ratio", "max", **LEN_RANGE),
             }
 
+    assets = {"hf_tokenizer": "with tokenization=true: the Pythia tokenizer (HF cache, or fetch)"}
     needed_assets = classmethod(
         lambda cls, args: [hf_ref(PYTHIA)] if args["tokenization"] else [])
 
@@ -341,6 +347,7 @@ class WordRepetitionFilter(_Compiled, Filter):
         self.max_ratio = max_ratio
         self._tokenizer = Tokenizer(self.name, lang) if tokenization else None
 
+    assets = SP_ASSET
     needed_assets = classmethod(lambda cls, args: sp_needs(args["lang"], args["tokenization"]))
 
     def stat_config(self) -> dict:
@@ -481,7 +488,8 @@ class StopWordsFilter(_WordRatioFilter):
         "min_ratio": Threshold("stopwords_ratio", "min", **RATIO_RANGE),
         "max_ratio": Threshold("stopwords_ratio", "max", **RATIO_RANGE),
     }
-    assets = {"stopwords": "stopword lists (stopwordsiso, or stopwords_dir)"}
+    assets = {"stopwords": "stopword lists (stopwordsiso, or stopwords_dir)",
+              **SP_ASSET}
 
     def __init__(self, lang: str = "en", tokenization: bool = False, min_ratio: float = 0.3,
                  max_ratio: float = 1.0, stopwords_dir: Optional[str] = None,
@@ -513,7 +521,8 @@ class FlaggedWordFilter(_WordRatioFilter):
         "min_ratio": Threshold("flagged_words_ratio", "min", **RATIO_RANGE),
         "max_ratio": Threshold("flagged_words_ratio", "max", **RATIO_RANGE),
     }
-    assets = {"flagged_words": "flagged word lists (better-profanity en, or flagged_words_dir)"}
+    assets = {"flagged_words": "flagged word lists (better-profanity en, or flagged_words_dir)",
+              **SP_ASSET}
 
     def __init__(self, lang: str = "en", tokenization: bool = False, min_ratio: float = 0.0,
                  max_ratio: float = 0.045, flagged_words_dir: Optional[str] = None,
