@@ -78,7 +78,11 @@ def test_known_answer_noise_band_cut_unrelated_stat_left_alone(tmp_path):
                                    min_bin_size=5, tolerance=0.05, trainer=TINY,
                                    evaluator={"bootstrap": 50, "num_threads": 1},
                                    eval_path=str(eval_path), seed=0)
-    out = refiner.run(step_env(tmp_path, "refine"), recipe=RECIPE, summary=probe["summary"])
+    env = step_env(tmp_path, "refine")
+    env.report_hook = lambda *value: reported.append(value)
+    reported = []
+    out = refiner.run(env, recipe=RECIPE, summary=probe["summary"])
+    assert reported == []  # slice trainings never reach a sweep trial's pruner
 
     ratios = pq.read_table(probe["stats"]).column(
         "special_characters_filter.special_char_ratio").to_numpy()

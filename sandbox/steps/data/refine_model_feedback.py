@@ -286,7 +286,9 @@ class ModelFeedbackRefiner(Step):
             sub = StepEnv(name=f"{env.name}:{name}", workdir=folder / f"seed{seed + s}",
                           run_dir=env.run_dir, cache_dir=env.cache_dir, seed=seed + s,
                           num_proc=env.num_proc, tracker=NoTracker(), show_progress=False,
-                          engine=env.engine, report_hook=env.report_hook)
+                          engine=env.engine)  # no report_hook: a sweep trial's pruner judges
+            # the trial's own training, never these slice trainings (their losses would stand
+            # at the same steps as the trial's and prune it for the refiner's measurements)
             sub.workdir.mkdir(parents=True, exist_ok=True)
             try:
                 trained = CausalLMTrainer(text_key=self.text_key, seed=seed + s,
