@@ -163,8 +163,8 @@ def test_one_batch_shares_decodes_across_ops(media, monkeypatch):
     from sandbox.ops.video import filters as video_ops
 
     opened = []
-    real = decode._open_video
-    monkeypatch.setattr(decode, "_open_video", lambda p: opened.append(p) or real(p))
+    real = decode.open_video
+    monkeypatch.setattr(decode, "open_video", lambda p: opened.append(p) or real(p))
     views = TextViews(["a", "b"], {"videos": [[media["moving"]], [media["moving"], media["tall"]]]})
     for name in ("video_duration_filter", "video_resolution_filter", "video_aspect_ratio_filter"):
         get_op_class(name)().compute_stats_batch(views)

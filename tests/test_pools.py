@@ -3,7 +3,6 @@ ranking, recipe export, conversion), each on hand-checked data."""
 from __future__ import annotations
 
 import json
-import math
 
 import pyarrow as pa
 import pyarrow.parquet as pq

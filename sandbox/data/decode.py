@@ -30,7 +30,7 @@ class MediaError(Exception):
         self.path, self.reason = path, reason
 
 
-def _fail(path: str, e: BaseException) -> MediaError:
+def media_failure(path: str, e: BaseException) -> MediaError:
     if isinstance(e, MediaError):
         return e
     if not os.path.exists(path):
@@ -49,7 +49,7 @@ def load_image(path: str):
             im.load()
             return im.convert("RGB")
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... on broken files
-        raise _fail(path, e) from None
+        raise media_failure(path, e) from None
 
 
 def image_size(path: str) -> tuple[int, int]:
@@ -60,7 +60,7 @@ def image_size(path: str) -> tuple[int, int]:
         with Image.open(path) as im:
             return im.size
     except Exception as e:
-        raise _fail(path, e) from None
+        raise media_failure(path, e) from None
 
 
 # ------------------------------------------------------------------------------------ videos
@@ -76,7 +76,7 @@ class VideoInfo:
     height: int
 
 
-def _open_video(path: str):
+def open_video(path: str):
     import av
 
     av.logging.set_level(av.logging.PANIC)  # broken files are reported by us, not on stderr
@@ -95,7 +95,7 @@ def video_info(path: str) -> VideoInfo:
     duration x fps when the header has none) and the codec's width and height. Raises
     ``MediaError``."""
     try:
-        container = _open_video(path)
+        container = open_video(path)
         try:
             stream = container.streams.video[0]
             if stream.duration is not None:
@@ -113,7 +113,7 @@ def video_info(path: str) -> VideoInfo:
         finally:
             container.close()
     except Exception as e:
-        raise _fail(path, e) from None
+        raise media_failure(path, e) from None
 
 
 def sample_frames(path: str, num_frames: int) -> list:
@@ -126,7 +126,7 @@ def sample_frames(path: str, num_frames: int) -> list:
     if num_frames < 1:
         raise ValueError(f"sample_frames: num_frames must be at least 1, got {num_frames}")
     try:
-        container = _open_video(path)
+        container = open_video(path)
         try:
             stream = container.streams.video[0]
             total = int(stream.frames or 0)
@@ -150,7 +150,7 @@ def sample_frames(path: str, num_frames: int) -> list:
         finally:
             container.close()
     except Exception as e:
-        raise _fail(path, e) from None
+        raise media_failure(path, e) from None
 
 
 def video_stream_md5(path: str) -> str:
@@ -165,7 +165,7 @@ def video_stream_md5(path: str) -> str:
 def video_packets_into(path: str, digest) -> None:
     """Feed the video-stream packets of ``path`` into ``digest`` (a hashlib object)."""
     try:
-        container = _open_video(path)
+        container = open_video(path)
         try:
             for packet in container.demux():
                 if packet.stream.type == "video":
@@ -173,7 +173,7 @@ def video_packets_into(path: str, digest) -> None:
         finally:
             container.close()
     except Exception as e:
-        raise _fail(path, e) from None
+        raise media_failure(path, e) from None
 
 
 # ------------------------------------------------------------------------------------ the memo

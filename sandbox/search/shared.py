@@ -145,11 +145,11 @@ def register_sweep(study) -> int:
     """Add this process to the study's running sweeps (under ``study_lock``); return how many
     others run now. A sweep of this host whose process is gone no longer counts; one of another
     host counts until it ends (a killed one only changes the seeds later workers derive)."""
-    from sandbox.search.study import _pid_alive
+    from sandbox.search.study import pid_alive
 
     me, host = _me(), socket.gethostname()
     others = [s for s in study.user_attrs.get(ACTIVE) or [] if isinstance(s, dict) and s != me
-              and (s.get("host") != host or _pid_alive(int(s.get("pid", -1))))]
+              and (s.get("host") != host or pid_alive(int(s.get("pid", -1))))]
     study.set_user_attr(ACTIVE, [*others, me])
     return len(others)
 

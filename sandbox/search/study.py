@@ -214,7 +214,7 @@ def claim(trial) -> None:
     trial.set_user_attr("sweeper", {"host": socket.gethostname(), "pid": os.getpid()})
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -239,7 +239,7 @@ def recover_interrupted(study, say: Callable[[str], None]) -> None:
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("sweeper")
-        if not owner or owner.get("host") != host or _pid_alive(int(owner.get("pid", -1))):
+        if not owner or owner.get("host") != host or pid_alive(int(owner.get("pid", -1))):
             continue
         mark_interrupted(study, t._trial_id, t.number)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)

@@ -15,7 +15,7 @@ import numpy as np
 from sandbox.data.decode import MediaError, load_image, memo
 from sandbox.data.image_text import EOC_TOKEN, remove_special_tokens
 from sandbox.ops.base import TextViews
-from sandbox.ops.common.media import MEDIA_ERROR, _MediaFilter, _object_column
+from sandbox.ops.common.media import MEDIA_ERROR, MediaFilter, object_column
 
 VIDEO_TOKEN = "<__dj__video>"
 IMAGE_TOKEN = "<__dj__image>"
@@ -59,7 +59,7 @@ def _one_thread():
         torch.set_num_threads(old)
 
 
-class _ClipFilter(_MediaFilter):
+class _ClipFilter(MediaFilter):
     """Shared by the CLIP-scored filters: model loading, chunking, flips, reduce, keep."""
 
     model_arg = "hf_clip"
@@ -147,7 +147,7 @@ class _ClipFilter(_MediaFilter):
                 s = self._score(model, img[idx], txt[texts[caption]], tok, extra)
                 values.append(self._reduce(np.asarray(s, dtype=np.float64)))
             out.append(np.asarray(values, dtype=np.float64))
-        return {self.score_key: _object_column(out), MEDIA_ERROR: _object_column(errors)}
+        return {self.score_key: object_column(out), MEDIA_ERROR: object_column(errors)}
 
     def _extra(self, model, tok):
         return None

@@ -25,7 +25,7 @@ def usable(v) -> bool:
     return v is not None and v == v and v >= 0
 
 
-def _any_all(lists, ok, any_mode: bool) -> np.ndarray:
+def any_all(lists, ok, any_mode: bool) -> np.ndarray:
     out = np.ones(len(lists), dtype=bool)
     for i, values in enumerate(lists):
         bools = [ok(v) for v in values]
@@ -34,7 +34,7 @@ def _any_all(lists, ok, any_mode: bool) -> np.ndarray:
     return out
 
 
-def _object_column(values: list) -> np.ndarray:
+def object_column(values: list) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):
         out[i] = v
@@ -44,7 +44,7 @@ def _object_column(values: list) -> np.ndarray:
 def per_media_column(lists: list[list], dtype) -> np.ndarray:
     """A stat column of one list per sample. Empty lists become empty arrays of ``dtype`` (as
     Data-Juicer stores them), so that a batch without any media still has a typed column."""
-    return _object_column([v if len(v) else np.array([], dtype=dtype) for v in lists])
+    return object_column([v if len(v) else np.array([], dtype=dtype) for v in lists])
 
 
 def rows_of(col) -> list:
@@ -52,7 +52,7 @@ def rows_of(col) -> list:
     return col.to_pylist() if hasattr(col, "to_pylist") else list(col)
 
 
-class _MediaFilter(Filter):
+class MediaFilter(Filter):
     """Stats are lists (one value per image or video), so these filters declare no
     ``thresholds``: the k-sigma refiner leaves them alone; ``keep`` applies the bounds with
     any/all semantics. ``media_key_arg`` names the parameter that holds the sample column."""
@@ -96,10 +96,10 @@ class _MediaFilter(Filter):
                 row.append(v)
             values.append(row)
             errors.append("; ".join(dict.fromkeys(why)))
-        return values, _object_column(errors)
+        return values, object_column(errors)
 
     def _keep_range(self, col, lo, hi) -> np.ndarray:
-        return _any_all(rows_of(col), lambda v: usable(v) and lo <= v <= hi,
+        return any_all(rows_of(col), lambda v: usable(v) and lo <= v <= hi,
                         self.any_or_all == "any")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from sandbox.data.decode import MediaError, image_size, load_image, memo
 from sandbox.errors import ConfigError
 from sandbox.ops.base import MAXSIZE, TextViews
-from sandbox.ops.common.media import (MEDIA_ERROR, _any_all, _MediaFilter, _object_column,
+from sandbox.ops.common.media import (MEDIA_ERROR, any_all, MediaFilter, object_column,
                                       per_media_column, rows_of, usable)
 from sandbox.ops.registry import register
 
@@ -28,7 +28,7 @@ def _image_sizes(paths: list[str]) -> dict[str, tuple[int, int]]:
     return {p: image_size(p) for p in dict.fromkeys(paths)}
 
 
-class _ImageFilter(_MediaFilter):
+class _ImageFilter(MediaFilter):
     media_key_arg = "image_key"
 
     def _image_setup(self, any_or_all: str, image_key: str):
@@ -88,7 +88,7 @@ class ImageShapeFilter(_ImageFilter):
     def keep(self, stats):
         pairs = [list(zip(w, h)) for w, h in zip(rows_of(stats["image_width"]),
                                                  rows_of(stats["image_height"]))]
-        return _any_all(
+        return any_all(
             pairs,
             lambda wh: (usable(wh[0]) and usable(wh[1])
                         and self.min_width <= wh[0] <= self.max_width
@@ -195,7 +195,7 @@ class _LocalModelImageFilter(_ImageFilter):
             why = [str(m.try_get(load_image, p)[1]) for p in paths if p not in scores]
             errors.append("; ".join(dict.fromkeys(why)))
         values = [[scores.get(p, np.nan) for p in paths] for paths in rows]
-        return {stat: per_media_column(values, np.float64), MEDIA_ERROR: _object_column(errors)}
+        return {stat: per_media_column(values, np.float64), MEDIA_ERROR: object_column(errors)}
 
 
 @register

@@ -18,12 +18,12 @@ import numpy as np
 
 from sandbox.data.decode import MediaError, video_info
 from sandbox.ops.base import MAXSIZE, TextViews
-from sandbox.ops.common.media import (MEDIA_ERROR, _any_all, _MediaFilter, per_media_column,
+from sandbox.ops.common.media import (MEDIA_ERROR, any_all, MediaFilter, per_media_column,
                                       rows_of, usable)
 from sandbox.ops.registry import register
 
 
-class _VideoFilter(_MediaFilter):
+class _VideoFilter(MediaFilter):
     media_key_arg = "video_key"
 
     def _infos(self, views: TextViews):
@@ -89,7 +89,7 @@ class VideoResolutionFilter(_VideoFilter):
     def keep(self, stats):
         pairs = [list(zip(w, h)) for w, h in zip(rows_of(stats["video_width"]),
                                                  rows_of(stats["video_height"]))]
-        return _any_all(
+        return any_all(
             pairs,
             lambda wh: (usable(wh[0]) and usable(wh[1])
                         and self.min_width <= wh[0] <= self.max_width
@@ -326,7 +326,7 @@ class VideoMotionScoreFilter(_VideoFilter):
 
     def keep(self, stats):
         lo, hi = self.min_score, self.max_score  # -1 (no frame pair) is a score, as in DJ
-        return _any_all(rows_of(stats["video_motion_score"]),
+        return any_all(rows_of(stats["video_motion_score"]),
                         lambda v: v is not None and v == v and lo <= v <= hi,
                         self.any_or_all == "any")
 

@@ -11,7 +11,7 @@ import re
 from fractions import Fraction
 from typing import Optional
 
-from sandbox.data.decode import _fail, _open_video, memo, sample_frames, video_info
+from sandbox.data.decode import media_failure, open_video, memo, sample_frames, video_info
 from sandbox.data.media import media_list
 from sandbox.ops.base import MAXSIZE, Mapper, TextViews
 from sandbox.ops.registry import register
@@ -74,7 +74,7 @@ def video_frames(path: str, method: str, frame_num: int) -> list:
     if method == "uniform":
         return sample_frames(path, frame_num)
     try:
-        container = _open_video(path)
+        container = open_video(path)
         try:
             stream = container.streams.video[0]
             if method == "all_keyframes":
@@ -90,7 +90,7 @@ def video_frames(path: str, method: str, frame_num: int) -> list:
         finally:
             container.close()
     except Exception as e:
-        raise _fail(path, e) from None
+        raise media_failure(path, e) from None
 
 
 @register
@@ -239,9 +239,9 @@ def reencode_video(source: str, target: str, width: int, height: int) -> None:
 
     try:
         with atomic_path(target) as tmp:  # av picks the container by the temp's suffix
-            _reencode(av, _open_video(source), str(tmp), width, height)
+            _reencode(av, open_video(source), str(tmp), width, height)
     except Exception as e:
-        raise _fail(source, e) from None
+        raise media_failure(source, e) from None
 
 
 def _reencode(av, src, tmp: str, width: int, height: int) -> None:

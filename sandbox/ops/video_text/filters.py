@@ -5,7 +5,7 @@ pictures of a video are its frames.
 """
 from __future__ import annotations
 
-from sandbox.data.decode import _fail, _open_video, memo, sample_frames
+from sandbox.data.decode import media_failure, open_video, memo, sample_frames
 from sandbox.ops.base import TextViews
 from sandbox.ops.common.clip import VIDEO_TOKEN, _ClipFilter
 from sandbox.ops.common.media import MEDIA_ERROR
@@ -59,7 +59,7 @@ def key_frames(path: str) -> list:
     """Every key frame of the video's first video stream, as RGB PIL images (PyAV decodes only
     the key frames). Raises ``MediaError``."""
     try:
-        container = _open_video(path)
+        container = open_video(path)
         try:
             stream = container.streams.video[0]
             stream.codec_context.skip_frame = "NONKEY"
@@ -67,4 +67,4 @@ def key_frames(path: str) -> list:
         finally:
             container.close()
     except Exception as e:
-        raise _fail(path, e) from None
+        raise media_failure(path, e) from None

@@ -57,7 +57,7 @@ class Probe(Step):
                           for c, v in stat_cols.items()}) if stat_cols else pa.table({"__n__": [0] * 0})
         stats_path = write_parquet(table, env.workdir / "stats.parquet")
         summary_path = env.workdir / "summary.csv"
-        _write_csv(summary_path, rows)
+        write_csv(summary_path, rows)
         plots_dir = env.workdir / "plots"
         if self.plots and rows:
             plot_histograms(numeric, thresholds, plots_dir, resolve_num_proc(env.num_proc))
@@ -77,7 +77,7 @@ def describe(values: np.ndarray, quantiles: list[float]) -> dict[str, float]:
     return out
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict]) -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r))  # numeric rows first define order
     fields = ["op", "stat", "column"] + [k for k in keys if k not in ("op", "stat", "column")]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:

@@ -55,7 +55,7 @@ from sandbox.errors import ConfigError
 from sandbox.infer.backends import APIBackend, HFBackend
 from sandbox.recipe import Recipe
 from sandbox.steps.base import StepEnv
-from sandbox.steps.data.probe import Probe, _write_csv, describe, plot_histograms
+from sandbox.steps.data.probe import Probe, write_csv, describe, plot_histograms
 from sandbox.threads import parse_threads, torch_threads
 
 MODEL_KEY = "model"  # the "OP key" of the model stats: columns model.perplexity, model.judge_score
@@ -394,7 +394,7 @@ class ModelProbe(Probe):
                                    if isinstance(v, (list, dict))}
         rows = [{"column": c, **{k: v for k, v in s.items()
                                  if not isinstance(v, (list, dict))}} for c, s in summary.items()]
-        _write_csv(Path(out["summary_path"]), rows)
+        write_csv(Path(out["summary_path"]), rows)
         if self.plots and numeric:
             plot_histograms({c: v for c, v in numeric.items() if v.size}, {},
                             Path(out["plots"]), resolve_num_proc(env.num_proc))

@@ -24,7 +24,7 @@ from sandbox.utils import atomic_path, atomic_write_text
 OUTPUTS = ("recipe", "recipe_path", "changes")
 
 
-def _write(env: StepEnv, rec: Recipe, changes: list[dict]) -> dict[str, Any]:
+def write_refined(env: StepEnv, rec: Recipe, changes: list[dict]) -> dict[str, Any]:
     path = atomic_write_text(env.workdir / "recipe.yaml", rec.to_dj_yaml())
     with atomic_path(env.workdir / "changes.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["op", "arg", "stat", "old", "new"])
@@ -45,7 +45,7 @@ class NoRefine(Step):
             stats: str | None = None, dataset: str | None = None) -> dict[str, Any]:
         """``stats`` and ``dataset`` (the probe's per-sample stats and the pool) are what a
         refiner that trains on the data needs (refine=model_feedback); this one needs neither."""
-        return _write(env, recipe, [])
+        return write_refined(env, recipe, [])
 
 
 class KSigmaRefiner(Step):
@@ -80,7 +80,7 @@ class KSigmaRefiner(Step):
                 if new != old:
                     changes.append({"op": spec.key, "arg": arg, "stat": th.stat, "old": old,
                                     "new": new})
-        return _write(env, recipe.with_args(moved), changes)
+        return write_refined(env, recipe.with_args(moved), changes)
 
 
 def refine_value(mean: float, std: float, k: float, bound: str, low: float, high: float,

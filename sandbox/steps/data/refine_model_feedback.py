@@ -56,7 +56,7 @@ from sandbox.errors import ConfigError, DataError
 from sandbox.numeric import float_column
 from sandbox.recipe import Recipe
 from sandbox.steps.base import Step, StepEnv
-from sandbox.steps.data.refine import OUTPUTS, _write
+from sandbox.steps.data.refine import OUTPUTS, write_refined
 from sandbox.tracking.base import NoTracker
 from sandbox.utils import atomic_path, stable_hash
 
@@ -255,7 +255,7 @@ class ModelFeedbackRefiner(Step):
                                         "new": new})
                         moved = True
                 refined += moved
-        out = _write(env, recipe.with_args(moved_args), changes)
+        out = write_refined(env, recipe.with_args(moved_args), changes)
         table_path = self._write_table(env.workdir / "bins.csv", table)
         env.tracker.log_artifact(table_path)
         metrics = {"trainings": float(len(self._scores) * self.seeds),

@@ -17,30 +17,30 @@ from sandbox.utils import atomic_path, safe_name
 ROW = "__row__"
 
 
-def _read(path: str):
+def read_pool(path: str):
     return read_parquet(path)
 
 
-def _write(table, folder: Path, name: str) -> str:
+def write_pool(table, folder: Path, name: str) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     return str(write_parquet(table, folder / f"{safe_name(name)}.parquet"))
 
 
-def _with_rows(table):
+def with_rows(table):
     if ROW in table.column_names:
         return table
     return table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
-def _rows(pool: dict) -> np.ndarray:
-    t = _read(pool["dataset"])
+def pool_rows(pool: dict) -> np.ndarray:
+    t = read_pool(pool["dataset"])
     if ROW not in t.column_names:
         raise DataError(f"pool {pool.get('name')!r} ({pool['dataset']}) has no `{ROW}` column: "
                         f"combine only pools built by PoolConstruction from one dataset.")
     return to_numpy(t.column(ROW))
 
 
-def _as_pools(pools: Any, what: str) -> list[dict]:
+def as_pools(pools: Any, what: str) -> list[dict]:
     if isinstance(pools, dict) and "dataset" in pools:
         pools = [pools]
     if not isinstance(pools, list) or not all(isinstance(p, dict) and "dataset" in p
@@ -50,7 +50,7 @@ def _as_pools(pools: Any, what: str) -> list[dict]:
     return pools
 
 
-def _write_csv(path: Path, rows: list[dict]) -> str:
+def write_csv(path: Path, rows: list[dict]) -> str:
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]

@@ -14,8 +14,8 @@ from sandbox.engine import to_numpy
 from sandbox.errors import ConfigError, DataError
 from sandbox.numeric import float_column
 from sandbox.steps.base import Step, StepEnv
-from sandbox.steps.pools.common import (ROW, _as_pools, _read, _rows, _with_rows, _write,
-                                        _write_csv)
+from sandbox.steps.pools.common import (ROW, as_pools, read_pool, pool_rows, with_rows, write_pool,
+                                        write_csv)
 
 BIN_NAMES = {2: ["low", "high"], 3: ["low", "middle", "high"]}
 
@@ -77,8 +77,8 @@ class PoolConstruction(Step):
         self.seed, self.min_size = int(seed), int(min_size)
 
     def run(self, env: StepEnv, dataset: str, stats: str) -> dict[str, Any]:
-        data = _with_rows(_read(dataset))
-        st = _read(stats)
+        data = with_rows(read_pool(dataset))
+        st = read_pool(stats)
         n = data.num_rows
         if st.num_rows != n:
             raise DataError(f"pool: {stats} has {st.num_rows} rows but {dataset} has {n}: the stats "
@@ -123,12 +123,12 @@ class PoolConstruction(Step):
         out, rows = [], []
         for p in pools:
             idx = p.pop("_idx")
-            p["dataset"] = _write(data.take(idx), env.workdir / "pools", p["name"])
+            p["dataset"] = write_pool(data.take(idx), env.workdir / "pools", p["name"])
             p["size"] = int(len(idx))
             out.append(p)
             rows.append({"name": p["name"], "size": p["size"], "kind": p["kind"],
                          "bounds": json.dumps(p["bounds"])})
-        table = _write_csv(env.workdir / "pools.csv", rows)
+        table = write_csv(env.workdir / "pools.csv", rows)
         return {"pools": out, "table": table, "num_pools": len(out), "size": smallest}
 
 
@@ -143,13 +143,13 @@ class PoolDownsampling(Step):
         self.target_size, self.seed = target_size, int(seed)
 
     def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
-        pools = _as_pools(pools, "downsample")
+        pools = as_pools(pools, "downsample")
         k = int(self.target_size) if self.target_size else min(int(p["size"]) for p in pools)
         out = []
         for i, p in enumerate(pools):
-            t = _read(p["dataset"])
+            t = read_pool(p["dataset"])
             idx = downsample_indices(t.num_rows, k, self.seed + i)
-            out.append(dict(p, dataset=_write(t.take(idx), env.workdir / "pools", p["name"]),
+            out.append(dict(p, dataset=write_pool(t.take(idx), env.workdir / "pools", p["name"]),
                             size=int(len(idx))))
         return {"pools": out}
 
@@ -167,12 +167,12 @@ class PoolDuplication(Step):
 
     def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
         out = []
-        for p in _as_pools(pools, "duplicate"):
-            t = pa.concat_tables([_read(p["dataset"])] * self.times)
+        for p in as_pools(pools, "duplicate"):
+            t = pa.concat_tables([read_pool(p["dataset"])] * self.times)
             if self.shuffle:
                 t = t.take(np.random.default_rng(self.seed).permutation(t.num_rows))
             name = f"{p['name']}.x{self.times}"
-            out.append(dict(p, name=name, dataset=_write(t, env.workdir / "pools", name),
+            out.append(dict(p, name=name, dataset=write_pool(t, env.workdir / "pools", name),
                             size=t.num_rows, kind="duplicated", source=p["name"]))
         return {"pools": out}
 
@@ -194,10 +194,10 @@ class PoolCombination(Step):
         self.keep = list(keep or [])  # pools passed through as they are (e.g. the control)
 
     def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
-        pools = _as_pools(pools, "combine")
+        pools = as_pools(pools, "combine")
         ranked = [p for p in pools if p["name"] not in self.exclude and p["name"] not in self.keep]
         top = ranked[:self.top_k]
-        members = {p["name"]: _rows(p) for p in top}
+        members = {p["name"]: pool_rows(p) for p in top}
         out = [dict(p) for p in top] if self.include_singles else []
         hi = min(len(top), int(self.max_order or len(top)))
         for r in range(2, hi + 1):
@@ -207,7 +207,7 @@ class PoolCombination(Step):
                     common = np.intersect1d(common, members[p["name"]])
                 if len(common) < self.min_size:
                     continue
-                t = _read(combo[0]["dataset"])
+                t = read_pool(combo[0]["dataset"])
                 rows = to_numpy(t.column(ROW))
                 t = t.take(np.nonzero(np.isin(rows, common))[0])
                 name = "+".join(p["name"] for p in combo)
@@ -216,7 +216,7 @@ class PoolCombination(Step):
                     bounds.update(p.get("bounds") or {})
                 out.append({"name": name, "kind": "combined", "parts": [p["name"] for p in combo],
                             "bounds": bounds, "size": t.num_rows,
-                            "dataset": _write(t, env.workdir / "pools", name)})
+                            "dataset": write_pool(t, env.workdir / "pools", name)})
         out += [dict(p) for p in pools if p["name"] in self.keep]
         return {"pools": out, "num_pools": len(out)}
 
@@ -234,7 +234,7 @@ class PoolSelection(Step):
         self.exclude = set(exclude if exclude is not None else ["random"])
 
     def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
-        pools = _as_pools(pools, "select")
+        pools = as_pools(pools, "select")
         out = [p for p in pools if p["name"] not in self.exclude][:self.top_k]
         out += [p for p in pools if p["name"] in self.keep and p not in out]
         return {"pools": out}
@@ -249,14 +249,14 @@ class PoolMerging(Step):
         self.name, self.dedup = name, bool(dedup)
 
     def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
-        tables = [_read(p["dataset"]) for p in _as_pools(pools, "merge")]
+        tables = [read_pool(p["dataset"]) for p in as_pools(pools, "merge")]
         t = pa.concat_tables(tables, promote_options="default")
         if self.dedup and ROW in t.column_names:
             _, first = np.unique(to_numpy(t.column(ROW)), return_index=True)
             t = t.take(np.sort(first))
         pool = {"name": self.name, "kind": "merged", "size": t.num_rows,
                 "parts": [p["name"] for p in pools],
-                "dataset": _write(t, env.workdir / "pools", self.name)}
+                "dataset": write_pool(t, env.workdir / "pools", self.name)}
         return {"pools": [pool], "pool": pool}
 
 
@@ -272,9 +272,9 @@ class PoolCartesianJoin(Step):
 
     def run(self, env: StepEnv, left: list, right: list) -> dict[str, Any]:
         out = []
-        for a in _as_pools(left, "cartesian join (left)"):
-            for b in _as_pools(right, "cartesian join (right)"):
-                ta, tb = _read(a["dataset"]), _read(b["dataset"])
+        for a in as_pools(left, "cartesian join (left)"):
+            for b in as_pools(right, "cartesian join (right)"):
+                ta, tb = read_pool(a["dataset"]), read_pool(b["dataset"])
                 if ta.num_rows * tb.num_rows > self.max_rows:
                     raise DataError(f"cartesian join {a['name']} x {b['name']}: "
                                     f"{ta.num_rows * tb.num_rows} rows > max_rows={self.max_rows}.")
@@ -286,5 +286,5 @@ class PoolCartesianJoin(Step):
                 name = f"{a['name']}*{b['name']}"
                 t = pa.table(cols)
                 out.append({"name": name, "kind": "joined", "parts": [a["name"], b["name"]],
-                            "size": t.num_rows, "dataset": _write(t, env.workdir / "pools", name)})
+                            "size": t.num_rows, "dataset": write_pool(t, env.workdir / "pools", name)})
         return {"pools": out}

@@ -11,7 +11,7 @@ from sandbox.data.io import read_table
 from sandbox.ops import OpSpec, get_op_class
 from sandbox.recipe import Recipe, validate
 from sandbox.steps.base import Step, StepEnv
-from sandbox.steps.pools.common import ROW, _as_pools, _read, _write
+from sandbox.steps.pools.common import ROW, as_pools, read_pool, write_pool
 from sandbox.utils import safe_name
 
 
@@ -86,8 +86,8 @@ class ToJsonl(Step):
         out = []
         folder = env.workdir / "jsonl"
         folder.mkdir(parents=True, exist_ok=True)
-        for p in _as_pools(pools, "to_jsonl"):
-            rows = _read(p["dataset"]).to_pylist()
+        for p in as_pools(pools, "to_jsonl"):
+            rows = read_pool(p["dataset"]).to_pylist()
             path = folder / f"{safe_name(p['name'])}.jsonl"
             with open(path, "w", encoding="utf-8") as f:
                 for r in rows:
@@ -108,9 +108,9 @@ class FromJsonl(Step):
 
     def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
         out = []
-        for p in _as_pools(pools, "from_jsonl"):
+        for p in as_pools(pools, "from_jsonl"):
             t = read_table(p["dataset"], text_key=self.text_key)
-            out.append(dict(p, dataset=_write(t, env.workdir / "pools", p["name"]),
+            out.append(dict(p, dataset=write_pool(t, env.workdir / "pools", p["name"]),
                             size=t.num_rows))
         return {"pools": out}
 
@@ -129,9 +129,9 @@ class ToCocoCaption(Step):
 
     def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
         files = []
-        for p in _as_pools(pools, "to_coco_caption"):
+        for p in as_pools(pools, "to_coco_caption"):
             images, anns = [], []
-            for r in _read(p["dataset"]).to_pylist():
+            for r in read_pool(p["dataset"]).to_pylist():
                 text = str(r.get(self.text_key) or "")
                 for tok in self.special_tokens:
                     text = text.replace(tok, "")

@@ -9,7 +9,7 @@ from typing import Any
 
 from sandbox.errors import ConfigError
 from sandbox.steps.base import Step, StepEnv
-from sandbox.steps.pools.common import _write_csv
+from sandbox.steps.pools.common import write_csv
 from sandbox.verdict import compare, decision_accuracy, over_seeds
 
 
@@ -89,7 +89,7 @@ class PoolRanking(Step):
                            test="", verdict="control" if row is ctrl else "not tested",
                            significant=False, beats_control=False)
         public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-        table = _write_csv(env.workdir / "ranking.csv", public)
+        table = write_csv(env.workdir / "ranking.csv", public)
         (env.workdir / "ranking.md").write_text(ranking_markdown(public, self.keys),
                                                 encoding="utf-8")
         plot = self._plot(rows, env.workdir / "ranking.png") if self.plot else None
@@ -167,7 +167,7 @@ class DecisionAccuracy(Step):
                   "large": large_v[a] - large_v[b],
                   "agree": (small_v[a] - small_v[b]) * (large_v[a] - large_v[b]) > 0}
                  for i, a in enumerate(shared) for b in shared[i + 1:]]
-        _write_csv(env.workdir / "pairs.csv", pairs)
+        write_csv(env.workdir / "pairs.csv", pairs)
         return {"metrics": {self.metric_prefix + k: v for k, v in metrics.items()},
                 "pairs": pairs}
 
