@@ -166,6 +166,18 @@ def test_selecting_stacks_that_are_not_set_up_fails_before_anything_runs(tmp_pat
     assert not (tmp_path / "run" / "load").exists()  # nothing ran, not even the data load
 
 
+def test_the_internvl_evaluator_that_is_not_set_up_names_java_among_its_needs(tmp_path):
+    """InternVL's caption scoring is pycocoevalcap, whose PTB tokenizer and METEOR run `java`."""
+    from sandbox.runner import plan
+
+    cfg = compose(["evaluator=internvl_coco_caption", "tracking=none",
+                   f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(EnvNotReadyError) as e:
+        plan(cfg)
+    assert "python -m sandbox.env setup internvl" in str(e.value)
+    assert "Java" in str(e.value) and "NCCL" in str(e.value)
+
+
 def test_a_wrong_vbench_dimension_fails_before_anything_runs(tmp_path):
     from sandbox.runner import plan
 
