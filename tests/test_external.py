@@ -378,6 +378,29 @@ def test_internvl_caption_evaluation_lines_become_metrics_and_their_mean(tmp_pat
         (0.812 + 0.655 + 0.512 + 0.392 + 0.301 + 0.598 + 1.312) / 7)
 
 
+def internvl_evaluator(tmp_path, *overrides):
+    path = f"{STANDINS / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}" \
+           f"{os.environ['PATH']}"
+    cfg = compose(["evaluator=internvl_coco_caption", "evaluator.env=null",
+                   f"evaluator.cwd={STANDINS / 'internvl' / 'internvl_chat'}",
+                   f"+evaluator.env_vars.PATH={path}", *overrides])
+    return build(cfg, "evaluator")
+
+
+def test_internvl_evaluation_gives_evaluate_sh_a_checkpoint_it_can_find(tmp_path):
+    """evaluate.sh prefixes its checkpoint argument with $(pwd)/: a checkpoint anywhere (here an
+    absolute path outside internvl_chat/) still reaches evaluate_caption.py as that folder."""
+    ckpt = tmp_path / "train" / "out"
+    ckpt.mkdir(parents=True)
+    env = step_env(tmp_path)
+    out = internvl_evaluator(tmp_path).run(env, model_dir=str(ckpt))
+    assert out["metrics"]["caption/CIDEr"] == 1.312
+    log = (Path(out["logs"]) / "run.log").read_text()
+    given = next(line for line in log.splitlines() if line.startswith("CHECKPOINT: "))
+    assert Path(given.split(": ", 1)[1]).resolve() == ckpt.resolve() and "//" not in given
+    assert list((env.workdir / "results").glob("coco_*.json"))  # not the checkout's results/
+
+
 MAKE_POOL = """
 import json, sys, av, numpy as np
 root = sys.argv[1]
