@@ -401,6 +401,21 @@ def test_internvl_evaluation_gives_evaluate_sh_a_checkpoint_it_can_find(tmp_path
     assert list((env.workdir / "results").glob("coco_*.json"))  # not the checkout's results/
 
 
+def test_internvl_evaluation_that_exits_0_without_its_metrics_fails(tmp_path):
+    """evaluate.sh exits 0 when torchrun fails (no `set -e`, a last `if`): the missing caption
+    lines make the step fail in one paragraph with the script's last lines."""
+    with pytest.raises(ProgramError) as e:
+        internvl_evaluator(tmp_path).run(step_env(tmp_path), model_dir=str(tmp_path / "nothing"))
+    text = str(e.value)
+    assert "exited with status 0 but gave no value for caption/Bleu_1" in text
+    assert "Incorrect path_or_model_id" in text and "\n\n" not in text
+
+
+def test_expect_metrics_must_be_a_list():
+    with pytest.raises(ConfigError, match="expect_metrics"):
+        ExternalEvaluator(argv=["true"], expect_metrics="caption/CIDEr")
+
+
 MAKE_POOL = """
 import json, sys, av, numpy as np
 root = sys.argv[1]

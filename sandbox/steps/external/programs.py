@@ -20,6 +20,7 @@ A component YAML says:
     mean: {vbench/mean: vbench/}        # a metric that averages every metric with that prefix
     outputs: {model_dir: {path: "out/checkpoint-*.safetensors", pick: highest_number}}
     expect: [out/done.json]             # files a successful run must leave
+    expect_metrics: [train_loss]        # `metrics` (or `results`) a successful run must give
 
 Templates use four interpolations the step fills in when it runs (anything else, e.g.
 ``${ctx:...}``, is resolved before): ``${in:NAME}`` (the step's input NAME), ``${opt:NAME}``
@@ -34,7 +35,8 @@ Output is streamed to ``<step>/logs/<run>.log`` as it arrives; each ``metrics`` 
 matched against every line (``\\r``-separated progress bars included) and the value goes to the
 tracker at once (a group named ``step`` gives the x-axis; otherwise the match count). A program
 that fails, times out or is interrupted raises one paragraph with its last lines; one that exits
-0 without its ``results`` or ``expect`` files is a failure too.
+0 without its ``results`` or ``expect`` files, or without a value for each of its
+``expect_metrics``, is a failure too.
 """
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ class ExternalProgram(Step):
                  metrics: dict[str, str] | None = None, results: list[dict] | None = None,
                  mean: dict[str, str] | None = None, outputs: dict[str, Any] | None = None,
                  expect: list[str] | None = None, options: dict[str, Any] | None = None,
-                 seed: int = 42):
+                 seed: int = 42, expect_metrics: list[str] | None = None):
         if isinstance(argv, str) or not argv or not all(isinstance(a, (str, int, float))
                                                         for a in argv):
             raise ConfigError(f"`argv` must be a non-empty list of arguments (a program and its "
@@ -90,6 +92,10 @@ class ExternalProgram(Step):
         self.mean = mean or {}
         self.output_specs = _check_outputs(outputs or {}, type(self).outputs)
         self.expect = list(expect or [])
+        if isinstance(expect_metrics, str):
+            raise ConfigError(f"`expect_metrics` must be a list of metric names; got "
+                              f"{expect_metrics!r}.")
+        self.expect_metrics = [str(m) for m in expect_metrics or []]
         self.options = dict(options or {})
         self.seed = seed
 
@@ -137,6 +143,7 @@ class ExternalProgram(Step):
             values = {"in": inputs, "step": step_values, "each": each, "opt": options}
             t = _fill({"argv": self.argv, "cwd": self.cwd, "env_vars": self.env_vars,
                        "files": self.files, "results": self.results, "expect": self.expect,
+                       "expect_metrics": self.expect_metrics,
                        "metrics": {k: p.pattern for k, p in self.metric_patterns.items()}},
                       values)
             label = "-".join(_safe(v) for v in each.values()) or "run"
@@ -156,9 +163,15 @@ class ExternalProgram(Step):
                 result = manager.run(spec, argv, log_path=logs / f"{label}.log", cwd=cwd,
                                      env_vars=t["env_vars"], timeout=self.timeout,
                                      parsers=[parser], expected_outputs=expected)
-            metrics.update(parser.last)
+            found = dict(parser.last)
             for spec_r in t["results"]:
-                metrics.update(self._read_results(spec_r, env.workdir, started, result))
+                found.update(self._read_results(spec_r, env.workdir, started, result))
+            missing = [m for m in t["expect_metrics"] if m not in found]
+            if missing:
+                raise result.silent_failure(f"gave no value for {', '.join(missing)} (no output "
+                                            f"line matched its `metrics` pattern)",
+                                            f"{self.stack}: ")
+            metrics.update(found)
         for name, prefix in self.mean.items():
             parts = [v for k, v in metrics.items() if k.startswith(prefix) and k != name]
             if parts:
