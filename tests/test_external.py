@@ -350,7 +350,7 @@ def test_internvl_fine_tuning_against_its_stand_in(tmp_path):
            f"{os.environ['PATH']}"
     cfg = compose(["trainer=internvl_coco_caption", "trainer.env=null",
                    f"trainer.cwd={STANDINS / 'internvl' / 'internvl_chat'}",
-                   "trainer.options.num_gpus=2", "trainer.options.gradient_accumulation_steps=64",
+                   "trainer.options.num_gpus=2",
                    f"+trainer.env_vars.PATH={path}"])
     tracker = RecordingTracker()
     env = step_env(tmp_path, tracker, seed=5)
@@ -359,6 +359,38 @@ def test_internvl_fine_tuning_against_its_stand_in(tmp_path):
     args = json.loads((Path(out["model_dir"]) / "standin_args.json").read_text())
     assert args["--meta_path"] == str(meta) and args["--seed"] == "5"
     assert args["--conv_style"] == "internlm2-chat" and args["--use_llm_lora"] == "128"
+    # Data-Juicer's GRADIENT_ACC: the global batch stays 512 on 2 GPUs
+    assert args["--gradient_accumulation_steps"] == "64" and args["WORLD_SIZE"] == "2"
+    assert 2 * int(args["--per_device_train_batch_size"]) * 64 == 512
+
+
+@pytest.mark.parametrize("gpus,acc", [(8, "16"), (4, "32"), (16, "8")])
+def test_internvl_gradient_accumulation_keeps_the_global_batch_of_512(gpus, acc):
+    cfg = compose(["trainer=internvl_coco_caption", "trainer.env=null",
+                   f"trainer.options.num_gpus={gpus}"])
+    trainer = build(cfg, "trainer")
+    argv = trainer.argv
+    assert trainer.options["gradient_accumulation_steps"] == int(acc)
+    assert argv[argv.index("--gradient_accumulation_steps") + 1] == \
+        "${opt:gradient_accumulation_steps}"
+
+
+def test_an_internvl_device_count_that_does_not_divide_512_fails_before_anything_runs():
+    from sandbox.runner import plan
+
+    cfg = compose(["trainer=internvl_coco_caption", "trainer.env=null",
+                   "trainer.options.num_gpus=3"])
+    with pytest.raises(ConfigError) as e:
+        plan(cfg)
+    text = str(e.value)
+    assert "global batch of 512" in text and "3 x 4 = 12" in text and "\n" not in text
+    for key in ("options.num_gpus", "options.batch_size_per_device",
+                "options.gradient_accumulation_steps"):
+        assert key in text
+    with pytest.raises(ConfigError, match="is derived from the global batch"):
+        build(compose(["trainer=internvl_coco_caption", "trainer.env=null",
+                       "+trainer.options.gradient_accumulation_steps=16",
+                       "trainer.options.num_gpus=2"]), "trainer")
 
 
 def test_internvl_caption_evaluation_lines_become_metrics_and_their_mean(tmp_path):
