@@ -166,6 +166,18 @@ def test_selecting_stacks_that_are_not_set_up_fails_before_anything_runs(tmp_pat
     assert not (tmp_path / "run" / "load").exists()  # nothing ran, not even the data load
 
 
+def test_the_internvl_evaluator_that_is_not_set_up_names_java_among_its_needs(tmp_path):
+    """InternVL's caption scoring is pycocoevalcap, whose PTB tokenizer and METEOR run `java`."""
+    from sandbox.runner import plan
+
+    cfg = compose(["evaluator=internvl_coco_caption", "tracking=none",
+                   f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(EnvNotReadyError) as e:
+        plan(cfg)
+    assert "python -m sandbox.env setup internvl" in str(e.value)
+    assert "Java" in str(e.value) and "NCCL" in str(e.value)
+
+
 def test_a_wrong_vbench_dimension_fails_before_anything_runs(tmp_path):
     from sandbox.runner import plan
 
@@ -338,7 +350,7 @@ def test_internvl_fine_tuning_against_its_stand_in(tmp_path):
            f"{os.environ['PATH']}"
     cfg = compose(["trainer=internvl_coco_caption", "trainer.env=null",
                    f"trainer.cwd={STANDINS / 'internvl' / 'internvl_chat'}",
-                   "trainer.options.num_gpus=2", "trainer.options.gradient_accumulation_steps=64",
+                   "trainer.options.num_gpus=2",
                    f"+trainer.env_vars.PATH={path}"])
     tracker = RecordingTracker()
     env = step_env(tmp_path, tracker, seed=5)
@@ -347,6 +359,38 @@ def test_internvl_fine_tuning_against_its_stand_in(tmp_path):
     args = json.loads((Path(out["model_dir"]) / "standin_args.json").read_text())
     assert args["--meta_path"] == str(meta) and args["--seed"] == "5"
     assert args["--conv_style"] == "internlm2-chat" and args["--use_llm_lora"] == "128"
+    # Data-Juicer's GRADIENT_ACC: the global batch stays 512 on 2 GPUs
+    assert args["--gradient_accumulation_steps"] == "64" and args["WORLD_SIZE"] == "2"
+    assert 2 * int(args["--per_device_train_batch_size"]) * 64 == 512
+
+
+@pytest.mark.parametrize("gpus,acc", [(8, "16"), (4, "32"), (16, "8")])
+def test_internvl_gradient_accumulation_keeps_the_global_batch_of_512(gpus, acc):
+    cfg = compose(["trainer=internvl_coco_caption", "trainer.env=null",
+                   f"trainer.options.num_gpus={gpus}"])
+    trainer = build(cfg, "trainer")
+    argv = trainer.argv
+    assert trainer.options["gradient_accumulation_steps"] == int(acc)
+    assert argv[argv.index("--gradient_accumulation_steps") + 1] == \
+        "${opt:gradient_accumulation_steps}"
+
+
+def test_an_internvl_device_count_that_does_not_divide_512_fails_before_anything_runs():
+    from sandbox.runner import plan
+
+    cfg = compose(["trainer=internvl_coco_caption", "trainer.env=null",
+                   "trainer.options.num_gpus=3"])
+    with pytest.raises(ConfigError) as e:
+        plan(cfg)
+    text = str(e.value)
+    assert "global batch of 512" in text and "3 x 4 = 12" in text and "\n" not in text
+    for key in ("options.num_gpus", "options.batch_size_per_device",
+                "options.gradient_accumulation_steps"):
+        assert key in text
+    with pytest.raises(ConfigError, match="is derived from the global batch"):
+        build(compose(["trainer=internvl_coco_caption", "trainer.env=null",
+                       "+trainer.options.gradient_accumulation_steps=16",
+                       "trainer.options.num_gpus=2"]), "trainer")
 
 
 def test_internvl_caption_evaluation_lines_become_metrics_and_their_mean(tmp_path):
@@ -364,6 +408,44 @@ def test_internvl_caption_evaluation_lines_become_metrics_and_their_mean(tmp_pat
     assert m["caption/CIDEr"] == 1.312 and "caption/SPICE" not in m
     assert m["caption/avg_score"] == pytest.approx(
         (0.812 + 0.655 + 0.512 + 0.392 + 0.301 + 0.598 + 1.312) / 7)
+
+
+def internvl_evaluator(tmp_path, *overrides):
+    path = f"{STANDINS / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}" \
+           f"{os.environ['PATH']}"
+    cfg = compose(["evaluator=internvl_coco_caption", "evaluator.env=null",
+                   f"evaluator.cwd={STANDINS / 'internvl' / 'internvl_chat'}",
+                   f"+evaluator.env_vars.PATH={path}", *overrides])
+    return build(cfg, "evaluator")
+
+
+def test_internvl_evaluation_gives_evaluate_sh_a_checkpoint_it_can_find(tmp_path):
+    """evaluate.sh prefixes its checkpoint argument with $(pwd)/: a checkpoint anywhere (here an
+    absolute path outside internvl_chat/) still reaches evaluate_caption.py as that folder."""
+    ckpt = tmp_path / "train" / "out"
+    ckpt.mkdir(parents=True)
+    env = step_env(tmp_path)
+    out = internvl_evaluator(tmp_path).run(env, model_dir=str(ckpt))
+    assert out["metrics"]["caption/CIDEr"] == 1.312
+    log = (Path(out["logs"]) / "run.log").read_text()
+    given = next(line for line in log.splitlines() if line.startswith("CHECKPOINT: "))
+    assert Path(given.split(": ", 1)[1]).resolve() == ckpt.resolve() and "//" not in given
+    assert list((env.workdir / "results").glob("coco_*.json"))  # not the checkout's results/
+
+
+def test_internvl_evaluation_that_exits_0_without_its_metrics_fails(tmp_path):
+    """evaluate.sh exits 0 when torchrun fails (no `set -e`, a last `if`): the missing caption
+    lines make the step fail in one paragraph with the script's last lines."""
+    with pytest.raises(ProgramError) as e:
+        internvl_evaluator(tmp_path).run(step_env(tmp_path), model_dir=str(tmp_path / "nothing"))
+    text = str(e.value)
+    assert "exited with status 0 but gave no value for caption/Bleu_1" in text
+    assert "Incorrect path_or_model_id" in text and "\n\n" not in text
+
+
+def test_expect_metrics_must_be_a_list():
+    with pytest.raises(ConfigError, match="expect_metrics"):
+        ExternalEvaluator(argv=["true"], expect_metrics="caption/CIDEr")
 
 
 MAKE_POOL = """

@@ -622,9 +622,7 @@ class Converter:
             scale = str(extra.get("conv_style_or_scale") or "")
             if scale:
                 mapped["conv_style"] = CONV_STYLE.get(scale, scale)
-            if mapped.get("num_gpus") and mapped.get("batch_size_per_device"):
-                per_step = int(mapped["num_gpus"]) * int(mapped["batch_size_per_device"])
-                mapped["gradient_accumulation_steps"] = max(1, 512 // per_step)
+            # gradient_accumulation_steps: the trainer derives it (its `global_batch`)
             self.dropped_keys(where, extra, ("internvl_home", "work_dir", "script_dir"),
                               "the environment manager owns the checkout (python -m "
                               "sandbox.env setup internvl); outputs go to the step's folder")

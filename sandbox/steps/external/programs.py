@@ -20,6 +20,9 @@ A component YAML says:
     mean: {vbench/mean: vbench/}        # a metric that averages every metric with that prefix
     outputs: {model_dir: {path: "out/checkpoint-*.safetensors", pick: highest_number}}
     expect: [out/done.json]             # files a successful run must leave
+    expect_metrics: [train_loss]        # `metrics` (or `results`) a successful run must give
+    global_batch: {size: 512, devices: num_gpus, per_device: batch_size, accumulation: grad_acc}
+                                        # sets options.grad_acc = 512 / (num_gpus x batch_size)
 
 Templates use four interpolations the step fills in when it runs (anything else, e.g.
 ``${ctx:...}``, is resolved before): ``${in:NAME}`` (the step's input NAME), ``${opt:NAME}``
@@ -34,7 +37,8 @@ Output is streamed to ``<step>/logs/<run>.log`` as it arrives; each ``metrics`` 
 matched against every line (``\\r``-separated progress bars included) and the value goes to the
 tracker at once (a group named ``step`` gives the x-axis; otherwise the match count). A program
 that fails, times out or is interrupted raises one paragraph with its last lines; one that exits
-0 without its ``results`` or ``expect`` files is a failure too.
+0 without its ``results`` or ``expect`` files, or without a value for each of its
+``expect_metrics``, is a failure too.
 """
 from __future__ import annotations
 
@@ -71,7 +75,8 @@ class ExternalProgram(Step):
                  metrics: dict[str, str] | None = None, results: list[dict] | None = None,
                  mean: dict[str, str] | None = None, outputs: dict[str, Any] | None = None,
                  expect: list[str] | None = None, options: dict[str, Any] | None = None,
-                 seed: int = 42):
+                 seed: int = 42, expect_metrics: list[str] | None = None,
+                 global_batch: dict[str, Any] | None = None):
         if isinstance(argv, str) or not argv or not all(isinstance(a, (str, int, float))
                                                         for a in argv):
             raise ConfigError(f"`argv` must be a non-empty list of arguments (a program and its "
@@ -90,15 +95,22 @@ class ExternalProgram(Step):
         self.mean = mean or {}
         self.output_specs = _check_outputs(outputs or {}, type(self).outputs)
         self.expect = list(expect or [])
-        self.options = dict(options or {})
+        if isinstance(expect_metrics, str):
+            raise ConfigError(f"`expect_metrics` must be a list of metric names; got "
+                              f"{expect_metrics!r}.")
+        self.expect_metrics = [str(m) for m in expect_metrics or []]
+        self.options = _derive_accumulation(global_batch, dict(options or {}), "")
         self.seed = seed
 
     # ------------------------------------------------------------------ before anything runs
     @classmethod
     def preflight(cls, cfg: dict[str, Any], where: str) -> None:
         """At planning time: the environment exists and is set up, and ``each`` takes only
-        values in ``choices``. Called with the component config (``where``: its key)."""
+        values in ``choices``, and ``global_batch`` divides. Called with the component config
+        (``where``: its key)."""
         _check_each(cfg.get("each"), cfg.get("choices"), where)
+        if cfg.get("global_batch") and isinstance(cfg.get("options"), dict):
+            _derive_accumulation(cfg["global_batch"], dict(cfg["options"]), where)
         spec = environment_spec(cfg.get("env"), where)
         if spec is None:
             return
@@ -137,6 +149,7 @@ class ExternalProgram(Step):
             values = {"in": inputs, "step": step_values, "each": each, "opt": options}
             t = _fill({"argv": self.argv, "cwd": self.cwd, "env_vars": self.env_vars,
                        "files": self.files, "results": self.results, "expect": self.expect,
+                       "expect_metrics": self.expect_metrics,
                        "metrics": {k: p.pattern for k, p in self.metric_patterns.items()}},
                       values)
             label = "-".join(_safe(v) for v in each.values()) or "run"
@@ -156,9 +169,15 @@ class ExternalProgram(Step):
                 result = manager.run(spec, argv, log_path=logs / f"{label}.log", cwd=cwd,
                                      env_vars=t["env_vars"], timeout=self.timeout,
                                      parsers=[parser], expected_outputs=expected)
-            metrics.update(parser.last)
+            found = dict(parser.last)
             for spec_r in t["results"]:
-                metrics.update(self._read_results(spec_r, env.workdir, started, result))
+                found.update(self._read_results(spec_r, env.workdir, started, result))
+            missing = [m for m in t["expect_metrics"] if m not in found]
+            if missing:
+                raise result.silent_failure(f"gave no value for {', '.join(missing)} (no output "
+                                            f"line matched its `metrics` pattern)",
+                                            f"{self.stack}: ")
+            metrics.update(found)
         for name, prefix in self.mean.items():
             parts = [v for k, v in metrics.items() if k.startswith(prefix) and k != name]
             if parts:
@@ -326,6 +345,44 @@ def _check_each(each: Any, choices: Any, where: str = "") -> dict[str, list]:
                               f"{', '.join(hints)}. The allowed values are: "
                               f"{', '.join(map(str, allowed))}.")
     return dict(each)
+
+
+def _derive_accumulation(spec: dict | None, options: dict, where: str) -> dict:
+    """``options`` with ``options[spec['accumulation']]`` set to ``spec['size']`` / (devices x
+    per-device batch), so that changing the device count keeps the global batch; a count that
+    does not divide it is a ConfigError naming the keys."""
+    if not spec:
+        return options
+    at = f"{where}." if where else ""
+    try:
+        size, dev, per, acc = (spec[k] for k in ("size", "devices", "per_device", "accumulation"))
+    except (KeyError, TypeError):
+        raise ConfigError(f"{at}global_batch must be {{size: N, devices: OPTION, per_device: "
+                          f"OPTION, accumulation: OPTION}}; got {spec!r}.") from None
+    try:
+        devices, per_device = int(options[dev]), int(options[per])
+    except KeyError as e:
+        raise ConfigError(f"{at}global_batch names the option {e.args[0]!r}, which "
+                          f"{at}options does not have.") from None
+    except (TypeError, ValueError):
+        raise ConfigError(f"{at}options.{dev} and {at}options.{per} must be whole numbers; got "
+                          f"{options[dev]!r} and {options[per]!r}.") from None
+    per_step = devices * per_device
+    if devices <= 0 or per_device <= 0 or int(size) % per_step:
+        raise ConfigError(
+            f"The global batch of {size} must be divisible by {at}options.{dev} x "
+            f"{at}options.{per} (the samples of one step on all devices), but {devices} x "
+            f"{per_device} = {per_step} does not divide it, so {at}options.{acc} cannot keep it. "
+            f"Choose values whose product divides {size} (e.g. 8 x 4, giving {acc}="
+            f"{int(size) // 32 if int(size) % 32 == 0 else int(size)}).")
+    derived = int(size) // per_step
+    given = options.get(acc)
+    if given is not None and str(given) != str(derived):
+        raise ConfigError(f"{at}options.{acc} is derived from the global batch ({size} / "
+                          f"({devices} x {per_device}) = {derived}); it was set to {given!r}. "
+                          f"Leave it out, or change {at}options.{dev} / {at}options.{per}.")
+    options[acc] = derived
+    return options
 
 
 def _compile_patterns(metrics: dict[str, str]) -> dict[str, re.Pattern]:
