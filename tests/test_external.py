@@ -208,6 +208,32 @@ def test_easyanimate_train_and_infer_against_stand_ins(tmp_path):
     assert names == [f"a {a}-{i}.mp4" for a in ("cat", "dog") for i in range(5)]
 
 
+def test_easyanimate_infer_fails_when_a_generation_process_crashed_silently(tmp_path):
+    """infer_lora.sh ends in a bare `wait`, so it exits 0 although a process died: the step
+    counts the videos against prompts x video_num_per_prompt and names the missing ones."""
+    lora = tmp_path / "checkpoint-2.safetensors"
+    lora.write_bytes(b"\0")
+    info = tmp_path / "info.json"
+    info.write_text(json.dumps([{"prompt_en": p} for p in ("a cat", "a dog", "a cat")]))
+    cfg = compose(["infer=easyanimate", "infer.env=null", f"infer.cwd={STANDINS / 'easyanimate'}",
+                   "infer.options.gpu_num=2", "infer.options.video_num_per_prompt=3",
+                   "+infer.env_vars.STANDIN_EASYANIMATE_CRASH_AT=1"])
+    env = step_env(tmp_path)
+    with pytest.raises(ProgramError) as e:
+        build(cfg, "infer").run(env, model_dir=str(lora), info=str(info))
+    text = str(e.value)
+    assert "`bash` exited with status 0 but did not write" in text and "\n\n" not in text
+    assert "(5 of the 6 files it should write)" in text  # "a cat" twice is one prompt
+    for name in ("a dog-0.mp4", "a cat-1.mp4", "a cat-2.mp4", "a dog-1.mp4", "a dog-2.mp4"):
+        assert str(env.workdir / "videos" / name) in text
+    assert "a cat-0.mp4" not in text and "CUDA out of memory" in text
+    # the same run without the crash writes every video and passes
+    cfg = compose(["infer=easyanimate", "infer.env=null", f"infer.cwd={STANDINS / 'easyanimate'}",
+                   "infer.options.gpu_num=2", "infer.options.video_num_per_prompt=3"])
+    out = build(cfg, "infer").run(step_env(tmp_path / "ok"), model_dir=str(lora), info=str(info))
+    assert len(list(Path(out["output_dir"]).iterdir())) == 6
+
+
 def test_vbench_reads_each_dimensions_result_file(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()

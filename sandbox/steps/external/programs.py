@@ -20,6 +20,8 @@ A component YAML says:
     mean: {vbench/mean: vbench/}        # a metric that averages every metric with that prefix
     outputs: {model_dir: {path: "out/checkpoint-*.safetensors", pick: highest_number}}
     expect: [out/done.json]             # files a successful run must leave
+    expect: [{path: "videos/{prompt_en}-{i}.mp4", records: "${in:info}", count: 5}]
+                                        # ... one per record of a JSON array/jsonl and index i
 
 Templates use four interpolations the step fills in when it runs (anything else, e.g.
 ``${ctx:...}``, is resolved before): ``${in:NAME}`` (the step's input NAME), ``${opt:NAME}``
@@ -50,6 +52,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import sandbox.env as environments  # load_spec looked up when called
+from sandbox.data.rows import iter_rows
 from sandbox.env import EnvSpec, manager
 from sandbox.errors import ConfigError
 from sandbox.programs import ProgramError, run_program
@@ -89,7 +92,7 @@ class ExternalProgram(Step):
         self.results = _check_results(results or [])
         self.mean = mean or {}
         self.output_specs = _check_outputs(outputs or {}, type(self).outputs)
-        self.expect = list(expect or [])
+        self.expect = _check_expect(expect or [])
         self.options = dict(options or {})
         self.seed = seed
 
@@ -147,7 +150,7 @@ class ExternalProgram(Step):
             started = time.time()
             argv = [sys.executable if (spec is None and a == "python" and i == 0) else a
                     for i, a in enumerate(t["argv"])]
-            expected = [self._path(p, env.workdir) for p in t["expect"]]
+            expected = [self._path(p, env.workdir) for p in _expected_files(t["expect"])]
             if spec is None:
                 result = run_program(argv, log_path=logs / f"{label}.log", cwd=cwd,
                                      env=t["env_vars"], timeout=self.timeout,
@@ -348,6 +351,37 @@ def _check_results(results: list) -> list[dict]:
             raise ConfigError(f"results[{i}] must be {{path: GLOB, metrics: {{NAME: dotted.key}}}}; "
                               f"got {r!r}.")
     return results
+
+
+def _check_expect(expect: list) -> list:
+    for i, e in enumerate(expect):
+        if not isinstance(e, str) and not (isinstance(e, dict) and "path" in e and "records" in e
+                                           and set(e) <= {"path", "records", "count"}):
+            raise ConfigError(f"expect[{i}] must be a path or {{path: TEMPLATE, records: FILE, "
+                              f"count: N}} (one file per record and index: \"{{prompt_en}}-{{i}}"
+                              f".mp4\"); got {e!r}.")
+    return list(expect)
+
+
+def _expected_files(expect: list) -> list[str]:
+    """The files ``expect`` names: a path as written; ``{path, records, count}`` expands
+    ``path`` (``str.format`` with the record's fields and ``i``) for every record of the JSON
+    array or jsonl file ``records`` and every ``i`` below ``count`` (default 1), in order and
+    without repeats (records that name the same file are one file, as for the program)."""
+    out: dict[str, None] = {}
+    for e in expect:
+        if isinstance(e, str):
+            out[e] = None
+            continue
+        count = int(e.get("count", 1))
+        for n, record in enumerate(iter_rows(Path(e["records"])), 1):
+            for i in range(count):
+                try:
+                    out[str(e["path"]).format_map({**record, "i": i})] = None
+                except (KeyError, IndexError, AttributeError, TypeError) as err:
+                    raise ConfigError(f"expect: record {n} of {e['records']} has no field "
+                                      f"{err} for the file name {e['path']!r}.") from None
+    return list(out)
 
 
 def _check_outputs(outputs: dict, declared: tuple[str, ...]) -> dict[str, dict]:
