@@ -181,13 +181,24 @@ def build(cfg, group: str):
 
 def test_easyanimate_train_and_infer_against_stand_ins(tmp_path):
     """The real YAMLs' argument lists, log parsing and outputs, against EasyAnimate's scripts'
-    stand-ins (14 and 11 positional arguments, its tqdm bar, its checkpoint names)."""
-    dataset = tmp_path / "ea.json"
-    dataset.write_text(json.dumps([{"file_path": f"/v/{i}.mp4", "text": f"clip {i}", "type": "video"}
-                                   for i in range(3)]))
+    stand-ins (14 and 11 positional arguments, its tqdm bar, its checkpoint names), on the
+    dataset the `dj_to_easyanimate` conversion writes (its `videos`, relative to video_root)."""
+    from sandbox.steps.external.formats import DjToEasyAnimate
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    pool = tmp_path / "pool.jsonl"
+    with open(pool, "w") as fh:
+        for i in range(3):
+            (clips / f"{i}.mp4").write_bytes(b"\0")
+            fh.write(json.dumps({"videos": [str(clips / f"{i}.mp4")],
+                                 "text": f"<__dj__video> clip {i}"}) + "\n")
+    dataset = DjToEasyAnimate(video_root=str(tmp_path)).run(
+        step_env(tmp_path / "convert"), dataset=str(pool))["dataset"]
     cfg = compose(["trainer=easyanimate", "infer=easyanimate", "trainer.env=null",
                    "infer.env=null", f"trainer.cwd={STANDINS / 'easyanimate'}",
-                   f"infer.cwd={STANDINS / 'easyanimate'}", "trainer.options.num_train_epochs=2"])
+                   f"infer.cwd={STANDINS / 'easyanimate'}", "trainer.options.num_train_epochs=2",
+                   f"trainer.options.video_root={tmp_path}"])
     tracker = RecordingTracker()
     env = step_env(tmp_path, tracker, seed=11)
     out = build(cfg, "trainer").run(env, dataset=str(dataset))
@@ -206,6 +217,26 @@ def test_easyanimate_train_and_infer_against_stand_ins(tmp_path):
     videos = build(cfg, "infer").run(infer_env, model_dir=out["model_dir"], info=str(info))
     names = sorted(p.name for p in Path(videos["output_dir"]).iterdir())
     assert names == [f"a {a}-{i}.mp4" for a in ("cat", "dog") for i in range(5)]
+
+
+def test_the_easyanimate_stand_in_reads_videos_as_the_patched_loader_does(tmp_path):
+    """Data-Juicer's patched VideoDataset reads each record's `videos[0]`, never `file_path`: a
+    dataset in upstream EasyAnimate's format fails, as it does in the real script."""
+    (tmp_path / "a.mp4").write_bytes(b"\0")
+    cfg = compose(["trainer=easyanimate", "trainer.env=null",
+                   f"trainer.cwd={STANDINS / 'easyanimate'}"])
+    upstream = tmp_path / "upstream.json"
+    upstream.write_text(json.dumps([{"file_path": str(tmp_path / "a.mp4"), "text": "a"}]))
+    with pytest.raises(ProgramError, match="KeyError: 'videos'"):
+        build(cfg, "trainer").run(step_env(tmp_path / "u"), dataset=str(upstream))
+    relative = tmp_path / "relative.jsonl"  # jsonl is read too; no video folder given
+    relative.write_text(json.dumps({"videos": ["a.mp4"], "text": "a"}) + "\n")
+    with pytest.raises(ProgramError, match="a.mp4 does not exist"):
+        build(cfg, "trainer").run(step_env(tmp_path / "r"), dataset=str(relative))
+    cfg = compose(["trainer=easyanimate", "trainer.env=null", "trainer.options.num_train_epochs=1",
+                   f"trainer.cwd={STANDINS / 'easyanimate'}", f"trainer.options.video_root={tmp_path}"])
+    out = build(cfg, "trainer").run(step_env(tmp_path / "ok"), dataset=str(relative))
+    assert Path(out["model_dir"]).name == "checkpoint-1.safetensors"
 
 
 def test_easyanimate_infer_fails_when_a_generation_process_crashed_silently(tmp_path):
