@@ -387,6 +387,26 @@ def test_modelscope_driver_against_its_stand_in(tmp_path):
     assert merged["train"]["max_epochs"] == 2 and merged["train"]["optimizer"]["lr"] == 5e-05
 
 
+def test_the_sandbox_seed_reaches_the_modelscope_trainer(tmp_path):
+    """EpochBasedTrainer.__init__ re-seeds with its own `seed` argument (default 42) before it
+    builds the model, so the driver passes the sandbox's seed there: two seeds give other
+    initial weights and another first batch; one seed gives the same."""
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(32)))
+    pythonpath = f"{STANDINS / 'pylib'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    cfg = compose(["trainer=modelscope", "trainer.env=null", "trainer.options.train.max_epochs=1",
+                   f"+trainer.env_vars.PYTHONPATH={pythonpath}"])
+
+    def start(seed, name):
+        out = build(cfg, "trainer").run(step_env(tmp_path / name, seed=seed), dataset=str(pool))
+        return json.loads((Path(out["model_dir"]) / "standin_init.json").read_text())
+
+    a, b, again = start(1, "a"), start(2, "b"), start(1, "again")
+    assert (a["seed"], b["seed"]) == (1, 2)
+    assert a["initial_weights"] != b["initial_weights"] and a["first_batch"] != b["first_batch"]
+    assert again == a
+
+
 def test_internvl_fine_tuning_against_its_stand_in(tmp_path):
     meta = tmp_path / "meta.json"
     meta.write_text(json.dumps({"coco": {"root": "data/coco/", "annotation": "ann.jsonl",
