@@ -166,6 +166,23 @@ def test_selecting_stacks_that_are_not_set_up_fails_before_anything_runs(tmp_pat
     assert not (tmp_path / "run" / "load").exists()  # nothing ran, not even the data load
 
 
+def test_a_stack_without_its_weights_fails_before_anything_runs(tmp_path, monkeypatch):
+    from sandbox.env import load_spec, manager
+
+    monkeypatch.setenv("SANDBOX_CACHE", str(tmp_path / "cache"))
+    spec = load_spec("easyanimate")
+    spec.folder().mkdir(parents=True)
+    (spec.folder() / manager.MARKER).write_text("")
+    cfg = OmegaConf.to_container(compose(["trainer=easyanimate"]).trainer)
+    with pytest.raises(EnvNotReadyError) as e:
+        ExternalTrainer.preflight(cfg, "trainer")
+    text = str(e.value)
+    models = manager.source_dir(spec) / "models"
+    assert f"`PixArt-XL-2-512x512` (" in text and f"in {models / 'Diffusion_Transformer'}/" in text
+    assert "`easyanimate_mm_16x256x256_pretrain.safetensors` (" in text
+    assert f"in {models / 'Motion_Module'}/" in text and "\n" not in text
+
+
 def test_a_wrong_vbench_dimension_fails_before_anything_runs(tmp_path):
     from sandbox.runner import plan
 

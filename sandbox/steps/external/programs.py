@@ -115,6 +115,13 @@ class ExternalProgram(Step):
                 f"nothing was run. Build it once with `python -m sandbox.env setup {spec.name}` "
                 f"(spec: {spec.source}){'; it also needs ' + needs.rstrip('.') if needs else ''}. "
                 f"`python -m sandbox.env list` shows every stack and whether it is ready.")
+        missing = manager.missing_weights(spec)
+        if missing:
+            raise manager.EnvNotReadyError(
+                f"`{where}` ({cfg.get('stack') or where}) needs weights that are not in place, so "
+                f"nothing was run; its programs read them from local paths and download "
+                f"nothing: {'; '.join(missing)}. `python -m sandbox.env check {spec.name}` "
+                f"says when they are.")
 
     @classmethod
     def identity_extra(cls, cfg: dict[str, Any]) -> str | None:
