@@ -93,9 +93,14 @@ class ProgramResult:
         """This result, or ``silent_failure`` when a file of ``expected`` (relative ones under
         ``base``, default the current folder) is missing."""
         base = Path.cwd() if base is None else Path(base)
+        expected = list(expected)
         missing = [str(p) for p in expected if not (base / Path(p)).exists()]
         if missing:
-            raise self.silent_failure(f"did not write {', '.join(missing)}")
+            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more"
+                                                if len(missing) > 20 else "")
+            count = f" ({len(missing)} of the {len(expected)} files it should write)" \
+                if len(expected) > 1 else ""
+            raise self.silent_failure(f"did not write {shown}{count}")
         return self
 
 

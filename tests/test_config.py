@@ -110,9 +110,11 @@ def instantiate_steps(cfg) -> list[str]:
 @pytest.mark.parametrize("group,option", [(g, o) for g in groups() for o in options(g)])
 def test_every_option_composes_plans_and_instantiates(group, option, required_values,
                                                       monkeypatch):
-    # outside stacks: plan as on a machine where their environments are set up (their specs
-    # in conf/env are still read and checked); tests/test_external.py covers the missing case
+    # outside stacks: plan as on a machine where their environments are set up and their
+    # weights placed (their specs in conf/env are still read and checked);
+    # tests/test_external.py covers the missing cases
     monkeypatch.setattr("sandbox.env.manager.is_ready", lambda spec, root=None: True)
+    monkeypatch.setattr("sandbox.env.manager.missing_weights", lambda spec, root=None: [])
     overrides = [select(group, option)]
     if (group, option) == ("infer", "vllm") and importlib.util.find_spec("vllm") is None:
         with pytest.raises(Exception, match="pip install vllm"):  # says so before any work

@@ -101,6 +101,16 @@ def test_dj_to_easyanimate_relative_to_video_root_and_from_parquet_pools(tmp_pat
     assert [p["name"] for p in out["pools"]] == ["text_len.high", "random"]
 
 
+def test_dj_to_easyanimate_writes_videos_whatever_the_pools_video_key(tmp_path, video_pool):
+    """The patched VideoDataset reads `videos[0]`: a pool with its videos under another key
+    still gives EasyAnimate a `videos` field."""
+    clip = str(video_pool.parent / "clips" / "a.mp4")
+    pool = write_jsonl(tmp_path / "clips.jsonl", [{"clips": [clip], "text": "a cat"}])
+    out = DjToEasyAnimate(video_key="clips").run(step_env(tmp_path), dataset=str(pool))
+    record, = json.loads(Path(out["dataset"]).read_text())
+    assert record["videos"] == [clip] == record["clips"] and record["file_path"] == clip
+
+
 def test_dj_to_easyanimate_with_nothing_convertible_fails_naming_the_skip_list(tmp_path):
     pool = write_jsonl(tmp_path / "p.jsonl", [{"videos": [], "text": "x"}])
     with pytest.raises(DataError, match="skipped.jsonl"):

@@ -287,6 +287,39 @@ def test_cli_list_and_check(tmp_path):
     assert bad.returncode == 2 and "`kind: docker`" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_stack_without_its_weights_is_not_ready(tmp_path, monkeypatch):
+    """EasyAnimate's patched scripts read the PixArt folder and the motion module from local
+    paths and download nothing: `check` says which file belongs in which folder until both are
+    there."""
+    from sandbox.env import load_spec
+
+    monkeypatch.setenv("SANDBOX_CACHE", str(tmp_path / "cache"))
+    spec = load_spec("easyanimate")
+    spec.folder().mkdir(parents=True)
+    (spec.folder() / manager.MARKER).write_text("")  # the installation is finished
+    conf = ROOT / "conf" / "env"
+    checked = _cli("check", "easyanimate", cache=tmp_path / "cache", conf=conf)
+    src = manager.source_dir(spec)
+    assert checked.returncode == 1 and "not ready" in checked.stdout, checked.stdout
+    assert f"`PixArt-XL-2-512x512` (the PixArt-XL-2-512x512 folder" in checked.stdout
+    assert f"belongs in {src / 'models' / 'Diffusion_Transformer'}/" in checked.stdout
+    assert (f"`easyanimate_mm_16x256x256_pretrain.safetensors` (EasyAnimate's motion module) "
+            f"belongs in {src / 'models' / 'Motion_Module'}/; get it from https://") in checked.stdout
+    assert "no weights" in _cli("list", cache=tmp_path / "cache", conf=conf).stdout
+    (src / "models" / "Diffusion_Transformer" / "PixArt-XL-2-512x512").mkdir(parents=True)
+    (src / "models" / "Motion_Module").mkdir(parents=True)
+    (src / "models" / "Motion_Module" / "easyanimate_mm_16x256x256_pretrain.safetensors").write_bytes(b"")
+    checked = _cli("check", "easyanimate", cache=tmp_path / "cache", conf=conf)
+    assert checked.returncode == 0 and "easyanimate: ready" in checked.stdout
+
+
+def test_weights_must_be_a_list_of_paths(tmp_path):
+    with pytest.raises(ConfigError, match="`weights` must be a list"):
+        EnvSpec.from_mapping({"name": "x", "weights": ["a.bin"]}, base_dir=tmp_path)
+    spec = EnvSpec.from_mapping({"name": "x", "weights": [{"path": "a.bin"}]}, base_dir=tmp_path)
+    assert spec.hash == EnvSpec.from_mapping({"name": "x"}, base_dir=tmp_path).hash
+
+
 @pytest.mark.slow
 def test_cli_setup_check_remove(tmp_path):
     conf = tmp_path / "conf"

@@ -178,6 +178,23 @@ def test_the_internvl_evaluator_that_is_not_set_up_names_java_among_its_needs(tm
     assert "Java" in str(e.value) and "NCCL" in str(e.value)
 
 
+def test_a_stack_without_its_weights_fails_before_anything_runs(tmp_path, monkeypatch):
+    from sandbox.env import load_spec, manager
+
+    monkeypatch.setenv("SANDBOX_CACHE", str(tmp_path / "cache"))
+    spec = load_spec("easyanimate")
+    spec.folder().mkdir(parents=True)
+    (spec.folder() / manager.MARKER).write_text("")
+    cfg = OmegaConf.to_container(compose(["trainer=easyanimate"]).trainer)
+    with pytest.raises(EnvNotReadyError) as e:
+        ExternalTrainer.preflight(cfg, "trainer")
+    text = str(e.value)
+    models = manager.source_dir(spec) / "models"
+    assert "`PixArt-XL-2-512x512` (" in text and f"in {models / 'Diffusion_Transformer'}/" in text
+    assert "`easyanimate_mm_16x256x256_pretrain.safetensors` (" in text
+    assert f"in {models / 'Motion_Module'}/" in text and "\n" not in text
+
+
 def test_a_wrong_vbench_dimension_fails_before_anything_runs(tmp_path):
     from sandbox.runner import plan
 
@@ -193,13 +210,24 @@ def build(cfg, group: str):
 
 def test_easyanimate_train_and_infer_against_stand_ins(tmp_path):
     """The real YAMLs' argument lists, log parsing and outputs, against EasyAnimate's scripts'
-    stand-ins (14 and 11 positional arguments, its tqdm bar, its checkpoint names)."""
-    dataset = tmp_path / "ea.json"
-    dataset.write_text(json.dumps([{"file_path": f"/v/{i}.mp4", "text": f"clip {i}", "type": "video"}
-                                   for i in range(3)]))
+    stand-ins (14 and 11 positional arguments, its tqdm bar, its checkpoint names), on the
+    dataset the `dj_to_easyanimate` conversion writes (its `videos`, relative to video_root)."""
+    from sandbox.steps.external.formats import DjToEasyAnimate
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    pool = tmp_path / "pool.jsonl"
+    with open(pool, "w") as fh:
+        for i in range(3):
+            (clips / f"{i}.mp4").write_bytes(b"\0")
+            fh.write(json.dumps({"videos": [str(clips / f"{i}.mp4")],
+                                 "text": f"<__dj__video> clip {i}"}) + "\n")
+    dataset = DjToEasyAnimate(video_root=str(tmp_path)).run(
+        step_env(tmp_path / "convert"), dataset=str(pool))["dataset"]
     cfg = compose(["trainer=easyanimate", "infer=easyanimate", "trainer.env=null",
                    "infer.env=null", f"trainer.cwd={STANDINS / 'easyanimate'}",
-                   f"infer.cwd={STANDINS / 'easyanimate'}", "trainer.options.num_train_epochs=2"])
+                   f"infer.cwd={STANDINS / 'easyanimate'}", "trainer.options.num_train_epochs=2",
+                   f"trainer.options.video_root={tmp_path}"])
     tracker = RecordingTracker()
     env = step_env(tmp_path, tracker, seed=11)
     out = build(cfg, "trainer").run(env, dataset=str(dataset))
@@ -218,6 +246,52 @@ def test_easyanimate_train_and_infer_against_stand_ins(tmp_path):
     videos = build(cfg, "infer").run(infer_env, model_dir=out["model_dir"], info=str(info))
     names = sorted(p.name for p in Path(videos["output_dir"]).iterdir())
     assert names == [f"a {a}-{i}.mp4" for a in ("cat", "dog") for i in range(5)]
+
+
+def test_the_easyanimate_stand_in_reads_videos_as_the_patched_loader_does(tmp_path):
+    """Data-Juicer's patched VideoDataset reads each record's `videos[0]`, never `file_path`: a
+    dataset in upstream EasyAnimate's format fails, as it does in the real script."""
+    (tmp_path / "a.mp4").write_bytes(b"\0")
+    cfg = compose(["trainer=easyanimate", "trainer.env=null",
+                   f"trainer.cwd={STANDINS / 'easyanimate'}"])
+    upstream = tmp_path / "upstream.json"
+    upstream.write_text(json.dumps([{"file_path": str(tmp_path / "a.mp4"), "text": "a"}]))
+    with pytest.raises(ProgramError, match="KeyError: 'videos'"):
+        build(cfg, "trainer").run(step_env(tmp_path / "u"), dataset=str(upstream))
+    relative = tmp_path / "relative.jsonl"  # jsonl is read too; no video folder given
+    relative.write_text(json.dumps({"videos": ["a.mp4"], "text": "a"}) + "\n")
+    with pytest.raises(ProgramError, match="a.mp4 does not exist"):
+        build(cfg, "trainer").run(step_env(tmp_path / "r"), dataset=str(relative))
+    cfg = compose(["trainer=easyanimate", "trainer.env=null", "trainer.options.num_train_epochs=1",
+                   f"trainer.cwd={STANDINS / 'easyanimate'}", f"trainer.options.video_root={tmp_path}"])
+    out = build(cfg, "trainer").run(step_env(tmp_path / "ok"), dataset=str(relative))
+    assert Path(out["model_dir"]).name == "checkpoint-1.safetensors"
+
+
+def test_easyanimate_infer_fails_when_a_generation_process_crashed_silently(tmp_path):
+    """infer_lora.sh ends in a bare `wait`, so it exits 0 although a process died: the step
+    counts the videos against prompts x video_num_per_prompt and names the missing ones."""
+    lora = tmp_path / "checkpoint-2.safetensors"
+    lora.write_bytes(b"\0")
+    info = tmp_path / "info.json"
+    info.write_text(json.dumps([{"prompt_en": p} for p in ("a cat", "a dog", "a cat")]))
+    cfg = compose(["infer=easyanimate", "infer.env=null", f"infer.cwd={STANDINS / 'easyanimate'}",
+                   "infer.options.gpu_num=2", "infer.options.video_num_per_prompt=3",
+                   "+infer.env_vars.STANDIN_EASYANIMATE_CRASH_AT=1"])
+    env = step_env(tmp_path)
+    with pytest.raises(ProgramError) as e:
+        build(cfg, "infer").run(env, model_dir=str(lora), info=str(info))
+    text = str(e.value)
+    assert "`bash` exited with status 0 but did not write" in text and "\n\n" not in text
+    assert "(5 of the 6 files it should write)" in text  # "a cat" twice is one prompt
+    for name in ("a dog-0.mp4", "a cat-1.mp4", "a cat-2.mp4", "a dog-1.mp4", "a dog-2.mp4"):
+        assert str(env.workdir / "videos" / name) in text
+    assert "a cat-0.mp4" not in text and "CUDA out of memory" in text
+    # the same run without the crash writes every video and passes
+    cfg = compose(["infer=easyanimate", "infer.env=null", f"infer.cwd={STANDINS / 'easyanimate'}",
+                   "infer.options.gpu_num=2", "infer.options.video_num_per_prompt=3"])
+    out = build(cfg, "infer").run(step_env(tmp_path / "ok"), model_dir=str(lora), info=str(info))
+    assert len(list(Path(out["output_dir"]).iterdir())) == 6
 
 
 def test_vbench_reads_each_dimensions_result_file(tmp_path):
@@ -340,6 +414,26 @@ def test_modelscope_driver_against_its_stand_in(tmp_path):
     assert out["metrics"]["lr"] == pytest.approx(2.5e-05)
     merged = json.loads((Path(out["model_dir"]) / "configuration.json").read_text())
     assert merged["train"]["max_epochs"] == 2 and merged["train"]["optimizer"]["lr"] == 5e-05
+
+
+def test_the_sandbox_seed_reaches_the_modelscope_trainer(tmp_path):
+    """EpochBasedTrainer.__init__ re-seeds with its own `seed` argument (default 42) before it
+    builds the model, so the driver passes the sandbox's seed there: two seeds give other
+    initial weights and another first batch; one seed gives the same."""
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(32)))
+    pythonpath = f"{STANDINS / 'pylib'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    cfg = compose(["trainer=modelscope", "trainer.env=null", "trainer.options.train.max_epochs=1",
+                   f"+trainer.env_vars.PYTHONPATH={pythonpath}"])
+
+    def start(seed, name):
+        out = build(cfg, "trainer").run(step_env(tmp_path / name, seed=seed), dataset=str(pool))
+        return json.loads((Path(out["model_dir"]) / "standin_init.json").read_text())
+
+    a, b, again = start(1, "a"), start(2, "b"), start(1, "again")
+    assert (a["seed"], b["seed"]) == (1, 2)
+    assert a["initial_weights"] != b["initial_weights"] and a["first_batch"] != b["first_batch"]
+    assert again == a
 
 
 def test_internvl_fine_tuning_against_its_stand_in(tmp_path):

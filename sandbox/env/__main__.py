@@ -1,7 +1,8 @@
 """``python -m sandbox.env list | check NAME | setup NAME | remove NAME``.
 
 NAME is a spec in ``conf/env/NAME.yaml`` (``--conf-dir`` reads another folder). ``check`` exits
-1 when the environment is not set up, so scripts can test for it."""
+1 when the environment is not set up, or lacks a file of its ``weights``, so scripts can test
+for it."""
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"no environment specs in {args.conf_dir}")
             for name in names:
                 spec = load_spec(name, args.conf_dir)
-                state = "ready" if manager.is_ready(spec) else "not set up"
+                state = "not set up" if not manager.is_ready(spec) else \
+                    "no weights" if manager.missing_weights(spec) else "ready"
                 print(f"{name:<20} {spec.kind:<6} {state:<11} {spec.folder()}")
             return 0
         spec = load_spec(args.name, args.conf_dir)
         if args.command == "check":
             if manager.is_ready(spec):
+                missing = manager.missing_weights(spec)
+                if missing:
+                    print(f"{spec.name}: set up in {spec.folder()} but not ready: its programs "
+                          f"read these weights from local paths and download nothing; put them "
+                          f"there: {'; '.join(missing)}.")
+                    return 1
                 print(f"{spec.name}: ready in {spec.folder()}")
                 return 0
             print(f"{spec.name}: not set up (expected in {spec.folder()}); build it with "

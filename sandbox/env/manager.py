@@ -41,6 +41,21 @@ def is_ready(spec: EnvSpec, root: str | Path | None = None) -> bool:
     return (spec.folder(root) / MARKER).is_file()
 
 
+def missing_weights(spec: EnvSpec, root: str | Path | None = None) -> list[str]:
+    """One line per file of ``spec.weights`` that is not in place: the file, what it is, the
+    folder it belongs in and where to get it (its programs read local paths only)."""
+    base = source_dir(spec, root) or spec.editable or Path.cwd()
+    out = []
+    for w in spec.weights:
+        path = Path(w["path"]).expanduser()
+        path = path if path.is_absolute() else Path(base) / path
+        if not path.exists():
+            what = f" ({w['what']})" if w.get("what") else ""
+            source = f"; get it from {w['source']}" if w.get("source") else ""
+            out.append(f"`{path.name}`{what} belongs in {path.parent}/{source}")
+    return out
+
+
 def source_dir(spec: EnvSpec, root: str | Path | None = None) -> Path | None:
     """Where the spec's git repository is checked out (a ``cwd`` for its scripts), if it has one."""
     return None if spec.git is None else spec.folder(root) / "src" / spec.git.folder_name

@@ -11,6 +11,9 @@ An ``EnvSpec`` comes from a small mapping (``conf/env/NAME.yaml`` or a component
     git: {url: ..., commit: <sha>, patch: file.patch, requirements: requirements.txt, install: true}
     inherit_packages: false  # true: the sandbox's own packages (e.g. its torch) importable
                              # beneath the environment's, which win where both have one
+    weights: [{path: models/x.safetensors, what: ..., source: URL}]  # files its programs read
+                             # and never download (relative paths: in the git checkout); not
+                             # in the hash, since they are placed after setup
 
 The environment lives in ``<cache root>/envs/<name>-<hash>``; the hash covers everything that
 changes what gets installed (the patch by its content), so editing a spec builds a new
@@ -28,7 +31,8 @@ from sandbox.utils import sha256_file, stable_hash
 
 KINDS = ("venv", "uv", "conda")
 _KEYS = ("name", "kind", "python", "requirements", "no_deps", "editable", "git",
-         "inherit_packages")
+         "inherit_packages", "weights")
+_WEIGHT_KEYS = ("path", "what", "source")
 _GIT_KEYS = ("url", "commit", "patch", "requirements", "install")
 _URL = re.compile(r"https?://\S+")
 _COMMIT = re.compile(r"[0-9a-fA-F]{7,40}")
@@ -64,6 +68,7 @@ class EnvSpec:
     editable: Path | None = None
     git: GitSource | None = None
     inherit_packages: bool = False
+    weights: tuple[dict[str, str], ...] = ()  # {path, what, source}: files placed by hand
     source: str = field(default="<spec>", compare=False)  # where it was read, for messages
 
     @classmethod
@@ -110,7 +115,8 @@ class EnvSpec:
         return cls(name=name, kind=kind, python=python, inherit_packages=inherit,
                    requirements=_strings(data.get("requirements"), source, "requirements"),
                    no_deps=_strings(data.get("no_deps"), source, "no_deps"),
-                   editable=editable, git=_git(data.get("git"), source, base), source=source)
+                   editable=editable, git=_git(data.get("git"), source, base), source=source,
+                   weights=_weights(data.get("weights"), source))
 
     def identity(self) -> dict[str, Any]:
         """What decides the environment's content (the hash's input)."""
@@ -132,6 +138,19 @@ class EnvSpec:
     def folder(self, root: str | Path | None = None) -> Path:
         """``<root>/<name>-<hash>``; ``root`` defaults to ``<cache root>/envs``."""
         return Path(root if root is not None else cache_root() / "envs") / f"{self.name}-{self.hash}"
+
+
+def _weights(value: Any, source: str) -> tuple[dict[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+            isinstance(w, Mapping) and isinstance(w.get("path"), str) and w["path"].strip()
+            and set(w) <= set(_WEIGHT_KEYS) and all(isinstance(v, str) for v in w.values())
+            for w in value):
+        raise ConfigError(f"{source}: `weights` must be a list of {{path: FILE, what: TEXT, "
+                          f"source: URL}} (path required; relative paths start in the git "
+                          f"checkout); got {value!r}.")
+    return tuple(dict(w) for w in value)
 
 
 def _strings(value: Any, source: str, key: str) -> tuple[str, ...]:

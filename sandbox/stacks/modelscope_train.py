@@ -3,8 +3,9 @@
 ModelScope has no training command line: ``build_trainer(name, default_args)`` is its API. The
 job file holds ``model``, ``trainer_name``, ``train_dataset`` (a local jsonl/json/csv file or a
 hub dataset id), optional ``eval_dataset``, ``key_remapping`` (pool field -> the model's input
-name), ``work_dir``, ``seed`` and ``cfg`` (merged into the model's configuration, e.g.
-``{"train": {"max_epochs": 2}}``). ModelScope's text logger prints the loss lines the trainer
+name), ``work_dir``, ``seed`` (passed as the trainer's ``seed`` argument, which seeds the
+model's initialisation and the data order) and ``cfg`` (merged into the model's configuration,
+e.g. ``{"train": {"max_epochs": 2}}``). ModelScope's text logger prints the loss lines the trainer
 step parses; its JSON log lands in ``work_dir``.
 
     python modelscope_train.py JOB.json
@@ -49,9 +50,7 @@ def main(argv=None) -> int:
     with open(argv[0]) as f:
         job = json.load(f)
     from modelscope.trainers import build_trainer
-    from modelscope.utils.torch_utils import set_random_seed
 
-    set_random_seed(int(job.get("seed", 42)))
     remap = job.get("key_remapping") or {}
     extra = job.get("cfg") or {}
 
@@ -61,7 +60,10 @@ def main(argv=None) -> int:
 
     kwargs = dict(model=job["model"], train_dataset=_dataset(job["train_dataset"], remap),
                   eval_dataset=_dataset(job.get("eval_dataset"), remap),
-                  work_dir=job["work_dir"], cfg_modify_fn=cfg_modify_fn)
+                  work_dir=job["work_dir"], cfg_modify_fn=cfg_modify_fn,
+                  # EpochBasedTrainer.__init__ calls set_random_seed(seed) (default 42) before it
+                  # builds the model: a seed set here beforehand would be overwritten
+                  seed=int(job.get("seed", 42)))
     trainer = build_trainer(name=job["trainer_name"], default_args=kwargs)
     trainer.train()
     print(f"work_dir: {job['work_dir']}", flush=True)

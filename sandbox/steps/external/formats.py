@@ -5,8 +5,8 @@ with special tokens (``<__dj__video>``, ``<__dj__image>``, chunks ended by ``<|_
 The stacks the sandbox drives read other formats:
 
 * ``DjToEasyAnimate``: EasyAnimate's dataset JSON, a JSON *array* (its loader calls
-  ``json.load``) of ``{"file_path", "text", "type": "video", ...}``; ``videos`` is rewritten to
-  the same path, so both the upstream loader (``file_path``) and the patched one Data-Juicer
+  ``json.load``) of ``{"file_path", "text", "type": "video", ...}``; ``videos`` is written with
+  the same path (whatever the pool's ``video_key``), so both the upstream loader (``file_path``) and the patched one Data-Juicer
   installs (``videos[0]``) find the clip.
 * ``CocoCaptionToDj`` / ``DjToCocoCaption``: InternVL's caption jsonl
   (``{"image", "conversations": [human, gpt]}``) and back.
@@ -256,8 +256,9 @@ class DjToEasyAnimate(Conversion):
                 continue
             placed = [relative_under(v, self.video_root) for v in resolved]
             item = _clean(rec)
+            # Data-Juicer's patched loader reads `videos` whatever the pool's key was
             item.update({"file_path": placed[0], "text": caption, "type": "video",
-                         self.video_key: placed})
+                         self.video_key: placed, "videos": placed})
             out.append(item)
         return out, records.n
 

@@ -19,7 +19,9 @@ A component YAML says:
     results: [{path: "out/*_eval_results.json", metrics: {"x/${each:dimension}": "${each:dimension}.0"}}]
     mean: {vbench/mean: vbench/}        # a metric that averages every metric with that prefix
     outputs: {model_dir: {path: "out/checkpoint-*.safetensors", pick: highest_number}}
-    expect: [out/done.json]             # files a successful run must leave
+    expect: [out/done.json]             # files a successful run must leave, or
+    expect: [{path: "videos/{prompt_en}-{i}.mp4", records: "${in:info}", count: 5}]
+                                        # ... one per record of a JSON array/jsonl and index i
     expect_metrics: [train_loss]        # `metrics` (or `results`) a successful run must give
     global_batch: {size: 512, devices: num_gpus, per_device: batch_size, accumulation: grad_acc}
                                         # sets options.grad_acc = 512 / (num_gpus x batch_size)
@@ -54,6 +56,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import sandbox.env as environments  # load_spec looked up when called
+from sandbox.data.rows import iter_rows
 from sandbox.env import EnvSpec, manager
 from sandbox.errors import ConfigError
 from sandbox.programs import ProgramError, run_program
@@ -94,7 +97,7 @@ class ExternalProgram(Step):
         self.results = _check_results(results or [])
         self.mean = mean or {}
         self.output_specs = _check_outputs(outputs or {}, type(self).outputs)
-        self.expect = list(expect or [])
+        self.expect = _check_expect(expect or [])
         if isinstance(expect_metrics, str):
             raise ConfigError(f"`expect_metrics` must be a list of metric names; got "
                               f"{expect_metrics!r}.")
@@ -124,6 +127,13 @@ class ExternalProgram(Step):
                 f"nothing was run. Build it once with `python -m sandbox.env setup {spec.name}` "
                 f"(spec: {spec.source}){'; it also needs ' + needs.rstrip('.') if needs else ''}. "
                 f"`python -m sandbox.env list` shows every stack and whether it is ready.")
+        missing = manager.missing_weights(spec)
+        if missing:
+            raise manager.EnvNotReadyError(
+                f"`{where}` ({cfg.get('stack') or where}) needs weights that are not in place, so "
+                f"nothing was run; its programs read them from local paths and download "
+                f"nothing: {'; '.join(missing)}. `python -m sandbox.env check {spec.name}` "
+                f"says when they are.")
 
     @classmethod
     def identity_extra(cls, cfg: dict[str, Any]) -> str | None:
@@ -160,7 +170,7 @@ class ExternalProgram(Step):
             started = time.time()
             argv = [sys.executable if (spec is None and a == "python" and i == 0) else a
                     for i, a in enumerate(t["argv"])]
-            expected = [self._path(p, env.workdir) for p in t["expect"]]
+            expected = [self._path(p, env.workdir) for p in _expected_files(t["expect"])]
             if spec is None:
                 result = run_program(argv, log_path=logs / f"{label}.log", cwd=cwd,
                                      env=t["env_vars"], timeout=self.timeout,
@@ -405,6 +415,37 @@ def _check_results(results: list) -> list[dict]:
             raise ConfigError(f"results[{i}] must be {{path: GLOB, metrics: {{NAME: dotted.key}}}}; "
                               f"got {r!r}.")
     return results
+
+
+def _check_expect(expect: list) -> list:
+    for i, e in enumerate(expect):
+        if not isinstance(e, str) and not (isinstance(e, dict) and "path" in e and "records" in e
+                                           and set(e) <= {"path", "records", "count"}):
+            raise ConfigError(f"expect[{i}] must be a path or {{path: TEMPLATE, records: FILE, "
+                              f"count: N}} (one file per record and index: \"{{prompt_en}}-{{i}}"
+                              f".mp4\"); got {e!r}.")
+    return list(expect)
+
+
+def _expected_files(expect: list) -> list[str]:
+    """The files ``expect`` names: a path as written; ``{path, records, count}`` expands
+    ``path`` (``str.format`` with the record's fields and ``i``) for every record of the JSON
+    array or jsonl file ``records`` and every ``i`` below ``count`` (default 1), in order and
+    without repeats (records that name the same file are one file, as for the program)."""
+    out: dict[str, None] = {}
+    for e in expect:
+        if isinstance(e, str):
+            out[e] = None
+            continue
+        count = int(e.get("count", 1))
+        for n, record in enumerate(iter_rows(Path(e["records"])), 1):
+            for i in range(count):
+                try:
+                    out[str(e["path"]).format_map({**record, "i": i})] = None
+                except (KeyError, IndexError, AttributeError, TypeError) as err:
+                    raise ConfigError(f"expect: record {n} of {e['records']} has no field "
+                                      f"{err} for the file name {e['path']!r}.") from None
+    return list(out)
 
 
 def _check_outputs(outputs: dict, declared: tuple[str, ...]) -> dict[str, dict]:

@@ -7,12 +7,26 @@ if [ ! -f "$meta" ]; then echo "FileNotFoundError: $meta" >&2; exit 1; fi
 python3 - "$@" <<'PY'
 import json, sys, time
 args = sys.argv[1:]
-meta, epochs, out = args[3], int(args[8]), args[11]
-records = json.load(open(meta))  # the patched VideoDataset: a JSON array (json.load)
-assert isinstance(records, list) and records, "empty dataset"
-for r in records:
-    assert "file_path" in r and "text" in r, r
 import os
+video_folder, meta, epochs, out = args[2], args[3], int(args[8]), args[11]
+# the patched VideoDataset (easyanimate/data/dataset_video.py): jsonl, or a JSON array
+if meta.lower().endswith("jsonl"):
+    records = [json.loads(line.strip()) for line in open(meta)]
+else:
+    records = json.load(open(meta))
+assert isinstance(records, list) and records, "empty dataset"
+for r in records:  # get_batch: `videos` (its first entry) and `text`; `file_path` is not read
+    video_id, name = r["videos"], r["text"]
+    if isinstance(video_id, list):
+        video_id = video_id[0]
+    video_dir = video_id
+    if not os.path.exists(video_id):
+        if video_folder:
+            video_dir = os.path.join(video_folder, video_id)
+        else:
+            raise ValueError(f"{video_id} does not exist, please change it to absolute path or ser video_folder")
+    if not os.path.isfile(video_dir):  # decord's VideoReader
+        raise RuntimeError(f"Error opening {video_dir}: No such file or directory")
 os.makedirs(out, exist_ok=True)
 json.dump({"argv": args, "records": len(records)}, open(os.path.join(out, "standin_args.json"), "w"))
 steps = epochs * len(records)
