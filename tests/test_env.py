@@ -114,6 +114,63 @@ if sys.argv[1] == "run":
     assert lines == ["ran train --x it's"]
 
 
+def _recording_tools(tmp_path, monkeypatch, *names):
+    """Stand-ins for ``names`` (uv, git) on PATH that record their arguments in ``calls.jsonl``;
+    ``uv venv DIR`` makes ``DIR/bin`` and ``git clone ... DIR`` makes ``DIR``."""
+    calls, bin_dir = tmp_path / "calls.jsonl", tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in names:
+        tool = bin_dir / name
+        tool.write_text(f"""#!{sys.executable}
+import json, os, sys
+with open({str(calls)!r}, "a") as f:
+    f.write(json.dumps([{name!r}, *sys.argv[1:]]) + "\\n")
+if sys.argv[1] in ("venv", "clone"):
+    os.makedirs(sys.argv[-1] + ("/bin" if sys.argv[1] == "venv" else ""))
+""")
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return lambda: [json.loads(line) for line in calls.read_text().splitlines()]
+
+
+def test_no_build_isolation_packages_are_installed_last_without_isolation(tmp_path, monkeypatch):
+    """``no_build_isolation`` is its own pip call, after everything else (flash-attn's setup.py
+    imports torch, which an isolated build does not see), and part of the hash."""
+    recorded = _recording_tools(tmp_path, monkeypatch, "uv")
+    data = {"name": "nbi", "kind": "uv", "requirements": ["torch==2.1.2", "setuptools"],
+            "no_deps": ["x==1"], "no_build_isolation": ["flash-attn==2.3.6"]}
+    spec = EnvSpec.from_mapping(data)
+    folder = manager.ensure(spec, root=tmp_path / "envs")
+    python = str(folder / "bin" / "python")
+    assert [c[1:] for c in recorded()[1:]] == [
+        ["pip", "install", "--python", python, "torch==2.1.2", "setuptools"],
+        ["pip", "install", "--python", python, "--no-deps", "x==1"],
+        ["pip", "install", "--python", python, "--no-build-isolation", "flash-attn==2.3.6"]]
+    assert spec.hash != EnvSpec.from_mapping({**data, "no_build_isolation": []}).hash
+    # a spec without the key keeps the hash it had before the key existed
+    plain = EnvSpec.from_mapping({"name": "p", "requirements": ["six"]})
+    assert "no_build_isolation" not in plain.identity()
+    with pytest.raises(ConfigError, match="`no_build_isolation` must be a list"):
+        EnvSpec.from_mapping({"name": "x", "no_build_isolation": "flash-attn"})
+
+
+def test_internvl_builds_torch_before_flash_attn_without_isolation(tmp_path, monkeypatch):
+    """conf/env/internvl.yaml, with stand-in uv and git: the checkout's requirements.txt, then
+    the pinned torch (InternVL's requirements/internvl_chat.txt says `torch>=2`,
+    `torchvision>=0.15`) with the build tools, then `flash-attn==2.3.6 --no-build-isolation`
+    (InternVL's INSTALLATION.md; Data-Juicer's intervl_coco_captioning/model_hooks.py)."""
+    recorded = _recording_tools(tmp_path, monkeypatch, "uv", "git")
+    spec = load_spec("internvl")
+    folder = manager.ensure(spec, root=tmp_path / "envs")
+    checkout = folder / "src" / "InternVL"
+    installs = [c[5:] for c in recorded() if c[:3] == ["uv", "pip", "install"]]
+    assert installs[0] == ["-r", str(checkout / "requirements.txt")]
+    assert "torch==2.1.2" in installs[1] and "torchvision==0.16.2" in installs[1]
+    assert {"setuptools", "wheel", "packaging", "ninja"} <= set(installs[1])
+    assert installs[-1] == ["--no-build-isolation", "flash-attn==2.3.6"]
+    assert not any("flash-attn" in a for c in installs[:-1] for a in c)
+
+
 def test_uv_without_uv_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))

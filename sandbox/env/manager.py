@@ -192,6 +192,10 @@ class _Builder:
             self._pip("no-deps", "--no-deps", *spec.no_deps)
         if spec.editable is not None:
             self._pip("editable", "-e", str(spec.editable))
+        # last: source builds that import installed packages (flash-attn's setup.py imports
+        # torch), which an isolated build environment would not have
+        if spec.no_build_isolation:
+            self._pip("no-build-isolation", "--no-build-isolation", *spec.no_build_isolation)
 
     def _download(self, url: str, target: Path) -> None:
         try:

@@ -7,6 +7,8 @@ An ``EnvSpec`` comes from a small mapping (``conf/env/NAME.yaml`` or a component
     python: "3.11"          # optional; default: the Python running the sandbox
     requirements: [...]     # pip requirement strings, installed together
     no_deps: [...]          # installed afterwards with --no-deps (packages whose pins lie)
+    no_build_isolation: [...]  # installed last with --no-build-isolation: sdists whose build
+                             # imports what is already installed (flash-attn imports torch)
     editable: path/to/repo  # a local checkout, `pip install -e`
     git: {url: ..., commit: <sha>, patch: file.patch, requirements: requirements.txt, install: true}
     inherit_packages: false  # true: the sandbox's own packages (e.g. its torch) importable
@@ -30,8 +32,8 @@ from sandbox.errors import ConfigError
 from sandbox.utils import sha256_file, stable_hash
 
 KINDS = ("venv", "uv", "conda")
-_KEYS = ("name", "kind", "python", "requirements", "no_deps", "editable", "git",
-         "inherit_packages", "weights")
+_KEYS = ("name", "kind", "python", "requirements", "no_deps", "no_build_isolation", "editable",
+         "git", "inherit_packages", "weights")
 _WEIGHT_KEYS = ("path", "what", "source")
 _GIT_KEYS = ("url", "commit", "patch", "requirements", "install")
 _URL = re.compile(r"https?://\S+")
@@ -65,6 +67,7 @@ class EnvSpec:
     python: str | None = None
     requirements: tuple[str, ...] = ()
     no_deps: tuple[str, ...] = ()
+    no_build_isolation: tuple[str, ...] = ()  # last, built against the installed packages
     editable: Path | None = None
     git: GitSource | None = None
     inherit_packages: bool = False
@@ -115,6 +118,8 @@ class EnvSpec:
         return cls(name=name, kind=kind, python=python, inherit_packages=inherit,
                    requirements=_strings(data.get("requirements"), source, "requirements"),
                    no_deps=_strings(data.get("no_deps"), source, "no_deps"),
+                   no_build_isolation=_strings(data.get("no_build_isolation"), source,
+                                               "no_build_isolation"),
                    editable=editable, git=_git(data.get("git"), source, base), source=source,
                    weights=_weights(data.get("weights"), source))
 
@@ -129,6 +134,8 @@ class EnvSpec:
         return {"kind": self.kind, "python": self.python, "requirements": list(self.requirements),
                 "no_deps": list(self.no_deps),
                 "editable": str(self.editable) if self.editable else None, "git": git,
+                **({"no_build_isolation": list(self.no_build_isolation)}
+                   if self.no_build_isolation else {}),
                 **({"inherit_packages": True} if self.inherit_packages else {})}
 
     @property
