@@ -171,6 +171,20 @@ def test_internvl_builds_torch_before_flash_attn_without_isolation(tmp_path, mon
     assert not any("flash-attn" in a for c in installs[:-1] for a in c)
 
 
+def test_trinity_installs_its_vllm_extra_and_flash_attn_without_isolation(tmp_path, monkeypatch):
+    """trinity-rft 0.6.0's METADATA: `Provides-Extra: vllm` (vllm<=0.23.0,>=0.19.1) and
+    `Provides-Extra: flash-attn` (flash-attn>=2.8.3), neither a plain dependency; its README
+    installs `.[vllm,flash_attn]`. flash-attn 2.8.3's setup.py imports torch, so it is its own
+    call, last, with --no-build-isolation."""
+    recorded = _recording_tools(tmp_path, monkeypatch, "uv")
+    spec = load_spec("trinity_rft")
+    manager.ensure(spec, root=tmp_path / "envs")
+    installs = [c[5:] for c in recorded() if c[:3] == ["uv", "pip", "install"]]
+    assert installs[0][0] == "trinity-rft[vllm]==0.6.0"
+    assert {"setuptools", "wheel", "packaging"} <= set(installs[0])
+    assert installs[-1] == ["--no-build-isolation", "flash-attn==2.8.3"]
+
+
 def test_uv_without_uv_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))

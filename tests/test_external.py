@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from sandbox.components import build_component
@@ -22,6 +23,7 @@ from sandbox.steps.external import ExternalEvaluator, ExternalTrainer, LiveMetri
 from tests.conftest import compose
 
 STANDINS = Path(__file__).parent / "standins"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class RecordingTracker:
@@ -333,8 +335,36 @@ def test_trinity_rft_against_its_stand_in(tmp_path):
         [(1, 0.1), (2, 0.05), (3, 0.0333333)]
     assert out["metrics"]["reward_mean"] == pytest.approx(0.6)
     assert out["model_dir"] == str(env.workdir / "checkpoints" / "sandbox" / "sandbox" / "rft")
-    written = (env.workdir / "trinity.yaml").read_text()
-    assert str(tmp_path / "pool.jsonl") in written  # ${in:dataset} filled into its config
+    # datasets.load_dataset takes a folder, not a file: the pool is linked into one
+    written = yaml.safe_load((env.workdir / "trinity.yaml").read_text())
+    taskset = written["buffer"]["explorer_input"]["taskset"]
+    assert taskset["path"] == str(env.workdir / "taskset")
+    assert (env.workdir / "taskset" / "train.jsonl").resolve() == (tmp_path / "pool.jsonl").resolve()
+
+
+# Field names of Trinity-RFT 0.6.0's dataclasses, read from the release's
+# trinity/common/config.py (TasksetConfig, FormatConfig); its task formatter
+# (trinity/buffer/schema/formatter.py) asserts `default_workflow_type` or `format.workflow_key`.
+TRINITY_TASKSET_FIELDS = {
+    "name", "storage_type", "path", "default_workflow_type", "default_reward_fn_type",
+    "rollout_args", "workflow_args", "reward_fn_args", "task_selector", "data_selector", "split",
+    "subset_name", "format", "max_retry_times", "max_retry_interval", "enable_progress_bar",
+    "repeat_times", "index", "is_eval", "batch_size", "total_epochs", "total_steps",
+    "ray_namespace"}
+TRINITY_FORMAT_FIELDS = {
+    "prompt_type", "prompt_key", "response_key", "system_prompt_key", "system_prompt",
+    "messages_key", "tools_key", "image_key", "video_key", "reply_prefix", "workflow_key",
+    "reward_fn_key", "chosen_key", "rejected_key", "enable_concatenated_multi_turn",
+    "chat_template", "enable_thinking"}
+
+
+def test_trinity_taskset_follows_the_0_6_0_schema():
+    taskset = yaml.safe_load((ROOT / "conf" / "trainer" / "trinity_rft.yaml").read_text())[
+        "options"]["config"]["buffer"]["explorer_input"]["taskset"]
+    assert set(taskset) <= TRINITY_TASKSET_FIELDS, set(taskset) - TRINITY_TASKSET_FIELDS
+    assert set(taskset["format"]) <= TRINITY_FORMAT_FIELDS
+    assert taskset["storage_type"] == "file" and taskset["default_workflow_type"]
+    assert not str(taskset["path"]).endswith((".jsonl", ".json"))  # a folder for load_dataset
 
 
 # VBench for real, in an environment the environment manager builds: the sandbox's torch beneath
