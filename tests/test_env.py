@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -183,6 +184,38 @@ def test_trinity_installs_its_vllm_extra_and_flash_attn_without_isolation(tmp_pa
     assert installs[0][0] == "trinity-rft[vllm]==0.6.0"
     assert {"setuptools", "wheel", "packaging"} <= set(installs[0])
     assert installs[-1] == ["--no-build-isolation", "flash-attn==2.8.3"]
+
+
+# Packages whose PyPI metadata requires the GUI `opencv-python` (read from their wheels):
+# vbench 0.1.5, pyiqa 0.1.10 (what pip resolves beside transformers==4.33.2), facexlib 0.3.0 and
+# imgaug 0.4.0 (both imported by `import pyiqa`), lvis 0.5.3. openai-clip 1.0.1 asks only ftfy,
+# regex and tqdm.
+GUI_OPENCV_DEPENDENTS = {"vbench", "pyiqa", "facexlib", "imgaug", "lvis"}
+
+
+def _names(requirements):
+    return {re.split(r"[\s\[<>=!~;@]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_vbench_keeps_opencv_headless_and_torchvision_matched_to_our_torch():
+    spec = load_spec("vbench")
+    with_deps, no_deps = _names(spec.requirements), _names(spec.no_deps)
+    assert "opencv-python-headless" in with_deps and "opencv-python" not in with_deps | no_deps
+    assert not GUI_OPENCV_DEPENDENTS & with_deps  # installed with dependencies: GUI OpenCV
+    assert GUI_OPENCV_DEPENDENTS <= no_deps       # pyiqa imports facexlib and imgaug
+    # with its dependencies, so timm's `torchvision` resolves to it and its torch==2.13.0 to the
+    # sandbox's (pyproject.toml); --no-deps after timm had brought the newest torchvision and,
+    # with it, a newer CUDA torch into the environment
+    assert "torchvision==0.28.0" in spec.requirements
+    assert '"torch==2.13.0"' in (ROOT / "pyproject.toml").read_text()
+    text = (ROOT / "conf" / "env" / "vbench.yaml").read_text()
+    # Data-Juicer's text_to_video/model_hooks.py installs detectron2 at this commit
+    assert "detectron2.git@b7c7f4ba82192ff06f2bbb162b9f67b00ea55867" in text
+    assert "detectron2.git\"" not in text  # never an unpinned hint
+    # the CPU claim says where it holds (a CUDA torch, or a CPU torchvision beside a CPU torch)
+    assert "download.pytorch.org/whl/cpu" in text and "torchvision==0.28.0+cpu" in text
+    evaluator = (ROOT / "conf" / "evaluator" / "vbench.yaml").read_text()
+    assert "temporal_flickering runs on CPU where torchvision imports" in evaluator
 
 
 def test_uv_without_uv_names_the_install_command(tmp_path, monkeypatch):

@@ -372,8 +372,8 @@ def test_trinity_taskset_follows_the_0_6_0_schema():
 # omits torch). `temporal_flickering` needs no model weights, so it runs here on CPU.
 VBENCH_CPU = {"name": "vbench_cpu", "kind": "venv", "inherit_packages": True,
               "requirements": ["numpy<2", "opencv-python-headless<4.12", "decord", "easydict",
-                               "tqdm"],
-              "no_deps": ["vbench==0.1.5", "torchvision==0.28.0"]}
+                               "tqdm", "torchvision==0.28.0"],
+              "no_deps": ["vbench==0.1.5"]}
 
 MAKE_VIDEOS = r"""
 import sys, cv2, numpy as np
