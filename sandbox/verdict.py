@@ -212,28 +212,183 @@ def _worded(c: Comparison, higher_is_better: bool | None) -> Comparison:
     return replace(c, verdict="no detectable difference")
 
 
-def decision_accuracy(small: dict[str, float], large: dict[str, float],
-                      level: float = LEVEL) -> dict[str, float]:
-    """The share of pairs of pools ordered the same way at two settings (DataDecide's decision
-    accuracy), with a Wilson interval; pairs tied at either setting do not count."""
-    from scipy.stats import norm
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values: the family-wise error over every metric tested at once
+    stays below ``alpha`` when each verdict compares its adjusted p with ``alpha``."""
+    ordered = sorted(pvalues.items(), key=lambda kv: kv[1])
+    out, running, m = {}, 0.0, len(ordered)
+    for i, (name, p) in enumerate(ordered):
+        running = max(running, min(1.0, (m - i) * p))
+        out[name] = running
+    return out
 
+
+def with_p(c: Comparison, p: float, higher_is_better: bool | None) -> Comparison:
+    """``c`` judged at another p-value (a multiplicity-adjusted one)."""
+    return _worded(replace(c, p=p), higher_is_better)
+
+
+# ============================================================================ per document
+def paired_documents(a: dict[int, tuple], b: dict[int, tuple], stat, higher_is_better: bool | None,
+                     n_boot: int = 1000, alpha: float = ALPHA, level: float = LEVEL,
+                     seed: int = 0) -> tuple[Comparison, dict[str, float]]:
+    """``a - b`` on the same evaluation documents. ``a``/``b``: ``{seed: per-document arrays}``
+    (the arrays ``stat(*arrays)`` reduces to the metric, e.g. NLL and bytes for bits per byte).
+
+    The documents are resampled together on both sides (a paired bootstrap, ``n_boot`` times), so
+    what both models find hard cancels out. With one seed a side that is the whole test
+    (``paired bootstrap``). With seeds, the variance of the difference adds the seeds' (the
+    per-seed differences when both sides ran the same seeds, else each side's spread) and the
+    documents' (the bootstrap of the seed-averaged difference): ``paired t + docs``, a t test with
+    Welch-Satterthwaite degrees of freedom. Also returns the variance parts, for
+    ``detectable_difference``: ``seed_var`` (per seed), ``n_seeds``, ``doc_var``, ``df``."""
+    from scipy import stats as st
+
+    n_docs = {len(arrs[0]) for arrs in (*a.values(), *b.values())}
+    if len(n_docs) != 1:
+        raise ValueError(f"paired_documents: the sides scored different documents ({n_docs})")
+    n = n_docs.pop()
+    va = {s: stat(*arrs) for s, arrs in a.items()}
+    vb = {s: stat(*arrs) for s, arrs in b.items()}
+    diff = float(np.mean(list(va.values())) - np.mean(list(vb.values())))
+    rng = np.random.default_rng(seed)
+    boots = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        boots[i] = (np.mean([stat(*(x[idx] for x in arrs)) for arrs in a.values()])
+                    - np.mean([stat(*(x[idx] for x in arrs)) for arrs in b.values()]))
+    doc_var = float(boots.var(ddof=1))
+    paired = sorted(va) == sorted(vb)
+    if paired and len(va) >= 2:
+        d = np.array([va[s] - vb[s] for s in sorted(va)])
+        seed_var, n_seeds = float(d.var(ddof=1)), len(d)
+        seed_part = seed_var / n_seeds
+        parts_df = [(seed_part, n_seeds - 1)]
+    elif len(va) >= 2 and len(vb) >= 2:
+        xa, xb = np.array(list(va.values())), np.array(list(vb.values()))
+        pa, pb = xa.var(ddof=1) / len(xa), xb.var(ddof=1) / len(xb)
+        seed_part, n_seeds = float(pa + pb), min(len(xa), len(xb))
+        seed_var = seed_part * n_seeds
+        parts_df = [(pa, len(xa) - 1), (pb, len(xb) - 1)]
+    else:
+        seed_var, seed_part, n_seeds, parts_df = math.nan, 0.0, 1, []
+    var = doc_var + seed_part
+    se = math.sqrt(var)
+    if parts_df:  # Welch-Satterthwaite: the documents' part has (nearly) infinite dof
+        denom = sum(v * v / k for v, k in parts_df if k > 0)
+        df = var * var / denom if denom > 0 else math.inf
+        test = "paired t + docs"
+    else:
+        df, test = math.inf, "paired bootstrap"
+    q = float(st.t.ppf(0.5 + level / 2, df)) if math.isfinite(df) else float(
+        st.norm.ppf(0.5 + level / 2))
+    if se == 0:
+        p = 1.0 if diff == 0 else 0.0
+    else:
+        p = float(2 * (st.t.sf(abs(diff) / se, df) if math.isfinite(df)
+                       else st.norm.sf(abs(diff) / se)))
+    c = _worded(Comparison(diff, diff - q * se, diff + q * se, p, test, alpha=alpha),
+                higher_is_better)
+    return c, {"seed_var": seed_var, "n_seeds": float(n_seeds), "doc_var": doc_var, "df": df}
+
+
+def detectable_difference(seed_var: float, n_seeds: int, doc_var: float, alpha: float = ALPHA,
+                          power: float = 0.8) -> float:
+    """The smallest true difference a two-sided test at ``alpha`` finds with probability
+    ``power``: ``(t_{1-alpha/2} + t_{power}) * SE``, ``SE^2 = seed_var / n_seeds + doc_var``
+    (t with ``n_seeds - 1`` dof when seeds count, else normal). ``seed_var`` nan: one seed, the
+    documents' part only."""
+    from scipy import stats as st
+
+    seeds = not math.isnan(seed_var) and n_seeds >= 2
+    se = math.sqrt((seed_var / n_seeds if seeds else 0.0) + doc_var)
+    dist = st.t(n_seeds - 1) if seeds else st.norm()
+    return float((dist.ppf(1 - alpha / 2) + dist.ppf(power)) * se)
+
+
+def seeds_needed(diff: float, seed_var: float, doc_var: float, alpha: float = ALPHA,
+                 power: float = 0.8, most: int = 1000) -> int | None:
+    """About how many seeds (per side, paired) would detect a true difference of ``diff``;
+    None when no number up to ``most`` would (the documents' own noise is too large)."""
+    if math.isnan(seed_var) or diff == 0:
+        return None
+    for n in range(2, most + 1):
+        if detectable_difference(seed_var, n, doc_var, alpha, power) <= abs(diff):
+            return n
+    return None
+
+
+# ============================================================================ transfer
+def decision_accuracy(small: dict[str, float], large: dict[str, float],
+                      level: float = LEVEL, decided: set[frozenset] | None = None,
+                      n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Do two settings order pairs of recipes (pools) alike? DataDecide's *decision accuracy*
+    (arXiv 2504.11393): the share of pairs ordered the same way, pairs tied at either setting left
+    out. ``decision_accuracy_ci_*`` is a percentile bootstrap over the recipes (pairs that share
+    a recipe are not independent, so a binomial interval over pairs would be too narrow).
+    ``decided``: the pairs the larger setting itself tells apart beyond its own noise
+    (``decided_pairs``, and ``decision_accuracy_decided`` over those alone). ``spearman`` is the
+    rank correlation of the two settings' values."""
     names = sorted(set(small) & set(large))
+    out = {"decision_pairs": 0.0, "recipes": float(len(names))}
+    agree, total = _agreement(names, small, large)
+    out["decision_pairs"] = float(total)
+    if total == 0:
+        return out
+    out["decision_accuracy"] = agree / total
+    rng = np.random.default_rng(seed)
+    accs = []
+    for _ in range(n_boot):
+        pick = [names[i] for i in rng.integers(0, len(names), size=len(names))]
+        g, t = _agreement(pick, small, large)
+        if t:
+            accs.append(g / t)
+    if accs:
+        lo, hi = np.quantile(accs, [0.5 - level / 2, 0.5 + level / 2])
+        out["decision_accuracy_ci_low"], out["decision_accuracy_ci_high"] = float(lo), float(hi)
+    if len(names) >= 3:
+        from scipy.stats import spearmanr
+
+        rho = spearmanr([small[k] for k in names], [large[k] for k in names]).statistic
+        out["spearman"] = float(rho) if np.isfinite(rho) else math.nan
+    if decided is not None:
+        kept = [(x, y) for i, x in enumerate(names) for y in names[i + 1:]
+                if frozenset((x, y)) in decided]
+        g = sum((small[x] - small[y]) * (large[x] - large[y]) > 0 for x, y in kept)
+        t = sum((small[x] - small[y]) * (large[x] - large[y]) != 0 for x, y in kept)
+        out["decided_pairs"] = float(len(kept))
+        if t:
+            out["decision_accuracy_decided"] = g / t
+    return out
+
+
+def _agreement(names: list[str], small: dict[str, float], large: dict[str, float]
+               ) -> tuple[int, int]:
+    """(pairs ordered alike, pairs counted) over the pairs of distinct names in ``names`` (a
+    bootstrap sample may repeat a name: each repeat pairs again with the others)."""
     agree = total = 0
     for i, x in enumerate(names):
         for y in names[i + 1:]:
+            if x == y:
+                continue
             ds, dl = small[x] - small[y], large[x] - large[y]
             if ds == 0 or dl == 0:
                 continue
             total += 1
             agree += (ds > 0) == (dl > 0)
-    out = {"decision_pairs": float(total)}
-    if total == 0:
-        return out
-    p = agree / total
-    z = float(norm.ppf(0.5 + level / 2))
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    out.update(decision_accuracy=p, decision_accuracy_ci_low=max(0.0, centre - half),
-               decision_accuracy_ci_high=min(1.0, centre + half))
+    return agree, total
+
+
+def decided_pairs(per_seed: dict[str, dict[int, float]], alpha: float = ALPHA) -> set[frozenset]:
+    """The pairs of names whose values over seeds differ beyond their noise: ``compare`` (paired
+    t over shared seeds, else Welch) at ``alpha``. DataDecide counts pairs within the large
+    scale's own noise apart."""
+    names = sorted(per_seed)
+    ests = {k: over_seeds(per_seed[k]) for k in names}
+    out = set()
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            c = compare(ests[x], ests[y], None, alpha)
+            if c.tested and c.p < alpha:
+                out.add(frozenset((x, y)))
     return out

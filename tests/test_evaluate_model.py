@@ -121,7 +121,7 @@ def hand_nll(model_dir: str, texts: list[str], L: int, S: int | None = None) -> 
 @pytest.mark.slow  # a forward pass per token of the reference loop
 def test_word_perplexity_matches_hand_calculation(data, model_dir, tmp_path):
     L = 16  # shorter than the model's context: the long document spans several windows
-    ev = LMEvaluator(choice=False, eval_path=data["eval"], seq_len=L, downstream=False, max_eval_words=None,
+    ev = LMEvaluator(choice=False, eval_path=data["eval"], seq_len=L, max_eval_words=None,
                      batch_size=3)
     env = make_env(tmp_path / "ev", show_progress=True)
     out = ev.run(env, model_dir=model_dir)
@@ -148,9 +148,9 @@ def test_word_perplexity_matches_hand_calculation(data, model_dir, tmp_path):
 @pytest.mark.slow  # a forward pass per token of the reference loop
 def test_overlapping_windows_match_hand_calculation(data, model_dir, tmp_path):
     texts = [t for t in data["eval_texts"] if t.split()]
-    a = LMEvaluator(choice=False, eval_path=data["eval"], seq_len=16, downstream=False).run(
+    a = LMEvaluator(choice=False, eval_path=data["eval"], seq_len=16).run(
         make_env(tmp_path / "a"), model_dir=model_dir)
-    b = LMEvaluator(choice=False, eval_path=data["eval"], seq_len=16, stride=5, downstream=False).run(
+    b = LMEvaluator(choice=False, eval_path=data["eval"], seq_len=16, stride=5).run(
         make_env(tmp_path / "b"), model_dir=model_dir)
     lm_a = json.load(open(a["report"]))["language_modeling"]
     lm_b = json.load(open(b["report"]))["language_modeling"]
@@ -163,17 +163,17 @@ def test_overlapping_windows_match_hand_calculation(data, model_dir, tmp_path):
 
 
 def test_word_budget_keeps_whole_documents(data, model_dir, tmp_path):
-    out = LMEvaluator(choice=False, eval_path=data["eval"], max_eval_words=10, downstream=False).run(
+    out = LMEvaluator(choice=False, eval_path=data["eval"], max_eval_words=10).run(
         make_env(tmp_path / "ev"), model_dir=model_dir)
     lm = json.load(open(out["report"]))["language_modeling"]
     assert lm["num_docs"] == 1 and lm["num_words"] == 6  # the 2nd doc would pass the budget
-    tiny = LMEvaluator(choice=False, eval_path=data["eval"], max_eval_words=1, downstream=False).run(
+    tiny = LMEvaluator(choice=False, eval_path=data["eval"], max_eval_words=1).run(
         make_env(tmp_path / "ev2"), model_dir=model_dir)
     assert json.load(open(tiny["report"]))["language_modeling"]["num_docs"] == 1  # at least one
 
 
 def test_downstream_probe_beats_majority(data, model_dir, tmp_path):
-    ev = LMEvaluator(choice=False, eval_path=data["eval"], task_train_path=data["train"],
+    ev = LMEvaluator(choice=False, eval_path=data["eval"], task_train_path=data["train"], linear_probe=True,
                      task_test_path=data["test"])
     out = ev.run(make_env(tmp_path / "ev"), model_dir=model_dir)
     m = out["metrics"]
@@ -205,16 +205,16 @@ def test_features_ignore_padding(data, model_dir):
 def test_errors(data, model_dir, tmp_path):
     blank = write_jsonl(tmp_path / "blank.jsonl", [{"text": ""}, {"text": "  "}])
     with pytest.raises(DataError, match="no non-empty text"):
-        LMEvaluator(choice=False, eval_path=blank, downstream=False).run(make_env(tmp_path / "a"), model_dir)
+        LMEvaluator(choice=False, eval_path=blank).run(make_env(tmp_path / "a"), model_dir)
     nolabel = write_jsonl(tmp_path / "nolabel.jsonl", [{"text": "a b"}])
     with pytest.raises(DataError, match="label"):
         LMEvaluator(choice=False, eval_path=data["eval"], task_train_path=nolabel,
-                    task_test_path=data["test"]).run(make_env(tmp_path / "b"), model_dir)
+                    task_test_path=data["test"], linear_probe=True).run(make_env(tmp_path / "b"), model_dir)
     with pytest.raises(DataError, match="not a saved model"):
-        LMEvaluator(choice=False, eval_path=data["eval"], downstream=False).run(make_env(tmp_path / "c"),
+        LMEvaluator(choice=False, eval_path=data["eval"]).run(make_env(tmp_path / "c"),
                                                                    str(tmp_path))
     with pytest.raises(ValueError, match="exceeds"):
-        LMEvaluator(choice=False, eval_path=data["eval"], seq_len=4096, downstream=False).run(
+        LMEvaluator(choice=False, eval_path=data["eval"], seq_len=4096).run(
             make_env(tmp_path / "d"), model_dir)
 
 
@@ -250,7 +250,7 @@ def test_continuation_choice_items_and_scores(data, model_dir, tmp_path):
     assert got[0] == pytest.approx(want, rel=1e-4)
 
     path = write_jsonl(tmp_path / "choice.jsonl", [{"text": t} for t in texts])
-    ev = LMEvaluator(eval_path=data["eval"], downstream=False, choice_path=path,
+    ev = LMEvaluator(eval_path=data["eval"], choice_path=path,
                      choice_context_words=10, choice_continuation_words=5, bootstrap=200)
     m = ev.run(make_env(tmp_path / "ev"), model_dir=model_dir)["metrics"]
     assert m["choice_chance"] == 0.25 and 0 <= m["choice_accuracy"] <= 1
@@ -258,5 +258,33 @@ def test_continuation_choice_items_and_scores(data, model_dir, tmp_path):
     assert m["choice_logprob"] < 0 and m["choice_logprob_ci_low"] < m["choice_logprob_ci_high"]
     short = write_jsonl(tmp_path / "short.jsonl", [{"text": "too short"}] * 10)
     with pytest.raises(DataError, match="continuation-choice"):
-        LMEvaluator(eval_path=data["eval"], downstream=False, choice_path=short).run(
+        LMEvaluator(eval_path=data["eval"], choice_path=short).run(
             make_env(tmp_path / "e"), model_dir=model_dir)
+
+
+def test_doc_scores_reduce_to_the_metrics(data, model_dir, tmp_path):
+    """doc_scores.npz holds what each metric is computed from: reducing its arrays gives the
+    reported values exactly (paired comparisons resample these documents)."""
+    from sandbox.steps.evaluate.lm import DOC_METRICS, load_doc_scores
+
+    out = LMEvaluator(eval_path=data["eval"], task_train_path=data["train"],
+                      task_test_path=data["test"], linear_probe=True, bootstrap=0).run(
+        make_env(tmp_path / "ev"), model_dir=model_dir)
+    docs = load_doc_scores(out["doc_scores"])
+    for name, (keys, stat) in DOC_METRICS.items():
+        assert stat(*(docs[k] for k in keys)) == pytest.approx(out["metrics"][name], rel=1e-12)
+
+
+def test_device_refusal_without_cuda(data, model_dir, tmp_path):
+    import torch
+
+    from sandbox.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="evaluator.device"):
+        LMEvaluator(device="gpu")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match=r"evaluator.device=cuda: CUDA is not available.*"
+                                          r"evaluator.device=cpu"):
+        LMEvaluator(eval_path=data["eval"], device="cuda").run(make_env(tmp_path / "ev"),
+                                                               model_dir=model_dir)

@@ -26,6 +26,7 @@ from sandbox.context import Context, register_resolvers
 from sandbox.engine import build_engine, preload_in_background, resolve_num_proc
 from sandbox.errors import ConfigError
 from sandbox.recipe import Recipe
+from sandbox.runner import doc_scores
 from sandbox.runner.executor import Executor
 from sandbox.runner.plan import (PlannedPipeline, PlannedStep, RunPlan, plan, plan_pipelines,
                                  plan_run)
@@ -96,13 +97,25 @@ def _run(cfg, run_dir: Path, cache_dir: Path, report: ReportHook | None) -> dict
         ex.close(status)
         tracker.log_artifact(run_dir / "config.yaml")
         tracker.log_artifact(run_dir / "context.json")
-        baseline = tracker.find_baseline(tags) if status == "FINISHED" else None
+        baseline = paired = None
+        if status == "FINISHED":
+            folder = doc_scores.collect(ctx.steps, run_dir, int(cfg.get("seed", 0)))
+            if folder is not None:
+                tracker.log_dir(folder, artifact_path=doc_scores.FOLDER)
+            baseline = tracker.find_baseline(tags)
+            if baseline and folder is not None:
+                paired = doc_scores.pairs(doc_scores.load(folder), doc_scores.load(
+                    tracker.baseline_artifacts(doc_scores.FOLDER, run_dir / ".baseline")))
         tracker.finish(status)
     experiment = hydra_job(resolved)[1].get("experiment")
+    evaluator = OmegaConf.select(cfg, "evaluator") or {}
     print_summary(ex.metrics, baseline, run_dir, tags.get("sandbox.baseline") == "true",
                   baseline_command="python -m sandbox " + (f"experiment={experiment} " if
                                                            experiment else "") +
-                  "recipe=none refine=none")
+                  "recipe=none refine=none",
+                  primary=evaluator.get("primary"), paired=paired,
+                  signal=OmegaConf.to_container(evaluator.signal, resolve=True)
+                  if evaluator.get("signal") else None)
     return ex.metrics
 
 

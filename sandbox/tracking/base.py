@@ -30,6 +30,11 @@ class NoTracker:
     def find_baseline(self, tags: dict[str, str]) -> dict[str, float] | None:
         return None
 
+    def baseline_artifacts(self, artifact_path: str, dest: str | Path) -> Path | None:
+        """The folder ``artifact_path`` of the baseline ``find_baseline`` found, copied under
+        ``dest``; None when there is none."""
+        return None
+
     def child(self, run_name: str, tags: dict[str, str] | None = None) -> "NoTracker":
         """A nested run under this one; ``finish`` it when done."""
         return NoTracker()

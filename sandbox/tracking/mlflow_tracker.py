@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -210,7 +211,22 @@ class MLflowTracker(NoTracker):
             filter_string=("tags.`sandbox.baseline` = 'true' and tags.`sandbox.comparable` = "
                            f"'{tags['sandbox.comparable']}' and attributes.status = 'FINISHED'"),
             order_by=["attributes.start_time DESC"], max_results=1)
-        return {short_name(k): v for k, v in runs[0].data.metrics.items()} if runs else None
+        if not runs:
+            return None
+        self.baseline_run_id = runs[0].info.run_id
+        return {short_name(k): v for k, v in runs[0].data.metrics.items()}
+
+    def baseline_artifacts(self, artifact_path: str, dest: str | Path) -> Path | None:
+        run_id = getattr(self, "baseline_run_id", None)
+        if self.client is None or run_id is None:
+            return None
+        dest = Path(dest)
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        try:
+            return Path(self.client.download_artifacts(run_id, artifact_path, str(dest)))
+        except Exception:  # a baseline from before per-document scores: compare summary values
+            return None
 
     def child(self, run_name: str, tags: dict[str, str] | None = None) -> "MLflowTracker":
         """A nested run under this one (tag ``mlflow.parentRunId``), e.g. one pool's training

@@ -69,7 +69,7 @@ TRAINER_DEFAULTS = dict(token_budget=65_536, seq_len=64, batch_size=16, n_layer=
 EVALUATOR_DEFAULTS = dict(max_eval_words=20_000, batch_size=32, bootstrap=200)
 # the steps that train and score each slice, named as in a config's `_target_` (steps of other
 # rooms are never imported here): any trainer returning `model_dir` and any evaluator taking
-# `model_dir` and returning `metrics[metric]` (with `eval_path`, `downstream`, `choice`) will do
+# `model_dir` and returning `metrics[metric]` (with `eval_path`, `linear_probe`, `choice`) will do
 TRAINER_CLASS = "sandbox.steps.model.train.CausalLMTrainer"
 EVALUATOR_CLASS = "sandbox.steps.evaluate.lm.LMEvaluator"
 
@@ -159,7 +159,7 @@ class ModelFeedbackRefiner(Step):
         self.evaluator = {**EVALUATOR_DEFAULTS, **dict(evaluator or {})}
         for bad in ("text_key", "seed"):
             self.trainer.pop(bad, None)
-        for bad in ("text_key", "eval_path", "downstream", "choice", "seed"):
+        for bad in ("text_key", "eval_path", "linear_probe", "choice", "seed"):
             self.evaluator.pop(bad, None)
         self.eval_path, self.seeds, self.seed = eval_path, int(seeds), seed
         self.keep_models, self.batch_size = bool(keep_models), int(batch_size)
@@ -298,7 +298,7 @@ class ModelFeedbackRefiner(Step):
                                   f"(conf/trainer/gpt2.yaml).") from None
             try:
                 ev = LMEvaluator(text_key=self.text_key, eval_path=self.eval_path,
-                                 downstream=False, choice=False, seed=seed + s,
+                                 linear_probe=False, choice=False, seed=seed + s,
                                  **self.evaluator).run(sub, model_dir=trained["model_dir"])
             except TypeError as e:
                 raise ConfigError(f"refine.evaluator: {e}. See LMEvaluator's parameters "

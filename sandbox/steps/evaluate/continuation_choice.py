@@ -21,6 +21,8 @@ import random
 
 import numpy as np
 
+from sandbox.device import autocast
+
 
 def build_items(texts: list[str], options: int, context_words: int, continuation_words: int,
                 seed: int = 0) -> list[tuple[str, list[str]]]:
@@ -88,8 +90,10 @@ def _logprobs(model, pairs: list[tuple[list[int], list[int]]], L: int,
                 x[r, :len(s)] = torch.tensor(s)
                 # position p predicts token p+1: continuation tokens are targets from first-1 on
                 y[r, firsts[i] - 1:len(s) - 1] = torch.tensor(s[firsts[i]:])
-            logits = model(input_ids=x).logits  # right padding: never attended to by real tokens
+            with autocast(str(model.device)):  # right padding: never attended to by real tokens
+                logits = model(input_ids=x.to(model.device)).logits
+            y = y.to(model.device)
             nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
                                   ignore_index=-100, reduction="none").view(y.shape)
-            out[idx] = -nll.double().sum(1).numpy()
+            out[idx] = -nll.double().sum(1).cpu().numpy()
     return out

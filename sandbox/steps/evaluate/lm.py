@@ -15,7 +15,8 @@ them as input; a document's last window is filled up with earlier context, as in
 lm-evaluation-harness' rolling windows. ``stride < seq_len`` gives every token more context
 (slower, usually a lower perplexity).
 
-``downstream_accuracy``/``downstream_f1``: a logistic regression (scikit-learn, seeded) on the
+``downstream_accuracy``/``downstream_f1`` (``linear_probe=True``; off by default: on the default ladder
+it does not rank recipes, see docs/metrics.md): a logistic regression (scikit-learn, seeded) on the
 mean-pooled last hidden states of the frozen model, fitted on ``task_train`` and scored on
 ``task_test`` (jsonl/parquet with a text field and a ``label`` field);
 ``downstream_majority`` is the accuracy of always answering the most frequent training label
@@ -41,11 +42,12 @@ import numpy as np
 
 from sandbox.data.corpus import default_corpus
 from sandbox.data.io import read_table
-from sandbox.errors import DataError
+from sandbox.device import autocast, parse_device, resolve_device
+from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import Step, StepEnv
 from sandbox.steps.evaluate.common import ci_metrics
 from sandbox.threads import parse_threads, torch_threads
-from sandbox.utils import atomic_write_json
+from sandbox.utils import atomic_path, atomic_write_json
 
 # Held-out LM metrics from per-document NLL (nats), words, tokens and bytes: each a ratio of sums,
 # so a bootstrap over documents resamples the sums.
@@ -57,6 +59,31 @@ LM_METRICS = {
 }
 
 
+DOC_SCORES = "doc_scores.npz"
+# How each metric is computed from the per-document arrays of ``doc_scores.npz``: the arrays it
+# needs and the reduction (a paired comparison resamples the documents and reduces again).
+DOC_METRICS = {
+    **{name: (("lm_nll", "lm_words", "lm_tokens", "lm_bytes"), stat)
+       for name, stat in LM_METRICS.items()},
+    "choice_accuracy": (("choice_correct",), np.mean),
+    "choice_logprob": (("choice_logprob",), np.mean),
+    "downstream_accuracy": (("downstream_correct",), np.mean),
+    "downstream_logprob": (("downstream_logprob",), np.mean),
+}
+
+
+def save_doc_scores(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """The per-document arrays as one ``.npz``, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
+    return path
+
+
+def load_doc_scores(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 class LMEvaluator(Step):
     """Word-level perplexity, bits per byte and a linear-probe downstream accuracy.
 
@@ -65,7 +92,8 @@ class LMEvaluator(Step):
     * ``text_key``: the text field of the eval and task files.
     * ``eval_path``: held-out text (jsonl/parquet); None: the built-in corpus' eval split.
     * ``task_train_path``, ``task_test_path``: a binary classification task (text + ``label``);
-      None: the built-in corpus' task. ``downstream=False`` skips the probe.
+      None: the built-in corpus' task (movie-review sentiment). ``linear_probe=True`` runs
+      that probe (off by default: its accuracy does not rank training data, docs/metrics.md).
     * ``max_eval_words``: score whole documents, in file order, until this many whitespace
       words (at least one document). A *word* budget, not a token budget: the documents scored
       must not depend on the recipe's tokenizer, or perplexities would not be comparable.
@@ -82,12 +110,18 @@ class LMEvaluator(Step):
       ``choice_path`` (held-out documents, jsonl/parquet; None: the built-in corpus' clean
       quality-reference documents, disjoint from the pool), ``choice_options`` candidates of
       ``choice_continuation_words`` words after ``choice_context_words`` words of context.
+    * ``device``: ``auto`` (CUDA when there is one) | ``cpu`` | ``cuda`` | ``cuda:N``
+      (``sandbox.device``; bf16 autocast on CUDA).
+    * ``primary``: the metric the closing verdict against the baseline rests on (the others are
+      Holm-corrected); ``signal``: each metric's measured decision accuracy on the default
+      transfer ladder (``bench/transfer.py`` writes it into conf/evaluator/lm.yaml): a metric
+      whose interval reaches chance gets no verdict.
     * ``bootstrap``: resamples for the 95% intervals of the held-out metrics over evaluated
       documents (and task examples): ``NAME_ci_low``/``NAME_ci_high``. They cover which documents
       were evaluated, not seed variance (``seeds=N`` measures that). 0: no intervals.
     """
 
-    outputs = ("metrics", "report")
+    outputs = ("metrics", "report", "doc_scores")
     reads = ("eval_path", "task_train_path", "task_test_path", "choice_path")
 
     def __init__(
@@ -101,7 +135,7 @@ class LMEvaluator(Step):
         num_threads: int | str = "auto",
         seq_len: int | None = None,
         stride: int | None = None,
-        downstream: bool = True,
+        linear_probe: bool = False,
         label_key: str = "label",
         probe_C: float = 1.0,
         seed: int | None = None,
@@ -112,6 +146,9 @@ class LMEvaluator(Step):
         choice_options: int = 4,
         choice_context_words: int = 48,
         choice_continuation_words: int = 16,
+        device: str = "auto",
+        primary: str = "bits_per_byte",
+        signal: dict | None = None,
     ):
         if batch_size <= 0:
             raise ValueError("evaluate: batch_size must be > 0")
@@ -122,7 +159,7 @@ class LMEvaluator(Step):
         self.num_threads = parse_threads(num_threads, "evaluator.num_threads")
         self.seq_len = None if seq_len is None else int(seq_len)
         self.stride = None if stride is None else int(stride)
-        self.downstream = bool(downstream)
+        self.linear_probe = bool(linear_probe)
         self.label_key = label_key
         self.probe_C = float(probe_C)
         self.seed = seed
@@ -132,6 +169,12 @@ class LMEvaluator(Step):
         self.choice_options = int(choice_options)
         self.choice_context_words = int(choice_context_words)
         self.choice_continuation_words = int(choice_continuation_words)
+        self.device = parse_device(device, "evaluator.device")
+        if primary not in DOC_METRICS:
+            raise ConfigError(f"evaluator.primary={primary!r}: give one of "
+                              f"{', '.join(DOC_METRICS)}.")
+        # read by the closing table (sandbox.console.print_summary), not by the evaluation
+        self.primary, self.signal = primary, dict(signal or {})
         if self.choice and (self.choice_options < 2 or self.choice_context_words < 1
                             or self.choice_continuation_words < 1):
             raise ValueError("evaluate: choice_options must be >= 2 and choice_context_words, "
@@ -140,7 +183,7 @@ class LMEvaluator(Step):
     # ------------------------------------------------------------------ inputs
     def _paths(self) -> tuple[str, str | None, str | None]:
         paths = [self.eval_path, self.task_train_path, self.task_test_path]
-        needed = [paths[0]] + (paths[1:] if self.downstream else [])
+        needed = [paths[0]] + (paths[1:] if self.linear_probe else [])
         if any(p is None for p in needed):
             corpus = default_corpus(seed=self.corpus_seed)
             defaults = [corpus.eval_text, corpus.task_train, corpus.task_test]
@@ -174,6 +217,7 @@ class LMEvaluator(Step):
         from transformers.utils import logging as hf_logging
 
         t0 = time.perf_counter()
+        device = resolve_device(self.device, "evaluator.device")
         if not Path(model_dir, "config.json").is_file():
             raise DataError(f"evaluate: {model_dir} is not a saved model (no config.json).")
         bars = hf_logging.is_progress_bar_enabled()
@@ -184,7 +228,7 @@ class LMEvaluator(Step):
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
-        model.eval()
+        model.to(device).eval()
         # windows start with BOS (= pad for these tokenizers): don't let transformers warn about
         # "padding without an attention mask" (right padding is never attended to, see _nll)
         model.config.pad_token_id = None
@@ -210,6 +254,9 @@ class LMEvaluator(Step):
 
         per_doc = (lm.pop("_doc_nll"), lm.pop("_doc_words"), lm.pop("_doc_tokens"),
                    lm.pop("_doc_bytes"))
+        # per-document scores, kept for paired comparisons (two runs on the same documents)
+        docs: dict[str, np.ndarray] = dict(zip(("lm_nll", "lm_words", "lm_tokens", "lm_bytes"),
+                                               per_doc))
         metrics: dict[str, float] = {}
         for name, stat in LM_METRICS.items():
             metrics[name] = stat(*per_doc)
@@ -219,7 +266,7 @@ class LMEvaluator(Step):
             "language_modeling": lm,
         }
         ds_seconds = 0.0
-        if self.downstream:
+        if self.linear_probe:
             t2 = time.perf_counter()
             seed = env.seed if self.seed is None else int(self.seed)
             ds = self.probe(env, model, tok, train_path, test_path, L, bos, seed)
@@ -227,6 +274,7 @@ class LMEvaluator(Step):
             metrics.update({k: ds[k] for k in ("downstream_accuracy", "downstream_f1",
                                                 "downstream_logprob", "downstream_majority")})
             correct, true_logprob = ds.pop("_correct"), ds.pop("_true_logprob")
+            docs.update(downstream_correct=correct, downstream_logprob=true_logprob)
             metrics.update(self._interval("downstream_accuracy", np.mean, (correct,)))
             metrics.update(self._interval("downstream_logprob", np.mean, (true_logprob,)))
             report["downstream"] = {"task_train_path": str(train_path),
@@ -235,6 +283,7 @@ class LMEvaluator(Step):
             t3 = time.perf_counter()
             choice = self.continuation_choice(model, tok, L, bos)
             metrics.update(choice.pop("metrics"))
+            docs.update(choice.pop("_docs"))
             report["choice"] = choice
             ds_seconds += time.perf_counter() - t3
         metrics["eval_seconds"] = time.perf_counter() - t0
@@ -243,7 +292,9 @@ class LMEvaluator(Step):
                              "downstream_seconds": ds_seconds, "total_seconds": metrics["eval_seconds"]}
         out = atomic_write_json(Path(env.workdir) / "eval_report.json", report)
         env.tracker.log_artifact(out)
-        return {"metrics": metrics, "report": str(out)}
+        scores = save_doc_scores(Path(env.workdir) / DOC_SCORES, docs)
+        env.tracker.log_artifact(scores)
+        return {"metrics": metrics, "report": str(out), "doc_scores": str(scores)}
 
     def _interval(self, name: str, stat, arrays: tuple) -> dict[str, float]:
         """``NAME_ci_low``/``NAME_ci_high``: bootstrap over documents (fixed resampling seed, so
@@ -312,12 +363,14 @@ class LMEvaluator(Step):
                     y[r, first:len(tgt)] = torch.tensor(tgt[first:])
                 # right padding needs no attention mask in a causal model: real positions never
                 # attend to the pads after them, and pad positions are not scored
-                logits = model(input_ids=x).logits
+                with autocast(str(model.device)):
+                    logits = model(input_ids=x.to(model.device)).logits
+                y = y.to(model.device)
                 nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
                                       ignore_index=-100, reduction="none").view(y.shape)
                 rows = order[b:b + self.batch_size]
-                nll_of[rows] = nll.double().sum(1).numpy()
-                count_of[rows] = (y != -100).sum(1).numpy()
+                nll_of[rows] = nll.double().sum(1).cpu().numpy()
+                count_of[rows] = (y != -100).sum(1).cpu().numpy()
                 advance(len(chunk))
         return nll_of, count_of
 
@@ -348,7 +401,8 @@ class LMEvaluator(Step):
         metrics.update(self._interval("choice_accuracy", np.mean, (correct,)))
         metrics.update(self._interval("choice_logprob", np.mean, (right,)))
         return {"metrics": metrics, "path": str(path), "items": len(items),
-                "options": self.choice_options}
+                "options": self.choice_options,
+                "_docs": {"choice_correct": correct, "choice_logprob": right}}
 
     def features(self, model, tok, texts: list[str], L: int, bos: int) -> np.ndarray:
         """Mean of the last hidden states over each text's tokens (BOS excluded), truncated to
@@ -377,9 +431,11 @@ class LMEvaluator(Step):
                     mask[r, 1:len(s)] = 1.0
                 else:  # an empty text: its only state is BOS's
                     mask[r, 0] = 1.0
-            h = base(input_ids=x).last_hidden_state  # causal + right padding: no mask needed
+            with autocast(str(base.device)):  # causal + right padding: no mask needed
+                h = base(input_ids=x.to(base.device)).last_hidden_state.float()
+            mask = mask.to(h.device)
             pooled = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-            return pooled.double().numpy()
+            return pooled.double().cpu().numpy()
 
     def probe(self, env, model, tok, train_path: str, test_path: str, L: int, bos: int,
               seed: int) -> dict[str, Any]:

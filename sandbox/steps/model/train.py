@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from sandbox.data.io import read_table
-from sandbox.errors import DataError
+from sandbox.device import autocast, parse_device, resolve_device
+from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import Step, StepEnv
 from sandbox.threads import parse_threads, torch_threads
 from sandbox.utils import atomic_path
@@ -29,6 +30,25 @@ from sandbox.utils import atomic_path
 log = logging.getLogger(__name__)
 
 EOT = "<|endoftext|>"
+
+# ``size`` presets: GPT-2 shapes (layers, width, heads) after the model ladder DataDecide trained
+# (arXiv 2504.11393; OLMo's ladder: 4M is 8 layers of width 64 ... 150M is 12 of width 768). Our
+# blocks are GPT-2's (4x MLP, learned positions) and the vocabulary is the pool's BPE (4096 by
+# default, not 50k), so the parameter counts are ours (``num_params``), not the names'. ``1m`` is
+# the CPU default shape. With a preset, the token budget is ``tokens_per_param`` x parameters.
+SIZES = {
+    "1m": (2, 128, 4),
+    "4m": (8, 64, 8),
+    "6m": (8, 96, 8),
+    "8m": (8, 128, 8),
+    "10m": (8, 144, 8),
+    "14m": (8, 192, 8),
+    "16m": (8, 208, 8),
+    "20m": (16, 192, 8),
+    "60m": (16, 384, 12),
+    "90m": (16, 528, 12),
+    "150m": (12, 768, 12),
+}
 
 
 def train_bpe_tokenizer(texts: list[str], vocab_size: int, min_frequency: int = 2):
@@ -61,6 +81,20 @@ def wrap_tokenizer(tok):
         tokenizer_object=tok, bos_token=EOT, eos_token=EOT, pad_token=EOT, unk_token=None,
         model_max_length=int(1e9), clean_up_tokenization_spaces=False,
     )
+
+
+def gpt2_params(n_layer: int, n_embd: int, vocab: int, seq_len: int) -> int:
+    """Parameters of ``GPT2LMHeadModel`` with tied embeddings: token and position embeddings,
+    ``n_layer`` blocks (attention 4 d^2 + MLP 8 d^2 weights, their biases, two LayerNorms) and the
+    final LayerNorm."""
+    d = n_embd
+    block = 12 * d * d + 13 * d
+    return vocab * d + seq_len * d + n_layer * block + 2 * d
+
+
+def budget_for(n_layer: int, n_embd: int, vocab: int, seq_len: int, tokens_per_param: float) -> int:
+    """The token budget of a ``size`` preset: ``tokens_per_param`` x the model's parameters."""
+    return int(round(tokens_per_param * gpt2_params(n_layer, n_embd, vocab, seq_len)))
 
 
 class ThreadedTrainer(Step):
@@ -145,6 +179,11 @@ class CausalLMTrainer(ThreadedTrainer):
       characters of the pool (BPE training time grows with it; the model sees the whole pool).
     * ``log_every``: log ``train_loss`` (mean over the last ``log_every`` steps) every this many
       steps, to the tracker (step = tokens seen) and to ``loss_curve.csv``.
+    * ``device``: ``auto`` (CUDA when there is one) | ``cpu`` | ``cuda`` | ``cuda:N``; on CUDA the
+      forward pass runs under bf16 autocast (``sandbox.device``). CPU results do not change.
+    * ``size``: a preset shape (``SIZES``: ``1m`` ... ``150m``) that replaces ``n_layer``,
+      ``n_embd``, ``n_head`` and sets ``token_budget`` to ``tokens_per_param`` x the model's
+      parameters (20: Chinchilla's rule; DataDecide trained at 100). None: the explicit fields.
     """
 
     outputs = ("model_dir", "tokens_seen", "final_loss", "loss_curve", "metrics")
@@ -169,7 +208,21 @@ class CausalLMTrainer(ThreadedTrainer):
         seed: int | None = None,
         tokenizer_sample_chars: int = 5_000_000,
         log_every: int = 20,
+        device: str = "auto",
+        size: str | None = None,
+        tokens_per_param: float = 20.0,
     ):
+        if size is not None:
+            key = str(size).lower()
+            if key not in SIZES:
+                raise ConfigError(f"trainer.size={size!r}: give one of {', '.join(SIZES)} (or null "
+                                  f"for the explicit n_layer/n_embd/n_head/token_budget).")
+            n_layer, n_embd, n_head = SIZES[key]
+            if not float(tokens_per_param) > 0:
+                raise ConfigError(f"trainer.tokens_per_param={tokens_per_param}: give a number > 0.")
+            token_budget = budget_for(n_layer, n_embd, vocab_size, seq_len, tokens_per_param)
+        self.size, self.tokens_per_param = size, float(tokens_per_param)
+        self.device = parse_device(device, "trainer.device")
         if token_budget <= 0 or seq_len < 2 or batch_size <= 0:
             raise ValueError("train: token_budget and batch_size must be > 0 and seq_len >= 2")
         if n_embd % n_head:
@@ -225,6 +278,7 @@ class CausalLMTrainer(ThreadedTrainer):
         from transformers import GPT2Config, GPT2LMHeadModel
 
         t_setup = time.perf_counter()
+        device = resolve_device(self.device, "trainer.device")
         workdir = Path(env.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(seed)
@@ -271,8 +325,9 @@ class CausalLMTrainer(ThreadedTrainer):
             msg = (f"train: the pool has {len(stream):,} tokens ({n_blocks:,} blocks) but the "
                    f"token budget is {steps * B * L:,}: the data is repeated {epochs:.2f} times.")
             log.warning(msg)
-        stream_t = torch.from_numpy(stream)
-        offsets = torch.arange(L)
+        stream_t = torch.from_numpy(stream).to(device)
+        offsets = torch.arange(L, device=device)
+        starts = starts.to(device)
 
         # 4. the model
         torch.manual_seed(seed)
@@ -281,7 +336,7 @@ class CausalLMTrainer(ThreadedTrainer):
             n_head=self.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
             bos_token_id=eot_id, eos_token_id=eot_id, tie_word_embeddings=True,
         )
-        model = GPT2LMHeadModel(config)
+        model = GPT2LMHeadModel(config).to(device)
         # pad = EOT for generate(); left out of the model config, where it only triggers a
         # "padding without attention mask?" check on every forward (blocks start with EOT)
         model.generation_config.pad_token_id = eot_id
@@ -294,7 +349,7 @@ class CausalLMTrainer(ThreadedTrainer):
         #    (a no-op sync on CPU) only every log_every steps
         curve_path = workdir / "loss_curve.csv"
         curve: list[tuple[int, int, float, float]] = []
-        loss_acc = torch.zeros((), dtype=torch.float64)
+        loss_acc = torch.zeros((), dtype=torch.float64, device=device)
         acc_n = 0
         clip = float(self.grad_clip) if self.grad_clip else 0.0
         tokens_per_step = B * L
@@ -303,8 +358,9 @@ class CausalLMTrainer(ThreadedTrainer):
             for step in range(steps):
                 lr = self._set_lr(opt, step, steps)
                 x = stream_t[starts[step].unsqueeze(1) + offsets]  # (B, L)
-                logits = model(input_ids=x).logits
-                loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
+                with autocast(device):
+                    logits = model(input_ids=x).logits
+                loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(),
                                        x[:, 1:].reshape(-1))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -338,7 +394,7 @@ class CausalLMTrainer(ThreadedTrainer):
                 w.writerows(curve)
         png = self._plot(curve, workdir / "loss_curve.png")
         model_dir = workdir / "model"
-        model.eval()
+        model.cpu().eval()
         from transformers.utils import logging as hf_logging
 
         bars = hf_logging.is_progress_bar_enabled()

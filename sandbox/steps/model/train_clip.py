@@ -24,6 +24,7 @@ import numpy as np
 
 from sandbox.data.image_text import chunks
 from sandbox.data.io import read_table
+from sandbox.device import autocast, parse_device, resolve_device
 from sandbox.errors import DataError
 from sandbox.steps.base import StepEnv
 from sandbox.steps.model.train import ThreadedTrainer
@@ -89,6 +90,8 @@ class CLIPTrainer(ThreadedTrainer):
     * ``vocab_size``, ``max_len``: caption tokenizer size and the text tower's context.
     * ``lr``, ``warmup_frac``, ``min_lr_frac``, ``weight_decay``: AdamW with linear warmup then
       cosine decay; ``grad_clip``: global norm clip (0: off).
+    * ``device``: ``auto`` (CUDA when there is one) | ``cpu`` | ``cuda`` | ``cuda:N``; bf16
+      autocast on CUDA (``sandbox.device``).
     * ``num_threads``: torch threads during the step (``auto``: the CPUs other processes leave
       free, ``sandbox.threads``).
     * ``seed``: model init and batch order; None: the run's seed.
@@ -109,7 +112,8 @@ class CLIPTrainer(ThreadedTrainer):
                  min_lr_frac: float = 0.1, weight_decay: float = 0.1,
                  grad_clip: float | None = 1.0, num_threads: int | str = "auto",
                  seed: int | None = None, log_every: int = 20, token_budget: int | None = None,
-                 n_layer: int | None = None):
+                 n_layer: int | None = None, device: str = "auto"):
+        self.device = parse_device(device, "trainer.device")
         if token_budget is not None:
             sample_budget = max(1, int(token_budget) // int(max_len))
         if n_layer is not None:
@@ -155,6 +159,7 @@ class CLIPTrainer(ThreadedTrainer):
         from sandbox.clip_model import open_images, pixel_values
 
         t_setup = time.perf_counter()
+        device = resolve_device(self.device, "trainer.device")
         workdir = Path(env.workdir)
         captions, paths = read_pairs(dataset, self.text_key, self.image_key, "train")
         if len(captions) < 2:
@@ -193,8 +198,10 @@ class CLIPTrainer(ThreadedTrainer):
             vision_config=dict(image_size=self.image_size, patch_size=self.patch_size,
                                num_channels=3, **common),
             projection_dim=self.projection_dim)
-        model = CLIPModel(config)
+        model = CLIPModel(config).to(device)
         model.train()
+        ids, mask, pixels = ids.to(device), mask.to(device), pixels.to(device)
+        image_of, order = image_of.to(device), order.to(device)
         opt = self._adamw(model, "embedding", betas=(0.9, 0.98), eps=1e-6)
         num_params = sum(p.numel() for p in model.parameters())
         setup_seconds = time.perf_counter() - t_setup
@@ -207,8 +214,9 @@ class CLIPTrainer(ThreadedTrainer):
             for step in range(steps):
                 lr = self._set_lr(opt, step, steps)
                 idx = order[step]
-                out = model(input_ids=ids[idx], attention_mask=mask[idx],
-                            pixel_values=pixels[image_of[idx]], return_loss=True)
+                with autocast(device):
+                    out = model(input_ids=ids[idx], attention_mask=mask[idx],
+                                pixel_values=pixels[image_of[idx]], return_loss=True)
                 opt.zero_grad(set_to_none=True)
                 out.loss.backward()
                 if clip > 0:
@@ -238,7 +246,7 @@ class CLIPTrainer(ThreadedTrainer):
                 w.writerow(["step", "samples_seen", "train_loss", "lr"])
                 w.writerows(curve)
         env.tracker.log_artifact(curve_path)
-        model.eval()
+        model.cpu().eval()
         model_dir = workdir / "model"
         from transformers.utils import logging as hf_logging
 
