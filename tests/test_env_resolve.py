@@ -133,6 +133,10 @@ def test_it_resolves_everything_together_for_the_target_and_looks_up_no_deps_alo
     assert first["files"][_option(argv, "--overrides")] == "numpy>=2\n"
     assert "--no-deps" in second["argv"] and \
         second["files"][second["argv"][2]] == "kornia\n"
+    # constrained to what the first call resolved: an installed version that meets the pin stays
+    assert second["files"][_option(second["argv"], "-c")].splitlines() == [
+        "einops==0.8.2", "flash-attn==2.3.6", "torch==2.1.2", "ninja==1.13.2",
+        "transformers==4.37.2"]
     assert result.ok and result.python == "3.10" and result.pins["torch"] == "2.1.2"
     assert result.message == (
         "demo: resolves for Linux x86_64 (manylinux_2_28), Python 3.10: 5 packages "
@@ -192,6 +196,15 @@ def test_the_no_deps_lookup_names_no_deps(tmp_path, fake_uv):
     result = R.resolve(_spec(tmp_path, requirements=["six"], no_deps=["vbench==9.9"]),
                        uv=fake_uv.path)
     assert not result.ok and "`no_deps` (vbench==9.9)" in result.message
+
+
+def test_a_no_deps_pin_that_replaces_an_installed_version_is_looked_up_alone(tmp_path, fake_uv):
+    fake_uv.answer((0, "numpy==1.26.4\n", ""), (1, "", CONFLICT), (0, "numpy==2.0.0\n", ""))
+    result = R.resolve(_spec(tmp_path, requirements=["numpy<2"], no_deps=["numpy==2.0.0"]),
+                       uv=fake_uv.path)
+    third = fake_uv.calls()[2]["argv"]
+    assert "--no-deps" in third and "-c" not in third
+    assert result.ok and "installed without dependencies: numpy==2.0.0" in result.message
 
 
 def test_an_unreachable_index_decides_nothing(tmp_path, fake_uv):

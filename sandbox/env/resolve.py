@@ -5,7 +5,8 @@ Resolved together, as the setup leaves them: the git checkout's requirements fil
 (``git.requirements``, read from its shipped copy ``git.requirements_copy``, else fetched at the
 pinned commit with the spec's patch applied), ``requirements``, ``editable`` and
 ``no_build_isolation``, with ``overrides`` applied as the setup applies them. ``no_deps``
-packages are installed without their dependencies, so they are only looked up, on their own.
+packages are installed without their dependencies, so they are only looked up, on their own (at
+the version resolved with the rest where that meets their pin: pip keeps an installed one).
 The target is Linux x86_64 (``x86_64-manylinux_2_28``: PyPI's Linux torch wheels there are the
 CUDA builds) and the spec's ``python`` (default: this one).
 
@@ -127,7 +128,15 @@ def resolve(spec: EnvSpec, *, uv: str | None = None, timeout: float = TIMEOUT) -
         if spec.no_deps:  # installed --no-deps: only whether each exists for the target
             alone = tmp / "no_deps.in"
             alone.write_text("".join(f"{line}\n" for line in spec.no_deps))
-            code, out, err = _compile(uv, alone, python, ["--no-deps"], timeout)
+            # an installed version that meets the pin stays (`pip install --no-deps xformers`
+            # keeps the xformers the requirements brought); one that does not is replaced
+            installed = tmp / "installed.txt"
+            installed.write_text("".join(f"{n}=={v}\n" for n, v in pins.items()
+                                         if not v.startswith("@")))
+            code, out, err = _compile(uv, alone, python, ["--no-deps", "-c", str(installed)],
+                                      timeout)
+            if code != 0:
+                code, out, err = _compile(uv, alone, python, ["--no-deps"], timeout)
             if code != 0:
                 return Resolution(False, python, _failure(
                     spec, python, err, {"no_deps": list(spec.no_deps)}, code, timeout))
