@@ -166,7 +166,8 @@ def _compile(uv: str, infile: Path, python: str, options: list[str],
             PLATFORM, "--no-header", "--no-annotate", "--no-python-downloads", *options]
     env = {**os.environ, "NO_COLOR": "1"}  # plain text to parse
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                              check=False)
     except subprocess.TimeoutExpired as e:
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr
         return None, "", err or ""
@@ -360,13 +361,13 @@ def _fetch_file(spec: EnvSpec, rel: str, target: Path) -> None:
                               f"(`git.requirements`), and fetching {url} failed ({e}). {ship}; "
                               f"or run it where GitHub is reachable.") from None
         return
-    local = git.url[len("file://"):] if git.url.startswith("file://") else git.url
+    local = git.url.removeprefix("file://")
     if not Path(local).is_dir():
         raise ConfigError(f"{spec.source}: `check --resolve` reads `{rel}` of the checkout "
                           f"(`git.requirements`) without cloning it, which it can do for GitHub "
                           f"and local repositories only, and {git.url} is neither. {ship}.")
     done = subprocess.run(["git", "-C", local, "show", f"{git.commit}:{rel}"],
-                          capture_output=True, timeout=60)
+                          capture_output=True, timeout=60, check=False)
     if done.returncode != 0:
         raise ConfigError(f"{spec.source}: `check --resolve` could not read `{rel}` at "
                           f"{git.commit} in {local}: {done.stderr.decode(errors='replace').strip()}"
@@ -392,7 +393,7 @@ def _patch(spec: EnvSpec, workdir: Path, files: list[str]) -> None:
     # its own repository, so that `git apply` takes paths from here even inside another one
     subprocess.run(["git", "init", "-q", str(workdir)], capture_output=True, check=False)
     done = subprocess.run(["git", "apply", *(f"--include={f}" for f in files), str(patch)],
-                          cwd=workdir, capture_output=True, timeout=60)
+                          cwd=workdir, capture_output=True, timeout=60, check=False)
     if done.returncode != 0:
         raise ConfigError(f"{spec.source}: `git.patch` ({patch}) does not apply to the fetched "
                           f"{', '.join(files)} at {git.commit}: "
