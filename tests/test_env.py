@@ -156,18 +156,20 @@ def test_no_build_isolation_packages_are_installed_last_without_isolation(tmp_pa
 
 
 def test_internvl_builds_torch_before_flash_attn_without_isolation(tmp_path, monkeypatch):
-    """conf/env/internvl.yaml, with stand-in uv and git: the checkout's requirements.txt, then
-    the pinned torch (InternVL's requirements/internvl_chat.txt says `torch>=2`,
-    `torchvision>=0.15`) with the build tools, then `flash-attn==2.3.6 --no-build-isolation`
-    (InternVL's INSTALLATION.md; Data-Juicer's intervl_coco_captioning/model_hooks.py)."""
+    """conf/env/internvl.yaml, with stand-in uv and git: the checkout's
+    requirements/internvl_chat.txt (the whole requirements.txt adds the segmentation demo's
+    mmcv-full 1.6.2, whose build fails), then the pinned torch (that file says `torch>=2`,
+    `torchvision>=0.15`) with the build tools (setuptools<70: torch 2.1's cpp_extension imports
+    `packaging` from pkg_resources), then `flash-attn==2.3.6 --no-build-isolation` (InternVL's
+    INSTALLATION.md; Data-Juicer's intervl_coco_captioning/model_hooks.py)."""
     recorded = _recording_tools(tmp_path, monkeypatch, "uv", "git")
     spec = load_spec("internvl")
     folder = manager.ensure(spec, root=tmp_path / "envs")
     checkout = folder / "src" / "InternVL"
     installs = [c[5:] for c in recorded() if c[:3] == ["uv", "pip", "install"]]
-    assert installs[0] == ["-r", str(checkout / "requirements.txt")]
+    assert installs[0] == ["-r", str(checkout / "requirements" / "internvl_chat.txt")]
     assert "torch==2.1.2" in installs[1] and "torchvision==0.16.2" in installs[1]
-    assert {"setuptools", "wheel", "packaging", "ninja"} <= set(installs[1])
+    assert {"setuptools<70", "wheel", "packaging", "ninja"} <= set(installs[1])
     assert installs[-1] == ["--no-build-isolation", "flash-attn==2.3.6"]
     assert not any("flash-attn" in a for c in installs[:-1] for a in c)
 
@@ -176,11 +178,15 @@ def test_trinity_installs_its_vllm_extra_and_flash_attn_without_isolation(tmp_pa
     """trinity-rft 0.6.0's METADATA: `Provides-Extra: vllm` (vllm<=0.23.0,>=0.19.1) and
     `Provides-Extra: flash-attn` (flash-attn>=2.8.3), neither a plain dependency; its README
     installs `.[vllm,flash_attn]`. flash-attn 2.8.3's setup.py imports torch, so it is its own
-    call, last, with --no-build-isolation."""
+    call, last, with --no-build-isolation. Every install overrides verl's numpy<2 with numpy>=2
+    (which vllm's opencv needs): without that the extra has no solution."""
     recorded = _recording_tools(tmp_path, monkeypatch, "uv")
     spec = load_spec("trinity_rft")
-    manager.ensure(spec, root=tmp_path / "envs")
+    folder = manager.ensure(spec, root=tmp_path / "envs")
     installs = [c[5:] for c in recorded() if c[:3] == ["uv", "pip", "install"]]
+    assert spec.overrides == ("numpy>=2",)
+    assert all(c[:2] == ["--overrides", str(folder / "overrides.txt")] for c in installs)
+    installs = [c[2:] for c in installs]
     assert installs[0][0] == "trinity-rft[vllm]==0.6.0"
     assert {"setuptools", "wheel", "packaging"} <= set(installs[0])
     assert installs[-1] == ["--no-build-isolation", "flash-attn==2.8.3"]

@@ -1,14 +1,15 @@
-"""``python -m sandbox.env list | check NAME | setup NAME | remove NAME``.
+"""``python -m sandbox.env list | check NAME [--resolve] | setup NAME | remove NAME``.
 
 NAME is a spec in ``conf/env/NAME.yaml`` (``--conf-dir`` reads another folder). ``check`` exits
 1 when the environment is not set up, or lacks a file of its ``weights``, so scripts can test
-for it."""
+for it. ``check --resolve`` builds nothing: it asks the package index whether the spec's packages
+resolve together for its target (``sandbox.env.resolve``), and exits 1 when they do not."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from sandbox.env import CONF_DIR, load_spec, manager, spec_names
+from sandbox.env import CONF_DIR, load_spec, manager, resolve, spec_names
 from sandbox.errors import SandboxError
 
 
@@ -22,7 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     for command, text in (("check", "is NAME set up? (exit 1 if not)"),
                           ("setup", "build NAME's environment (nothing to do if it is built)"),
                           ("remove", "delete NAME's environment")):
-        commands.add_parser(command, help=text).add_argument("name")
+        sub = commands.add_parser(command, help=text)
+        sub.add_argument("name")
+        if command == "check":
+            sub.add_argument("--resolve", action="store_true",
+                             help="install nothing: resolve NAME's packages against the package "
+                                  f"index for {resolve.TARGET} and the spec's Python with "
+                                  "`uv pip compile` (exit 1 if they do not resolve)")
     args = parser.parse_args(argv)
 
     try:
@@ -37,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:<20} {spec.kind:<6} {state:<11} {spec.folder()}")
             return 0
         spec = load_spec(args.name, args.conf_dir)
+        if args.command == "check" and args.resolve:
+            result = resolve.resolve(spec)
+            print(result.message, file=sys.stdout if result.ok else sys.stderr)
+            return 0 if result.ok else 1
         if args.command == "check":
             if manager.is_ready(spec):
                 missing = manager.missing_weights(spec)

@@ -237,7 +237,13 @@ class _Builder:
 
     def _pip(self, what: str, *args: str) -> None:
         if self.spec.kind == "uv":  # `uv venv` makes no pip
-            self._step(what, [uv_tool(), "pip", "install", "--python", str(self.python), *args])
+            overrides = []
+            if self.spec.overrides:  # on every install, so that no later step undoes them
+                path = self.folder / "overrides.txt"
+                path.write_text("".join(f"{line}\n" for line in self.spec.overrides))
+                overrides = ["--overrides", str(path)]
+            self._step(what, [uv_tool(), "pip", "install", "--python", str(self.python),
+                              *overrides, *args])
         else:
             self._step(what, [str(self.python), "-m", "pip", "install", *args])
 

@@ -9,8 +9,13 @@ An ``EnvSpec`` comes from a small mapping (``conf/env/NAME.yaml`` or a component
     no_deps: [...]          # installed afterwards with --no-deps (packages whose pins lie)
     no_build_isolation: [...]  # installed last with --no-build-isolation: sdists whose build
                              # imports what is already installed (flash-attn imports torch)
+    overrides: [...]        # `kind: uv` only: requirements that replace every package's own
+                             # pin of that name (uv's --overrides), for published pins that
+                             # contradict each other
     editable: path/to/repo  # a local checkout, `pip install -e`
-    git: {url: ..., commit: <sha>, patch: file.patch, requirements: requirements.txt, install: true}
+    git: {url: ..., commit: <sha>, patch: file.patch, requirements: requirements.txt, install: true,
+          requirements_copy: requirements/NAME/requirements.txt}  # the copy: that file verbatim
+                             # at `commit`, beside the spec, read by `check --resolve`
     inherit_packages: false  # true: the sandbox's own packages (e.g. its torch) importable
                              # beneath the environment's, which win where both have one
     weights: [{path: models/x.safetensors, what: ..., source: URL}]  # files its programs read
@@ -32,10 +37,10 @@ from sandbox.errors import ConfigError
 from sandbox.utils import sha256_file, stable_hash
 
 KINDS = ("venv", "uv", "conda")
-_KEYS = ("name", "kind", "python", "requirements", "no_deps", "no_build_isolation", "editable",
-         "git", "inherit_packages", "weights")
+_KEYS = ("name", "kind", "python", "requirements", "no_deps", "no_build_isolation",
+         "overrides", "editable", "git", "inherit_packages", "weights")
 _WEIGHT_KEYS = ("path", "what", "source")
-_GIT_KEYS = ("url", "commit", "patch", "requirements", "install")
+_GIT_KEYS = ("url", "commit", "patch", "requirements", "install", "requirements_copy")
 _URL = re.compile(r"https?://\S+")
 _COMMIT = re.compile(r"[0-9a-fA-F]{7,40}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -52,6 +57,9 @@ class GitSource:
     requirements: str | None = None  # a requirements file inside the checkout, installed after it
     install: bool = True  # False: a repo of scripts that is run from its folder, not installed
     patch_sha256: str | None = None  # read once, when the spec is read: the hash cannot drift
+    # `requirements` verbatim at `commit`, shipped beside the spec, so that `check --resolve` can
+    # read it without GitHub; not in the hash: the checkout's own file is what gets installed
+    requirements_copy: Path | None = None
 
     @property
     def folder_name(self) -> str:
@@ -68,6 +76,7 @@ class EnvSpec:
     requirements: tuple[str, ...] = ()
     no_deps: tuple[str, ...] = ()
     no_build_isolation: tuple[str, ...] = ()  # last, built against the installed packages
+    overrides: tuple[str, ...] = ()  # kind uv: replace every dependency's pin of these names
     editable: Path | None = None
     git: GitSource | None = None
     inherit_packages: bool = False
@@ -115,7 +124,13 @@ class EnvSpec:
         if inherit and kind == "conda":
             raise ConfigError(f"{source}: `inherit_packages: true` needs `kind: venv` or "
                               f"`kind: uv` (a conda environment has its own Python).")
+        overrides = _strings(data.get("overrides"), source, "overrides")
+        if overrides and kind != "uv":
+            raise ConfigError(f"{source}: `overrides` needs `kind: uv` (uv's `--overrides`; pip "
+                              f"has no way to replace a dependency's own pin); got `kind: "
+                              f"{kind}`. Use `kind: uv`, or install the package with `no_deps`.")
         return cls(name=name, kind=kind, python=python, inherit_packages=inherit,
+                   overrides=overrides,
                    requirements=_strings(data.get("requirements"), source, "requirements"),
                    no_deps=_strings(data.get("no_deps"), source, "no_deps"),
                    no_build_isolation=_strings(data.get("no_build_isolation"), source,
@@ -136,6 +151,7 @@ class EnvSpec:
                 "editable": str(self.editable) if self.editable else None, "git": git,
                 **({"no_build_isolation": list(self.no_build_isolation)}
                    if self.no_build_isolation else {}),
+                **({"overrides": list(self.overrides)} if self.overrides else {}),
                 **({"inherit_packages": True} if self.inherit_packages else {})}
 
     @property
@@ -214,7 +230,18 @@ def _git(value: Any, source: str, base: Path) -> GitSource | None:
     install = value.get("install", True)
     if not isinstance(install, bool):
         raise ConfigError(f"{source}: `git.install` must be true or false; got {install!r}.")
+    copy = value.get("requirements_copy")
+    if copy is not None:
+        if requirements is None:
+            raise ConfigError(f"{source}: `git.requirements_copy` is a copy of the checkout's "
+                              f"`git.requirements` file, and `git.requirements` is not set; set "
+                              f"it (e.g. `requirements: requirements.txt`) or drop the copy.")
+        copy = _path(copy, base, source, "git.requirements_copy")
+        if not copy.is_file():
+            raise ConfigError(f"{source}: `git.requirements_copy: {copy}` does not exist. Copy "
+                              f"`{requirements}` from the checkout at commit {commit} there "
+                              f"verbatim (relative paths start at {base}), or drop the key.")
 
     return GitSource(url=url, commit=commit, patch=patch, requirements=requirements,
-                     install=install,
+                     install=install, requirements_copy=copy,
                      patch_sha256=sha256_file(patch) if isinstance(patch, Path) else None)
