@@ -506,3 +506,23 @@ def test_inputs_and_settings_are_checked(media, tmp_path):
         InceptionEvaluator().media_set("reference", str(bad_pool))
     with pytest.raises(ConfigError, match="evaluator.device='tpu'"):
         N.pick_device("tpu")
+
+
+def test_features_are_cached_and_results_appended(media, small_inception, tmp_path):
+    net, weights = small_inception
+    result = tmp_path / "out" / "inception_eval_results.jsonl"
+    kw = dict(generated_path=media["gen"], reference_path=media["ref_dir"], metrics=["fid50k"],
+              height=24, width=32, max_frames=10, inception_path=weights, bootstrap=0,
+              result_path=str(result))
+    first = InceptionEvaluator(**kw).run(step_env(tmp_path))["metrics"]
+    calls = len(net.seen)
+    again = InceptionEvaluator(**kw).run(step_env(tmp_path))["metrics"]
+    assert len(net.seen) == calls  # both sides' features came from <cache>/inception
+    assert again["fid50k"] == first["fid50k"]
+    InceptionEvaluator(**kw, replace_cache=True).run(step_env(tmp_path))
+    assert len(net.seen) == 2 * calls
+    InceptionEvaluator(**{**kw, "height": 20}).run(step_env(tmp_path))  # another size: computed
+    assert len(net.seen) == 3 * calls
+    lines = [json.loads(line) for line in result.read_text().splitlines()]
+    assert len(lines) == 4 and lines[0]["results"]["fid50k"] == first["fid50k"]
+    assert lines[0]["metric"] == ["fid50k"]

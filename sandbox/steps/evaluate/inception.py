@@ -43,6 +43,8 @@ each resample costs a matrix square root).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -59,9 +61,11 @@ from sandbox.steps.evaluate import inception_math as M
 from sandbox.steps.evaluate import inception_nets as N
 from sandbox.steps.evaluate.common import as_list, ci_metrics, read_rows
 from sandbox.threads import parse_threads, torch_threads
-from sandbox.utils import atomic_write_json
+from sandbox.console import console
+from sandbox.utils import atomic_path, atomic_write_json, atomic_write_text
 
 POOL_EXTS = (".jsonl", ".json", ".parquet", ".csv")
+FEATURES_VERSION = 1  # part of the feature cache's key: bump when features change meaning
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,11 @@ class InceptionEvaluator(Step):
     * ``num_runs``, ``seed``: repeats with seeds ``seed``, ``seed + 1``, ... (Data-Juicer's).
     * ``bootstrap``: resamples for precision/recall intervals; ``frechet_bootstrap``: for
       FID/FVD (0: none).
+    * ``cache``: keep each side's features in ``<cache>/inception`` (keyed by the media files'
+      paths, sizes and times, the network file and every setting that changes them), so that a
+      reference set is featurised once across runs; ``replace_cache``: compute them again.
+    * ``result_path``: also append the metrics as one JSON line to this file (Data-Juicer's
+      ``result_path``); ``verbose``: say on the console how long each feature set took.
     """
 
     outputs = ("metrics", "report")
@@ -146,7 +155,8 @@ class InceptionEvaluator(Step):
                  vgg16_path: str | None = None, device: str = "auto", batch_size: int = 32,
                  clip_batch_size: int | None = None, num_threads: int | str = "auto",
                  num_runs: int = 1, seed: int = 42, bootstrap: int = 1000,
-                 frechet_bootstrap: int = 0):
+                 frechet_bootstrap: int = 0, cache: bool = True, replace_cache: bool = False,
+                 result_path: str | None = None, verbose: bool = False):
         self.generated_path, self.reference_path = generated_path, reference_path
         self.media_dirs = {"generated": generated_media_dir, "reference": reference_media_dir}
         self.metrics = self._parse_metrics(metrics)
@@ -165,6 +175,8 @@ class InceptionEvaluator(Step):
         self.num_threads = parse_threads(num_threads, "evaluator.num_threads")
         self.num_runs, self.seed = int(num_runs), int(seed)
         self.bootstrap, self.frechet_bootstrap = int(bootstrap), int(frechet_bootstrap)
+        self.cache, self.replace_cache = bool(cache), bool(replace_cache)
+        self.result_path, self.verbose = result_path, bool(verbose)
 
     @staticmethod
     def _parse_metrics(metrics) -> list[str] | None:
@@ -217,6 +229,8 @@ class InceptionEvaluator(Step):
                         N.torchscript_network(r.path, device)) for key, r in nets.items()}
         results: list[dict[str, float]] = []
         timings: dict[str, float] = {}
+        self._disk = (Path(env.cache_dir) / "inception") if self.cache else None
+        self._fingerprints = {k: r.fingerprint() for k, r in nets.items()}
         for run_i in range(self.num_runs):
             cache: dict = {}
             out: dict[str, float] = {}
@@ -238,6 +252,11 @@ class InceptionEvaluator(Step):
                              "num_runs": self.num_runs, "max_frames": self.max_frames,
                              "num_clips": self.num_clips}}
         path = atomic_write_json(Path(env.workdir) / "inception_report.json", report)
+        if self.result_path:
+            _append_line(Path(self.result_path), {"results": final, "metric": metrics,
+                                                  "num_runs": self.num_runs,
+                                                  "real_data_path": ref.sources if ref else None,
+                                                  "fake_data_path": gen.sources})
         return {"metrics": final, "report": str(path)}
 
     def _check_reference(self, metrics: list[str], reference: Any) -> None:
@@ -302,15 +321,24 @@ class InceptionEvaluator(Step):
             key = (side.name, spec.network, spec.items, spec.num_frames, spec.spacing)
             if key not in cache:
                 t = time.perf_counter()
-                if spec.items == "frames":
-                    cache[key] = self._frame_features(side, spec, nets[spec.network], device,
-                                                      seed)
+                stored = self._stored(side, spec, seed)
+                if stored is not None and not self.replace_cache and stored.is_file():
+                    cache[key] = Features.load(stored)
                 else:
-                    cache[key] = self._clip_features(side, spec, name, nets[spec.network],
-                                                     device, seed)
+                    if spec.items == "frames":
+                        cache[key] = self._frame_features(side, spec, nets[spec.network],
+                                                          device, seed)
+                    else:
+                        cache[key] = self._clip_features(side, spec, name, nets[spec.network],
+                                                         device, seed)
+                    if stored is not None:
+                        cache[key].save(stored)
                 label = f"{side.name}/{spec.network}/{spec.items}" + (
                     f"/{spec.num_frames}x{spec.spacing}" if spec.items == "clips" else "")
                 timings[label] = time.perf_counter() - t
+                if self.verbose:
+                    console.print(f"inception: {label}: {len(cache[key].features)} items in "
+                                  f"{timings[label]:.1f} s", soft_wrap=True)
             return cache[key]
 
         g = feats(gen)
@@ -337,6 +365,20 @@ class InceptionEvaluator(Step):
         out.update(ci_metrics(f"{name}_precision", np.mean, (p_hits,), self.bootstrap, seed))
         out.update(ci_metrics(f"{name}_recall", np.mean, (r_hits,), self.bootstrap, seed))
         return out
+
+    def _stored(self, side: MediaSet, spec: MetricSpec, seed: int) -> Path | None:
+        """The feature file of ``side`` under these settings in the disk cache (None: off)."""
+        if self._disk is None:
+            return None
+        files = []
+        for f in side.images + side.videos:
+            st = os.stat(f)
+            files.append((f, st.st_size, st.st_mtime_ns))
+        limit = (self.max_frames if spec.items == "frames" else self.num_clips) or spec.max_items
+        key = json.dumps([FEATURES_VERSION, files, self._fingerprints[spec.network],
+                          spec.network, spec.items, spec.num_frames, spec.spacing, limit,
+                          self.height, self.width, seed])
+        return self._disk / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
     def _frechet_interval(self, name: str, g, r, seed: int) -> dict[str, float]:
         if self.frechet_bootstrap <= 0:
@@ -475,6 +517,26 @@ class Features:
     features: np.ndarray
     probs: np.ndarray | None
     weights: np.ndarray | None
+
+    def save(self, path: Path) -> None:
+        arrays = {k: v for k, v in (("features", self.features), ("probs", self.probs),
+                                    ("weights", self.weights)) if v is not None}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> "Features":
+        with np.load(path) as z:
+            return cls(z["features"], z["probs"] if "probs" in z else None,
+                       z["weights"] if "weights" in z else None)
+
+
+def _append_line(path: Path, record: dict) -> None:
+    """Data-Juicer's result file: one JSON line per evaluation, appended."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    atomic_write_text(path, old + json.dumps(record) + "\n")
 
 
 def _runs(results: list[dict[str, float]]) -> dict[str, float]:
