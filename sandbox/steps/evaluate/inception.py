@@ -229,6 +229,7 @@ class InceptionEvaluator(Step):
                         N.torchscript_network(r.path, device)) for key, r in nets.items()}
         results: list[dict[str, float]] = []
         timings: dict[str, float] = {}
+        counts: dict[str, int] = {}  # items featurised per side and kind (frames, clips)
         self._disk = (Path(env.cache_dir) / "inception") if self.cache else None
         self._fingerprints = {k: r.fingerprint() for k, r in nets.items()}
         for run_i in range(self.num_runs):
@@ -236,7 +237,7 @@ class InceptionEvaluator(Step):
             out: dict[str, float] = {}
             for name in metrics:
                 out.update(self._metric(name, gen, ref, loaded, device, self.seed + run_i,
-                                        cache, timings))
+                                        cache, timings, counts))
             results.append(out)
         final = results[0] if self.num_runs == 1 else _runs(results)
         final["inception_generated_media"] = float(gen.count)
@@ -247,7 +248,7 @@ class InceptionEvaluator(Step):
                   "networks": {k: {"path": str(r.path), "origin": r.origin}
                                for k, r in nets.items()},
                   "generated": gen.sources, "reference": ref.sources if ref else None,
-                  "feature_seconds": timings,
+                  "feature_seconds": timings, "feature_items": counts,
                   "params": {"height": self.height, "width": self.width, "seed": self.seed,
                              "num_runs": self.num_runs, "max_frames": self.max_frames,
                              "num_clips": self.num_clips}}
@@ -314,7 +315,7 @@ class InceptionEvaluator(Step):
 
     # ------------------------------------------------------------------------- features
     def _metric(self, name: str, gen: MediaSet, ref: MediaSet | None, nets: dict, device: str,
-                seed: int, cache: dict, timings: dict) -> dict[str, float]:
+                seed: int, cache: dict, timings: dict, counts: dict) -> dict[str, float]:
         spec = METRICS[name]
 
         def feats(side: MediaSet):
@@ -336,6 +337,7 @@ class InceptionEvaluator(Step):
                 label = f"{side.name}/{spec.network}/{spec.items}" + (
                     f"/{spec.num_frames}x{spec.spacing}" if spec.items == "clips" else "")
                 timings[label] = time.perf_counter() - t
+                counts[label] = len(cache[key].features)
                 if self.verbose:
                     console.print(f"inception: {label}: {len(cache[key].features)} items in "
                                   f"{timings[label]:.1f} s", soft_wrap=True)
