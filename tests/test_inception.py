@@ -559,3 +559,14 @@ def test_the_real_inception_network_through_the_step(media, tmp_path):
     report = json.loads(Path(out["report"]).read_text())
     assert report["feature_items"] == {"generated/inception/frames": 12,
                                        "reference/inception/frames": 12}
+
+
+def test_frames_come_in_a_seeded_random_order_with_weights(media, small_inception):
+    net, _ = small_inception
+    step = InceptionEvaluator(height=24, width=32, max_frames=50)
+    side = step.media_set("generated", str(Path(media["gen"]) / "a.mp4"))  # 127 frames
+    got = step._frame_features(side, METRICS["fid50k"], net, "cpu", seed=5)
+    # the stand-in's first feature is the red mean in 0..1: the frame's grey 2k / 255
+    idx = np.rint((got.features[:, 0] * 255 + 0.5) / 2).astype(int)
+    assert idx.tolist() == np.random.default_rng(5).permutation(127)[:50].tolist()
+    assert np.allclose(got.weights, 1 / 127) and got.probs.shape == (50, 7)

@@ -398,8 +398,9 @@ class InceptionEvaluator(Step):
 
     def _frame_features(self, side: MediaSet, spec: MetricSpec, net, device: str,
                         seed: int) -> "Features":
-        """Every image and every video frame (at most ``max_items``, a seeded random choice), a
-        video's frames weighing 1 / its frame count."""
+        """Every image and every video frame (at most ``max_items``, a seeded random choice, in
+        random order as Data-Juicer's ``randperm``), a video's frames weighing 1 / its frame
+        count."""
         items: list[tuple[str, int | None]] = [(p, None) for p in side.images]
         weights: list[float] = [1.0] * len(side.images)
         for v in side.videos:
@@ -433,8 +434,11 @@ class InceptionEvaluator(Step):
                 yield decoded[path][idx]
 
         feats, probs = self._run_frames(frames(), len(chosen), spec.network, net, device)
-        w = np.asarray([weights[k] for k in chosen], dtype=np.float64)
-        return Features(feats, probs, w)
+        # back to the random order: IS splits consecutive rows, which must not be one video's
+        row = {k: i for i, k in enumerate(chosen)}
+        back = np.asarray([row[k] for k in order.tolist()], dtype=np.int64)
+        w = np.asarray([weights[k] for k in order.tolist()], dtype=np.float64)
+        return Features(feats[back], None if probs is None else probs[back], w)
 
     def _run_frames(self, frames, total: int, network: str, net, device: str):
         import torch
