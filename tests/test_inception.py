@@ -570,3 +570,13 @@ def test_frames_come_in_a_seeded_random_order_with_weights(media, small_inceptio
     idx = np.rint((got.features[:, 0] * 255 + 0.5) / 2).astype(int)
     assert idx.tolist() == np.random.default_rng(5).permutation(127)[:50].tolist()
     assert np.allclose(got.weights, 1 / 127) and got.probs.shape == (50, 7)
+
+
+def test_verdicts_know_which_way_is_better():
+    from sandbox.verdict import direction
+
+    for name in ("fid50k", "kid50k", "fvd2048_16f", "fvd2048_128f_subsample8f", "kvd2048_16f"):
+        assert direction(name) == -1, name
+    for name in ("is50k_mean", "isv2048_ucf_mean", "pr50k_3n_recall", "prv2048_3n_16f_precision"):
+        assert direction(name) == 1, name
+    assert direction("is50k_std") == direction("kid50k_std") == 0

@@ -212,6 +212,7 @@ class InceptionEvaluator(Step):
 
     def _run(self, env: StepEnv, generated: Any, reference: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
+        device = N.pick_device(self.device)
         metrics = self.metrics
         if metrics is not None:  # the weights first: an offline machine refuses before any work
             self._check_reference(metrics, reference)
@@ -224,7 +225,6 @@ class InceptionEvaluator(Step):
                        not METRICS[m].needs_reference] + (list(VIDEO_METRICS) if both_videos
                                                           else [])
             nets = check_networks({n: self.paths[n] for n in self._networks(metrics)})
-        device = N.pick_device(self.device)
         loaded = {key: (N.fid_inception(r.path, device) if key == "inception" else
                         N.torchscript_network(r.path, device)) for key, r in nets.items()}
         results: list[dict[str, float]] = []
