@@ -64,19 +64,19 @@ NETWORKS: dict[str, Network] = {n.key: n for n in (
     Network("inception", "pt_inception-2015-12-05-6726825d.pth",
             "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
             "pt_inception-2015-12-05-6726825d.pth",
-            "Inception-v3 as TensorFlow's FID uses it (pytorch-fid's weights)",
+            "the Inception-v3 of TensorFlow's FID, pytorch-fid's weights",
             ("fid50k", "kid50k", "is50k"), sha256_prefix="6726825d"),
     Network("i3d", "i3d_torchscript.pt",
             "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1",
-            "I3D trained on Kinetics-400 (StyleGAN-V's TorchScript, as FVD uses it)",
+            "the Kinetics-400 I3D of FVD, StyleGAN-V's TorchScript",
             ("fvd2048_16f", "fvd2048_128f", "fvd2048_128f_subsample8f", "kvd2048_16f",
              "prv2048_3n_16f")),
     Network("c3d_ucf101", "c3d_ucf101.pt",
             "https://www.dropbox.com/s/jxpu7avzdc9n97q/c3d_ucf101.pt?dl=1",
-            "C3D fine-tuned on UCF-101 (TGAN2's, as TorchScript)", ("isv2048_ucf",)),
+            "C3D fine-tuned on UCF-101, StyleGAN-V's TorchScript of TGAN2's", ("isv2048_ucf",)),
     Network("vgg16", "vgg16.pt",
             "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt",
-            "VGG16 (StyleGAN2-ADA's TorchScript, for precision/recall)", ("pr50k_3n",)),
+            "VGG16, StyleGAN2-ADA's TorchScript", ("pr50k_3n",)),
 )}
 
 
