@@ -377,7 +377,7 @@ class InceptionEvaluator(Step):
             st = os.stat(f)
             files.append((f, st.st_size, st.st_mtime_ns))
         limit = (self.max_frames if spec.items == "frames" else self.num_clips) or spec.max_items
-        key = json.dumps([FEATURES_VERSION, files, self._fingerprints[spec.network],
+        key = json.dumps([FEATURES_VERSION, side.name, files, self._fingerprints[spec.network],
                           spec.network, spec.items, spec.num_frames, spec.spacing, limit,
                           self.height, self.width, seed])
         return self._disk / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
@@ -408,7 +408,7 @@ class InceptionEvaluator(Step):
             items += [(v, i) for i in range(n)]
             weights += [1.0 / n] * n
         limit = self.max_frames or spec.max_items
-        order = np.random.default_rng(seed).permutation(len(items))[:limit]
+        order = side_rng(seed, side).permutation(len(items))[:limit]
         chosen = sorted(order.tolist())  # decode each video once, in frame order
         by_video: dict[str, list[int]] = {}
         for k in chosen:
@@ -477,7 +477,7 @@ class InceptionEvaluator(Step):
         counts = [N.video_frame_count(v) for v in side.videos]
         try:
             starts = N.clip_starts(counts, self.num_clips or spec.max_items, spec.num_frames,
-                                   spec.spacing, np.random.default_rng(seed))
+                                   spec.spacing, side_rng(seed, side))
         except DataError as e:
             raise DataError(f"evaluator=inception: {name} on the {side.name} media: {e}.") \
                 from None
@@ -516,6 +516,12 @@ class InceptionEvaluator(Step):
             flush()
         feats = np.stack([rows[k] for k in range(len(starts))])
         return Features(feats, None, None)
+
+
+def side_rng(seed: int, side: MediaSet) -> np.random.Generator:
+    """The draws of one side: its own stream of the run's seed, so that the two sides never
+    take the same frames or clips in lockstep (Data-Juicer draws both from one stream)."""
+    return np.random.default_rng([seed, 0 if side.name == "reference" else 1])
 
 
 @dataclass
