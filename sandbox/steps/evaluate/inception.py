@@ -33,7 +33,7 @@ seeds and adds ``_runNN``, ``_mean`` and ``_std`` as it does.
 Differences from Data-Juicer, on purpose: fid50k uses all 2048 pool features (Data-Juicer's copy
 folds them into 512 columns before the covariance, so its values are not the FID published
 elsewhere); images (not only video frames) are accepted; the draws of frames and clips come from
-the run's seed, not torch's global generator.
+the run's seed (one stream per side), not torch's global generator.
 
 Intervals: precision and recall carry 95% bootstrap intervals over the probed samples
 (``NAME_ci_low``/``_ci_high``, ``bootstrap`` resamples); KID/KVD carry the standard deviation over
