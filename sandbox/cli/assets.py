@@ -4,7 +4,7 @@
     python -m sandbox.assets fetch --op perplexity_filter --lang en
     python -m sandbox.assets fetch --op alphanumeric_filter       # its tokenization=True tokenizer
     python -m sandbox.assets fetch --network i3d                  # evaluator=inception's networks
-    python -m sandbox.assets fetch --network all                  #   inception, i3d, c3d_ucf101, vgg16
+    python -m sandbox.assets fetch --network all                  #   all four of them
     python -m sandbox.assets list                                 # what is here, from where
 
 ``fetch`` resolves each asset as a run would (Data-Juicer's caches first) and downloads what is
