@@ -31,7 +31,10 @@ SEED_SEP = ".seed"  # `perplexity.seed42` (MLflow names allow dots, not @ or #)
 # Which way is better, for the metrics verdicts are given on (others: no direction, no verdict).
 # (token_perplexity and eval_loss are per token of each run's own tokenizer: no verdict across
 # recipes, which train different tokenizers)
-LOWER_IS_BETTER = ("perplexity", "bits_per_byte", "mse")
+LOWER_IS_BETTER = ("perplexity", "bits_per_byte", "mse",
+                   # distances to reference media (evaluator=inception, Data-Juicer's names)
+                   "fid50k", "kid50k", "fvd2048_16f", "fvd2048_128f", "fvd2048_128f_subsample8f",
+                   "kvd2048_16f")
 HIGHER_IS_BETTER_PREFIXES = ("downstream_accuracy", "downstream_f1", "downstream_logprob",
                              "choice_accuracy", "choice_logprob",
                              # image-text retrieval and zero-shot (evaluator=retrieval)
@@ -40,7 +43,11 @@ HIGHER_IS_BETTER_PREFIXES = ("downstream_accuracy", "downstream_f1", "downstream
                              # answers against the truth (evaluator=accuracy)
                              "accuracy",
                              # captions (evaluator=coco_caption | internvl_coco_caption)
-                             "Bleu_", "METEOR", "ROUGE_L", "CIDEr", "SPICE", "avg_score")
+                             "Bleu_", "METEOR", "ROUGE_L", "CIDEr", "SPICE", "avg_score",
+                             # generated media (evaluator=inception)
+                             "is50k_mean", "isv2048_ucf_mean", "pr50k_3n_precision",
+                             "pr50k_3n_recall", "prv2048_3n_16f_precision",
+                             "prv2048_3n_16f_recall")
 # every metric of these groups is better higher: vbench/<dimension>, vbench/mean, judge/mean
 HIGHER_IS_BETTER_GROUPS = {"vbench": "", "judge": "mean"}  # group -> only this metric ("": all)
 

@@ -223,3 +223,52 @@ def test_not_a_sandbox_config_is_refused(tmp_path, capsys):
     assert main([str(recipe)]) == 2
     assert "recipe=dj recipe.path=" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_the_inception_evaluator_demo_converts_with_every_setting(conf_copy, tmp_path, capsys):
+    """Data-Juicer's configs/demo/sandbox/inception_eval_config.yaml, an evaluator's config on
+    its own: one data_evaluator=inception step with all its settings, nothing left out."""
+    demo = FIXTURES / "inception" / "inception_eval_config.yaml"
+    out = tmp_path / "experiment" / "inception_demo.yaml"
+    assert main([str(demo), "-o", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "converted 1 job(s)" in stdout and "no counterpart" not in stdout
+    text = out.read_text()
+    assert "Not carried over" not in text
+    doc = body(text)
+    assert {"override /data_evaluator": "inception"} in doc["defaults"]
+    step = doc["pipeline"]["steps"]["inception_eval_config"]
+    assert step["component"] == "${data_evaluator}"
+    assert step["overrides"] == {
+        "generated_path": "/path/to/the/generated/dj_format_dataset",
+        "reference_path": "/path/to/the/groundtruth/dj_format_dataset",
+        "generated_media_dir": None, "reference_media_dir": None,
+        "result_path": "./outputs/demo-sandbox/inception_eval_results.jsonl",
+        "num_runs": 1, "height": 240, "width": 320, "replace_cache": False, "verbose": False,
+        "seed": 42, "metrics": ["fvd2048_16f"]}
+    cfg = compose_experiment(conf_copy, "inception_demo", text)
+    assert plans_up_to_environments(cfg) == []
+
+
+def test_inception_evaluation_after_generation_reads_the_videos(tmp_path):
+    """The text-to-video demo with an FVD evaluation beside VBench: the generated side is the
+    inference step's videos, the detector the metric's network."""
+    here = tmp_path / "configs" / "data_juicer_recipes" / "sandbox" / "easyanimate_text_to_video"
+    shutil.copytree(T2V, here)
+    doc = yaml.safe_load((T2V / "1_single_op_pipeline.yaml").read_text())
+    doc["evaluation_job_configs"].append({
+        "hook": "EvaluateDataHook", "meta_name": "fvd",
+        "extra_configs": {"type": "video_inception_evaluator",
+                          "fake_data_path": "<updated_by_the_input_mapping>",
+                          "real_data_path": "real.jsonl", "metric": "kvd2048_16f",
+                          "detector_path": "/models/i3d_torchscript.pt"}})
+    src = tmp_path / "t2v_fvd.yaml"
+    src.write_text(yaml.safe_dump(doc))
+    text, report = convert_file(src)
+    steps = body(text)["pipeline"]["steps"]
+    assert steps["fvd"]["component"] == "${data_evaluator}"
+    assert steps["fvd"]["inputs"] == {"videos": "${ctx:infer.output_dir}"}
+    assert steps["fvd"]["overrides"] == {"reference_path": "real.jsonl",
+                                         "metrics": ["kvd2048_16f"],
+                                         "i3d_path": "/models/i3d_torchscript.pt"}
+    assert not any("fvd" in u for u in report.unmapped)

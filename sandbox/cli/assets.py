@@ -3,6 +3,8 @@
     python -m sandbox.assets fetch --recipe my_dj_recipe.yaml     # everything the recipe needs
     python -m sandbox.assets fetch --op perplexity_filter --lang en
     python -m sandbox.assets fetch --op alphanumeric_filter       # its tokenization=True tokenizer
+    python -m sandbox.assets fetch --network i3d                  # evaluator=inception's networks
+    python -m sandbox.assets fetch --network all                  #   all four of them
     python -m sandbox.assets list                                 # what is here, from where
 
 ``fetch`` resolves each asset as a run would (Data-Juicer's caches first) and downloads what is
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from sandbox.assets import (assets_dir, check, fasttext_model_path, models_dir, read_manifest,
                             sources)
+from sandbox.assets.networks import NETWORKS, check_networks, find_network
 from sandbox.errors import SandboxError
 from sandbox.utils import sha256_file
 
@@ -38,6 +41,8 @@ def _needs_of_op(name: str, lang: str | None, hf_tokenizer: str | None) -> list:
 
 
 def cmd_fetch(ns) -> int:
+    if ns.network:
+        return _fetch_networks(ns)
     if ns.recipe:
         from sandbox.recipe import asset_needs, load_dj_file, validate
 
@@ -54,6 +59,20 @@ def cmd_fetch(ns) -> int:
     found = check(needs, source, again, progress=not ns.quiet)
     for ref, where in found.items():
         print(f"{ref.label:<48} {where.origin:<36} {where.path}")
+    return 0
+
+
+def _fetch_networks(ns) -> int:
+    keys = list(NETWORKS) if "all" in ns.network else list(dict.fromkeys(ns.network))
+    unknown = [k for k in keys if k not in NETWORKS]
+    if unknown:
+        print(f"error: unknown network {', '.join(unknown)}; use {', '.join(NETWORKS)} or all",
+              file=sys.stderr)
+        return 2
+    found = check_networks({k: None for k in keys}, progress=not ns.quiet,
+                           source="python -m sandbox.assets fetch")
+    for key, where in found.items():
+        print(f"{NETWORKS[key].filename:<48} {where.origin:<36} {where.path}")
     return 0
 
 
@@ -108,7 +127,18 @@ def cmd_list(ns) -> int:
         print(f"{name:<40} {origin:<40} {_human(_size(path)):>9}  {digest[:16]:<16}  {path}")
     if not rows:
         print("(none)")
+    _list_networks()
     return 0
+
+
+def _list_networks() -> None:
+    """The feature networks of evaluator=inception: where each is, or how to fetch it."""
+    print("\nfeature networks (evaluator=inception):")
+    for key, net in NETWORKS.items():
+        hit = find_network(net, None)
+        where = (f"{hit.origin}: {hit.path}" if hit else
+                 f"missing: python -m sandbox.assets fetch --network {key}")
+        print(f"  {net.filename:<38} {where}")
 
 
 def main(argv=None) -> int:
@@ -119,6 +149,9 @@ def main(argv=None) -> int:
     g = f.add_mutually_exclusive_group(required=True)
     g.add_argument("--recipe", help="a Data-Juicer recipe file")
     g.add_argument("--op", help="an operator name")
+    g.add_argument("--network", action="append",
+                   help="a feature network of evaluator=inception (inception, i3d, c3d_ucf101, "
+                        "vgg16, or all); repeatable")
     f.add_argument("--lang", help="language of the OP's models (en, zh, ...)")
     f.add_argument("--hf-tokenizer", help="token_num_filter: the tokenizer's repo id")
     f.add_argument("--quiet", action="store_true", help="no progress bar")

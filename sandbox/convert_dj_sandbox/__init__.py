@@ -29,9 +29,14 @@ InferModelHook (easyanimate, api, huggingface,     ``infer=easyanimate``, ``api`
 vllm)                                              ``vllm``
 EvaluateDataHook / EvaluateModelHook               ``evaluator=vbench``,
 (vbench_video_evaluator, internvl_coco_caption,    ``evaluator=internvl_coco_caption``,
-dj_text_quality_classifier, accuracy, mse)         ``data_evaluator=default``,
-                                                   ``evaluator=accuracy``, ``evaluator=mse``
+dj_text_quality_classifier, accuracy, mse,         ``data_evaluator=default``,
+video_inception_evaluator)                         ``evaluator=accuracy``, ``evaluator=mse``,
+                                                   ``data_evaluator=inception``
 =================================================  ==============================================
+
+An evaluator's config on its own (a file whose ``type`` is one of these evaluators, as
+``configs/demo/sandbox/inception_eval_config.yaml``) converts as a pipeline of that one
+evaluation job.
 
 Wiring: a job's ``input`` (``-1.KEY``: the previous job's output; ``PIPELINE.META_NAME.KEY``)
 becomes ``${ctx:...}`` references to the step that produced it, and so does a file one job

@@ -18,10 +18,11 @@ from typing import Any
 
 import yaml
 
+from sandbox.assets.networks import NETWORKS
 from sandbox.convert_dj_sandbox.tables import (CONF_DIR, CONV_STYLE, CONVERSIONS, EVALUATORS,
-                                               GLOBAL_KEYS, INFER_KEYS, INFERS, JOB_KEYS,
-                                               METRIC_NAMES, PHASES, POOL_TYPES, TRAINER_INPUT,
-                                               TRAINERS)
+                                               GLOBAL_KEYS, INCEPTION_KEYS, INFER_KEYS, INFERS,
+                                               JOB_KEYS, METRIC_NAMES, PHASES, POOL_TYPES,
+                                               TRAINER_INPUT, TRAINERS)
 from sandbox.errors import ConfigError, SandboxError
 
 
@@ -813,6 +814,8 @@ class Converter:
                                                  "env_params"),
                                   "the environment manager owns InternVL's checkout: python -m "
                                   "sandbox.env setup internvl")
+        elif option == "inception":
+            self._inception(pipe, where, extra, inputs, step)
         elif option == "default":  # the data evaluator
             data = self.last_data
             src = inputs.get("extra_configs.dataset_path") or data
@@ -843,6 +846,47 @@ class Converter:
         return Produced({"results" if fan else "metrics": (pipe, name,
                                                            "results" if fan else "metrics")},
                         fan=fan)
+
+    def _inception(self, pipe, where, extra: dict, inputs: dict, step: dict) -> None:
+        """video_inception_evaluator: its settings carried; generated media from an input
+        mapping or the newest generation job when fake_data_path is not a path."""
+        network_of = {m: key for key, net in NETWORKS.items() for m in net.metrics}
+        dj = dict(extra)
+        metric = dj.pop("metric", None)
+        if metric is not None:
+            names = as_list(metric)
+            unknown = [m for m in names if m not in network_of]
+            if unknown:
+                raise _Skip(f"metric {', '.join(map(str, unknown))} is not one of Data-Juicer's "
+                            f"inception metrics ({', '.join(network_of)})")
+            dj["metrics"] = names
+        detector = dj.pop("detector_path", None)
+        if detector:
+            nets = {network_of[m] for m in dj.get("metrics") or []}
+            if len(nets) != 1:
+                raise _Skip(f"detector_path={detector!r} needs exactly one metric to say which "
+                            f"network it replaces")
+            dj[f"{nets.pop()}_path"] = detector
+        ins: dict[str, Any] = {}
+        src = inputs.get("extra_configs.fake_data_path")
+        fake = dj.get("fake_data_path")
+        if src is not None and "dataset" in src.roles:
+            ins["dataset"] = self.ref(pipe, src.roles["dataset"])
+            dj.pop("fake_data_path", None)
+        elif not fake or (isinstance(fake, str) and _placeholder(fake)):
+            videos = self._find_role("videos")
+            if videos is not None:
+                ins["videos"] = self.ref(pipe, videos)
+                dj.pop("fake_data_path", None)
+        real = inputs.get("extra_configs.real_data_path")
+        if real is not None and "dataset" in real.roles:
+            ins["source_dataset"] = self.ref(pipe, real.roles["dataset"])
+            dj.pop("real_data_path", None)
+        if ins:
+            step["inputs"] = ins
+        carried = self._carried(where, "data_evaluator", "inception", dj, (), INCEPTION_KEYS)
+        if carried:
+            step["overrides"] = carried
 
     def job_EvaluateDataHook(self, pipe, where, meta, job, dj, dj_path, extra, extra_path,
                              inputs):
@@ -931,6 +975,14 @@ def convert_file(path: str | Path) -> tuple[str, Report]:
         raise ConfigError(f"{path} does not exist. Give a Data-Juicer sandbox config (a YAML with "
                           f"probe_job_configs / execution_job_configs / ... or pipelines).")
     doc = _load_yaml(path)
+    if isinstance(doc, dict) and doc.get("type") in EVALUATORS and \
+            not (set(doc) & {"pipelines", *PHASES}):
+        # one evaluator's config (configs/demo/sandbox/*_eval_config.yaml): a sandbox config
+        # whose only job is that evaluation, as Data-Juicer runs it from a job's extra_configs
+        group = EVALUATORS[doc["type"]][0]
+        doc = {"experiment_name": path.stem, "evaluation_job_configs": [{
+            "hook": "EvaluateDataHook" if group == "data_evaluator" else "EvaluateModelHook",
+            "meta_name": _name(path.stem), "extra_configs": str(path.resolve())}]}
     if not isinstance(doc, dict) or not (set(doc) & {"pipelines", *PHASES}):
         raise ConfigError(f"{path} is not a Data-Juicer sandbox config: it has none of "
                           f"`pipelines`, {', '.join(PHASES)}. (A Data-Juicer recipe, with "

@@ -29,7 +29,13 @@ EVALUATORS = {"vbench_video_evaluator": ("evaluator", "vbench"),
               "internvl_coco_caption": ("evaluator", "internvl_coco_caption"),
               "coco_caption": ("evaluator", "coco_caption"),
               "dj_text_quality_classifier": ("data_evaluator", "default"),
-              "accuracy": ("evaluator", "accuracy"), "mse": ("evaluator", "mse")}
+              "accuracy": ("evaluator", "accuracy"), "mse": ("evaluator", "mse"),
+              # a data evaluator in Data-Juicer (DataEvaluatorFactory): media, no model
+              "video_inception_evaluator": ("data_evaluator", "inception")}
+# video_inception_evaluator's keys -> data_evaluator=inception's (metric and detector_path are
+# handled apart: one metric name becomes a list, the detector the path of that metric's network)
+INCEPTION_KEYS = {"fake_data_path": "generated_path", "real_data_path": "reference_path",
+                  "fake_mm_dir": "generated_media_dir", "real_mm_dir": "reference_media_dir"}
 # Data-Juicer's metric names -> the names here (for ranking keys)
 METRIC_NAMES = {"avg_score": "caption/avg_score", "format_error": "format_errors"}
 # Data-Juicer's LLM inference keys -> conf/infer keys
