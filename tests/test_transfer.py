@@ -172,3 +172,31 @@ def test_trainer_device_composes_and_refuses_without_cuda(tmp_path):
     with pytest.raises(ConfigError, match=r"trainer.device=cuda: CUDA is not available here.*"
                                           r"trainer.device=cpu"):
         resolve_device("cuda", "trainer.device")
+
+
+def test_cell_claims_split_the_grid_between_processes(tmp_path):
+    """A cell another live process holds is left (or waited for); one whose process is gone is
+    taken over; the marker goes when the cell is done."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from sandbox.steps.transfer.study import cell_claim
+
+    marker, done = tmp_path / "running", tmp_path / "result.json"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        marker.write_text(f"{socket.gethostname()}:{other.pid}")
+        with cell_claim(marker, done, wait=False) as mine:
+            assert mine is False  # held by a live process: left for the second pass
+    finally:
+        other.kill()
+        other.wait()
+    with cell_claim(marker, done, wait=False) as mine:  # its process is gone: stale
+        assert mine is True and marker.read_text() == f"{socket.gethostname()}:{os.getpid()}"
+    assert not marker.exists()
+    marker.write_text(f"{socket.gethostname()}:{os.getpid()}")
+    done.write_text("{}")
+    with cell_claim(marker, done, wait=True) as mine:  # finished meanwhile: read it
+        assert mine is True

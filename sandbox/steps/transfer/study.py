@@ -7,10 +7,13 @@ per-document scores; the model itself is deleted once scored). So a second run o
 a ladder with one recipe more, trains only what is new."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -83,17 +86,24 @@ class TransferStudy(Step):
         cells, seconds_by_scale = [], {s["name"]: [] for s in self.scales}
         t0 = time.perf_counter()
         cached = 0
-        for scale in self.scales:
-            for pool in pools:
-                for seed in seeds:
-                    result, hit = self._cell(env, pool, prints[pool["name"]], scale, seed)
-                    cached += hit
-                    if not hit:
-                        seconds_by_scale[scale["name"]].append(result["seconds"])
-                    cells.append({"recipe": pool["name"], "scale": scale["name"], "seed": seed,
-                                  "size": pool.get("size"), "seconds": result["seconds"],
-                                  **{m: result["metrics"].get(m, math.nan)
-                                     for m in self.metrics}})
+        grid = [(scale, pool, seed) for scale in self.scales for pool in pools for seed in seeds]
+        results: dict[int, tuple[dict, bool]] = {}
+        # two passes: cells another process is computing (a second `experiment=transfer` on the
+        # same cache splits the grid with this one) are left for the second pass, which waits
+        for waiting in (False, True):
+            for i, (scale, pool, seed) in enumerate(grid):
+                if i not in results:
+                    got = self._cell(env, pool, prints[pool["name"]], scale, seed, waiting)
+                    if got is not None:
+                        results[i] = got
+        for i, (scale, pool, seed) in enumerate(grid):
+            result, hit = results[i]
+            cached += hit
+            if not hit:
+                seconds_by_scale[scale["name"]].append(result["seconds"])
+            cells.append({"recipe": pool["name"], "scale": scale["name"], "seed": seed,
+                          "size": pool.get("size"), "seconds": result["seconds"],
+                          **{m: result["metrics"].get(m, math.nan) for m in self.metrics}})
         summary = self.summarise(cells, [s["name"] for s in self.scales])
         cells_path = write_csv(env.workdir / "cells.csv", cells)
         table = atomic_write_text(env.workdir / "transfer.md", self.markdown(summary, cells))
@@ -117,12 +127,11 @@ class TransferStudy(Step):
                 "metrics": metrics, "summary": summary}
 
     # ------------------------------------------------------------------ one cell
-    def _cell(self, env: StepEnv, pool: dict, pool_print: str, scale: dict,
-              seed: int) -> tuple[dict, bool]:
+    def _cell(self, env: StepEnv, pool: dict, pool_print: str, scale: dict, seed: int,
+              wait: bool = True) -> tuple[dict, bool] | None:
         """``(result, from_cache)``: ``result`` = ``{metrics, seconds}`` of training the
-        scale's model on the pool with this seed and evaluating it."""
-        from hydra.utils import get_class
-
+        scale's model on the pool with this seed and evaluating it. A cell another live process
+        holds (its ``running`` marker) is waited for, or with ``wait=False`` left (None)."""
         trainer = {**self.trainer, **{k: v for k, v in scale.items() if k != "name"},
                    "seed": seed}
         evaluator = {**self.evaluator, "seed": seed}
@@ -139,6 +148,21 @@ class TransferStudy(Step):
                 return result, True
             except ValueError:
                 console.print(f"[yellow]transfer: {done} is damaged; the cell runs again.[/]")
+                done.unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        with cell_claim(folder / "running", done, wait) as mine:
+            if not mine:
+                return None
+            if done.is_file():  # finished by the other process while this one waited
+                return json.loads(done.read_text()), True
+            return self._compute(env, pool, scale, seed, trainer, evaluator, folder, label), False
+
+    def _compute(self, env: StepEnv, pool: dict, scale: dict, seed: int, trainer: dict,
+                 evaluator: dict, folder: Path, label: str) -> dict:
+        from hydra.utils import get_class
+
+        done = folder / "result.json"
+        key = folder.name
         work = env.workdir / "cells" / key
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -168,7 +192,7 @@ class TransferStudy(Step):
         m0 = self.metrics[0]
         console.print(step_line(label, f"{m0} {metrics.get(m0, math.nan):.4g} "
                                        f"({seconds:.0f} s)"))
-        return result, False
+        return result
 
     # ------------------------------------------------------------------ report
     def summarise(self, cells: list[dict], scales: list[str]) -> dict:
@@ -260,6 +284,52 @@ class TransferStudy(Step):
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         return path
+
+
+@contextlib.contextmanager
+def cell_claim(marker: Path, done: Path, wait: bool, poll: float = 2.0):
+    """Hold ``marker`` (created exclusively, holding ``host:pid``) while a cell is computed;
+    yields False when another live process holds it and ``wait`` is off. A marker whose process
+    is gone (same host) is stale: taken over. Waiting ends when ``done`` appears."""
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    while True:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if done.is_file() or _stale(marker):
+                if not done.is_file():
+                    marker.unlink(missing_ok=True)
+                    continue
+                yield True  # finished meanwhile: the caller reads it
+                return
+            if not wait:
+                yield False
+                return
+            time.sleep(poll)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        try:
+            yield True
+        finally:
+            marker.unlink(missing_ok=True)
+        return
+
+
+def _stale(marker: Path) -> bool:
+    try:
+        host, pid = marker.read_text().rsplit(":", 1)
+    except (OSError, ValueError):
+        return False  # being written: not stale yet
+    if host != socket.gethostname():
+        return False  # another machine's: only it can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
 
 
 def _plain(node: Any) -> Any:
