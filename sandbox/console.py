@@ -54,7 +54,8 @@ def print_summary(metrics: dict[str, float], baseline: dict[str, float] | None, 
     methods = set()
     for k in names:
         est = from_flat(metrics, k)
-        methods.add(est.method)
+        if "decision_accuracy" not in k:  # its interval resamples recipes (noted below)
+            methods.add(est.method)
         label = f"{k} (primary)" if k == primary and baseline else k
         row = [label, est.text()]
         if baseline:
@@ -69,9 +70,15 @@ def print_summary(metrics: dict[str, float], baseline: dict[str, float] | None, 
         console.print(f"± is a {LEVEL:.0%} bootstrap interval over the evaluation documents: it does "
                       f"not cover seed variance. For verdicts that do, run with seeds=3 (and the "
                       f"baseline too); verdicts at p < {ALPHA}.")
+    if any("decision_accuracy" in k and k + "_ci_low" in metrics for k in names):
+        console.print(f"decision_accuracy ±: a {LEVEL:.0%} bootstrap interval over the recipes "
+                      f"(pools) compared; 0.5 is chance.")
     if baseline:
         _closing(rows, primary, family, n)
-    if not baseline and not is_baseline:
+    # a baseline compares runs of one recipe; workflows whose metrics are all grouped
+    # (transfer/..., scale/...) compare their recipes among themselves
+    judged = any("/" not in k for k in names)
+    if not baseline and not is_baseline and judged:
         console.print(f"No comparable baseline in the tracking store yet: run "
                       f"`{baseline_command}` to make one.")
     console.print(f"run dir: {run_dir}")
@@ -128,7 +135,7 @@ def _cells(row: dict, adjusted: float | None) -> list[str]:
     if c is None:
         return cells + ["", ""]
     if row.get("reason"):
-        return cells + ["", f"no verdict: {row['reason']}"]
+        return cells + ["", "no verdict (no signal)"]
     if adjusted is not None and c.tested:
         c = row["c"] = with_p(c, adjusted, row["sign"] > 0)
     verdict = c.verdict + (f" ({c.test})" if c.tested and c.test != "paired t" else "")
@@ -142,6 +149,9 @@ def _closing(rows: dict, primary: str | None, family: dict, n_seeds: int) -> Non
     difference this run could have told from noise."""
     from sandbox.verdict import ALPHA, detectable_difference, seeds_needed
 
+    for k, row in rows.items():
+        if row.get("reason"):
+            console.print(f"{k}: no verdict: it {row['reason']}.")
     if family:
         console.print(f"Other verdicts: Holm-corrected for {len(family)} metrics judged at once "
                       f"(p (Holm) < {ALPHA}).")

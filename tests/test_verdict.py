@@ -207,3 +207,81 @@ def test_without_a_baseline_the_summary_names_the_command_that_makes_one(capsys)
                   baseline_command="python -m sandbox experiment=clip recipe=none refine=none")
     out = " ".join(capsys.readouterr().out.split())
     assert "run `python -m sandbox experiment=clip recipe=none refine=none` to make one" in out
+
+
+def _rows(out: str) -> dict[str, str]:
+    return {ln.split()[1]: ln for ln in out.splitlines() if ln.startswith("│ ")}
+
+
+def test_a_metric_that_ranks_recipes_at_chance_gets_no_verdict(capsys):
+    """A metric constructed to be pure noise across a ladder: its decision accuracy's interval
+    reaches chance, so the closing table prints the reason instead of a verdict, however
+    "significant" its difference from the baseline; a metric with signal keeps its verdict."""
+    from sandbox.console import print_summary
+
+    rng = np.random.default_rng(0)
+    large = {f"r{i}": float(i) for i in range(12)}
+    noise = decision_accuracy({k: rng.normal() for k in large}, large, n_boot=500)
+    signal = {"downstream_accuracy": {"decision_accuracy": noise["decision_accuracy"],
+                                      "low": noise["decision_accuracy_ci_low"],
+                                      "high": noise["decision_accuracy_ci_high"]},
+              "perplexity": {"decision_accuracy": 0.96, "low": 0.9, "high": 1.0}}
+    assert signal["downstream_accuracy"]["low"] <= 0.5
+
+    def seeded(name, values):
+        return flat(name, over_seeds(dict(zip((42, 43, 44), values))))
+
+    run = {"n_seeds": 3.0, **seeded("perplexity", [100, 101, 99]),
+           **seeded("downstream_accuracy", [0.80, 0.81, 0.805])}
+    base = {"n_seeds": 3.0, **seeded("perplexity", [120, 122, 119]),
+            **seeded("downstream_accuracy", [0.60, 0.61, 0.605])}
+    print_summary(run, base, run_dir="x", primary="perplexity", signal=signal)
+    out = capsys.readouterr().out
+    rows = _rows(out)
+    assert "no verdict" in rows["downstream_accuracy"] and "better" not in rows["downstream_accuracy"]
+    assert "better" in rows["perplexity"]
+    text = " ".join(out.split())
+    assert "does not rank recipes: decision accuracy" in text
+
+
+def test_primary_metric_first_other_verdicts_holm_corrected(capsys):
+    from sandbox.console import print_summary
+
+    def seeded(name, values):
+        return flat(name, over_seeds(dict(zip((42, 43, 44), values))))
+
+    run = {"n_seeds": 3.0, **seeded("bits_per_byte", [1.00, 1.01, 0.99]),
+           **seeded("choice_logprob", [-1.00, -0.95, -1.02]),
+           **seeded("perplexity", [100, 101, 99])}
+    base = {"n_seeds": 3.0, **seeded("bits_per_byte", [1.10, 1.12, 1.09]),
+            **seeded("choice_logprob", [-1.05, -0.97, -1.05]),
+            **seeded("perplexity", [110, 112, 109])}
+    print_summary(run, base, run_dir="x", primary="bits_per_byte")
+    out = capsys.readouterr().out
+    body = [ln for ln in out.splitlines() if ln.startswith("│ ")]
+    assert body[0].split()[1] == "bits_per_byte" and "(primary)" in body[0]
+    text = " ".join(out.split())
+    assert "Holm-corrected for 2 metrics" in text
+    assert "Verdict (bits_per_byte, the primary metric, p < 0.05): better" in text
+
+
+def test_summary_pairs_documents_and_states_the_detectable_difference(capsys):
+    """With per-document scores on both sides the comparison is paired over documents; the
+    closing lines state the smallest difference the run could tell from noise."""
+    from sandbox.console import print_summary
+
+    rng = np.random.default_rng(5)
+    hard = rng.normal(3.0, 1.0, 500)
+    nbytes = rng.integers(100, 300, 500).astype(float)
+    ours = {42: (hard * nbytes * 0.69 * 0.98, nbytes)}
+    theirs = {42: (hard * nbytes * 0.69, nbytes)}
+    bpb = lambda nll, b: nll.sum() / b.sum()  # noqa: E731
+    run = {"bits_per_byte": bpb(*ours[42]), "bits_per_byte_ci_low": 0.0,
+           "bits_per_byte_ci_high": 9.0}
+    base = {"bits_per_byte": bpb(*theirs[42]), "bits_per_byte_ci_low": 0.0,
+            "bits_per_byte_ci_high": 9.0}
+    print_summary(run, base, run_dir="x", primary="bits_per_byte",
+                  paired={"bits_per_byte": (ours, theirs, bpb)})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "paired bootstrap" in out and "better" in out  # the intervals alone could not tell
+    assert "With one seed, a bits_per_byte difference below" in out and "seeds=3" in out

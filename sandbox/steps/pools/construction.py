@@ -227,9 +227,9 @@ class PoolSelection(Step):
 
     outputs = ("pools",)
 
-    def __init__(self, top_k: int = 1, keep: list[str] | None = None,
+    def __init__(self, top_k: int | None = 1, keep: list[str] | None = None,
                  exclude: list[str] | None = None):
-        self.top_k = int(top_k)
+        self.top_k = None if top_k is None else int(top_k)  # None: every pool
         self.keep = list(keep if keep is not None else ["random"])
         self.exclude = set(exclude if exclude is not None else ["random"])
 

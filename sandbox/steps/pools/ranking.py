@@ -2,6 +2,7 @@
 larger one (``DecisionAccuracy``)."""
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from sandbox.errors import ConfigError
 from sandbox.steps.base import Step, StepEnv
 from sandbox.steps.pools.common import write_csv
-from sandbox.verdict import compare, decision_accuracy, over_seeds
+from sandbox.verdict import compare, decided_pairs, decision_accuracy, over_seeds
 
 
 class PoolRanking(Step):
@@ -66,6 +67,7 @@ class PoolRanking(Step):
                 row[k] = est.mean
                 row[f"{k}_std"] = est.std if est.n > 1 else 0.0
                 row[f"{k}_ci_low"], row[f"{k}_ci_high"] = est.low, est.high
+                row[f"{k}_seeds"] = {int(s): v for s, v in vals.items()}
                 row[f"_{k}_estimate"] = est
             rows.append(row)
 
@@ -142,13 +144,14 @@ class DecisionAccuracy(Step):
     """Do the small setting's decisions hold at the scaled one? For every pair of pools ranked
     at both (a scaled pool ``NAME.xN`` is matched to ``NAME``), whether both order the pair the
     same way on ``key``: the share of pairs that agree is DataDecide's *decision accuracy*
-    (arXiv 2504.11393), reported with a 95% Wilson interval. Inputs: the ``ranking`` rows of the
-    two ranking steps."""
+    (arXiv 2504.11393), with a 95% interval over pools, and the pairs the larger setting itself
+    decides over its seeds (``sandbox.verdict.decision_accuracy``). Inputs: the ``ranking`` rows
+    of the two ranking steps."""
 
     outputs = ("metrics", "pairs")
 
-    def __init__(self, key: str = "perplexity", metric_prefix: str = ""):
-        self.key, self.metric_prefix = key, metric_prefix
+    def __init__(self, key: str = "perplexity", metric_prefix: str = "", alpha: float = 0.05):
+        self.key, self.metric_prefix, self.alpha = key, metric_prefix, float(alpha)
 
     def run(self, env: StepEnv, small: list, large: list) -> dict[str, Any]:
         def values(rows, what):
@@ -161,7 +164,13 @@ class DecisionAccuracy(Step):
             return out
 
         small_v, large_v = values(small, "small"), values(large, "large")
-        metrics = decision_accuracy(small_v, large_v)
+        # the pairs the larger setting itself tells apart over its seeds (DataDecide counts
+        # pairs within its own noise apart); rankings from before per-seed values: none known
+        seeds = {re.sub(r"\.x\d+$", "", str(r["pool"])): _seed_values(r.get(f"{self.key}_seeds"))
+                 for r in large or []}
+        decided = (decided_pairs(seeds, self.alpha)
+                   if seeds and all(len(v) >= 2 for v in seeds.values()) else None)
+        metrics = decision_accuracy(small_v, large_v, decided=decided)
         shared = sorted(set(small_v) & set(large_v))
         pairs = [{"a": a, "b": b, "small": small_v[a] - small_v[b],
                   "large": large_v[a] - large_v[b],
@@ -170,6 +179,13 @@ class DecisionAccuracy(Step):
         write_csv(env.workdir / "pairs.csv", pairs)
         return {"metrics": {self.metric_prefix + k: v for k, v in metrics.items()},
                 "pairs": pairs}
+
+
+def _seed_values(raw) -> dict[int, float]:
+    """``{seed: value}`` from a ranking row (a dict, or its JSON text in a CSV)."""
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    return {int(s): float(v) for s, v in (raw or {}).items()}
 
 
 def ranking_markdown(rows: list[dict], keys: list[str]) -> str:
