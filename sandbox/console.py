@@ -56,7 +56,7 @@ def print_summary(metrics: dict[str, float], baseline: dict[str, float] | None, 
         est = from_flat(metrics, k)
         if "decision_accuracy" not in k:  # its interval resamples recipes (noted below)
             methods.add(est.method)
-        label = f"{k} (primary)" if k == primary and baseline else k
+        label = f"{k} *" if k == primary and baseline else k  # * the primary metric
         row = [label, est.text()]
         if baseline:
             row += _cells(rows[k], adjusted.get(k))
@@ -159,7 +159,7 @@ def _closing(rows: dict, primary: str | None, family: dict, n_seeds: int) -> Non
     if row is None or row.get("c") is None or not row["c"].tested:
         return
     c = row["c"]
-    console.print(f"Verdict ({primary}, the primary metric, p < {ALPHA}): [bold]{c.verdict}[/] "
+    console.print(f"Verdict ({primary} *, the primary metric, p < {ALPHA}): [bold]{c.verdict}[/] "
                   f"({c.diff:+.4g}, 95% CI [{c.low:+.3g}, {c.high:+.3g}], p = {c.p:.2g}, "
                   f"{c.test}).")
     parts = row.get("parts")

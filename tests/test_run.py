@@ -35,12 +35,20 @@ def test_process_pipeline_on_own_jsonl(docs_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_full_loop_tracked_in_mlflow(docs_file, tmp_path, eval_files, monkeypatch):
+def test_full_loop_tracked_in_mlflow(docs_file, tmp_path, eval_files, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the store is sqlite:///mlflow.db relative to where one runs
     over = loop_overrides(docs_file, tmp_path, eval_files, tracking="mlflow")
     base = run(compose(over + ["recipe=none", "refine=none"]), run_dir=tmp_path / "base")
+    capsys.readouterr()
     metrics = run(compose(over), run_dir=tmp_path / "run")
-    for key in ("perplexity", "token_perplexity", "bits_per_byte", "downstream_accuracy",
+    # the baseline's per-document scores come back from its tracking run: the comparison pairs
+    # the same documents, on the primary metric first, and states what it could detect
+    out = " ".join(capsys.readouterr().out.split())
+    assert (tmp_path / "run" / "doc_scores" / "seed42.npz").is_file()
+    assert "bits_per_byte *" in out and "paired bootstrap" in out, out[out.find("metric"):]
+    assert "Verdict (bits_per_byte *, the primary metric" in out
+    assert "With one seed, a bits_per_byte difference below" in out
+    for key in ("perplexity", "token_perplexity", "bits_per_byte", "choice_logprob",
                 "retention", "quality_score", "diversity", "train_loss_final"):
         assert key in metrics, key
     assert metrics["retention"] < 1.0 == base["retention"]
@@ -68,7 +76,8 @@ def test_full_loop_tracked_in_mlflow(docs_file, tmp_path, eval_files, monkeypatc
     assert r.data.metrics["eval/perplexity"] == pytest.approx(metrics["perplexity"])
     assert len(client.get_metric_history(r.info.run_id, "train/loss")) >= 2
     arts = {a.path for a in client.list_artifacts(r.info.run_id)}
-    assert {"config.yaml", "context.json", "probe", "refine", "process", "train"} <= arts
+    assert {"config.yaml", "context.json", "probe", "refine", "process", "train",
+            "doc_scores"} <= arts
     assert runs[0].data.tags["sandbox.comparable"] == r.data.tags["sandbox.comparable"]
 
 
@@ -128,7 +137,8 @@ def test_default_experiment_from_the_cli_on_the_real_corpus(tmp_path):
     ctx = json.loads((tmp_path / "run" / "context.json").read_text())["steps"]
     assert ctx["load"]["outputs"]["num_samples"] == 5000
     m = ctx["evaluate_model"]["outputs"]["metrics"]
-    assert m["perplexity"] > 1 and 0 <= m["downstream_accuracy"] <= 1
+    assert m["perplexity"] > 1 and 0 <= m["choice_accuracy"] <= 1
+    assert "downstream_accuracy" not in m  # the sentiment probe is not part of the default
     assert 0 < ctx["evaluate_data"]["outputs"]["metrics"]["retention"] < 1
     assert "perplexity" in r.stdout and "No comparable baseline" in r.stdout
 

@@ -259,10 +259,10 @@ def test_primary_metric_first_other_verdicts_holm_corrected(capsys):
     print_summary(run, base, run_dir="x", primary="bits_per_byte")
     out = capsys.readouterr().out
     body = [ln for ln in out.splitlines() if ln.startswith("│ ")]
-    assert body[0].split()[1] == "bits_per_byte" and "(primary)" in body[0]
+    assert body[0].split()[1] == "bits_per_byte" and body[0].split()[2] == "*"
     text = " ".join(out.split())
     assert "Holm-corrected for 2 metrics" in text
-    assert "Verdict (bits_per_byte, the primary metric, p < 0.05): better" in text
+    assert "Verdict (bits_per_byte *, the primary metric, p < 0.05): better" in text
 
 
 def test_summary_pairs_documents_and_states_the_detectable_difference(capsys):

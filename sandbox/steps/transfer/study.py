@@ -139,7 +139,7 @@ class TransferStudy(Step):
         scored = {k: v for k, v in evaluator.items() if k not in ("primary", "signal")}
         key = stable_hash([trainer, scored, pool_print], n=24)
         folder = env.cache_dir / "transfer" / key
-        label = f"{env.name}[{scale['name']} · {pool['name']} · s{seed}]"
+        label = f"{env.name} {scale['name']} · {pool['name']} · s{seed}"
         done = folder / "result.json"
         if done.is_file():
             try:
