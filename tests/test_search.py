@@ -146,7 +146,7 @@ def test_the_plugin_is_registered_with_hydra():
     from tests.conftest import compose
 
     cfg = compose(["hparams_search=thresholds"], return_hydra_config=True)
-    assert cfg.objective == "perplexity"
+    assert cfg.objective == "bits_per_byte"
     assert cfg.refine._target_.endswith("NoRefine")
     # the project's searches use the plugin's own name; `optuna` is the familiar alias
     assert cfg.hydra.runtime.choices["hydra/sweeper"] == "sandbox_optuna"

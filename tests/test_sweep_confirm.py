@@ -392,14 +392,14 @@ def test_a_sandbox_search_confirms_its_best_trial_in_mlflow(tmp_path, docs_file)
 
     study = optuna.load_study(study_name="trainer", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     best = study.best_trial
-    # a single-seed trial reports its held-out perplexity with a bootstrap interval
-    assert "perplexity_ci_low" in best.user_attrs["metrics"]
+    # a single-seed trial reports its held-out bits_per_byte with a bootstrap interval
+    assert "bits_per_byte_ci_low" in best.user_attrs["metrics"]
     summary = json.loads((tmp_path / "multirun" / "study_summary.json").read_text())
-    noise = summary["within_noise"]["perplexity"]
+    noise = summary["within_noise"]["bits_per_byte"]
     assert noise["count"] in (0, 1) and noise["methods"] == ["bootstrap"]
     (record,) = summary["confirmations"]
     assert record["trial"] == best.number and record["seeds"] == [1042, 1043]  # seed 42 + 1000
-    confirmed = record["objectives"]["perplexity"]
+    confirmed = record["objectives"]["bits_per_byte"]
     assert confirmed["n"] == 2 and confirmed["method"] == "seeds"
     assert sorted(confirmed["per_seed"]) == ["1042", "1043"]
     assert confirmed["low"] < confirmed["mean"] < confirmed["high"]
@@ -411,12 +411,12 @@ def test_a_sandbox_search_confirms_its_best_trial_in_mlflow(tmp_path, docs_file)
     (confirmation,) = [r for r in runs if r.data.tags.get("sandbox.confirms") == str(best.number)]
     assert confirmation.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert confirmation.info.run_name.startswith(f"trial {best.number} confirmation")
-    assert confirmation.data.metrics["eval/perplexity"] == pytest.approx(confirmed["mean"])
+    assert confirmation.data.metrics["eval/bits_per_byte"] == pytest.approx(confirmed["mean"])
     metrics = parent.data.metrics
-    assert metrics["confirmed_perplexity"] == pytest.approx(confirmed["mean"])
-    assert metrics["confirmed_perplexity_ci_low"] == pytest.approx(confirmed["low"])
-    assert metrics["confirmed_perplexity_ci_high"] == pytest.approx(confirmed["high"])
-    assert metrics["confirmed_perplexity.seed1042"] == pytest.approx(confirmed["per_seed"]["1042"])
+    assert metrics["confirmed_bits_per_byte"] == pytest.approx(confirmed["mean"])
+    assert metrics["confirmed_bits_per_byte_ci_low"] == pytest.approx(confirmed["low"])
+    assert metrics["confirmed_bits_per_byte_ci_high"] == pytest.approx(confirmed["high"])
+    assert metrics["confirmed_bits_per_byte.seed1042"] == pytest.approx(confirmed["per_seed"]["1042"])
     assert metrics["trials_within_noise"] == noise["count"]
     assert parent.data.tags["sandbox.confirmed_trials"] == str(best.number)
     assert parent.data.tags["sandbox.winners_curse"] == \
