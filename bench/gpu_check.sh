@@ -4,8 +4,8 @@
 #   bash bench/gpu_check.sh --cfg    only compose each command (`--cfg job`), e.g. on a CPU machine
 # Exits 1 when a check failed. Needs the sandbox installed with a CUDA torch; nothing is
 # downloaded (the trainers start from scratch, infer=hf uses the embedded default model).
-# `trainer.device` (gpt2, clip) and `evaluator.device` (lm) are the built-in models' device
-# options; retrieval, CLIP's evaluator, has none. VBench runs where its environment has been set
+# `trainer.device` (gpt2, clip) and `evaluator.device` (lm, retrieval) are the built-in models'
+# device options. VBench runs where its environment has been set
 # up (`python -m sandbox.env setup vbench` needs the network, and the environment is far too
 # large to carry over), else that line says skipped.
 set -uo pipefail
@@ -60,7 +60,7 @@ print(torch.cuda.get_device_name(0), torch.version.cuda)"
 
 # the default experiment (probe, refine, process, the small causal LM, its evaluation)
 sandbox text_trainer 180 trainer.device=cuda evaluator.device=cuda
-sandbox clip_trainer 150 experiment=clip trainer.device=cuda
+sandbox clip_trainer 150 experiment=clip trainer.device=cuda evaluator.device=cuda
 
 printf '%s\n' '{"text": "What is the capital of France?"}' '{"text": "Name a prime number."}' \
     '{"text": "Translate to German: good morning"}' '{"text": "What is 12 times 12?"}' \

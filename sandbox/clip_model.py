@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from sandbox.data.image_text import to_rgb
+from sandbox.device import autocast
 from sandbox.errors import DataError
 
 _LOADED: dict[str, Any] = {}
@@ -115,9 +116,10 @@ def embed_images(model, processor, images: list, batch_size: int = 128) -> np.nd
     out = []
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            px = pixel_values(processor, images[i:i + batch_size])
-            feats = _features(model.get_image_features(pixel_values=px))
-            out.append(torch.nn.functional.normalize(feats, dim=-1).double().numpy())
+            px = pixel_values(processor, images[i:i + batch_size]).to(model.device)
+            with autocast(str(model.device)):
+                feats = _features(model.get_image_features(pixel_values=px)).float()
+            out.append(torch.nn.functional.normalize(feats, dim=-1).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.projection_dim))
 
 
@@ -128,10 +130,11 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 256) -> np
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
-            enc = text_inputs(tokenizer, model, texts[i:i + batch_size])
-            feats = model.get_text_features(input_ids=enc["input_ids"],
-                                            attention_mask=enc["attention_mask"])
-            out.append(torch.nn.functional.normalize(_features(feats), dim=-1).double().numpy())
+            enc = text_inputs(tokenizer, model, texts[i:i + batch_size]).to(model.device)
+            with autocast(str(model.device)):
+                feats = _features(model.get_text_features(
+                    input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])).float()
+            out.append(torch.nn.functional.normalize(feats, dim=-1).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.projection_dim))
 
 

@@ -26,6 +26,7 @@ from sandbox.data.image_text import (SOURCES, PackageFetchError, chunks, fashion
                                      image_text_eval)
 from sandbox.data.io import read_table
 from sandbox.data.media import media_base_dir, resolve_media
+from sandbox.device import parse_device, resolve_device
 from sandbox.errors import ConfigError, DataError
 from sandbox.steps.base import Step, StepEnv
 from sandbox.steps.evaluate.common import ci_metrics
@@ -60,6 +61,7 @@ class RetrievalEvaluator(Step):
     * ``zero_shot``: ``auto`` (Fashion-MNIST when it can be fetched, else a note), ``true``
       (fail when it cannot), ``false``; ``zero_shot_path``: your own labelled images instead
       (``images`` + ``label_name``), ``zero_shot_images``: how many built-in test images.
+    * ``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (``sandbox.device``).
     * ``batch_size``, ``num_threads``: as the other evaluators; ``bootstrap``: resamples for the
       95% intervals (0: none).
     """
@@ -73,7 +75,9 @@ class RetrievalEvaluator(Step):
                  zero_shot_images: int = 1000, zero_shot_template: str = "{}",
                  batch_size: int = 128, num_threads: int | str = "auto", bootstrap: int = 1000,
                  pool_seed: int = 0, eval_pairs: int = 300,
-                 sources: list[str] | tuple[str, ...] = SOURCES, max_side: int = 96):
+                 sources: list[str] | tuple[str, ...] = SOURCES, max_side: int = 96,
+                 device: str = "auto"):
+        self.device = parse_device(device, "evaluator.device")
         if str(zero_shot).lower() not in ("auto", "true", "false"):
             raise ConfigError(f"evaluator.zero_shot={zero_shot!r}: use auto, true or false.")
         self.eval_path, self.text_key, self.image_key = eval_path, text_key, image_key
@@ -118,6 +122,7 @@ class RetrievalEvaluator(Step):
 
         t0 = time.perf_counter()
         model, tok, proc = load_clip(model_dir, "evaluate")
+        model.to(resolve_device(self.device, "evaluator.device"))
         path, captions, images = self._pairs(env)
         img = embed_images(model, proc, open_images(images, "evaluate: "), self.batch_size)
         txt = embed_texts(model, tok, captions, self.batch_size)
