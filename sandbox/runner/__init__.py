@@ -88,9 +88,17 @@ def _run(cfg, run_dir: Path, cache_dir: Path, report: ReportHook | None) -> dict
         for pipe in pipelines:
             ex.run_pipeline(pipe)
         ex.metrics["time/total_s"] = time.perf_counter() - t_run
-        tracker.log_metrics({"time/total_s": ex.metrics["time/total_s"]})
-    except BaseException:
+        ex.metrics.update(ex.ledger.metrics())
+        tracker.log_metrics({"time/total_s": ex.metrics["time/total_s"], **ex.ledger.metrics()})
+    except BaseException as e:
         status = "FAILED"
+        # what a stopped run spent so far: its tracking run and the sweep's ledger keep it
+        partial = ex.ledger.metrics()
+        try:
+            e.compute_ledger = partial  # type: ignore[attr-defined]
+            tracker.log_metrics(partial)
+        except Exception:
+            pass  # the run's own error is the one to report
         raise
     finally:
         ctx.save()
