@@ -84,7 +84,7 @@ def test_successive_halving_over_rungs_keeps_the_right_trials(plain_app, tmp_pat
         "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=9",
         "hydra.sweeper.params.x='choice(-0.9, -0.6, -0.3, 0.0, 0.3, 0.6, 0.9, 1.2, 1.5)'",
         "hydra.sweeper.params.y=0",
-        "+hydra.sweeper.fidelity={key: budget, rungs: [1, 3, 9]}"], app)
+        "++hydra.sweeper.fidelity={key: budget, rungs: [1, 3, 9]}"], app)
     assert search.pruner_cfg["_target_"] == "optuna.pruners.SuccessiveHalvingPruner"
     search.sweep([])
     study = load_study(tmp_path / "optuna.db", "plain")
