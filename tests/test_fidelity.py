@@ -119,3 +119,49 @@ def test_fidelity_settings_are_checked():
         with pytest.raises(ConfigError, match="hydra.sweeper.fidelity"):
             Fidelity.parse(bad)
     assert Fidelity.parse(None) is None and checkpoint_of(None) is None
+
+
+@pytest.mark.slow
+def test_a_sandbox_sweep_promotes_trials_from_their_rung_checkpoints(tmp_path, docs_file,
+                                                                      eval_files, mlflow_db):
+    import csv
+    import json
+
+    import torch
+    import yaml
+    from optuna.trial import TrialState
+
+    from tests.conftest import TINY_TRAINER, write_quality_reference
+    from tests.test_search import load, sweep
+
+    sweep(tmp_path, [
+        "hparams_search=trainer", "data_pool=jsonl", f"data_pool.path={docs_file}",
+        f"cache_dir={tmp_path / 'cache'}", "progress=false", "num_proc=1", *eval_files,
+        *write_quality_reference(tmp_path), *TINY_TRAINER, "trainer.num_threads=1",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", f"tracking.uri={mlflow_db}",
+        "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0",
+        "++trainer.schedule=wsd", "++trainer.warmup_tokens=512",
+        "++hydra.sweeper.fidelity={key: trainer.token_budget, rungs: [2048, 6144]}"])
+    study = load(tmp_path, "trainer")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert complete and all(sorted(t.intermediate_values) == [2048, 6144] for t in complete)
+    sweep_dir = tmp_path / "multirun" / "0"
+    for t in complete:
+        first, second = (sweep_dir / f"{t.number}_rung{i}" for i in (0, 1))
+        checkpoint = first / "train" / "checkpoint.pt"
+        config = yaml.safe_load((second / "config.yaml").read_text())
+        assert config["trainer"]["token_budget"] == 6144
+        assert config["trainer"]["resume_from"] == str(checkpoint)
+        # the promoted rung trained only from the checkpoint on
+        step = torch.load(checkpoint, weights_only=False)["step"]
+        rows = list(csv.DictReader(open(second / "train" / "loss_curve.csv")))
+        assert int(rows[0]["step"]) > step and int(rows[-1]["step"]) == 6144 // 256
+        # the trial's ledger adds up its rungs
+        m = t.user_attrs["metrics"]
+        steps = [k for k in m if k.startswith("compute/") and k.endswith("_cpu_s")
+                 and not k.startswith(("compute/total", "compute/reused"))]
+        assert m["compute/total_cpu_s"] == pytest.approx(sum(m[k] for k in steps))
+    summary = json.loads((sweep_dir / "study_summary.json").read_text())
+    assert summary["compute"]["total_cpu_s"] == pytest.approx(
+        sum(t.user_attrs["metrics"]["compute/total_cpu_s"] for t in study.trials))
