@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from sandbox.runner import run
-from sandbox.runner.compute import Clock, Ledger, on_cuda
+from sandbox.runner.compute import Clock, Ledger, on_cuda, per_decision
 from sandbox.search.compute import ledger_line, ledger_metrics, search_ledger
 from tests.conftest import compose
 
@@ -115,3 +115,10 @@ def test_a_searchs_ledger_counts_what_pruning_and_reuse_saved():
     unknown = search_ledger(trials, {"perplexity": {"count": None, "others": 2,
                                                     "untested": [0, 1]}})
     assert unknown["cpu_s_per_decision"] is None
+
+
+def test_compute_per_decided_pair():
+    assert per_decision({"scale/decided_pairs": 4.0, "scale/decision_pairs": 10.0}, 20.0) == \
+        {"compute/cpu_s_per_decided_pair": 5.0}
+    assert per_decision({"scale/decided_pairs": 0.0}, 20.0) == {}  # nothing decided
+    assert per_decision({"a/decided_pairs": 1.0, "b/decided_pairs": 2.0}, 20.0) == {}  # which?

@@ -18,6 +18,10 @@ multi-pipeline experiment), summed over seeds, fan-out elements and iterations:
   (``resume=true``, or a twin with the same identity) and the CPU-seconds their records cost
   when they were computed (their wall seconds for records older than the ledger).
 
+A run whose metrics count the pairs of pools (or recipes) it decided (``decided_pairs``: the
+scaled ranking of ``experiment=bottom_up``, the ladder of ``experiment=transfer``) also gets
+``compute/cpu_s_per_decided_pair``: its total CPU-seconds over those pairs (``per_decision``).
+
 A trial that a pruner stops, or a run that fails, keeps the ledger of what it spent so far
 (``partial``): the sweep counts it (``sandbox.search.summary``).
 """
@@ -111,3 +115,13 @@ class Ledger:
         out[f"{PREFIX}reused_steps"] = float(self.reused_steps)
         out[f"{PREFIX}reused_cpu_s"] = self.reused_cpu
         return out
+
+
+def per_decision(metrics: dict[str, float], total_cpu: float) -> dict[str, float]:
+    """``compute/cpu_s_per_decided_pair`` when exactly one metric counts decided pairs
+    (``<pipeline>/decided_pairs``) and it is above zero; else nothing."""
+    counts = [v for k, v in metrics.items()
+              if (k == "decided_pairs" or k.endswith("/decided_pairs")) and v and v > 0]
+    if len(counts) != 1:
+        return {}
+    return {f"{PREFIX}cpu_s_per_decided_pair": total_cpu / float(counts[0])}
