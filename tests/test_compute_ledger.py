@@ -115,6 +115,8 @@ def test_a_searchs_ledger_counts_what_pruning_and_reuse_saved():
     unknown = search_ledger(trials, {"perplexity": {"count": None, "others": 2,
                                                     "untested": [0, 1]}})
     assert unknown["cpu_s_per_decision"] is None
+    # an app that is not the sandbox reports no ledger: no line about it
+    assert ledger_line(search_ledger([trial(0, "COMPLETE"), trial(1, "PRUNED")])) is None
 
 
 def test_compute_per_decided_pair():

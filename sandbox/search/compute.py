@@ -97,10 +97,11 @@ def ledger_metrics(ledger: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def ledger_line(ledger: dict[str, Any]) -> str:
-    """The summary's sentence on compute."""
-    if ledger["total_cpu_s"] == 0 and ledger["trials_without_ledger"]:
-        return "compute: the trials report no ledger (compute/total_cpu_s)"
+def ledger_line(ledger: dict[str, Any]) -> str | None:
+    """The summary's sentence on compute; None when no trial reported a ledger (an app that is
+    not the sandbox)."""
+    if ledger["total_cpu_s"] == 0 and not ledger["by_state"]:
+        return None
     text = (f"compute: {ledger['total_cpu_s']:.1f} CPU-s ({ledger['total_wall_s']:.1f} s wall"
             + (f", {ledger['total_gpu_s']:.1f} GPU-s" if ledger["total_gpu_s"] else "") + ")")
     p = ledger["pruning"]

@@ -358,8 +358,10 @@ def print_summary(study, objectives: list[str], say: Callable[[str], None]) -> N
         values = ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, t.values))
         say(f"best trial {t.number}: {values}; {json.dumps(t.params)}; "
             f"run dir {t.user_attrs.get('run_dir')}")
-    say(ledger_line(search_ledger(study.get_trials(deepcopy=False),
-                                  within_noise(study, objectives, best))))
+    line = ledger_line(search_ledger(study.get_trials(deepcopy=False),
+                                     within_noise(study, objectives, best)))
+    if line:
+        say(line)
     if not best:
         say("no complete (feasible) trial yet")
         return
