@@ -43,7 +43,8 @@ def print_summary(metrics: dict[str, float], baseline: dict[str, float] | None, 
         for col in ("baseline", "difference [95% CI]", "p", "p (Holm)", "verdict"):
             table.add_column(col, justify="right", no_wrap=True)
     names = [k for k in sorted(metrics)
-             if not is_companion(k) and not (k.startswith("time/") and k != "time/total_s")]
+             if not is_companion(k) and not (k.startswith("time/") and k != "time/total_s")
+             and not (k.startswith("compute/") and k != "compute/total_cpu_s")]
     if primary in names:
         names.remove(primary)
         names.insert(0, primary)

@@ -62,9 +62,12 @@ class Context:
             atomic_write_json(self.path, {"meta": self.meta, "steps": self.steps})
 
     # ------------------------------------------------------------------ access
-    def record(self, step: str, outputs: dict[str, Any], identity: str, seconds: float) -> None:
+    def record(self, step: str, outputs: dict[str, Any], identity: str, seconds: float,
+               cpu_seconds: float | None = None) -> None:
         self.steps[step] = {"status": "done", "identity": identity,
                             "seconds": round(seconds, 3), "outputs": outputs}
+        if cpu_seconds is not None:  # the compute ledger's cost of the step (runner.compute)
+            self.steps[step]["cpu_seconds"] = round(cpu_seconds, 3)
 
     def done(self, step: str, identity: str) -> bool:
         rec = self.steps.get(step)

@@ -5,8 +5,8 @@ optuna<3), and usable by any Hydra app.
 Same keys as hydra-optuna-sweeper (``direction``, ``study_name``, ``storage``, ``n_trials``,
 ``n_jobs``, ``sampler`` with the ``hydra/sweeper/sampler`` group, ``max_failure_rate``,
 ``params``, ``search_space``, ``custom_search_space``), plus ``pruner``, ``constraints``,
-``prune_on``, ``threads_per_trial``, ``plots``, and ``confirm_seeds``/``confirm_top`` (re-run
-the winners with fresh seeds when the search ends). The work is done by
+``prune_on``, ``threads_per_trial``, ``plots``, ``confirm_seeds``/``confirm_top`` (re-run
+the winners with fresh seeds when the search ends) and ``fidelity`` (the token budget in rungs). The work is done by
 ``sandbox.search.sweeper``.
 
 Both names are registered: ``optuna`` for habit, ``sandbox_optuna`` because hydra-optuna-sweeper
@@ -77,6 +77,10 @@ class OptunaSweeperConf:
     # how many trials to confirm: the N best (one objective), or up to N Pareto-optimal ones
     # spread along the front (several); null: 1 for one objective, 3 for several
     confirm_top: Optional[int] = None
+    # the token budget as a fidelity: {key: trainer.token_budget, rungs: [b0, b1, ...],
+    # resume_key: ++trainer.resume_from}; each trial runs rung by rung while the pruner
+    # (successive halving by default) keeps it, continuing the last rung's checkpoint
+    fidelity: Dict[str, Any] = field(default_factory=dict)  # {}: none
 
 
 for _name in (OWN_NAME, ALIAS):

@@ -21,7 +21,9 @@ def main(cfg: DictConfig) -> float | None:
         # a search trial reports intermediate values to its Optuna trial, which may prune it
         metrics = run(cfg, run_dir=HydraConfig.get().runtime.output_dir, report=trial_hook())
     except BaseException as e:
-        write_result("pruned" if isinstance(e, Pruned) else "failed", error=e)  # for the sweeper
+        # for the sweeper, with the compute the run spent before it stopped (runner.compute)
+        write_result("pruned" if isinstance(e, Pruned) else "failed",
+                     metrics=getattr(e, "compute_ledger", None), error=e)
         if in_sweep or cfg.get("traceback") or not isinstance(e, (SandboxError, Pruned)):
             raise
         console.print(f"[bold red]{'pruned' if isinstance(e, Pruned) else 'error'}:[/] {e}",

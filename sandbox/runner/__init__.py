@@ -27,6 +27,7 @@ from sandbox.engine import build_engine, preload_in_background, resolve_num_proc
 from sandbox.errors import ConfigError
 from sandbox.recipe import Recipe
 from sandbox.runner import doc_scores
+from sandbox.runner.compute import per_decision
 from sandbox.runner.executor import Executor
 from sandbox.runner.plan import (PlannedPipeline, PlannedStep, RunPlan, plan, plan_pipelines,
                                  plan_run)
@@ -88,9 +89,19 @@ def _run(cfg, run_dir: Path, cache_dir: Path, report: ReportHook | None) -> dict
         for pipe in pipelines:
             ex.run_pipeline(pipe)
         ex.metrics["time/total_s"] = time.perf_counter() - t_run
-        tracker.log_metrics({"time/total_s": ex.metrics["time/total_s"]})
-    except BaseException:
+        ledger = ex.ledger.metrics()
+        ledger.update(per_decision(ex.metrics, ledger["compute/total_cpu_s"]))
+        ex.metrics.update(ledger)
+        tracker.log_metrics({"time/total_s": ex.metrics["time/total_s"], **ledger})
+    except BaseException as e:
         status = "FAILED"
+        # what a stopped run spent so far: its tracking run and the sweep's ledger keep it
+        partial = ex.ledger.metrics()
+        try:
+            e.compute_ledger = partial  # type: ignore[attr-defined]
+            tracker.log_metrics(partial)
+        except Exception:
+            pass  # the run's own error is the one to report
         raise
     finally:
         ctx.save()

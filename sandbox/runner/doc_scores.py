@@ -21,7 +21,7 @@ def collect(steps: dict, run_dir: Path, run_seed: int) -> Path | None:
     for key, record in steps.items():
         m = _KEY.match(key)
         path = (record.get("outputs") or {}).get("doc_scores") if m else None
-        if path and Path(path).is_file():
+        if isinstance(path, str) and Path(path).is_file():  # a fan-out's record holds a list
             seed = int(m["seed"]) if m["seed"] is not None else None
             found.setdefault(m["step"], {})[seed] = path
     if len(found) != 1:

@@ -12,7 +12,6 @@ outputs with the metrics aggregated over seeds (``sandbox.verdict``: mean, std, 
 the per-seed values), which is what the run reports and compares."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from sandbox.console import console, step_line
 from sandbox.context import Context, active, current_item
 from sandbox.errors import ConfigError
 from sandbox.recipe import RecipeBook
+from sandbox.runner.compute import Clock, Ledger, on_cuda
 from sandbox.runner.fan_out import FanOut
 from sandbox.runner.identity import outputs_exist, step_identity
 from sandbox.runner.plan import PlannedPipeline, PlannedStep
@@ -48,6 +48,7 @@ class Executor:
         self.fan_out = FanOut(self)
         self.seeds = seed_list(cfg)
         self.children: dict[str, Any] = {}  # nested tracking runs by label (a seed, a pool)
+        self.ledger = Ledger()  # what each step cost (sandbox.runner.compute)
 
     # ------------------------------------------------------------------ pipelines
     def run_pipeline(self, pipe: PlannedPipeline) -> None:
@@ -190,12 +191,14 @@ class Executor:
         record elsewhere in the context has it (same config and inputs: the same result), and
         is copied to ``key``."""
         if self.resume and self.ctx.done(key, identity) and outputs_exist(self.ctx.steps[key]):
+            self.ledger.reused(self.ctx.steps[key])
             return True
         twin = self.ctx.find(identity, exclude=key)
         if twin is None or not outputs_exist(self.ctx.steps[twin]):
             return False
         self.ctx.copy(twin, key)
         self.ctx.save()
+        self.ledger.reused(self.ctx.steps[twin])
         return True
 
     def execute(self, step: PlannedStep, comp_cfg: dict, inputs: dict, key: str,
@@ -211,15 +214,19 @@ class Executor:
         component = build_component(comp_cfg, step.config_path, step.cls.__name__)
         console.print(step_line(label, f"running {type(component).__name__}"))
         args = self.recipe_args(step, component, inputs)
-        t0 = time.perf_counter()
-        outputs = component.run(env, **args) or {}
-        seconds = time.perf_counter() - t0
+        clock = Clock().start()
+        try:
+            outputs = component.run(env, **args) or {}
+        finally:  # a pruned or failed step's compute counts too
+            clock.stop()
+            self.ledger.spent(self.prefix(step) + step.name, clock, on_cuda(component))
+        seconds = clock.wall
         unknown = set(outputs) - set(step.cls.outputs)
         if unknown:
             raise ConfigError(f"step `{step.name}` returned undeclared outputs {sorted(unknown)}; "
                               f"add them to {step.cls.__name__}.outputs.")
         outputs = self.recipes.record(outputs)  # a returned Recipe is kept, recorded as config
-        self.ctx.record(key, outputs, identity, seconds)
+        self.ctx.record(key, outputs, identity, seconds, cpu_seconds=clock.cpu)
         self.ctx.save()
         console.print(step_line(label, f"done in {seconds:.1f}s"))
         return outputs, seconds

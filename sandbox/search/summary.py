@@ -17,6 +17,10 @@ with ``_std``, ``_ci_low``, ``_ci_high`` and ``.seed<S>`` for the best trial (on
 ``confirmed/trial<n>/<objective>`` and companions for any other confirmed trial, and the tags
 ``sandbox.confirmed_trials`` and ``sandbox.winners_curse``. ``study_summary.json`` is also
 written to the sweep dir (any Hydra app, with or without MLflow).
+
+Compute (``sandbox.search.compute``): the summary's ``compute`` entry, its printed line and the
+parent's ``compute/...`` metrics add up the trials' ledgers: the total spent, what pruning and
+reuse saved, and the CPU-seconds per decided comparison.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from omegaconf import OmegaConf
 
 from sandbox import env_vars
 from sandbox.console import console
+from sandbox.search.compute import ledger_line, ledger_metrics, search_ledger
 from sandbox.search.confirm import ATTR as CONFIRMATIONS
 from sandbox.search.confirm import confirmation_lines, stored_estimate
 from sandbox.search.noise import within_noise
@@ -156,6 +161,8 @@ class ParentRun:
         else:
             metrics["pareto_size"] = float(len(best))
         metrics.update(noise_metrics(study, self.objectives, best))
+        metrics.update(ledger_metrics(search_ledger(
+            study.get_trials(deepcopy=False), within_noise(study, self.objectives, best))))
         tags.update(confirmation_tags(study))
         ts = time.time()
         self.client.log_batch(
@@ -237,6 +244,7 @@ def study_summary(study, objectives: list[str]) -> dict:
         "best_trials": sorted(best),
         "within_noise": noise,
         "confirmations": [stored[k] for k in sorted(stored, key=int)],
+        "compute": search_ledger(study.get_trials(deepcopy=False), noise),
         "trials": [{
             "number": t.number, "state": t.state.name,
             "values": [_finite(v) for v in t.values] if t.values else None,
@@ -350,6 +358,10 @@ def print_summary(study, objectives: list[str], say: Callable[[str], None]) -> N
         values = ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, t.values))
         say(f"best trial {t.number}: {values}; {json.dumps(t.params)}; "
             f"run dir {t.user_attrs.get('run_dir')}")
+    line = ledger_line(search_ledger(study.get_trials(deepcopy=False),
+                                     within_noise(study, objectives, best)))
+    if line:
+        say(line)
     if not best:
         say("no complete (feasible) trial yet")
         return

@@ -39,6 +39,10 @@ experiment with them as overrides, read its metrics, tell the study the objectiv
   of parallel trials unless you set them.
 * **Pruning.** With a ``pruner``, the trainer's ``train_loss`` (``prune_on``) is reported at each
   logging step and a trial the pruner stops is told PRUNED (single objective only).
+* **Token budget as a fidelity.** ``fidelity: {key: trainer.token_budget, rungs: [...]}`` runs
+  each trial rung by rung, reporting the objective at each rung to the pruner (successive halving
+  by default, or Hyperband), and a promoted rung continues the last one's checkpoint
+  (``sandbox.search.fidelity``).
 * **MLflow.** One parent run per study (kept across resumes), one child run per trial, tagged
   with the trial number; the parent gets the summary (``sandbox.search.summary``).
 * **Noise.** The summary (console, ``<sweep dir>/study_summary.json``, the parent run) counts
@@ -66,6 +70,7 @@ from sandbox.errors import ConfigError, SandboxError
 from sandbox.search import summary
 from sandbox.search.confirm import Confirmer, check_settings, seed_mode
 from sandbox.search.constraints import parse_constraints
+from sandbox.search.fidelity import Fidelity, add_ledgers, checkpoint_of
 from sandbox.search.launch import InProcessLauncher, SubprocessLauncher, TrialCancelled
 from sandbox.search.shared import study_lock, taken_trials, unregister_sweep
 from sandbox.search.space import (distributions_from_search_space, format_value, parse_space,
@@ -98,13 +103,13 @@ class OptunaSearch:
                  threads_per_trial: Any = "auto", plots: bool = True,
                  max_failure_rate: float | None = None, search_space: Any = None,
                  custom_search_space: str | None = None, confirm_seeds: int = 0,
-                 confirm_top: int | None = None, **unknown: Any):
+                 confirm_top: int | None = None, fidelity: Any = None, **unknown: Any):
         if unknown:
             raise ConfigError(f"hydra.sweeper has unknown key(s) {sorted(unknown)}. It takes: "
                               "direction, study_name, storage, n_trials, n_jobs, sampler, pruner, "
                               "params, search_space, custom_search_space, constraints, "
                               "max_failure_rate, prune_on, threads_per_trial, plots, "
-                              "confirm_seeds, confirm_top.")
+                              "confirm_seeds, confirm_top, fidelity.")
         self.confirm_seeds, self.confirm_top = check_settings(confirm_seeds, confirm_top)
         if max_failure_rate is not None and not 0.0 <= float(max_failure_rate) <= 1.0:
             raise ConfigError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: give a share "
@@ -128,6 +133,9 @@ class OptunaSearch:
         self.n_jobs = max(1, int(n_jobs))
         self.sampler_cfg = _plain(sampler)
         self.pruner_cfg = _plain(pruner)
+        self.fidelity = Fidelity.parse(_plain(fidelity))
+        if self.fidelity is not None and self.pruner_cfg is None:
+            self.pruner_cfg = self.fidelity.default_pruner()
         self.params = _plain(params) or {}
         self.constraints = parse_constraints(_plain(constraints))
         self.prune_on = prune_on
@@ -217,7 +225,12 @@ class OptunaSearch:
                               "processes): set hydra.sweeper.storage, e.g. sqlite:///optuna.db.")
         if self.confirm_seeds:
             seed_mode(self.config)  # a config the confirmation cannot seed fails before the search
-        prune_on = self.prune_on if self.pruner_cfg is not None and len(objectives) == 1 else None
+        if self.fidelity is not None and len(objectives) != 1:
+            raise ConfigError("hydra.sweeper.fidelity promotes trials on one objective: give one "
+                              "direction and one `objective:` metric, or drop the fidelity.")
+        # with a fidelity the pruner decides at the rungs, not at the trainer's logging steps
+        prune_on = self.prune_on if self.pruner_cfg is not None and len(objectives) == 1 \
+            and self.fidelity is None else None
         sign = 1.0 if self.directions[0] == "minimize" else -1.0
         base = self._base_overrides(fixed_cli, space)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -455,11 +468,15 @@ class OptunaSearch:
         shown = ", ".join(f"{k}={format_value(v)}" for k, v in params.items())
         _say(f"trial {trial.number} started: {shown}")
         t0 = time.perf_counter()
-        run_dir, error, returned = launcher.launch(trial, overrides, env)
+        if self.fidelity is None:
+            run_dir, error, returned = launcher.launch(trial, overrides, env)
+            result = read_result(result_file)
+            if result is None and error is None:  # a plain Hydra app, run in this process
+                result = {"status": "ok", "metrics": {}, "returned": returned}
+        else:
+            run_dir, error, result = self._run_rungs(launcher, study, trial, overrides, env,
+                                                     result_file, objectives)
         seconds = time.perf_counter() - t0
-        result = read_result(result_file)
-        if result is None and error is None:  # a plain Hydra app, run in this process
-            result = {"status": "ok", "metrics": {}, "returned": returned}
         values, state = None, TrialState.FAIL
         metrics = (result or {}).get("metrics") or {}
         if self.uses_return_value and metrics:
@@ -517,3 +534,45 @@ class OptunaSearch:
         if parent is not None:
             parent.record_trial(trial.number, state.name, params, error)
         return {"number": trial.number, "state": state.name, "values": values, "error": error}
+
+    def _run_rungs(self, launcher, study, trial, overrides, env, result_file, objectives):
+        """``hydra.sweeper.fidelity``: run ``trial`` rung by rung (``sandbox.search.fidelity``),
+        each rung continuing the last one's checkpoint, until the pruner stops it or the last
+        rung ends. Returns (run dir, error, result) of its last rung, with the ledger summed
+        over its rungs."""
+        fid = self.fidelity
+        sign = 1.0 if self.directions[0] == "minimize" else -1.0
+        checkpoint, ledger = None, {}
+        run_dir = error = result = None
+        for i, rung in enumerate(fid.rungs):
+            result_file.unlink(missing_ok=True)
+            run_dir, error, returned = launcher.launch(
+                trial, overrides + fid.overrides(i, checkpoint), env,
+                subdir=f"{trial.number}_rung{i}")
+            result = read_result(result_file)
+            if result is None and error is None:  # a plain Hydra app, run in this process
+                result = {"status": "ok", "metrics": {}, "returned": returned}
+            if result is None or result.get("status") != "ok":
+                break
+            metrics = result.get("metrics") or {}
+            add_ledgers(ledger, metrics)
+            if not metrics:
+                try:
+                    metrics = returned_values(result.get("returned"), objectives)
+                except ValueError:
+                    break  # the caller reports it
+            value = metrics.get(objectives[0])
+            if value is None:
+                break
+            with self._lock:
+                trial.report(sign * float(value), int(rung))
+                stop = i + 1 < len(fid.rungs) and trial.should_prune()
+            _say(f"trial {trial.number} rung {i} ({fid.key}={rung}): "
+                 f"{objectives[0]}={float(value):.4g}" + ("; pruned" if stop else ""))
+            if stop:
+                result = dict(result, status="pruned")
+                break
+            checkpoint = checkpoint_of(run_dir)
+        if result is not None and ledger:
+            result["metrics"] = {**(result.get("metrics") or {}), **ledger}
+        return run_dir, error, result

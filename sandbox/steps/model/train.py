@@ -137,13 +137,37 @@ class ThreadedTrainer(Step):
             g["lr"] = lr
         return lr
 
+    def _warmup_steps(self, total: int) -> int:
+        """Warmup steps: ``warmup_frac`` of the ``total`` steps, or a fixed count of tokens
+        (``warmup_tokens``, where the trainer has it) that does not change with the budget."""
+        tokens = getattr(self, "warmup_tokens", None)
+        if tokens is not None:
+            per_step = self.batch_size * self.seq_len
+            return max(1, int(round(int(tokens) / per_step))) if int(tokens) > 0 else 0
+        return max(1, int(round(self.warmup_frac * total))) if self.warmup_frac > 0 else 0
+
+    def _decay_start(self, total: int) -> int:
+        """The first step of a warmup-stable-decay schedule's decay: the last ``decay_frac``
+        of the steps (at least one)."""
+        decay = max(1, int(round(float(getattr(self, "decay_frac", 0.2)) * total)))
+        return max(self._warmup_steps(total), total - decay)
+
     def _lr_at(self, step: int, total: int) -> float:
-        """Linear warmup over ``warmup_frac`` of the steps, then cosine decay to
-        ``min_lr_frac * lr`` (``step`` counts from 0; the trainer's ``lr``, ``warmup_frac`` and
-        ``min_lr_frac``)."""
-        warm = max(1, int(round(self.warmup_frac * total))) if self.warmup_frac > 0 else 0
+        """Linear warmup (``_warmup_steps``), then cosine decay to ``min_lr_frac * lr``
+        (``step`` counts from 0; the trainer's ``lr``, ``warmup_frac`` and ``min_lr_frac``).
+        ``schedule="wsd"`` (warmup-stable-decay): the peak ``lr`` holds until the last
+        ``decay_frac`` of the steps, which decay linearly to ``min_lr_frac * lr``; a run
+        continued to a larger budget from the checkpoint taken where the decay starts follows the
+        same schedule as one trained straight through."""
+        warm = self._warmup_steps(total)
         if step < warm:
             return self.lr * (step + 1) / warm
+        if getattr(self, "schedule", "cosine") == "wsd":
+            start = self._decay_start(total)
+            if step < start:
+                return self.lr
+            progress = (step - start + 1) / max(1, total - start)
+            return self.lr * (1.0 - (1.0 - self.min_lr_frac) * min(1.0, progress))
         progress = (step - warm) / max(1, total - warm)
         cos = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
         return self.lr * (self.min_lr_frac + (1.0 - self.min_lr_frac) * cos)
@@ -167,6 +191,13 @@ class CausalLMTrainer(ThreadedTrainer):
     * ``lr``: peak AdamW learning rate; ``warmup_frac`` of the steps warm up linearly, the rest
       decay on a cosine to ``min_lr_frac * lr``. 2e-3 did best of 1e-3..1e-2 for the default
       shape at 1M tokens (lower it for wider/deeper models).
+    * ``schedule``: ``cosine`` (the above, the default) or ``wsd`` (warmup-stable-decay: the
+      peak ``lr`` until the last ``decay_frac`` of the steps, then a linear decay to
+      ``min_lr_frac * lr``). A ``wsd`` run keeps ``checkpoint.pt`` (model, optimizer, step)
+      taken where its decay starts; ``resume_from`` (that file) continues it to this run's
+      larger budget, with the same result as training straight through: the data order is the
+      same prefix, and the warmup must not depend on the budget (``warmup_tokens``).
+    * ``warmup_tokens``: warm up over this many tokens instead of ``warmup_frac`` of the budget.
     * ``weight_decay``: AdamW decoupled weight decay, on weight matrices only (not on biases,
       LayerNorm or position embeddings).
     * ``grad_clip``: clip the global gradient norm (0 or None: off).
@@ -186,7 +217,7 @@ class CausalLMTrainer(ThreadedTrainer):
       parameters (20: Chinchilla's rule; DataDecide trained at 100). None: the explicit fields.
     """
 
-    outputs = ("model_dir", "tokens_seen", "final_loss", "loss_curve", "metrics")
+    outputs = ("model_dir", "tokens_seen", "final_loss", "loss_curve", "metrics", "checkpoint")
     seeded = True  # `seeds=N` trains N models (init and data order), evaluated each
 
     def __init__(
@@ -211,6 +242,10 @@ class CausalLMTrainer(ThreadedTrainer):
         device: str = "auto",
         size: str | None = None,
         tokens_per_param: float = 20.0,
+        schedule: str = "cosine",
+        decay_frac: float = 0.2,
+        warmup_tokens: int | None = None,
+        resume_from: str | None = None,
     ):
         if size is not None:
             key = str(size).lower()
@@ -242,6 +277,18 @@ class CausalLMTrainer(ThreadedTrainer):
         self.seed = seed
         self.tokenizer_sample_chars = int(tokenizer_sample_chars)
         self.log_every = max(1, int(log_every))
+        if schedule not in ("cosine", "wsd"):
+            raise ConfigError(f"trainer.schedule={schedule!r}: give cosine (the default) or wsd "
+                              f"(warmup-stable-decay, which a fidelity search continues).")
+        if not 0.0 < float(decay_frac) < 1.0:
+            raise ConfigError(f"trainer.decay_frac={decay_frac}: give the share of the steps "
+                              f"that decay, between 0 and 1 (0.2: the last fifth).")
+        if resume_from and schedule != "wsd":
+            raise ConfigError("trainer.resume_from continues a warmup-stable-decay run: set "
+                              "trainer.schedule=wsd (a cosine schedule cannot be continued).")
+        self.schedule, self.decay_frac = schedule, float(decay_frac)
+        self.warmup_tokens = None if warmup_tokens is None else int(warmup_tokens)
+        self.resume_from = str(resume_from) if resume_from else None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -347,6 +394,9 @@ class CausalLMTrainer(ThreadedTrainer):
 
         # 5. the loop: nothing but gather -> forward -> backward -> step; the loss is read
         #    (a no-op sync on CPU) only every log_every steps
+        first = self._resume(model, opt, steps) if self.resume_from else 0
+        checkpoint = workdir / "checkpoint.pt"
+        decay_start = self._decay_start(steps) if self.schedule == "wsd" else None
         curve_path = workdir / "loss_curve.csv"
         curve: list[tuple[int, int, float, float]] = []
         loss_acc = torch.zeros((), dtype=torch.float64, device=device)
@@ -355,7 +405,10 @@ class CausalLMTrainer(ThreadedTrainer):
         tokens_per_step = B * L
         t0 = time.perf_counter()
         with env.progress(steps, f"training {steps} steps × {tokens_per_step} tokens") as advance:
-            for step in range(steps):
+            advance(first)
+            for step in range(first, steps):
+                if step == decay_start:  # where a larger budget's run continues from
+                    self._save_checkpoint(checkpoint, model, opt, step, steps)
                 lr = self._set_lr(opt, step, steps)
                 x = stream_t[starts[step].unsqueeze(1) + offsets]  # (B, L)
                 with autocast(device):
@@ -384,7 +437,7 @@ class CausalLMTrainer(ThreadedTrainer):
                 advance(1)
         train_seconds = time.perf_counter() - t0
         tokens_seen = steps * tokens_per_step
-        final_loss = curve[-1][2]
+        final_loss = curve[-1][2] if curve else float("nan")
 
         # 6. outputs: curve (csv + png) and the model + tokenizer, written atomically
         with atomic_path(curve_path) as tmp:
@@ -412,7 +465,8 @@ class CausalLMTrainer(ThreadedTrainer):
 
         metrics = {
             "train_loss_final": final_loss,
-            "train_tokens_per_s": tokens_seen / train_seconds if train_seconds > 0 else float("nan"),
+            "train_tokens_per_s": (steps - first) * tokens_per_step / train_seconds
+            if train_seconds > 0 else float("nan"),
             "epochs": epochs,
             "train_seconds": train_seconds,
             "setup_seconds": setup_seconds,
@@ -420,13 +474,53 @@ class CausalLMTrainer(ThreadedTrainer):
             "pool_tokens": float(len(stream)),
             "vocab_size": float(vocab),
         }
-        return {
+        out = {
             "model_dir": str(model_dir),
             "tokens_seen": tokens_seen,
             "final_loss": final_loss,
             "loss_curve": str(curve_path),
             "metrics": metrics,
         }
+        # a wsd run's checkpoint where its decay started (None: cosine, or no decay reached)
+        out["checkpoint"] = str(checkpoint) if decay_start is not None and checkpoint.is_file() \
+            else None
+        return out
+
+    def _save_checkpoint(self, path: Path, model, opt, step: int, steps: int) -> None:
+        """Model, optimizer and step where the decay starts (``schedule=wsd``)."""
+        import torch
+
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "warmup_steps": self._warmup_steps(steps), "lr": self.lr,
+                 "batch_size": self.batch_size, "seq_len": self.seq_len}
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    def _resume(self, model, opt, steps: int) -> int:
+        """Load ``resume_from`` into ``model`` and ``opt``; the step to continue from."""
+        import torch
+
+        path = Path(self.resume_from)
+        if not path.is_file():
+            raise ConfigError(f"trainer.resume_from={path}: no such checkpoint. Give the "
+                              f"checkpoint.pt of a trainer.schedule=wsd run on the same pool.")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        same = {k: getattr(self, k) for k in ("lr", "batch_size", "seq_len")}
+        differs = {k: (state.get(k), v) for k, v in same.items() if state.get(k) != v}
+        if self._warmup_steps(steps) != state.get("warmup_steps"):
+            differs["warmup steps"] = (state.get("warmup_steps"), self._warmup_steps(steps))
+        if state["step"] > self._decay_start(steps):
+            differs["budget"] = (f"checkpoint at step {state['step']}",
+                                 f"decay starting at step {self._decay_start(steps)}")
+        if differs:
+            raise ConfigError(
+                f"trainer.resume_from={path}: the checkpoint's run does not continue into this "
+                f"one ({'; '.join(f'{k}: {a} there, {b} here' for k, (a, b) in differs.items())})."
+                f" Resume with the same lr, batch_size, seq_len and trainer.warmup_tokens, to a "
+                f"budget at least as large.")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        return int(state["step"])
 
     @staticmethod
     def _plot(curve, path: Path) -> Path | None:

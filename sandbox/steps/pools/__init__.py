@@ -19,7 +19,9 @@ Steps (all take and return *lists of pools*, so they chain and fan out with ``fo
 * ``PoolDuplication``: each pool repeated ``times`` times, optionally shuffled (seeded).
 * ``PoolRanking``: order evaluated pools by metric keys (mean ± std over seeds, Welch t-test of
   every pool against the random control), write a table, a plot and the top pools.
-* ``PoolCombination``: intersections of every subset (size >= 2) of the top pools.
+* ``PoolCombination``: intersections of every subset (size >= 2) of the top pools, or only
+  those a surrogate regression predicts best (``method="surrogate"``).
+* ``SurrogateReport``: the surrogate's leave-one-out rank correlation over the trained pools.
 * ``PoolMerging``: union of pools (one pool).
 * ``PoolCartesianJoin``: row-wise cross product of two pool sets.
 * ``RecipeExport``: the best pool's bounds as a Data-Juicer recipe YAML.
@@ -30,7 +32,8 @@ from sandbox.steps.pools.construction import (PoolCartesianJoin, PoolCombination
                                               PoolSelection)
 from sandbox.steps.pools.export import FromJsonl, RecipeExport, ToCocoCaption, ToJsonl
 from sandbox.steps.pools.ranking import DecisionAccuracy, PoolRanking
+from sandbox.steps.pools.surrogate import SurrogateReport
 
 __all__ = ["PoolConstruction", "PoolDownsampling", "PoolDuplication", "PoolCombination",
            "PoolSelection", "PoolMerging", "PoolCartesianJoin", "PoolRanking", "DecisionAccuracy",
-           "RecipeExport", "ToJsonl", "FromJsonl", "ToCocoCaption"]
+           "RecipeExport", "ToJsonl", "FromJsonl", "ToCocoCaption", "SurrogateReport"]

@@ -16,6 +16,7 @@ from sandbox.numeric import float_column
 from sandbox.steps.base import Step, StepEnv
 from sandbox.steps.pools.common import (ROW, as_pools, read_pool, pool_rows, with_rows, write_pool,
                                         write_csv)
+from sandbox.steps.pools.surrogate import objective_by_pool, rank_candidates
 
 BIN_NAMES = {2: ["low", "high"], 3: ["low", "middle", "high"]}
 
@@ -181,25 +182,82 @@ class PoolCombination(Step):
     """Intersections of every subset of the top pools (Data-Juicer's data_pool_combination):
     with top pools A, B, C: A∩B, A∩C, B∩C, A∩B∩C. ``top_k`` pools from the ranked list (the
     random control and pools whose intersection is below ``min_size`` are left out);
-    ``max_order`` caps the subset size. ``include_singles`` keeps the top pools themselves."""
+    ``max_order`` caps the subset size. ``include_singles`` keeps the top pools themselves.
 
-    outputs = ("pools", "num_pools")
+    ``method``: ``exhaustive`` (the above) or ``surrogate`` (``sandbox.steps.pools.surrogate``):
+    the candidates are the intersections of the top ``candidate_k`` pools (more than
+    ``top_k``), a regression (``model``: ``linear`` | ``gbm``) fitted on the trained pools'
+    ``key`` values (inputs ``ranking``: their ``PoolRanking`` rows, ``stats``: the stats table
+    they were cut from) scores every candidate, and only its ``train_top`` best are kept
+    (``candidates.csv`` lists each candidate's features and prediction)."""
+
+    outputs = ("pools", "num_pools", "metrics")
 
     def __init__(self, top_k: int = 3, max_order: int | None = None, min_size: int = 1,
                  include_singles: bool = False, exclude: list[str] | None = None,
-                 keep: list[str] | None = None):
+                 keep: list[str] | None = None, method: str = "exhaustive",
+                 candidate_k: int | None = 6, train_top: int = 3, model: str = "linear",
+                 key: str = "bits_per_byte", descending: bool = False, seed: int = 0):
         self.top_k, self.max_order, self.min_size = int(top_k), max_order, int(min_size)
         self.include_singles = bool(include_singles)
         self.exclude = set(exclude if exclude is not None else ["random"])
         self.keep = list(keep or [])  # pools passed through as they are (e.g. the control)
+        if method not in ("exhaustive", "surrogate"):
+            raise ConfigError(f"combine method={method!r} (bottom_up.combine): give exhaustive "
+                              f"(every intersection of the top_k pools) or surrogate (a "
+                              f"regression picks the train_top of the candidate_k pools' "
+                              f"intersections).")
+        if method == "surrogate" and int(train_top) < 1:
+            raise ConfigError(f"combine train_top={train_top} (bottom_up.surrogate.train_top): "
+                              f"give the number of combinations to train, >= 1.")
+        self.method, self.candidate_k, self.train_top = method, candidate_k, int(train_top)
+        self.model, self.key, self.descending = model, key, bool(descending)
+        self.seed = int(seed)
 
-    def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
+    def run(self, env: StepEnv, pools: list, ranking: list | None = None,
+            stats: str | None = None) -> dict[str, Any]:
         pools = as_pools(pools, "combine")
         ranked = [p for p in pools if p["name"] not in self.exclude and p["name"] not in self.keep]
         top = ranked[:self.top_k]
-        members = {p["name"]: pool_rows(p) for p in top}
         out = [dict(p) for p in top] if self.include_singles else []
+        metrics: dict[str, float] = {}
+        if self.method == "exhaustive":
+            combos = self._intersections(top)
+        else:
+            if ranking is None or stats is None:
+                raise ConfigError("combine method=surrogate needs the inputs `ranking` (the "
+                                  "single-OP PoolRanking rows) and `stats` (the probe's stats "
+                                  "table), as conf/pipeline/bottom_up.yaml wires them.")
+            pool_of = {c[0]: c for c in self._intersections(
+                ranked[:self.candidate_k or len(ranked)])}
+            candidates = [{"name": name, "bounds": bounds} for name, _, _, bounds in
+                          pool_of.values()]
+            scored, names, X = rank_candidates(pools, objective_by_pool(ranking, self.key),
+                                               candidates, stats, self.model, self.descending,
+                                               self.seed)
+            rows = [{"candidate": c["name"], "predicted": v, "trained": i < self.train_top,
+                     **dict(zip(names, map(float, x)))}
+                    for i, ((c, v), x) in enumerate(zip(scored, X))]
+            write_csv(env.workdir / "candidates.csv", rows or [{"candidate": None}])
+            combos = [pool_of[c["name"]] for c, _ in scored[:self.train_top]]
+            metrics = {"surrogate/candidates": float(len(scored)),
+                       "surrogate/trained_combinations": float(len(combos))}
+        for name, combo, common, bounds in combos:
+            t = read_pool(combo[0]["dataset"])
+            rows_col = to_numpy(t.column(ROW))
+            t = t.take(np.nonzero(np.isin(rows_col, common))[0])
+            out.append({"name": name, "kind": "combined", "parts": [p["name"] for p in combo],
+                        "bounds": bounds, "size": t.num_rows,
+                        "dataset": write_pool(t, env.workdir / "pools", name)})
+        out += [dict(p) for p in pools if p["name"] in self.keep]
+        return {"pools": out, "num_pools": len(out), "metrics": metrics}
+
+    def _intersections(self, top: list[dict]) -> list[tuple[str, tuple, np.ndarray, dict]]:
+        """Every subset (size 2 to ``max_order``) of ``top`` whose rows in common number at
+        least ``min_size``: (name, its pools, the common rows, the merged bounds)."""
+        members = {p["name"]: pool_rows(p) for p in top}
         hi = min(len(top), int(self.max_order or len(top)))
+        out = []
         for r in range(2, hi + 1):
             for combo in itertools.combinations(top, r):
                 common = members[combo[0]["name"]]
@@ -207,18 +265,11 @@ class PoolCombination(Step):
                     common = np.intersect1d(common, members[p["name"]])
                 if len(common) < self.min_size:
                     continue
-                t = read_pool(combo[0]["dataset"])
-                rows = to_numpy(t.column(ROW))
-                t = t.take(np.nonzero(np.isin(rows, common))[0])
-                name = "+".join(p["name"] for p in combo)
                 bounds = {}
                 for p in combo:
                     bounds.update(p.get("bounds") or {})
-                out.append({"name": name, "kind": "combined", "parts": [p["name"] for p in combo],
-                            "bounds": bounds, "size": t.num_rows,
-                            "dataset": write_pool(t, env.workdir / "pools", name)})
-        out += [dict(p) for p in pools if p["name"] in self.keep]
-        return {"pools": out, "num_pools": len(out)}
+                out.append(("+".join(p["name"] for p in combo), combo, common, bounds))
+        return out
 
 
 class PoolSelection(Step):
