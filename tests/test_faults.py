@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.assets import read_manifest, resolve, sp_ref
 from sandbox.programs import ProgramError
 from sandbox.steps.base import StepEnv
 from sandbox.steps.external import ExternalTrainer
+from tests.test_assets import isolated, server  # noqa: F401 - fixtures: own cache, loopback bucket
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,3 +160,129 @@ def test_ctrl_c_during_env_setup_leaves_nothing_marked_ready_and_setup_finishes_
                             "print(slowpkg.READY)"], capture_output=True, text=True, cwd=tmp_path)
     assert probe.stdout.strip() == "True", probe.stderr
     print(f"setup stopped {stopped:.1f}s after SIGINT")
+
+
+# ------------------------------------------------------------------ shared caches
+RECIPE = {"ops": {"text_length_filter": {"min_len": 5}, "words_num_filter": {"min_num": 2},
+                  "document_deduplicator": {}}}
+
+
+def write_pool(path: Path, rows: int = 3000) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"document {i} says {'word ' * (i % 13)}{i % 97}" for i in range(rows)]
+    pq.write_table(pa.table({"text": texts}), path)
+    return path
+
+
+def compute_stats(pool: Path, cache: Path):
+    from sandbox.engine import LocalEngine
+    from sandbox.recipe import load_recipe
+
+    return LocalEngine(num_proc=1, span_rows=512).compute(pool, load_recipe(RECIPE).ops,
+                                                          cache_dir=cache, fingerprint="pool-1")
+
+
+def read_stats(path: Path):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped bytes"])
+def test_a_damaged_stats_file_is_named_recomputed_and_never_read_as_data(tmp_path, capsys,
+                                                                          damage):
+    pool, cache = write_pool(tmp_path / "pool.parquet"), tmp_path / "cache"
+    first = compute_stats(pool, cache)
+    good = read_stats(first.path)
+    assert compute_stats(pool, cache).cache_hit
+    data = first.path.read_bytes()
+    if damage == "truncated":  # a copy cut short, a disk that filled up under another writer
+        first.path.write_bytes(data[: len(data) // 2])
+    else:  # bits flipped inside the first data page, the footer intact
+        middle = bytearray(data)
+        for k in range(64, 96):
+            middle[k] ^= 0xFF
+        first.path.write_bytes(bytes(middle))
+    capsys.readouterr()
+    started = time.monotonic()
+    again = compute_stats(pool, cache)
+    took = time.monotonic() - started
+    said = " ".join(capsys.readouterr().out.split())
+    assert not again.cache_hit and again.path == first.path
+    assert f"the cached stats file {first.path} is damaged" in said
+    assert "computed again and replaced" in said
+    assert read_stats(again.path).equals(good)
+    assert compute_stats(pool, cache).cache_hit  # the replacement is trusted again, silently
+    assert "damaged" not in capsys.readouterr().out
+    print(f"recovered in {took:.2f}s")
+
+
+COMPUTE_AT_ONCE = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[4])
+from tests.test_faults import compute_stats
+go = Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.005)
+print(compute_stats(Path(sys.argv[1]), Path(sys.argv[2])).cache_hit)
+"""
+
+
+@pytest.mark.slow
+def test_two_runs_computing_the_same_stats_at_once_never_write_a_torn_file(tmp_path):
+    """Two processes start computing one pool's stats into one cache at the same moment (a
+    file both wait for): each writes a temp of its own and renames it into place, so the file
+    is at every moment missing or whole, and both runs read a whole one."""
+    pool, cache = write_pool(tmp_path / "pool.parquet", rows=20000), tmp_path / "cache"
+    reference = read_stats(compute_stats(pool, tmp_path / "alone").path)
+    go = tmp_path / "go"
+    runs = [subprocess.Popen([sys.executable, "-c", COMPUTE_AT_ONCE, str(pool), str(cache),
+                              str(go), str(ROOT)], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    time.sleep(3)  # both have imported the engine and wait
+    go.touch()
+    stats = cache / "stats"
+    seen_whole = 0
+    while any(r.poll() is None for r in runs):  # whatever is under the final name is whole
+        finals = [p for p in stats.glob("*.parquet") if not p.name.startswith(".")] \
+            if stats.is_dir() else []
+        for path in finals:
+            try:
+                seen_whole += read_stats(path).num_rows == 20000
+            except FileNotFoundError:
+                pass
+        time.sleep(0.01)
+    hits = []
+    for r in runs:
+        out, err = r.communicate()
+        assert r.returncode == 0, err
+        hits.append(out.strip())
+    assert hits == ["False", "False"]  # both computed: they really wrote at the same time
+    finals = [p for p in stats.glob("*.parquet") if not p.name.startswith(".")]
+    assert seen_whole and len(finals) == 1 and read_stats(finals[0]).equals(reference)
+    assert [p.name for p in stats.iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+
+def test_a_truncated_downloaded_asset_is_named_and_downloaded_again(isolated, server, capsys):
+    """A model file in the sandbox's cache that is shorter than the manifest recorded is said,
+    deleted and fetched again from the (loopback) server, never handed to an OP."""
+    handler, _ = server
+    payload = os.urandom(200_000)
+    handler.files["/models/en.sp.model"] = payload
+    first = resolve(sp_ref("en"), progress=False)
+    assert first.origin == "download" and read_manifest()[str(first.path)]["size"] == 200_000
+    first.path.write_bytes(payload[:70_000])  # cut short after the download had finished
+    capsys.readouterr()
+    started = time.monotonic()
+    again = resolve(sp_ref("en"), progress=False)
+    took = time.monotonic() - started
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"the cached asset {first.path} is damaged (70000 bytes, 200000 when it was " \
+           f"downloaded)" in said and "downloaded again" in said
+    assert again.origin == "download" and again.path.read_bytes() == payload
+    assert resolve(sp_ref("en")).origin == "sandbox cache"
+    print(f"recovered in {took:.2f}s")
