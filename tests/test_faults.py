@@ -286,3 +286,166 @@ def test_a_truncated_downloaded_asset_is_named_and_downloaded_again(isolated, se
     assert again.origin == "download" and again.path.read_bytes() == payload
     assert resolve(sp_ref("en")).origin == "sandbox cache"
     print(f"recovered in {took:.2f}s")
+
+
+# ------------------------------------------------------------------ tracking
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_tracking_server_with_on_error_warn_runs_untracked_and_says_so(
+        tmp_path, docs_file, capsys):
+    from sandbox.runner import run
+    from tests.conftest import compose
+
+    uri = f"http://127.0.0.1:{free_port()}"  # closed: nothing listens there
+    over = ["pipeline=process", "data_pool=jsonl", f"data_pool.path={docs_file}",
+            "progress=false", f"tracking.uri={uri}", "tracking.on_error=warn"]
+    started = time.monotonic()
+    run(compose(over), run_dir=tmp_path / "run")
+    took = time.monotonic() - started
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"tracking.on_error=warn: this run is not tracked: the MLflow tracking server " \
+           f"tracking.uri={uri} does not answer" in said
+    assert said.rstrip().count("This run was not tracked (tracking.on_error=warn)") == 1
+    # at the end: after the last step's work, with the run's summary
+    assert said.index("This run was not tracked") > said.rindex("process ")
+    assert (tmp_path / "run" / "process").is_dir()  # the work was done
+    assert not (tmp_path / "run" / "tracking-buffer.jsonl").exists()
+    assert took < 60
+
+
+class MlflowServer:
+    """A real `mlflow server` on loopback with a SQLite store, that a test can kill and
+    start again on the same port and store."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.process = folder, free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> float:
+        import urllib.request
+
+        mlflow = Path(sys.executable).parent / "mlflow"
+        self.process = subprocess.Popen(
+            [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+             "--artifacts-destination", str(self.folder / "artifacts")],
+            cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        started = time.monotonic()
+        while time.monotonic() - started < 120:
+            assert self.process.poll() is None, "mlflow server exited at start"
+            try:
+                urllib.request.urlopen(self.uri + "/health", timeout=2).close()
+                return time.monotonic() - started
+            except OSError:
+                time.sleep(0.2)
+        pytest.fail("mlflow server did not answer in 120 s")
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    server = MlflowServer(tmp_path)
+    server.start()
+    yield server
+    if server.process.poll() is None:
+        server.kill()
+
+
+@pytest.mark.slow
+def test_metrics_logged_while_the_tracking_server_is_down_are_kept_and_synced(tmp_path,
+                                                                              mlflow_server,
+                                                                              capsys):
+    """The server is SIGKILLed between two metrics of a run: the run goes on, what it logs
+    from then on (metrics, a nested run, both ends) waits in the run dir, and `python -m
+    sandbox.tracking sync RUN_DIR` sends it once the server is back: every metric is there,
+    once."""
+    from mlflow.tracking import MlflowClient
+
+    from sandbox.tracking.buffer import buffer_path, read
+    from sandbox.tracking.mlflow_tracker import MLflowTracker
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(f"tracking:\n  uri: {mlflow_server.uri}\n")
+    tracker = MLflowTracker(uri=mlflow_server.uri, experiment="faults")
+    tracker.start("a run", {"p": "1"}, {"recipe": "r"}, run_dir=run_dir)
+    for step in range(3):
+        tracker.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+    mlflow_server.kill()
+    killed = time.monotonic()
+    for step in range(3, 6):
+        tracker.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+    seed = tracker.child("seed 1", {"seed": "1"})
+    seed.log_metrics({"eval/perplexity": 12.5})
+    seed.finish()
+    tracker.log_text("recipe: r\n", "recipe.yaml")
+    tracker.finish()
+    records = read(buffer_path(run_dir))
+    run_id = records[0]["run_id"]
+    assert [r["op"] for r in records] == ["metrics", "metrics", "metrics", "child", "metrics",
+                                          "end", "text", "end"]
+    said = " ".join(capsys.readouterr().out.split())
+    assert "stopped answering" in said and "python -m sandbox.tracking sync" in said
+    assert "8 records are kept in" in said
+    offline_for = time.monotonic() - killed
+
+    restarted = mlflow_server.start()
+    synced = time.monotonic()
+    sync = subprocess.run([sys.executable, "-m", "sandbox.tracking", "sync", str(run_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    sync_took = time.monotonic() - synced
+    assert sync.returncode == 0 and "sent 8 records" in sync.stdout, sync.stdout + sync.stderr
+    assert not buffer_path(run_dir).exists()
+    client = MlflowClient(tracking_uri=mlflow_server.uri)
+    history = client.get_metric_history(run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == [(s, 1.0 / (s + 1)) for s in range(6)]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    kids = client.search_runs([run.info.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
+    assert len(kids) == 1 and kids[0].info.status == "FINISHED"
+    assert kids[0].data.metrics == {"eval/perplexity": 12.5}
+    assert kids[0].data.tags["recipe"] == "r"  # the group tags a nested run inherits
+    again = subprocess.run([sys.executable, "-m", "sandbox.tracking", "sync", str(run_dir)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "nothing to send" in again.stdout
+    assert len(client.get_metric_history(run_id, "train/loss")) == 6  # nothing twice
+    print(f"offline {offline_for:.1f}s, server restart {restarted:.1f}s, sync {sync_took:.1f}s")
+
+
+@pytest.mark.slow
+def test_a_run_killed_by_sigkill_is_marked_killed_on_resume(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from tests.test_fault_injection import kill_after, run_to_end, sandbox
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = ["pipeline=process", "data_pool.num_docs=600", "progress=false",
+                f"tracking.uri={uri}"]
+    run_dir = tmp_path / "run"
+    kill_after(sandbox(run_dir, settings), tmp_path, "load running", 0.3)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("sandbox").experiment_id
+    [left] = client.search_runs([experiment])
+    assert left.info.status == "RUNNING"  # what SIGKILL leaves: no one could end it
+
+    started = time.monotonic()
+    out = " ".join(run_to_end(sandbox(run_dir, settings, "resume=true"), tmp_path).split())
+    took = time.monotonic() - started
+    assert (f"MLflow: run {left.info.run_id} was left RUNNING by an attempt that was killed; "
+            f"marked KILLED (sandbox.killed_attempts=1), and this resume continues it.") in out
+    [run] = client.search_runs([experiment])
+    assert run.info.run_id == left.info.run_id and run.info.status == "FINISHED"
+    assert run.data.tags["sandbox.killed_attempts"] == "1"
+    assert "time/total_s" in run.data.metrics  # logged by the resumed attempt, into this run
+    print(f"resume finished in {took:.1f}s")
