@@ -6,6 +6,7 @@ Each test measures how long the sandbox took to recover where there is something
 docs/faults.md holds the table of what survives what."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -449,3 +450,134 @@ def test_a_run_killed_by_sigkill_is_marked_killed_on_resume(tmp_path):
     assert run.data.tags["sandbox.killed_attempts"] == "1"
     assert "time/total_s" in run.data.metrics  # logged by the resumed attempt, into this run
     print(f"resume finished in {took:.1f}s")
+
+
+# ------------------------------------------------------------------ infer=api
+# an OpenAI-compatible server in a process of its own: it answers "answer to <question>" after
+# a short think, and appends every question it was asked to a file
+CHAT_SERVER = """
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+port, asked = int(sys.argv[1]), sys.argv[2]
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        question = body["messages"][-1]["content"]
+        with open(asked, "a") as f:
+            f.write(question + "\\n")
+        time.sleep(0.02)
+        text = "answer to " + question[::-1]
+        payload = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant",
+                                                                 "content": text}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+class ChatServer:
+    def __init__(self, folder: Path):
+        self.port, self.folder, self.process = free_port(), folder, None
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, asked: Path) -> None:
+        import socket
+
+        self.asked = asked
+        self.process = subprocess.Popen([sys.executable, "-c", CHAT_SERVER, str(self.port),
+                                         str(asked)], start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                assert time.monotonic() < deadline and self.process.poll() is None
+                time.sleep(0.05)
+
+    def questions(self) -> list[str]:
+        return self.asked.read_text().splitlines() if self.asked.exists() else []
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def chat_server(tmp_path):
+    server = ChatServer(tmp_path)
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.kill()
+
+
+def answers(run_dir: Path) -> list:
+    out = run_dir / "infer" / "pool_inference.jsonl"
+    return [json.loads(line)["response"] for line in out.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_the_inference_server_killed_mid_run_loses_no_answer_and_resume_asks_only_the_rest(
+        tmp_path, chat_server):
+    """`infer=api` against a server process that is SIGKILLed after some batches: the run fails
+    in one paragraph, the rows answered are on disk, and `resume=true` against the restarted
+    server asks exactly the rows without an answer; the answers equal an undisturbed run's."""
+    rows = 300
+    data = tmp_path / "questions.jsonl"
+    data.write_text("".join(json.dumps({"text": f"question number {i}"}) + "\n"
+                            for i in range(rows)))
+    settings = ["pipeline=infer", "infer=api", f"infer.base_url={chat_server.base_url}",
+                "infer.model=m", "infer.batch_size=10", "infer.concurrency=2",
+                "infer.max_retries=2", "infer.backoff_base_s=0.05", "infer.backoff_max_s=0.1",
+                "data_pool=jsonl", f"data_pool.path={data}", "tracking=none", "progress=false"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    def sandbox(run_dir: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "sandbox", *settings, *extra, f"hydra.run.dir={run_dir}"]
+
+    chat_server.start(tmp_path / "asked-undisturbed")
+    calm = subprocess.run(sandbox(tmp_path / "undisturbed"), cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert calm.returncode == 0, calm.stdout[-2000:] + calm.stderr[-2000:]
+    reference = answers(tmp_path / "undisturbed")
+    assert len(reference) == rows and None not in reference
+    chat_server.kill()
+
+    run_dir = tmp_path / "run"
+    out = run_dir / "infer" / "pool_inference.jsonl"
+    chat_server.start(tmp_path / "asked-first")
+    first = subprocess.Popen(sandbox(run_dir), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while not out.exists() or len(out.read_text().splitlines()) < 100:
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0]
+        time.sleep(0.02)
+    chat_server.kill()
+    killed = time.monotonic()
+    said, _ = first.communicate(timeout=120)
+    said = " ".join(said.split())
+    assert first.returncode == 2, said[-3000:]
+    assert "infer: " in said and "rows answered so far are in" in said and \
+        "resume=true" in said and "Traceback" not in said
+    kept = [a for a in answers(run_dir) if a is not None]
+    assert 100 <= len(kept) < rows and kept == reference[:len(kept)]
+
+    chat_server.start(tmp_path / "asked-after")
+    resumed = subprocess.run(sandbox(run_dir, "resume=true"), cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+    recovered = time.monotonic() - killed
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert answers(run_dir) == reference
+    # each row without an answer asked once (two requests in flight: in any order), no other
+    assert sorted(chat_server.questions()) == \
+        sorted(f"question number {i}" for i in range(len(kept), rows))
+    print(f"kept {len(kept)} of {rows} answers; killed to resumed end {recovered:.1f}s")
