@@ -581,3 +581,95 @@ def test_the_inference_server_killed_mid_run_loses_no_answer_and_resume_asks_onl
     assert sorted(chat_server.questions()) == \
         sorted(f"question number {i}" for i in range(len(kept), rows))
     print(f"kept {len(kept)} of {rows} answers; killed to resumed end {recovered:.1f}s")
+
+
+# ------------------------------------------------------------------ disk full
+def write_big_pool(path: Path, rows: int = 6000) -> Path:
+    import random
+
+    rng = random.Random(0)
+    words = ["alpha", "beta", "gamma", "delta", "data", "juicer", "sandbox", "model", "text"]
+    path.write_text("".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(120))
+                                        + f" doc {i}"}) + "\n" for i in range(rows)))
+    return path  # ~4.5 MB, and as much again for each copy a step writes
+
+
+def assert_whole(folder: Path) -> None:
+    """Every file under a final name (not a hidden temp) in ``folder`` reads back whole."""
+    import pyarrow.parquet as pq
+
+    for f in folder.rglob("*"):
+        if f.is_file() and not any(p.startswith(".") for p in f.relative_to(folder).parts):
+            if f.suffix == ".parquet":
+                pq.read_table(f)
+            elif f.suffix == ".json":
+                json.loads(f.read_text())
+            elif f.suffix == ".jsonl":
+                [json.loads(line) for line in f.read_text().splitlines()]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 9 MiB tmpfs (mounting needs root or CAP_SYS_ADMIN: skipped without)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=9m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip()}); the file-size-limit "
+                    f"case covers the same path")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _limit_file_size(limit: int):
+    def apply():
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["full tmpfs", "file size limit"])
+def test_a_full_disk_during_process_is_one_paragraph_and_leaves_nothing_half_written(
+        tmp_path, request, fault):
+    pool = write_big_pool(tmp_path / "pool.jsonl")
+    if fault == "full tmpfs":
+        where, limit = request.getfixturevalue("small_disk"), None
+    else:
+        # the pool's 4.2 MiB (and the processed pool's) fit, the 4.9 MiB stats file does not
+        where, limit = tmp_path / "disk", int(4.6 * 2 ** 20)
+    run_dir, cache = where / "run", where / "cache"
+    command = [sys.executable, "-m", "sandbox", "pipeline=process", "data_pool=jsonl",
+               f"data_pool.path={pool}", "tracking=none", "progress=false",
+               f"hydra.run.dir={run_dir}", f"cache_dir={cache}"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    full = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300,
+                          preexec_fn=None if limit is None else _limit_file_size(limit))
+    said = " ".join((full.stdout + full.stderr).split())
+    assert full.returncode == 2, said[-3000:]
+    assert "Traceback" not in said and said.count("error: step `process` stopped:") == 1
+    assert (f"while it wrote to its folder {run_dir / 'process'}" in said
+            and f"or the cache {cache}" in said and "resume=true" in said)
+    assert ("the disk is full (No space left on device)" in said if limit is None else
+            "file size limit" in said)
+    assert (run_dir / "load" / "pool.parquet").is_file()
+    assert_whole(run_dir)
+    assert_whole(cache)
+    assert list(cache.glob("stats/*")) == []  # no stats file, not even a temp
+    context = json.loads((run_dir / "context.json").read_text())
+    assert "process" not in context["steps"]  # not recorded as done
+
+    if limit is None:
+        subprocess.run(["mount", "-o", "remount,size=64m", str(where)], check=True)
+    started = time.monotonic()
+    again = subprocess.run([*command, "resume=true"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    took = time.monotonic() - started
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "load skipped" in " ".join(again.stdout.split())
+    assert_whole(run_dir)
+    print(f"{fault}: resumed to the end in {took:.1f}s")
