@@ -676,3 +676,58 @@ def test_a_full_disk_during_process_is_one_paragraph_and_leaves_nothing_half_wri
     assert "load skipped" in " ".join(again.stdout.split())
     assert_whole(run_dir)
     print(f"{fault}: resumed to the end in {took:.1f}s")
+
+
+# ------------------------------------------------------------------ engine=ray
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["tasks", "data"])
+def test_a_ray_worker_killed_mid_recipe_is_retried_and_the_stats_are_identical(tmp_path,
+                                                                              scheduler):
+    """SIGKILL a Ray worker process while it computes a span: Ray runs the span again on
+    another worker, and the stats file is byte for byte the undisturbed one."""
+    ray = pytest.importorskip("ray", reason='engine=ray needs `pip install "ray[data]"`')
+    import threading
+
+    from sandbox.engine.ray import RayEngine
+    from sandbox.recipe import load_recipe
+
+    pool = write_pool(tmp_path / "pool.parquet", rows=40000)
+    ops = load_recipe(RECIPE).ops
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 ** 2,
+                 logging_level="ERROR")
+    try:
+        engine = RayEngine(scheduler=scheduler, span_rows=512)
+        calm_dir, hit_dir = tmp_path / "calm", tmp_path / "hit"
+        calm_dir.mkdir(), hit_dir.mkdir()
+        reference = engine.compute(pool, ops, scratch_dir=calm_dir).path.read_bytes()
+        title = "ray::run_span_task" if scheduler == "tasks" else "ray::MapBatches(run_span_rows)"
+        result: dict = {}
+
+        def compute():
+            try:
+                result["computed"] = engine.compute(pool, ops, scratch_dir=hit_dir)
+            except BaseException as e:  # noqa: BLE001 - handed to the test's thread
+                result["error"] = e
+
+        worker = threading.Thread(target=compute)
+        worker.start()
+        victim = None
+        while worker.is_alive() and victim is None:
+            busy = running_with(title)
+            if busy:
+                victim = busy[0]
+                os.kill(victim, signal.SIGKILL)
+                killed = time.monotonic()
+            time.sleep(0.001)
+        worker.join(300)
+        assert victim is not None, "no worker was caught computing a span"
+        assert "error" not in result, result.get("error")
+        took = time.monotonic() - killed
+        assert not is_alive(victim)
+        assert result["computed"].path.read_bytes() == reference
+        print(f"{scheduler}: finished {took:.1f}s after the kill, stats identical")
+    finally:
+        if started_here:
+            ray.shutdown()
