@@ -731,3 +731,84 @@ def test_a_ray_worker_killed_mid_recipe_is_retried_and_the_stats_are_identical(t
     finally:
         if started_here:
             ray.shutdown()
+
+
+# ------------------------------------------------------------------ sweeps on one study
+@pytest.mark.slow
+def test_a_sweep_worker_killed_mid_trial_is_found_by_its_heartbeats_and_its_trial_rerun(
+        tmp_path):
+    """Two workers on one study; one is SIGKILLed in the middle of a trial. Its trial stops
+    beating, the other worker fails it after `grace_s`, ends its MLflow run KILLED, runs its
+    parameters again, and the study ends with `n_trials` counted trials, none RUNNING."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    from tests.test_sweep_distributed import SEARCH, worker
+
+    conf = tmp_path / "conf" / "hparams_search"
+    conf.mkdir(parents=True)
+    (conf / "dist.yaml").write_text(SEARCH)
+    docs = write_big_pool(tmp_path / "docs.jsonl", rows=20000)  # a trial takes seconds
+    storage, n_trials = f"sqlite:///{tmp_path / 'optuna.db'}", 6
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "hparams_search=dist",
+              "data_pool=jsonl", f"data_pool.path={docs}", "progress=false", "num_proc=1",
+              "pipeline=process", "objective=samples_out",
+              f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=beats",
+              f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.plots=false",
+              "hydra.sweeper.heartbeat_s=1", "hydra.sweeper.grace_s=4",
+              f"tracking.uri={mlflow_uri}", "tracking.experiment=beats"]
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    client.search_experiments()  # its tables made here, before two processes race to make them
+    doomed = worker(tmp_path / "doomed", common)
+    survivor = worker(tmp_path / "survivor", common)
+
+    def running(pid: int) -> list:
+        try:
+            study = optuna.load_study(study_name="beats", storage=storage)
+        except Exception:  # not made yet
+            return []
+        return [t for t in study.get_trials(states=(TrialState.RUNNING,))
+                if t.user_attrs.get("sweeper", {}).get("pid") == pid]
+
+    # kill the doomed worker in a trial whose MLflow run is open, while the survivor runs one
+    # of its own (past its start, where a dead process of this host is found by its pid, it
+    # can learn of the dead one only through the heartbeats)
+    deadline, victim = time.monotonic() + 240, None
+    while victim is None:
+        for p in (doomed, survivor):
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()[0][-3000:]
+        mine, theirs = running(doomed.pid), running(survivor.pid)
+        experiment = client.get_experiment_by_name("beats")
+        if mine and theirs and experiment is not None and client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.`sandbox.trial` = '{mine[0].number}'"):
+            doomed.kill()  # SIGKILL: no heartbeat, no tell, no MLflow end
+            doomed.wait()
+            victim = mine[0]
+        time.sleep(0.05)
+    killed = time.monotonic()
+    out, _ = survivor.communicate(timeout=600)
+    took = time.monotonic() - killed
+    assert survivor.returncode == 0, out[-4000:]
+    said = " ".join(out.split())
+    assert (f"trial {victim.number} sent no heartbeat for 4s (its sweep was killed): marked "
+            f"FAIL, its parameters are tried again first") in said
+
+    trials = optuna.load_study(study_name="beats", storage=storage).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    dead = trials[victim.number]
+    assert dead.state == TrialState.FAIL
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retries) == 1 and retries[0].params == victim.params
+    assert retries[0].state == TrialState.COMPLETE
+    counted = [t for t in trials if t.number != victim.number]
+    assert len(counted) == n_trials and all(t.state == TrialState.COMPLETE for t in counted)
+    assert len({t.number for t in trials}) == len(trials)  # no number taken twice
+
+    experiment = client.get_experiment_by_name("beats").experiment_id
+    [child] = client.search_runs([experiment],
+                                 filter_string=f"tags.`sandbox.trial` = '{victim.number}'")
+    assert child.info.status == "KILLED" and child.data.tags["optuna.state"] == "FAIL"
+    print(f"the survivor finished the study {took:.1f}s after the kill (grace 4s)")
