@@ -812,3 +812,63 @@ def test_a_sweep_worker_killed_mid_trial_is_found_by_its_heartbeats_and_its_tria
                                  filter_string=f"tags.`sandbox.trial` = '{victim.number}'")
     assert child.info.status == "KILLED" and child.data.tags["optuna.state"] == "FAIL"
     print(f"the survivor finished the study {took:.1f}s after the kill (grace 4s)")
+
+
+DOWNLOAD_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from sandbox.assets.download import download
+go = Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.005)
+print(download(sys.argv[1], sys.argv[2], progress=False))
+"""
+
+
+def test_two_runs_downloading_one_asset_at_once_take_turns(tmp_path):
+    """Two processes fetch one model file into one cache at the same moment from a slow
+    (loopback) server: one downloads, the other waits for it and uses its file; no `.part` is
+    written by both, and the file is whole."""
+    import hashlib
+    import http.server
+    import threading
+
+    payload = os.urandom(400_000)
+    gets: list[str] = []
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            gets.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            for k in range(0, len(payload), 40_000):  # ten pieces over ~1 s
+                self.wfile.write(payload[k:k + 40_000])
+                self.wfile.flush()
+                time.sleep(0.1)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/models/m.bin"
+        dest, go = tmp_path / "cache" / "models" / "m.bin", tmp_path / "go"
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        runs = [subprocess.Popen([sys.executable, "-c", DOWNLOAD_AT_ONCE, url, str(dest),
+                                  str(go)], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        time.sleep(1.5)  # both have imported the downloader and wait
+        go.touch()
+        digests = []
+        for r in runs:
+            out, err = r.communicate(timeout=60)
+            assert r.returncode == 0, err
+            digests.append(out.strip())
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert digests == [hashlib.sha256(payload).hexdigest()] * 2
+    assert dest.read_bytes() == payload and gets == ["/models/m.bin"]  # fetched once
+    assert not dest.with_name("m.bin.part").exists()
