@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.assets import read_manifest, resolve, sp_ref
+from sandbox.errors import DiskFullError
 from sandbox.programs import ProgramError
 from sandbox.steps.base import StepEnv
 from sandbox.steps.external import ExternalTrainer
@@ -611,18 +612,30 @@ def assert_whole(folder: Path) -> None:
                 [json.loads(line) for line in f.read_text().splitlines()]
 
 
+def tmpfs(mount: Path, size: str):
+    """A tmpfs of ``size`` at ``mount`` for the block (mounting needs root or CAP_SYS_ADMIN:
+    the test is skipped without)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def mounted():
+        mount.mkdir(parents=True, exist_ok=True)
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(mount)], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip()})")
+        try:
+            yield mount
+        finally:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+    return mounted()
+
+
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 9 MiB tmpfs (mounting needs root or CAP_SYS_ADMIN: skipped without)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=9m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip()}); the file-size-limit "
-                    f"case covers the same path")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    """A 9 MiB tmpfs."""
+    with tmpfs(tmp_path / "disk", "9m") as mount:
+        yield mount
 
 
 def _limit_file_size(limit: int):
@@ -872,3 +885,27 @@ def test_two_runs_downloading_one_asset_at_once_take_turns(tmp_path):
     assert digests == [hashlib.sha256(payload).hexdigest()] * 2
     assert dest.read_bytes() == payload and gets == ["/models/m.bin"]  # fetched once
     assert not dest.with_name("m.bin.part").exists()
+
+
+
+def test_a_stack_that_fills_the_disk_is_one_paragraph_naming_the_folder(tmp_path):
+    """An outside program writes more than its 2 MiB disk holds and fails with the OS's words:
+    the step says which folder's disk is full and takes nothing the program wrote."""
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        work = disk / "step"
+        work.mkdir()
+        env = StepEnv(name="train", workdir=work, run_dir=disk, cache_dir=tmp_path / "cache",
+                      seed=0)
+        fill = ("import os\n"
+                "with open('checkpoint.bin', 'wb') as f:\n"
+                "    for _ in range(8):\n"
+                "        f.write(os.urandom(512 * 1024)); f.flush()\n")
+        step = ExternalTrainer(stack="a filling stack", argv=["python", "-c", fill],
+                               outputs={"model_dir": {"path": "checkpoint.bin"}})
+        with pytest.raises(DiskFullError) as info:
+            step.run(env)
+    message = " ".join(str(info.value).split())
+    assert message.startswith(f"a filling stack: its program failed because the disk holding "
+                              f"{work} is full")
+    assert "Nothing it wrote is taken as a result" in message and "resume=true" in message
+    assert "No space left on device" in message  # its last lines
