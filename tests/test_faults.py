@@ -909,3 +909,61 @@ def test_a_stack_that_fills_the_disk_is_one_paragraph_naming_the_folder(tmp_path
                               f"{work} is full")
     assert "Nothing it wrote is taken as a result" in message and "resume=true" in message
     assert "No space left on device" in message  # its last lines
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, _parent, group = stat[stat.rindex(")") + 2:].split()[:3]
+            if int(group) == pgid and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_ray_failing_to_start_is_one_paragraph_and_leaves_no_ray_process(tmp_path):
+    """Ray's GCS server is SIGKILLed the moment it starts (one of Ray's own processes dying
+    during start-up): the run ends in one paragraph, not Ray's traceback with Hydra's hint, and
+    none of the Ray processes it started stays."""
+    pytest.importorskip("ray", reason='engine=ray needs `pip install "ray[data]"`')
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": f"document number {i} " * 5}) + "\n"
+                            for i in range(200)))
+    run = subprocess.Popen([sys.executable, "-m", "sandbox", "pipeline=process", "engine=ray",
+                            "data_pool=jsonl", f"data_pool.path={data}", "tracking=none",
+                            "progress=false", f"hydra.run.dir={tmp_path / 'run'}"],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True,
+                           env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    killed, deadline = None, time.monotonic() + 120
+    while killed is None and run.poll() is None and time.monotonic() < deadline:
+        for pid in group_members(run.pid):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if command.endswith(b"gcs_server"):
+                os.kill(pid, signal.SIGKILL)
+                killed = time.monotonic()
+                break
+        time.sleep(0.005)
+    out, _ = run.communicate(timeout=300)
+    took = time.monotonic() - killed
+    assert killed is not None, out[-3000:]
+    said = " ".join(out.split())
+    assert run.returncode == 2, said[-3000:]
+    assert "error: engine=ray: the local Ray instance did not start" in said
+    assert "engine=local" in said and "Traceback" not in said and "HYDRA_FULL_ERROR" not in said
+    deadline = time.monotonic() + 30
+    while group_members(run.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert group_members(run.pid) == []  # raylet, workers, log monitors: all gone
+    assert not (tmp_path / "run" / "process").exists() or \
+        not list((tmp_path / "run" / "process").iterdir())
+    print(f"failed in one paragraph {took:.0f}s after the GCS server was killed")
