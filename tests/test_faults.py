@@ -967,3 +967,109 @@ def test_ray_failing_to_start_is_one_paragraph_and_leaves_no_ray_process(tmp_pat
     assert not (tmp_path / "run" / "process").exists() or \
         not list((tmp_path / "run" / "process").iterdir())
     print(f"failed in one paragraph {took:.0f}s after the GCS server was killed")
+
+
+@pytest.fixture
+def restartable_postgres():
+    """A PostgreSQL server on loopback with an empty database `optuna`, that the test may
+    stop and start again (skipped where PostgreSQL or its driver is missing)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    from tests.test_sweep_distributed import _pg_bin
+
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install -y postgresql)")
+    psycopg = pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]'")
+    folder = Path(tempfile.mkdtemp(prefix="sandbox-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        owner = pwd.getpwnam("postgres")
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, log, port = folder / "data", folder / "server.log", free_port()
+    options = (f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c full_page_writes=off "
+               f"-c synchronous_commit=off")
+
+    def ctl(*args: str) -> None:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(log), *args], check=True,
+                       capture_output=True, timeout=90)
+
+    subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "-E",
+                    "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
+    ctl("-w", "-t", "60", "-o", options, "start")
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute("CREATE DATABASE optuna")
+        yield (f"postgresql://postgres@127.0.0.1:{port}/optuna",
+               lambda: ctl("-m", "immediate", "-w", "stop"),
+               lambda: ctl("-w", "-t", "60", "-o", options, "start"))
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outage", ["8 s", "for good"])
+def test_the_study_database_down_under_a_running_sweep_is_waited_for(tmp_path,
+                                                                     restartable_postgres,
+                                                                     outage):
+    """PostgreSQL stops (as in a crash) while a trial runs. Back 8 s later: the sweep retries
+    with growing waits, stores the trial when the database answers, and finishes the study; no
+    trial is lost or run twice. Gone for good: after ~30 s of retries the sweep stops in one
+    paragraph."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from tests.test_sweep_distributed import SEARCH, worker
+
+    url, stop_db, start_db = restartable_postgres
+    conf = tmp_path / "conf" / "hparams_search"
+    conf.mkdir(parents=True)
+    (conf / "dist.yaml").write_text(SEARCH)
+    docs = write_big_pool(tmp_path / "docs.jsonl", rows=10000)
+    n_trials = 3
+    sweep = worker(tmp_path / "w", [
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "hparams_search=dist",
+        "data_pool=jsonl", f"data_pool.path={docs}", "progress=false", "num_proc=1",
+        "pipeline=process", "objective=samples_out", f"hydra.sweeper.storage={url}",
+        "hydra.sweeper.study_name=restart", f"hydra.sweeper.n_trials={n_trials}",
+        "hydra.sweeper.plots=false", "tracking=none"])
+    deadline = time.monotonic() + 240
+    while True:  # the first trial is running
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[0]
+        try:
+            study = optuna.load_study(study_name="restart", storage=url)
+            if study.get_trials(states=(TrialState.RUNNING,)):
+                break
+        except Exception:  # not made yet
+            pass
+        time.sleep(0.05)
+    stop_db()
+    if outage == "for good":
+        out, _ = sweep.communicate(timeout=300)
+        said = " ".join(out.split())
+        assert sweep.returncode == 1, said[-3000:]
+        assert (f"error: the study's database hydra.sweeper.storage={url} did not answer for "
+                f"32s") in said and "Every finished trial is stored" in said
+        assert "Traceback" not in said
+        start_db()
+        trials = optuna.load_study(study_name="restart", storage=url).trials
+        assert [t.state for t in trials] == [TrialState.RUNNING]  # resumable: marked on rerun
+        return
+    time.sleep(8)
+    start_db()
+    back = time.monotonic()
+    out, _ = sweep.communicate(timeout=300)
+    took = time.monotonic() - back
+    said = " ".join(out.split())
+    assert sweep.returncode == 0, said[-3000:]
+    assert "the study's database did not answer" in said and "trying again in" in said
+    trials = optuna.load_study(study_name="restart", storage=url).trials
+    assert [t.number for t in trials] == list(range(n_trials))
+    assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    print(f"the sweep ended {took:.1f}s after the database came back")

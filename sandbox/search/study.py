@@ -21,12 +21,13 @@ import inspect
 import math
 import os
 import socket
+import time
 import warnings
 from typing import Any, Callable
 
 from hydra.utils import get_class
 
-from sandbox.errors import ConfigError
+from sandbox.errors import ConfigError, SandboxError
 from sandbox.search.shared import _rdb, register_sweep, storage_lock, study_lock
 
 DIRECTIONS = {"minimize": "minimize", "min": "minimize", "maximize": "maximize", "max": "maximize"}
@@ -197,7 +198,9 @@ def create_study(name: str, storage: str | None, directions: list[str], sampler_
 
                 backend = optuna.storages.RDBStorage(
                     storage, heartbeat_interval=int(heartbeat[0]), grace_period=int(heartbeat[1]),
-                    heartbeat_stale_trial_callback=on_stale)
+                    heartbeat_stale_trial_callback=on_stale,
+                    # connections a restarted database dropped are replaced, not used
+                    engine_kwargs={"pool_pre_ping": True})
             study = optuna.create_study(study_name=name, storage=backend, pruner=pruner,
                                         sampler=optuna.samplers.RandomSampler(),  # replaced below
                                         directions=directions, load_if_exists=True)
@@ -218,12 +221,45 @@ def create_study(name: str, storage: str | None, directions: list[str], sampler_
     return study, grid_size
 
 
+DB_RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # ~30 s for a database to come back
+
+
+def with_retries(work: Callable[[], Any], storage: str | None,
+                 say: Callable[[str], None] = lambda msg: None) -> Any:
+    """``work()``, tried again with growing waits while the study's database does not answer
+    (restarting, a dropped connection); a ``SandboxError`` once it has been silent for ~30 s.
+    Trials already told are in the database, so a later run of the same command resumes."""
+    import optuna
+    import sqlalchemy.exc
+
+    down = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+            optuna.exceptions.StorageInternalError)
+    for wait in (*DB_RETRY_WAITS, None):
+        try:
+            return work()
+        except down as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            if wait is None:
+                raise SandboxError(
+                    f"the study's database hydra.sweeper.storage={storage} did not answer for "
+                    f"{sum(DB_RETRY_WAITS):.0f}s ({type(e).__name__}: {why}); the sweep "
+                    f"stopped. Every finished trial is stored: once the database is back, run "
+                    f"the same command again and the study resumes.") from None
+            say(f"[yellow]the study's database did not answer ({why}); trying again in "
+                f"{wait:g}s[/]")
+            time.sleep(wait)
+
+
 def tell(study, trial, *args, **kwargs) -> None:
     """``study.tell``. The grid sampler calls ``study.stop()`` once every point has been asked,
     which Optuna refuses outside ``study.optimize``; the trial is stored before that, and the
     sweeper stops at the grid's size anyway, so that refusal is ignored."""
+    import optuna
+
     try:
         study.tell(trial, *args, **kwargs)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # told by an earlier try whose answer the database dropped
     except RuntimeError as e:
         if "Study.stop" not in str(e):
             raise

@@ -77,8 +77,7 @@ from sandbox.search.space import (distributions_from_search_space, format_value,
                                   split_cli)
 from sandbox.search.study import (claim, counted_trials, create_study, default_study_name,
                                   fail_stale_trials, mark_interrupted, parse_directions,
-                                  record_heartbeat,
-                                  recover_interrupted, tell)
+                                  record_heartbeat, recover_interrupted, tell, with_retries)
 from sandbox.search.trial import read_result, returned_values
 
 
@@ -281,21 +280,28 @@ class OptunaSearch:
                                       name="trial-heartbeats", daemon=True)
         heartbeats.start()
 
+        def take():
+            """(a new trial or None, whether to wait for other sweeps' trials); trials of dead
+            sweeps found on the way are retried, and this sweep may run that many more."""
+            nonlocal remaining
+            with study_lock(study):  # count and take the trial as one step
+                remaining += self._retry_stale(study, stale, parent)
+                if launched < remaining and taken_trials(study) < target:
+                    with warnings.catch_warnings():  # `_beat` records them instead
+                        warnings.filterwarnings("ignore", "Heartbeat of storage")
+                        trial = study.ask(space.distributions)
+                    claim(trial)
+                    record_heartbeat(study, trial)
+                    return trial, False
+                return None, self._others_running(study, running)
+
         def worker() -> None:
-            nonlocal launched, remaining
+            nonlocal launched
             while not stop.is_set() and not enough.is_set():
-                with self._lock:
-                    with study_lock(study):  # count and take the trial as one step
-                        remaining += self._retry_stale(study, stale, parent)
-                        trial = None
-                        if launched < remaining and taken_trials(study) < target:
-                            with warnings.catch_warnings():  # `_beat` records them instead
-                                warnings.filterwarnings("ignore", "Heartbeat of storage")
-                                trial = study.ask(space.distributions)
-                            claim(trial)
-                            record_heartbeat(study, trial)
-                        elif not self._others_running(study, running):
-                            return  # the study has its n_trials, or other sweeps run the rest
+                with self._lock:  # a restarting database: tried again until it answers
+                    trial, wait = with_retries(take, self.storage, _say)
+                    if trial is None and not wait:
+                        return  # the study has its n_trials, or other sweeps run the rest
                     if trial is not None:
                         launched += 1
                         running[trial.number] = trial
@@ -355,14 +361,22 @@ class OptunaSearch:
             raise
         finally:
             beating.set()
-            with self._lock:
-                for trial in running.values():
-                    mark_interrupted(study, trial._trial_id, trial.number)
-            if parent is not None:
-                parent.finish(study, status)
-            summary.print_summary(study, objectives, _say)
-            self._leave(study)
-            summary.write_study_summary(study, objectives, self.sweep_dir)
+            try:
+                with self._lock:
+                    for trial in running.values():
+                        mark_interrupted(study, trial._trial_id, trial.number)
+                if parent is not None:
+                    parent.finish(study, status)
+                summary.print_summary(study, objectives, _say)
+                self._leave(study)
+                summary.write_study_summary(study, objectives, self.sweep_dir)
+            except Exception as e:
+                if status == "FINISHED":
+                    raise
+                # the sweep is failing already (its database gone, say): its own error is the
+                # one to see; its running trials stay RUNNING, and the next sweep retries them
+                _say(f"[yellow]the study could not be wrapped up ({type(e).__name__}: "
+                     f"{(str(e).strip().splitlines() or [''])[0][:200]})[/]")
         return results
 
     def _beat(self, study, running: dict, stop: threading.Event) -> None:
@@ -558,7 +572,7 @@ class OptunaSearch:
             else:
                 values, state, error = [float(metrics[o]) for o in objectives], \
                     TrialState.COMPLETE, None
-        with self._lock:
+        def record() -> None:
             trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if v is not None})
             trial.set_user_attr("seconds", seconds)
             if run_dir:
@@ -575,6 +589,9 @@ class OptunaSearch:
                 tell(study, trial, values if len(values) > 1 else values[0])
             else:
                 tell(study, trial, state=state)
+
+        with self._lock:  # a restarting database: tried again until it answers
+            with_retries(record, self.storage, _say)
         shown_values = ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, values or []))
         _say(f"trial {trial.number} {state.name} in {seconds:.0f}s"
              + (f": {shown_values}" if values else "")
