@@ -1073,3 +1073,40 @@ def test_the_study_database_down_under_a_running_sweep_is_waited_for(tmp_path,
     assert [t.number for t in trials] == list(range(n_trials))
     assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
     print(f"the sweep ended {took:.1f}s after the database came back")
+
+
+@pytest.mark.slow
+def test_the_trial_processes_of_a_killed_sweep_end_with_it(tmp_path):
+    """A sweep running two trials at once (`n_jobs=2`, each `python -m sandbox` in a process
+    group of its own) is SIGKILLed: its trial processes, which nothing could stop, end within
+    seconds instead of running on unrecorded."""
+    from tests.test_sweep_distributed import worker
+
+    docs = write_big_pool(tmp_path / "docs.jsonl", rows=20000)
+    # MinHash with many permutations: each trial's probe and process steps work ~15 s without
+    # a word (a trial that prints would die at its next line anyway, of the broken pipe to its
+    # sweep). The shipped search, since trials in processes of their own do not get the
+    # sweep's hydra.searchpath.
+    sweep = worker(tmp_path / "w", [
+        "hparams_search=data_quality", "data_pool=jsonl", f"data_pool.path={docs}",
+        "++recipe.ops.document_minhash_deduplicator={num_permutations: 512}",
+        "progress=false", "num_proc=1",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=4", "hydra.sweeper.plots=false", "tracking=none"])
+    marker = f"hydra.run.dir={tmp_path / 'w' / 'multirun'}/"  # a trial's own run dir
+    deadline = time.monotonic() + 240
+    logs = [tmp_path / "w" / "multirun" / str(n) / "trial.log" for n in (0, 1)]
+    while not all(log.exists() and "probe running" in log.read_text() for log in logs):
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[0]
+        time.sleep(0.05)
+    trials = running_with(marker)
+    assert len(trials) >= 2
+    sweep.kill()
+    sweep.wait()
+    killed = time.monotonic()
+    left = wait_until_gone(marker, 5)
+    took = time.monotonic() - killed
+    assert left == [], f"trial processes {left} outlived their sweep"
+    assert not any(is_alive(pid) for pid in trials)
+    assert not any("probe done" in log.read_text() for log in logs)  # ended mid-step
+    print(f"the trial processes ended {took:.1f}s after their sweep")
