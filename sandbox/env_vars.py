@@ -12,6 +12,7 @@ OFFLINE = "SANDBOX_OFFLINE"
 
 # a search trial run in its own process
 RESULT_FILE = "SANDBOX_RESULT_FILE"  # where the trial writes its status and metrics
+SWEEP_PID = "SANDBOX_SWEEP_PID"  # the sweep that started this trial's process: it ends with it
 OPTUNA_STORAGE = "SANDBOX_OPTUNA_STORAGE"
 OPTUNA_STUDY = "SANDBOX_OPTUNA_STUDY"
 OPTUNA_TRIAL_ID = "SANDBOX_OPTUNA_TRIAL_ID"

@@ -17,3 +17,7 @@ class RecipeError(ConfigError):
 
 class DataError(SandboxError):
     """Input data is missing, malformed, or empty after filtering."""
+
+
+class DiskFullError(SandboxError):
+    """A write failed because its disk is full (or a file outgrew the size limit)."""

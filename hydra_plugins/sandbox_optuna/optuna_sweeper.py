@@ -62,6 +62,11 @@ class OptunaSweeperConf:
     threads_per_trial: Any = "auto"
     # log Optuna's plots to the study's MLflow run
     plots: bool = True
+    # a database study: each sweep records Optuna's heartbeat for its running trials every
+    # heartbeat_s seconds; a trial silent for grace_s (its sweep was killed) is failed, its MLflow
+    # run ended KILLED, and its parameters run again by a sweep still on the study
+    heartbeat_s: int = 30
+    grace_s: int = 120
     # override key -> interval(a, b) | range(a, b[, step]) | choice(...) | tag(log, ...) | value
     params: Optional[Dict[str, Any]] = None
     # hydra-optuna-sweeper 1.1's form: key -> {type: int|float|categorical, low, high, step, log,

@@ -6,10 +6,15 @@ every checksum available: the one the caller expects (``sha256=``), the length t
 announced, the sha256 Hugging Face sends for large files (``X-Linked-ETag``) and a
 ``Content-MD5`` header. Only a file that passes is moved to ``dest``; a mismatch deletes the
 partial file and raises ``DownloadError`` saying what differed.
+
+Two processes fetching one file at once (runs sharing a cache) take turns on a lock file beside
+it (``<dest>.lock``): the second finds the first one's file in place and downloads nothing,
+and neither ever appends to a ``.part`` the other is writing.
 """
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import os
 import re
@@ -31,10 +36,21 @@ class DownloadError(SandboxError, RuntimeError):
 def download(url: str, dest: str | Path, sha256: str | None = None, progress: bool = True,
              timeout: float = 30.0) -> str:
     """Fetch ``url`` into ``dest``; return the file's sha256. Raises ``DownloadError``."""
-    import urllib.request  # with ssl, http.client and email: ~25-100 ms, paid only when downloading
-
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    there = dest.is_file()  # the caller's to judge (a damaged file is deleted before this)
+    with open(dest.with_name(dest.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be fetching it right now
+        if not there and dest.is_file():  # it did, while this one waited
+            digest, _ = _digests(dest)
+            if sha256 is None or sha256.lower() == digest:
+                return digest
+        return _download(url, dest, sha256, progress, timeout)
+
+
+def _download(url: str, dest: Path, sha256: str | None, progress: bool, timeout: float) -> str:
+    import urllib.request  # with ssl, http.client and email: ~25-100 ms, paid only when downloading
+
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})

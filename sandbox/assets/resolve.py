@@ -23,12 +23,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.markup import escape
+
 # the package itself, read at call time: it imports this module before defining builtin_words_dir
 import sandbox.assets as assets_package
 from sandbox import env_vars
 from sandbox.assets import sources
 from sandbox.assets.download import DownloadError, download
 from sandbox.cache import cache_root
+from sandbox.console import console
 from sandbox.errors import SandboxError
 from sandbox.utils import atomic_write_text
 
@@ -110,6 +113,23 @@ def _record(path: Path, url: str, sha256: str) -> None:
         atomic_write_text(manifest_path(), json.dumps(m, indent=1, sort_keys=True))
 
 
+def _intact(path: Path) -> bool:
+    """Whether ``path``, a file this cache downloaded, is there and still the size the manifest
+    recorded. One that is not (cut short by a full disk, a copy, a crash outside the download's
+    own checks) is said, deleted and so downloaded again: it is never read as the model."""
+    if not path.is_file():
+        return False
+    recorded = read_manifest().get(str(path), {}).get("size")
+    size = path.stat().st_size
+    if recorded is None or recorded == size:
+        return True
+    console.print(f"[yellow]warning:[/] the cached asset {escape(str(path))} is damaged "
+                  f"({size} bytes, {recorded} when it was downloaded); it is deleted and "
+                  f"downloaded again.", soft_wrap=True)
+    path.unlink(missing_ok=True)
+    return False
+
+
 def _fetch_first(urls: list[str], dest: Path, progress: bool, errors: list[str]) -> Path | None:
     for url in urls:
         try:
@@ -158,7 +178,7 @@ def _resolve_model(ref, allow, progress, errors) -> Resolved | None:
         if (d / ref.name).is_file():
             return Resolved(d / ref.name, label)
     own = models_dir() / ref.name
-    if own.is_file():
+    if _intact(own):
         return Resolved(own, "sandbox cache")
     if allow and _fetch_first(sources.model_urls(ref.name), own, progress, errors):
         return Resolved(own, "download")

@@ -11,12 +11,13 @@ from omegaconf import DictConfig
 from sandbox.console import console
 from sandbox.errors import SandboxError
 from sandbox.runner import run
-from sandbox.search.trial import trial_hook, write_result
+from sandbox.search.trial import end_with_sweep, trial_hook, write_result
 from sandbox.steps.base import Pruned
 
 
 def main(cfg: DictConfig) -> float | None:
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN  # one process runs every job
+    end_with_sweep()  # a trial in a process of its own: not beyond the sweep that started it
     try:
         # a search trial reports intermediate values to its Optuna trial, which may prune it
         metrics = run(cfg, run_dir=HydraConfig.get().runtime.output_dir, report=trial_hook())

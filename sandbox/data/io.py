@@ -240,9 +240,10 @@ def _read_json(path: Path):
 PARQUET_OPTIONS = {"compression": "none", "use_dictionary": False}
 
 
-def parquet_writer(path: str | Path, schema):
-    """A ``pyarrow.parquet.ParquetWriter`` with the run's options (use it as a context manager)."""
-    return pq.ParquetWriter(path, schema, **PARQUET_OPTIONS)
+def parquet_writer(path: str | Path, schema, **options):
+    """A ``pyarrow.parquet.ParquetWriter`` with the run's options (use it as a context manager);
+    ``options`` add to them (``write_page_checksum=True`` for a cache file)."""
+    return pq.ParquetWriter(path, schema, **PARQUET_OPTIONS, **options)
 
 
 def write_parquet(table, path: str | Path) -> Path:

@@ -26,13 +26,15 @@ from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from rich.markup import escape
 
+from sandbox.console import console
 from sandbox.data.fingerprint import fingerprint as content_fingerprint
 from sandbox.data.io import parquet_writer
 from sandbox.engine.base import Engine, ProcessOutputs
-from sandbox.engine.common import (POOL_FINGERPRINT_KEY, ROW_ID_COLUMN, Span, build_op,
-                                   cache_key, cache_path, cast_batch, has_mapper, input_fields,
-                                   pool_spans, resolve_num_proc, result_metadata)
+from sandbox.engine.common import (POOL_FINGERPRINT_KEY, ROW_ID_COLUMN, TEXT_COLUMN, Span,
+                                   build_op, cache_key, cache_path, cast_batch, has_mapper,
+                                   input_fields, pool_spans, resolve_num_proc, result_metadata)
 from sandbox.engine.outputs import write_outputs
 from sandbox.engine.result import ComputedFile
 from sandbox.engine.selection import Selection
@@ -85,8 +87,13 @@ class LocalEngine(Engine):
         pool_fingerprint = fingerprint or content_fingerprint(dataset, cache_dir)
         if cache_dir is not None:
             out = cache_path(cache_dir, pool_fingerprint, specs, text_key)
-            if _is_cached(out, num_rows, pool_fingerprint):
+            damage = _cache_damage(out, num_rows, pool_fingerprint)
+            if damage is None:
                 return ComputedFile(out, num_rows, has_text, cache_hit=True)
+            if damage:  # a file that is there but cannot be trusted: never read as data
+                console.print(f"[yellow]warning:[/] the cached stats file {escape(str(out))} is "
+                              f"damaged ({escape(damage)}); it is computed again and replaced.",
+                              soft_wrap=True)
         elif scratch_dir is not None:
             out = (Path(scratch_dir) /
                    f".engine-{os.getpid()}-{cache_key(pool_fingerprint, specs, text_key)}.parquet")
@@ -105,7 +112,8 @@ class LocalEngine(Engine):
                     for batch in pa.ipc.open_stream(buf):
                         if writer is None:
                             schema = batch.schema
-                            writer = parquet_writer(tmp, schema.with_metadata(metadata))
+                            writer = parquet_writer(tmp, schema.with_metadata(metadata),
+                                                    write_page_checksum=True)
                         elif batch.schema != schema:
                             batch = cast_batch(batch, schema)
                         writer.write_batch(batch,
@@ -135,15 +143,24 @@ class LocalEngine(Engine):
         yield from ordered_map(run_span, spans, workers, self.start_method, init_worker, (job,))
 
 
-def _is_cached(path: Path, num_rows: int, pool_fingerprint: str) -> bool:
-    """True when ``path`` is a complete result file of this pool."""
+def _cache_damage(path: Path, num_rows: int, pool_fingerprint: str) -> str | None:
+    """None when ``path`` is a complete result file of this pool; "" when there is none; else
+    what is wrong with it. Its stat
+    columns are read whole, with their page checksums verified (a few bytes per row), so a
+    truncated or corrupted file is found here, not half-way through the selection."""
+    if not path.is_file():
+        return ""
     try:
-        pf = pq.ParquetFile(path)
-    except Exception:  # missing or damaged: recomputed, never trusted
-        return False
-    schema = pf.schema_arrow
-    return (pf.metadata.num_rows == num_rows and ROW_ID_COLUMN in schema.names
-            and (schema.metadata or {}).get(POOL_FINGERPRINT_KEY) == pool_fingerprint.encode())
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        schema = pf.schema_arrow
+        if (schema.metadata or {}).get(POOL_FINGERPRINT_KEY) != pool_fingerprint.encode():
+            return "written for another pool"
+        if pf.metadata.num_rows != num_rows or ROW_ID_COLUMN not in schema.names:
+            return f"{pf.metadata.num_rows} rows, the pool has {num_rows}"
+        pf.read(columns=[n for n in schema.names if n != TEXT_COLUMN])
+    except Exception as e:  # truncated (no footer), bad pages, unreadable
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
+    return None
 
 
 def ordered_map(fn: Callable, items: Iterable, num_proc: int, start_method: str | None = None,

@@ -39,13 +39,13 @@ path, and every node must have this package installed (or ship it with ``runtime
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import socket
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -145,7 +145,19 @@ class RayEngine(LocalEngine):
             kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
             if self.object_store_memory:
                 kwargs["object_store_memory"] = int(self.object_store_memory)
-            ray.init(**kwargs)
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:  # one of Ray's processes died or hung while starting
+                with contextlib.suppress(Exception):
+                    ray.shutdown()  # what did start goes down with the failed start
+                why = (str(exc).strip().splitlines() or ["no details"])[0][:300]
+                logs = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "session_latest"
+                raise ConfigError(
+                    f"engine=ray: the local Ray instance did not start ({type(exc).__name__}: "
+                    f"{why}); nothing was computed. One of Ray's own processes died or hung "
+                    f"while it started: its logs are in {logs / 'logs'}. Run again (a start-up "
+                    f"race clears by itself), give Ray less (engine.num_cpus, "
+                    f"engine.object_store_memory), or run with engine=local.") from None
         else:
             try:
                 reachable(self.address)
@@ -329,7 +341,7 @@ def _data_results(ray, job: SpanJob, manifest: list[Span], width: int
                 yield index, ipc[k].as_buffer()
 
 
-@contextmanager
+@contextlib.contextmanager
 def _data_context(ray):
     """Ray Data's settings for one pass (order kept, no progress bars or start-up banner),
     restored afterwards."""

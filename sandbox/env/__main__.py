@@ -72,6 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     except SandboxError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # the setup's programs are stopped with their process groups, and the environment's
+        # ready marker is written only after its last step: a half-built one is never used
+        if args.command != "setup":
+            raise
+        print(f"interrupted: the environment `{args.name}` is not set up (nothing was marked "
+              f"ready, and no setup program is left running); run `python -m sandbox.env "
+              f"setup {args.name}` again to build it from the start.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

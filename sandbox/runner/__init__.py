@@ -77,7 +77,8 @@ def _run(cfg, run_dir: Path, cache_dir: Path, report: ReportHook | None) -> dict
                         planned.recipe)
     tags = info.tags
     tracker.start(run_name=info.name, params={**flatten(redact(resolved)), **info.params},
-                  tags=tags, resume_run_id=ctx.meta.get("tracking_run_id") if resume else None)
+                  tags=tags, resume_run_id=ctx.meta.get("tracking_run_id") if resume else None,
+                  run_dir=run_dir)
     tracker.log_text(info.recipe_yaml, "recipe.yaml")
     ctx.meta["tracking_run_id"] = getattr(tracker, "run_id", None)
     ctx.save()

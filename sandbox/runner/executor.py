@@ -12,6 +12,9 @@ outputs with the metrics aggregated over seeds (``sandbox.verdict``: mean, std, 
 the per-seed values), which is what the run reports and compares."""
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sandbox.components import build_component
 from sandbox.console import console, step_line
 from sandbox.context import Context, active, current_item
-from sandbox.errors import ConfigError
+from sandbox.errors import ConfigError, DiskFullError
 from sandbox.recipe import RecipeBook
 from sandbox.runner.compute import Clock, Ledger, on_cuda
 from sandbox.runner.fan_out import FanOut
@@ -217,6 +220,10 @@ class Executor:
         clock = Clock().start()
         try:
             outputs = component.run(env, **args) or {}
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            raise disk_full(step.name, e, workdir, self.cache_dir) from None
         finally:  # a pruned or failed step's compute counts too
             clock.stop()
             self.ledger.spent(self.prefix(step) + step.name, clock, on_cuda(component))
@@ -308,3 +315,30 @@ def aggregate_seeds(per_seed: dict[int, dict[str, float]]) -> dict[str, float]:
         else:
             out.update(flat(name, over_seeds(values)))
     return out
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def disk_full(step: str, error: OSError, workdir: Path, cache_dir: Path) -> DiskFullError:
+    """One paragraph for a step whose write found no room: the folders it writes to (its own
+    and the cache) with the free space of each, and how to go on."""
+    def free(folder: Path) -> str:
+        try:
+            return f"{shutil.disk_usage(folder).free / 2 ** 20:.0f} MiB free"
+        except OSError:
+            return "free space unknown"
+
+    if error.errno == errno.EFBIG:
+        what = ("a file it wrote grew past this process's file size limit (`ulimit -f`, "
+                "RLIMIT_FSIZE)")
+        fix = "Raise the limit"
+    else:
+        what = f"the disk is full ({os.strerror(error.errno)})"
+        fix = "Free space there"
+    return DiskFullError(
+        f"step `{step}` stopped: {what}, while it wrote to its folder {workdir} ({free(workdir)}) "
+        f"or the cache {cache_dir} ({free(cache_dir)}). Nothing half-written was kept under a "
+        f"final name: files are written beside their place and renamed when complete. {fix}, or "
+        f"point hydra.run.dir / cache_dir to a larger disk, then run again with resume=true and "
+        f"the same hydra.run.dir: the finished steps are skipped.")

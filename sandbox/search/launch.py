@@ -120,7 +120,7 @@ class SubprocessLauncher:
                subdir: str | None = None):
         run_dir = self.sweep_dir / (subdir or str(trial.number))
         run_dir.mkdir(parents=True, exist_ok=True)
-        child_env = dict(env)
+        child_env = {**env, env_vars.SWEEP_PID: str(os.getpid())}  # see trial.end_with_sweep
         if self.prune_on:
             child_env.update({
                 env_vars.OPTUNA_STORAGE: str(self.storage), env_vars.OPTUNA_STUDY: self.study_name,

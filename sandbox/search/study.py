@@ -3,7 +3,11 @@ creating it or resuming it from its storage, and the trials a killed sweep left 
 
 ``n_trials`` counts finished trials (COMPLETE + PRUNED + FAIL) across resumes. Trials left RUNNING
 by a sweep on this machine whose process is gone are marked FAIL (``interrupted``), do not count,
-and their parameters are enqueued to be tried again first.
+and their parameters are enqueued to be tried again first. A study in a database also gets
+Optuna's heartbeats: every sweep records one for each of its running trials every
+``heartbeat_s`` seconds, and a trial whose heartbeat is older than ``grace_s`` (its sweep was
+killed, on this machine or another) is failed by the next sweep that looks
+(``fail_stale_trials``) and retried the same way.
 
 The sampler (``hydra/sweeper/sampler=...`` plus ``hydra.sweeper.sampler`` keys) is built once the
 study is loaded: a fixed ``seed`` is used as written for a new study, and mixed with the number of
@@ -17,12 +21,14 @@ import inspect
 import math
 import os
 import socket
+import time
+import warnings
 from typing import Any, Callable
 
 from hydra.utils import get_class
 
-from sandbox.errors import ConfigError
-from sandbox.search.shared import register_sweep, storage_lock, study_lock
+from sandbox.errors import ConfigError, SandboxError
+from sandbox.search.shared import _rdb, register_sweep, storage_lock, study_lock
 
 DIRECTIONS = {"minimize": "minimize", "min": "minimize", "maximize": "maximize", "max": "maximize"}
 
@@ -162,9 +168,13 @@ def build_sampler(sampler_cfg: Any, distributions: dict[str, Any], stored_trials
 
 def create_study(name: str, storage: str | None, directions: list[str], sampler_cfg: Any,
                  pruner_cfg: Any, constraint_count: int, distributions: dict[str, Any] | None = None,
-                 say: Callable[[str], None] = lambda msg: None):
+                 say: Callable[[str], None] = lambda msg: None,
+                 heartbeat: tuple[int, int] | None = None, stale: list | None = None):
     """The study ``name`` in ``storage``: loaded when it exists, created otherwise; its sampler
-    is built for the trials it already holds. Returns (study, grid size or None)."""
+    is built for the trials it already holds. Returns (study, grid size or None).
+
+    ``heartbeat``: (interval, grace period) in seconds for a database storage; a trial that
+    goes stale is retried (``retry_interrupted``) and appended to ``stale``."""
     import optuna
 
     def constraints_func(frozen) -> list[float]:
@@ -178,7 +188,20 @@ def create_study(name: str, storage: str | None, directions: list[str], sampler_
 
     try:
         with storage_lock(storage):  # other workers may be creating it right now
-            study = optuna.create_study(study_name=name, storage=storage, pruner=pruner,
+            backend = storage
+            if storage and heartbeat is not None:
+                found = [] if stale is None else stale
+
+                def on_stale(study, frozen) -> None:
+                    retry_interrupted(study, frozen)
+                    found.append(frozen)
+
+                backend = optuna.storages.RDBStorage(
+                    storage, heartbeat_interval=int(heartbeat[0]), grace_period=int(heartbeat[1]),
+                    heartbeat_stale_trial_callback=on_stale,
+                    # connections a restarted database dropped are replaced, not used
+                    engine_kwargs={"pool_pre_ping": True})
+            study = optuna.create_study(study_name=name, storage=backend, pruner=pruner,
                                         sampler=optuna.samplers.RandomSampler(),  # replaced below
                                         directions=directions, load_if_exists=True)
     except ValueError as e:
@@ -198,12 +221,45 @@ def create_study(name: str, storage: str | None, directions: list[str], sampler_
     return study, grid_size
 
 
+DB_RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # ~30 s for a database to come back
+
+
+def with_retries(work: Callable[[], Any], storage: str | None,
+                 say: Callable[[str], None] = lambda msg: None) -> Any:
+    """``work()``, tried again with growing waits while the study's database does not answer
+    (restarting, a dropped connection); a ``SandboxError`` once it has been silent for ~30 s.
+    Trials already told are in the database, so a later run of the same command resumes."""
+    import optuna
+    import sqlalchemy.exc
+
+    down = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+            optuna.exceptions.StorageInternalError)
+    for wait in (*DB_RETRY_WAITS, None):
+        try:
+            return work()
+        except down as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            if wait is None:
+                raise SandboxError(
+                    f"the study's database hydra.sweeper.storage={storage} did not answer for "
+                    f"{sum(DB_RETRY_WAITS):.0f}s ({type(e).__name__}: {why}); the sweep "
+                    f"stopped. Every finished trial is stored: once the database is back, run "
+                    f"the same command again and the study resumes.") from None
+            say(f"[yellow]the study's database did not answer ({why}); trying again in "
+                f"{wait:g}s[/]")
+            time.sleep(wait)
+
+
 def tell(study, trial, *args, **kwargs) -> None:
     """``study.tell``. The grid sampler calls ``study.stop()`` once every point has been asked,
     which Optuna refuses outside ``study.optimize``; the trial is stored before that, and the
     sweeper stops at the grid's size anyway, so that refusal is ignored."""
+    import optuna
+
     try:
         study.tell(trial, *args, **kwargs)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # told by an earlier try whose answer the database dropped
     except RuntimeError as e:
         if "Study.stop" not in str(e):
             raise
@@ -224,6 +280,38 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def retry_interrupted(study, frozen) -> None:
+    """Enqueue the parameters of a trial that failed because its sweep died, to be tried
+    first; the retry's ``retry_of`` names it, so it no longer counts (``interrupted_numbers``)."""
+    study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number},
+                        skip_if_exists=False)
+
+
+def interrupted_numbers(trials) -> set[int]:
+    """The trials that ended with their sweep: flagged ``interrupted`` (a sweep of this host
+    found its process gone), or failed by their stale heartbeat and retried (Optuna refuses a
+    user attr on a finished trial, so their retry's ``retry_of`` says it)."""
+    return {t.number for t in trials if t.user_attrs.get("interrupted")} | \
+        {int(t.user_attrs["retry_of"]) for t in trials if "retry_of" in t.user_attrs}
+
+
+def fail_stale_trials(study) -> None:
+    """Optuna's ``fail_stale_trials``: trials whose heartbeat is older than the grace period
+    are failed, and the storage's callback (``create_study``'s ``on_stale``) retries each."""
+    import optuna
+
+    with warnings.catch_warnings():  # experimental since Optuna 2.9, and still as it was
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def record_heartbeat(study, trial) -> None:
+    """Optuna's heartbeat for ``trial``, where the study's storage keeps them."""
+    rdb = _rdb(study)
+    if rdb is not None and rdb.get_heartbeat_interval() is not None:
+        rdb.record_heartbeat(trial._trial_id)
+
+
 def mark_interrupted(study, trial_id: int, number: int) -> None:
     """Tell ``study`` that a trial ended with its sweep: FAIL, flagged ``interrupted``."""
     from optuna.trial import TrialState
@@ -242,7 +330,7 @@ def recover_interrupted(study, say: Callable[[str], None]) -> None:
         if not owner or owner.get("host") != host or pid_alive(int(owner.get("pid", -1))):
             continue
         mark_interrupted(study, t._trial_id, t.number)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        retry_interrupted(study, t)
         say(f"trial {t.number} was interrupted (its sweep was killed): marked FAIL, its "
             f"parameters are tried again first")
 
@@ -252,5 +340,6 @@ def counted_trials(study) -> int:
     from optuna.trial import TrialState
 
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(1 for t in study.get_trials(deepcopy=False, states=done)
-               if not t.user_attrs.get("interrupted"))
+    trials = study.get_trials(deepcopy=False)
+    gone = interrupted_numbers(trials)
+    return sum(1 for t in trials if t.state in done and t.number not in gone)

@@ -131,7 +131,8 @@ class ParentRun:
             items = [Param(f"optuna.{k}", str(v)[:500]) for k, v in params.items()
                      if f"optuna.{k}" not in child.data.params]
             self.client.log_batch(child.info.run_id, params=items, tags=tags)
-            if state == "PRUNED":
+            if state == "PRUNED" or (state == "FAIL" and child.info.status == "RUNNING"):
+                # pruned, or failed because its worker died and no one could end its run
                 self.client.set_terminated(child.info.run_id, "KILLED")
         except Exception as e:  # tracking must not stop the study
             console.print(f"[yellow]warning:[/] could not tag trial {number}'s run: {e}")

@@ -24,7 +24,11 @@ experiment with them as overrides, read its metrics, tell the study the objectiv
   command again loads it: ``n_trials`` is the **total** number of finished trials the study should
   reach (COMPLETE + PRUNED + FAIL), so a re-run only runs what is missing, numbered after the
   stored trials. Trials left RUNNING by a killed sweep on this machine are marked FAIL
-  (``interrupted``), do not count, and their parameters are tried again first.
+  (``interrupted``), do not count, and their parameters are tried again first. A killed sweep
+  on another machine is found by Optuna's heartbeats: each sweep records one for its running
+  trials every ``heartbeat_s`` seconds; a trial silent for ``grace_s`` is failed the same way
+  by a sweep still running on the study (which waits for the others' trials before it ends),
+  and its MLflow run ends KILLED.
 * **Several workers, one study.** The same command on several machines (or several times on
   one), with the same ``study_name`` and a shared storage (``postgresql://...``), shares the work
   out: ``n_trials`` counts the trials of every worker, and a worker asks for a trial only while
@@ -57,6 +61,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +81,12 @@ from sandbox.search.shared import study_lock, taken_trials, unregister_sweep
 from sandbox.search.space import (distributions_from_search_space, format_value, parse_space,
                                   split_cli)
 from sandbox.search.study import (claim, counted_trials, create_study, default_study_name,
-                                  mark_interrupted, parse_directions, recover_interrupted,
-                                  tell)
+                                  fail_stale_trials, mark_interrupted, parse_directions,
+                                  record_heartbeat, recover_interrupted, tell, with_retries)
 from sandbox.search.trial import read_result, returned_values
+
+
+WAIT_SECONDS = 2.0  # how often a sweep with nothing to take looks at the others' trials
 
 
 class SweepFailed(SandboxError):
@@ -103,13 +111,20 @@ class OptunaSearch:
                  threads_per_trial: Any = "auto", plots: bool = True,
                  max_failure_rate: float | None = None, search_space: Any = None,
                  custom_search_space: str | None = None, confirm_seeds: int = 0,
-                 confirm_top: int | None = None, fidelity: Any = None, **unknown: Any):
+                 confirm_top: int | None = None, fidelity: Any = None, heartbeat_s: int = 30,
+                 grace_s: int = 120, **unknown: Any):
         if unknown:
             raise ConfigError(f"hydra.sweeper has unknown key(s) {sorted(unknown)}. It takes: "
                               "direction, study_name, storage, n_trials, n_jobs, sampler, pruner, "
                               "params, search_space, custom_search_space, constraints, "
                               "max_failure_rate, prune_on, threads_per_trial, plots, "
-                              "confirm_seeds, confirm_top, fidelity.")
+                              "confirm_seeds, confirm_top, fidelity, heartbeat_s, grace_s.")
+        if int(heartbeat_s) < 1 or int(grace_s) <= int(heartbeat_s):
+            raise ConfigError(f"hydra.sweeper.heartbeat_s={heartbeat_s}, grace_s={grace_s}: a "
+                              f"sweep records a heartbeat every heartbeat_s seconds (at least "
+                              f"1), and a trial silent for grace_s is taken as dead, so grace_s "
+                              f"must be longer (e.g. heartbeat_s=30 grace_s=120).")
+        self.heartbeat = (int(heartbeat_s), int(grace_s))
         self.confirm_seeds, self.confirm_top = check_settings(confirm_seeds, confirm_top)
         if max_failure_rate is not None and not 0.0 <= float(max_failure_rate) <= 1.0:
             raise ConfigError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: give a share "
@@ -236,9 +251,10 @@ class OptunaSearch:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
 
+        stale: list = []  # trials of dead sweeps that this one failed (their heartbeats stopped)
         study, grid_size = create_study(self._study_name(), self.storage, self.directions,
                                         self.sampler_cfg, self.pruner_cfg, len(self.constraints),
-                                        space.distributions, _say)
+                                        space.distributions, _say, self.heartbeat, stale)
         target = self.n_trials
         if grid_size is not None and grid_size < target:
             _say(f"the grid has {grid_size} point(s): n_trials={self.n_trials} capped to it")
@@ -247,6 +263,7 @@ class OptunaSearch:
             study.set_user_attr("objectives", objectives)
             study.set_user_attr("sampler", type(study.sampler).__name__)  # of the latest sweep
             recover_interrupted(study, _say)
+            fail_stale_trials(study)
             others = taken_trials(study) - counted_trials(study)  # running in other sweeps
             remaining = max(0, target - counted_trials(study) - others)
             parent = summary.ParentRun.open(self.config, study, self._study_name(), space,
@@ -271,20 +288,39 @@ class OptunaSearch:
         running: dict[int, Any] = {}  # trial number -> trial, while it runs
         results: list = []
         failures: list[BaseException] = []
+        beating = threading.Event()  # set when the sweep ends
+        heartbeats = threading.Thread(target=self._beat, args=(study, running, beating),
+                                      name="trial-heartbeats", daemon=True)
+        heartbeats.start()
+
+        def take():
+            """(a new trial or None, whether to wait for other sweeps' trials); trials of dead
+            sweeps found on the way are retried, and this sweep may run that many more."""
+            nonlocal remaining
+            with study_lock(study):  # count and take the trial as one step
+                remaining += self._retry_stale(study, stale, parent)
+                if launched < remaining and taken_trials(study) < target:
+                    with warnings.catch_warnings():  # `_beat` records them instead
+                        warnings.filterwarnings("ignore", "Heartbeat of storage")
+                        trial = study.ask(space.distributions)
+                    claim(trial)
+                    record_heartbeat(study, trial)
+                    return trial, False
+                return None, self._others_running(study, running)
 
         def worker() -> None:
             nonlocal launched
             while not stop.is_set() and not enough.is_set():
-                with self._lock:
-                    if launched >= remaining:
-                        return
-                    with study_lock(study):  # count and take the trial as one step
-                        if taken_trials(study) >= target:
-                            return  # the other sweeps on the study run the rest
-                        trial = study.ask(space.distributions)
-                        claim(trial)
-                    launched += 1
-                    running[trial.number] = trial
+                with self._lock:  # a restarting database: tried again until it answers
+                    trial, wait = with_retries(take, self.storage, _say)
+                    if trial is None and not wait:
+                        return  # the study has its n_trials, or other sweeps run the rest
+                    if trial is not None:
+                        launched += 1
+                        running[trial.number] = trial
+                if trial is None:  # another sweep's trial may still end, or go stale
+                    stop.wait(min(self.heartbeat[0], WAIT_SECONDS))
+                    continue
                 try:
                     outcome = self._run_trial(launcher, study, trial, space, base, objectives,
                                               parent)
@@ -337,15 +373,58 @@ class OptunaSearch:
             status = "KILLED"
             raise
         finally:
-            with self._lock:
-                for trial in running.values():
-                    mark_interrupted(study, trial._trial_id, trial.number)
-            if parent is not None:
-                parent.finish(study, status)
-            summary.print_summary(study, objectives, _say)
-            self._leave(study)
-            summary.write_study_summary(study, objectives, self.sweep_dir)
+            beating.set()
+            try:
+                with self._lock:
+                    for trial in running.values():
+                        mark_interrupted(study, trial._trial_id, trial.number)
+                if parent is not None:
+                    parent.finish(study, status)
+                summary.print_summary(study, objectives, _say)
+                self._leave(study)
+                summary.write_study_summary(study, objectives, self.sweep_dir)
+            except Exception as e:
+                if status == "FINISHED":
+                    raise
+                # the sweep is failing already (its database gone, say): its own error is the
+                # one to see; its running trials stay RUNNING, and the next sweep retries them
+                _say(f"[yellow]the study could not be wrapped up ({type(e).__name__}: "
+                     f"{(str(e).strip().splitlines() or [''])[0][:200]})[/]")
         return results
+
+    def _beat(self, study, running: dict, stop: threading.Event) -> None:
+        """Optuna's heartbeat for every running trial of this sweep, until the sweep ends."""
+        while not stop.wait(self.heartbeat[0]):
+            with self._lock:
+                trials = list(running.values())
+            for trial in trials:
+                try:
+                    record_heartbeat(study, trial)
+                except Exception as e:  # the database restarting: the next beat tries again
+                    _say(f"[yellow]could not record trial {trial.number}'s heartbeat: {e}[/]")
+
+    def _retry_stale(self, study, stale: list, parent) -> int:
+        """Fail the trials whose sweep stopped beating (under ``study_lock``), end their MLflow
+        runs KILLED; return how many were enqueued again."""
+        fail_stale_trials(study)
+        found, stale[:] = list(stale), []
+        for frozen in found:
+            _say(f"trial {frozen.number} sent no heartbeat for {self.heartbeat[1]}s (its sweep "
+                 f"was killed): marked FAIL, its parameters are tried again first")
+            if parent is not None:
+                parent.record_trial(frozen.number, "FAIL", frozen.params,
+                                    "its sweep stopped sending heartbeats (killed)")
+        return len(found)
+
+    def _others_running(self, study, running: dict) -> bool:
+        """Whether another sweep runs a trial of the study that can still end or go stale
+        (only a storage with heartbeats finds a dead sweep's trial)."""
+        from optuna.trial import TrialState
+
+        if not self.storage:
+            return False
+        return any(t.number not in running and not t.user_attrs.get("interrupted")
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     def _leave(self, study) -> None:
         """Take this sweep off the study's running sweeps, and say when others still run
@@ -510,7 +589,7 @@ class OptunaSearch:
             else:
                 values, state, error = [float(metrics[o]) for o in objectives], \
                     TrialState.COMPLETE, None
-        with self._lock:
+        def record() -> None:
             trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if v is not None})
             trial.set_user_attr("seconds", seconds)
             if run_dir:
@@ -527,6 +606,9 @@ class OptunaSearch:
                 tell(study, trial, values if len(values) > 1 else values[0])
             else:
                 tell(study, trial, state=state)
+
+        with self._lock:  # a restarting database: tried again until it answers
+            with_retries(record, self.storage, _say)
         shown_values = ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, values or []))
         _say(f"trial {trial.number} {state.name} in {seconds:.0f}s"
              + (f": {shown_values}" if values else "")

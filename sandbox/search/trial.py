@@ -15,6 +15,10 @@ as a child process (``n_jobs > 1``). Either way it sets, for the trial:
   launch (``reporting_to``: Hydra's launcher, not the sweep, calls the run); in a child process
   it is rebuilt from ``SANDBOX_OPTUNA_*`` variables (the study's storage, trial id, reported
   name).
+
+A trial in a child process ends with its sweep (``end_with_sweep``): it runs in a process group
+of its own, so a sweep killed with SIGKILL, which cannot stop it, would otherwise leave it
+running to its end with no one to record it (its trial is retried anyway).
 """
 from __future__ import annotations
 
@@ -23,6 +27,9 @@ import contextvars
 import json
 import math
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -188,3 +195,25 @@ def hook_from_env() -> ReportHook | None:
         state["hook"](name, value, step)
 
     return lazy
+
+
+PARENT_CHECK_SECONDS = 1.0
+
+
+def end_with_sweep() -> None:
+    """In a trial's process started by a sweep (``SANDBOX_SWEEP_PID``): a daemon thread that
+    SIGKILLs this process's group (the trial and what it started) once the sweep is gone, i.e.
+    once this process's parent is no longer that sweep. The variable is taken out of the
+    environment, so that processes the trial starts do not watch a parent they do not have."""
+    sweep = os.environ.pop(env_vars.SWEEP_PID, None)
+    if not sweep or not sweep.isdigit() or os.getppid() != int(sweep):
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(sweep):
+            time.sleep(PARENT_CHECK_SECONDS)
+        if os.getpgrp() == os.getpid():  # the leader of its own group, as the sweep starts it
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="end-with-sweep", daemon=True).start()

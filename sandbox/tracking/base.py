@@ -9,8 +9,9 @@ class NoTracker:
     """Tracks nothing; the run dir still holds everything."""
 
     def start(self, run_name: str, params: dict[str, str], tags: dict[str, str],
-              resume_run_id: str | None = None) -> None:
-        pass
+              resume_run_id: str | None = None, run_dir: str | Path | None = None) -> None:
+        """Open the run (``resume_run_id``: continue that one); ``run_dir`` is where a tracker
+        keeps what its store could not take."""
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         pass

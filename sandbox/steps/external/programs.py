@@ -50,6 +50,7 @@ import itertools
 import json
 import math
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ from typing import Any, ClassVar
 import sandbox.env as environments  # load_spec looked up when called
 from sandbox.data.rows import iter_rows
 from sandbox.env import EnvSpec, manager
-from sandbox.errors import ConfigError
+from sandbox.errors import ConfigError, DiskFullError
 from sandbox.programs import ProgramError, run_program
 from sandbox.steps.base import Step, StepEnv
 
@@ -171,14 +172,20 @@ class ExternalProgram(Step):
             argv = [sys.executable if (spec is None and a == "python" and i == 0) else a
                     for i, a in enumerate(t["argv"])]
             expected = [self._path(p, env.workdir) for p in _expected_files(t["expect"])]
-            if spec is None:
-                result = run_program(argv, log_path=logs / f"{label}.log", cwd=cwd,
-                                     env=t["env_vars"], timeout=self.timeout,
-                                     parsers=[parser]).check().check_outputs(expected)
-            else:
-                result = manager.run(spec, argv, log_path=logs / f"{label}.log", cwd=cwd,
-                                     env_vars=t["env_vars"], timeout=self.timeout,
-                                     parsers=[parser], expected_outputs=expected)
+            try:
+                if spec is None:
+                    result = run_program(argv, log_path=logs / f"{label}.log", cwd=cwd,
+                                         env=t["env_vars"], timeout=self.timeout,
+                                         parsers=[parser]).check().check_outputs(expected)
+                else:
+                    result = manager.run(spec, argv, log_path=logs / f"{label}.log", cwd=cwd,
+                                         env_vars=t["env_vars"], timeout=self.timeout,
+                                         parsers=[parser], expected_outputs=expected)
+            except ProgramError as e:
+                full = _disk_full(e, self.stack, [cwd, env.workdir])
+                if full is None:
+                    raise
+                raise full from None
             found = dict(parser.last)
             for spec_r in t["results"]:
                 found.update(self._read_results(spec_r, env.workdir, started, result))
@@ -496,3 +503,30 @@ def _dig(data: Any, key: str) -> Any:
 
 def _safe(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(value))[:80] or "run"
+
+
+# what programs print when a write finds no room (strerror of ENOSPC, EDQUOT; errno 28 and 122)
+_DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded|\[Errno (28|122)\]")
+LOW_SPACE_BYTES = 1 << 20
+
+
+def _disk_full(error: ProgramError, stack: str, folders: list[Path]) -> DiskFullError | None:
+    """The failure as a full disk, naming the fullest of ``folders``, when the program's last
+    lines say so or that disk has (almost) no room left; else None."""
+    said = any(_DISK_FULL.search(line) for line in (error.result.tail if error.result else ()))
+    free = {}
+    for folder in folders:
+        try:
+            free[folder] = shutil.disk_usage(folder).free
+        except OSError:
+            continue
+    if not free or not (said or min(free.values()) < LOW_SPACE_BYTES):
+        return None
+    folder = min(free, key=free.get)
+    log = error.result.log_path if error.result else "its log"
+    lines = "".join(f"\n  | {line}" for line in (error.result.tail[-5:] if error.result else ()))
+    return DiskFullError(
+        f"{stack}: its program failed because the disk holding {folder} is full "
+        f"({free[folder] / 2 ** 20:.1f} MiB free). Nothing it wrote is taken as a result; its "
+        f"output is in {log}. Free space there (or give the stack a folder on a larger disk), "
+        f"then run again with resume=true and the same hydra.run.dir. Its last lines:{lines}")
