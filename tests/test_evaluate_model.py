@@ -142,7 +142,7 @@ def test_word_perplexity_matches_hand_calculation(data, model_dir, tmp_path):
     assert m["eval_loss"] == pytest.approx(total / n, rel=1e-4)
     assert m["bits_per_byte"] == pytest.approx(total / math.log(2) / nbytes, rel=1e-4)
     assert Path(out["report"]).parent == Path(env.workdir)
-    assert env.tracker.artifacts == [out["report"]]
+    assert env.tracker.artifacts == [out["report"], out["doc_scores"]]
 
 
 @pytest.mark.slow  # a forward pass per token of the reference loop
