@@ -22,6 +22,7 @@ from sandbox.programs import ProgramError
 from sandbox.steps.base import StepEnv
 from sandbox.steps.external import ExternalTrainer
 from tests.test_assets import isolated, server  # noqa: F401 - fixtures: own cache, loopback bucket
+from tests.test_programs import live_members
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -919,20 +920,6 @@ def test_a_stack_that_fills_the_disk_is_one_paragraph_naming_the_folder(tmp_path
     assert "No space left on device" in message  # its last lines
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live processes of process group ``pgid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            state, _parent, group = stat[stat.rindex(")") + 2:].split()[:3]
-            if int(group) == pgid and state != "Z":
-                found.append(int(entry.name))
-    return found
-
 
 @pytest.mark.slow
 def test_ray_failing_to_start_is_one_paragraph_and_leaves_no_ray_process(tmp_path):
@@ -951,7 +938,7 @@ def test_ray_failing_to_start_is_one_paragraph_and_leaves_no_ray_process(tmp_pat
                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
     killed, deadline = None, time.monotonic() + 120
     while killed is None and run.poll() is None and time.monotonic() < deadline:
-        for pid in group_members(run.pid):
+        for pid in live_members(run.pid):
             try:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
             except OSError:
@@ -969,9 +956,9 @@ def test_ray_failing_to_start_is_one_paragraph_and_leaves_no_ray_process(tmp_pat
     assert "error: engine=ray: the local Ray instance did not start" in said
     assert "engine=local" in said and "Traceback" not in said and "HYDRA_FULL_ERROR" not in said
     deadline = time.monotonic() + 30
-    while group_members(run.pid) and time.monotonic() < deadline:
+    while live_members(run.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert group_members(run.pid) == []  # raylet, workers, log monitors: all gone
+    assert live_members(run.pid) == []  # raylet, workers, log monitors: all gone
     assert not (tmp_path / "run" / "process").exists() or \
         not list((tmp_path / "run" / "process").iterdir())
     print(f"failed in one paragraph {took:.0f}s after the GCS server was killed")

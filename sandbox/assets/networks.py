@@ -41,8 +41,7 @@ from pathlib import Path
 from sandbox.assets import sources
 from sandbox.assets.download import DownloadError, download
 from sandbox.assets.resolve import (AssetMissing, Resolved, _record, downloads_allowed,
-                                    models_dir)
-from sandbox import env_vars
+                                    models_dir, what_was_tried)
 
 
 @dataclass(frozen=True)
@@ -163,12 +162,7 @@ def missing_networks(missing: list[tuple[Network, str | None]],
             items.append(f"{net.filename} ({net.what}; needed by {', '.join(net.metrics)}) -> "
                          f"copy to {where_to_copy(net)}, or give {net.arg}=PATH")
     n = len(missing)
-    tried = ""
-    if errors:
-        tried = (f" Downloading failed ({len(errors)} attempt{'s' if len(errors) > 1 else ''}; "
-                 f"first: {errors[0]}).")
-    elif not downloads_allowed():
-        tried = f" Downloads are off ({env_vars.OFFLINE}=1)."
+    tried = what_was_tried(errors)
     keys = " ".join(f"--network {net.key}" for net, _ in missing)
     return (f"{source} needs {n} feature network file{'s' if n > 1 else ''} that "
             f"{'are' if n > 1 else 'is'} not on this machine: {'; '.join(items)}.{tried} "

@@ -290,6 +290,17 @@ def where_to_copy(ref: AssetRef) -> str:
     return f"{models_dir()} (or ${sources.DJ_MODELS_CACHE})"
 
 
+def what_was_tried(errors: list[str], where: str = "") -> str:
+    """The sentence of a missing-asset paragraph that says why nothing was downloaded: the
+    failed attempts (``where`` they were made), or that downloads are off; else nothing."""
+    if errors:
+        return (f" Downloading {where}failed ({len(errors)} "
+                f"attempt{'s' if len(errors) > 1 else ''}; first: {errors[0]}).")
+    if not downloads_allowed():
+        return f" Downloads are off ({env_vars.OFFLINE}=1)."
+    return ""
+
+
 def missing_paragraph(missing: list[tuple[AssetRef, list[str]]], source: str = "",
                       fetch_args: str = "", errors: list[str] | None = None) -> str:
     """One paragraph naming every missing asset, who needs it, the fetch command and where to
@@ -315,12 +326,7 @@ def missing_paragraph(missing: list[tuple[AssetRef, list[str]]], source: str = "
     fetch = fetch_args or " ".join(
         f"--op {u} --lang {r.lang}" if r.lang else f"--op {u}"
         for r, us in missing[:1] for u in us[:1]) or "--recipe FILE"
-    tried = ""
-    if errors:
-        tried = (f" Downloading from Data-Juicer's locations failed ({len(errors)} "
-                 f"attempt{'s' if len(errors) > 1 else ''}; first: {errors[0]}).")
-    elif not downloads_allowed():
-        tried = f" Downloads are off ({env_vars.OFFLINE}=1)."
+    tried = what_was_tried(errors, "from Data-Juicer's locations ")
     return (f"{head}: {'; '.join(items)}.{tried} Nothing was loaded. On a machine that is online, "
             f"run `python -m sandbox.assets fetch {fetch}` and copy the files it lists (`python -m "
             f"sandbox.assets list`) into the folders named above; a Data-Juicer cache that already "
