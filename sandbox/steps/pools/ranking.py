@@ -2,7 +2,6 @@
 larger one (``DecisionAccuracy``)."""
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -182,9 +181,8 @@ class DecisionAccuracy(Step):
 
 
 def _seed_values(raw) -> dict[int, float]:
-    """``{seed: value}`` from a ranking row (a dict, or its JSON text in a CSV)."""
-    if isinstance(raw, str):
-        raw = json.loads(raw)
+    """``{seed: value}`` from a ranking row's ``<key>_seeds`` (seeds are strings after the
+    context's JSON round trip)."""
     return {int(s): float(v) for s, v in (raw or {}).items()}
 
 
