@@ -1,8 +1,12 @@
 """``python -m sandbox [overrides]``: the Hydra command line around ``sandbox.run``."""
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+import threading
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from omegaconf import DictConfig
@@ -48,9 +52,40 @@ def quick_help(argv: list[str]) -> str | None:
             f"\n\n")
 
 
+def exit_now(code: object = 0) -> NoReturn:
+    """End the process as ``sys.exit(code)`` would, without the interpreter's own teardown.
+
+    Everything that must happen at exit happens first, in the interpreter's order: the
+    non-daemon threads are joined, the ``atexit`` handlers run (multiprocessing's, MLflow's,
+    logging's flush), and the standard streams are flushed. What is skipped is freeing every
+    module and object one by one, which after a data run (numba's compiled code, Arrow's pools)
+    takes ~0.4 s of a few-second command."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        status = 1
+    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter calls first
+    if shutdown is not None:
+        shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
     text = quick_help(sys.argv[1:])
-    if text is None:
-        main()
-    else:
-        print(text)
+    try:
+        if text is None:
+            main()
+        else:
+            print(text)
+    except SystemExit as e:
+        exit_now(e.code)
+    exit_now(0)

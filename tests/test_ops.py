@@ -21,6 +21,7 @@ from sandbox.errors import RecipeError
 from sandbox.ops import all_ops, get_op_class
 from sandbox.ops.base import MAXSIZE, Filter, TextViews
 from sandbox.ops.common import chars
+from sandbox.ops.common.chars import refine_words
 from sandbox.ops.common.text_views import char_stats_of
 from sandbox.ops.text.filters import char_rep_ratio, word_rep_ratio
 from sandbox.recipe import load_recipe
@@ -410,6 +411,22 @@ def test_word_repetition_ratio():
     assert keep("word_repetition_filter", texts, rep_len=2, max_ratio=5 / 6) == [True] * 4
     assert keep("word_repetition_filter", texts, rep_len=2, min_ratio=0.0, max_ratio=0.8) == [
         False, True, True, True]
+
+
+def test_word_repetition_lower_cases_as_python_does():
+    # the kernels lower-case through a table of every code point; capital sigma (final or not
+    # by context) and dotted capital I (two characters) are lower-cased by Python itself, so a
+    # batch mixing them with plain texts gets every text's own exact ratio
+    from sandbox.ops.common import kernels
+
+    texts = ["ΟΔΟΣ οδος ΟΔΟΣ οδοσ", "İi İi İI", "The THE the", "ΣΣ σσ σς", "plain text here"]
+    expected = [word_rep_ratio(refine_words(t.split(), True), 1) for t in texts]
+    assert stat("word_repetition_filter", texts, rep_len=1) == expected
+    assert expected[0] == 0.75  # ΟΔΟΣ -> οδος (final sigma) x3, οδοσ once
+    cp, offsets = kernels.codepoints(texts)
+    lowered = kernels.lower_codepoints(texts, cp, offsets)
+    assert [x.tolist() for x in lowered] == [x.tolist() for x in
+                                             kernels.codepoints([t.lower() for t in texts])]
 
 
 def test_line_length_stats():

@@ -43,12 +43,48 @@ def utf8(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
 
 
+def lower_codepoints(texts: list[str], cp: np.ndarray, offsets: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``codepoints([t.lower() for t in texts])``, from the texts' code points ``(cp,
+    offsets)`` through ``lower_table`` in one compiled pass. The texts that hold a character
+    whose lower case depends on its context (capital sigma) or is two characters (dotted
+    capital I) are lower-cased by Python itself and put in place."""
+    out, odd = _lower_by_table(cp, offsets, lower_table())
+    if odd.size == 0:
+        return out, offsets
+    lowered = {int(d): texts[d].lower() for d in odd}
+    if all(len(low) == len(texts[d]) for d, low in lowered.items()):
+        for d, low in lowered.items():
+            out[offsets[d]:offsets[d + 1]] = codepoints([low])[0]
+        return out, offsets
+    return codepoints([lowered.get(d, t.lower()) for d, t in enumerate(texts)])
+
+
+_CONTEXT = np.uint32(0xFFFFFFFF)  # ``lower_table``'s mark of the characters Python must lower
+_LOWER: list = []
+
+
+def lower_table() -> np.ndarray:
+    """uint32 per code point: its lower case (``str.lower`` of that one character), except
+    U+0130 (two characters) and U+03A3 (final or not, by context), marked ``_CONTEXT``. Built
+    from one ``str.lower`` of every code point (~50 ms, once per process)."""
+    if not _LOWER:
+        every = np.arange(0x110000, dtype=np.uint32)
+        every[0x130] = 0x41  # kept out of the one-string lower(): it would lengthen the string
+        text = every.tobytes().decode("utf-32-le", "surrogatepass").lower()
+        table = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).copy()
+        table[[0x130, 0x3A3]] = _CONTEXT
+        _LOWER.append(table)
+    return _LOWER[0]
+
+
 def warm_up() -> None:
     """Load every kernel now (from the on-disk cache; compiled on the very first use)."""
-    cp, offsets = codepoints(["a b", ""])
+    texts = ["a B", ""]
+    cp, offsets = codepoints(texts)
     special = char_table("special")
     char_stats(cp, offsets, char_classes())
-    word_rep_ratios(cp, offsets, special, 1)
+    word_rep_ratios(*lower_codepoints(texts, cp, offsets), special, 1)
     char_rep_ratios(cp, offsets, 1)
 
 
@@ -110,6 +146,25 @@ def _refined_words(cp, start, end, special, ws, we):
 
 
 # ------------------------------------------------------------------------------ kernels
+@njit(cache=True, nogil=True)
+def _lower_by_table(cp, offsets, table):
+    """``(table[cp], texts holding a _CONTEXT character)``: see ``lower_codepoints``."""
+    out = np.empty_like(cp)
+    odd = np.empty(offsets.size - 1, dtype=np.int64)
+    nodd = 0
+    for d in range(offsets.size - 1):
+        flagged = False
+        for i in range(offsets[d], offsets[d + 1]):
+            v = table[cp[i]]
+            if v == _CONTEXT:
+                flagged = True
+            out[i] = v
+        if flagged:
+            odd[nodd] = d
+            nodd += 1
+    return out, odd[:nodd]
+
+
 # columns of ``char_stats``
 ALNUM, SPECIAL, WORDS, LINES, LONGEST_LINE = range(5)
 
@@ -267,16 +322,23 @@ def char_rep_ratios(cp, offsets, n):
     top = _U64_1
     for _ in range(n - 1):
         top = top * _BASE
+    longest = 1
+    for d in range(ndocs):
+        longest = max(longest, offsets[d + 1] - offsets[d] - n + 1)
+    # one set of tables for the batch, each text using the first 2x-its-size slots of them and
+    # clearing only the slots it filled (``used``): no allocation or full sweep per text
+    cap = _table_size(longest)
+    table = np.full(cap, -1, dtype=np.int64)  # the n-gram's first position in the text
+    counts = np.zeros(cap, dtype=np.int64)
+    hashes = np.empty(cap, dtype=np.uint64)
+    used = np.empty(cap, dtype=np.int64)
+    reps = np.empty(cap, dtype=np.int64)
     for d in range(ndocs):
         start = offsets[d]
         total = offsets[d + 1] - start - n + 1
         if total <= 0:
             continue
-        size = _table_size(total)
-        mask = size - 1
-        table = np.full(size, -1, dtype=np.int64)
-        counts = np.zeros(size, dtype=np.int64)
-        hashes = np.empty(size, dtype=np.uint64)
+        mask = _table_size(total) - 1
         h = np.uint64(0)
         for i in range(n - 1):
             h = h * _BASE + np.uint64(cp[start + i])
@@ -290,6 +352,7 @@ def char_rep_ratios(cp, offsets, n):
                     table[s] = k
                     hashes[s] = h
                     counts[s] = 1
+                    used[distinct] = s
                     distinct += 1
                     break
                 if hashes[s] == h and _same(cp, start + r, start + k, n):
@@ -297,15 +360,21 @@ def char_rep_ratios(cp, offsets, n):
                     break
                 s = (s + 1) & mask
             h = h - np.uint64(cp[start + k]) * top
-        reps = np.empty(distinct, dtype=np.int64)
         nrep = 0
-        for s in range(size):
+        for u in range(distinct):
+            s = used[u]
             if counts[s] > 1:
                 reps[nrep] = counts[s]
                 nrep += 1
+            table[s] = -1  # clean for the next text
         kk = min(int(np.sqrt(distinct)), nrep)
         if kk <= 0:
             continue
-        top_k = np.sort(reps[:nrep])[nrep - kk:]
-        out[d] = top_k.sum() / total
+        top_k = reps[:nrep]
+        if kk < nrep:
+            top_k.sort()
+        acc = 0
+        for u in range(nrep - kk, nrep):
+            acc += top_k[u]
+        out[d] = acc / total
     return out

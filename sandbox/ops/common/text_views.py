@@ -44,7 +44,7 @@ def codepoints_of(views: TextViews, lower: bool = False) -> tuple[np.ndarray, np
 
     if lower:
         return views.shared(("codepoints", "lower"),
-                            lambda texts: kernels.codepoints(list(map(str.lower, texts))))
+                            lambda texts: kernels.lower_codepoints(texts, *codepoints_of(views)))
     return views.shared(("codepoints",), kernels.codepoints)
 
 
