@@ -10,6 +10,7 @@ with its size.
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator
 
@@ -47,28 +48,45 @@ def write_outputs(dataset: str | Path, computed: ComputedFile, selection: Select
             export_tmp = stack.enter_context(atomic_path(export))
             if export.suffix != ".parquet":
                 jsonl_file = stack.enter_context(open(export_tmp, "wb"))
+        # the export of a chunk is written on a thread of its own while the next chunk is read,
+        # split and written (both release the GIL: Arrow's C++ and the compiled JSON kernel), at
+        # most one chunk behind, so the files are written in order and memory stays bounded
+        exporter = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="export"))
+        exported: Future | None = None
         offset = 0
-        for table in output_chunks(dataset, computed, text_key, outputs.keep_stats, chunk_rows):
-            m = table.num_rows
-            keep = selection.keep[offset:offset + m]
-            codes = selection.dropped_code[offset:offset + m]
-            offset += m
-            kept = table.filter(pa.array(keep))
-            dropped = table.filter(pa.array(~keep)).append_column(
-                "dropped_by", pa.array(names[codes[~keep]], type=pa.string()))
-            if kept_tmp is not None:
-                if kept_writer is None:
-                    kept_writer = stack.enter_context(parquet_writer(kept_tmp, kept.schema))
-                    if export is not None and jsonl_file is None:
-                        export_writer = stack.enter_context(parquet_writer(export_tmp, kept.schema))
-                kept_writer.write_table(kept, row_group_size=chunk_rows)
-                if export is not None:
-                    # media paths relative to the export's folder, so that it reads back alike
-                    _write_export(relativize_media(kept, export.parent), export_writer,
-                                  jsonl_file, chunk_rows)
-            if dropped_writer is None:
-                dropped_writer = stack.enter_context(parquet_writer(dropped_tmp, dropped.schema))
-            dropped_writer.write_table(dropped, row_group_size=chunk_rows)
+        try:
+            for table in output_chunks(dataset, computed, text_key, outputs.keep_stats,
+                                       chunk_rows):
+                m = table.num_rows
+                keep = selection.keep[offset:offset + m]
+                codes = selection.dropped_code[offset:offset + m]
+                offset += m
+                kept = table.filter(pa.array(keep))
+                dropped = table.filter(pa.array(~keep)).append_column(
+                    "dropped_by", pa.array(names[codes[~keep]], type=pa.string()))
+                if kept_tmp is not None:
+                    if kept_writer is None:
+                        kept_writer = stack.enter_context(parquet_writer(kept_tmp, kept.schema))
+                        if export is not None and jsonl_file is None:
+                            export_writer = stack.enter_context(
+                                parquet_writer(export_tmp, kept.schema))
+                    kept_writer.write_table(kept, row_group_size=chunk_rows)
+                    if export is not None:
+                        if exported is not None:
+                            exported.result()
+                        # media paths relative to the export's folder, so it reads back alike
+                        exported = exporter.submit(
+                            _write_export, relativize_media(kept, export.parent), export_writer,
+                            jsonl_file, chunk_rows)
+                if dropped_writer is None:
+                    dropped_writer = stack.enter_context(
+                        parquet_writer(dropped_tmp, dropped.schema))
+                dropped_writer.write_table(dropped, row_group_size=chunk_rows)
+        finally:
+            if exported is not None:  # done before any file closes, on an error too
+                wait((exported,))
+        if exported is not None:
+            exported.result()  # its error, if any
         if dropped_writer is None:  # an empty pool
             empty = pa.Table.from_batches([], pool.schema_arrow)
             pq.write_table(empty.append_column("dropped_by", pa.array([], pa.string())),
