@@ -7,6 +7,7 @@ the way Data-Juicer writes them.
 from __future__ import annotations
 
 import hashlib
+import json
 import string
 import subprocess
 import sys
@@ -517,6 +518,35 @@ def test_clean_html():
     ])
     assert out == ["\n*one\n*two", "Tom & Jerry", "*\n*x", "plain\ntext", "x", "Tvar a;B", ""]
     assert run_mapper("clean_html_mapper", [None]) == [None]
+
+
+def test_clean_html_skips_the_parser_only_where_it_changes_nothing():
+    # texts without markup skip the parser; the condition is checked against the parser itself
+    # on every document of the default corpus and on random strings rich in the characters it
+    # treats specially (leading whitespace, CR, NUL, BOM, lone surrogates, C1 controls)
+    import random
+
+    from selectolax.lexbor import LexborHTMLParser
+
+    from sandbox.data.corpus import default_corpus
+    from sandbox.ops.text.mappers import _parser_keeps
+
+    with open(default_corpus().pool, encoding="utf-8") as fh:
+        corpus = [json.loads(line)["text"] for line in fh]
+    rng = random.Random(0)
+    special = [0, 9, 10, 11, 12, 13, 32, 38, 60, 62, 0x80, 0x85, 0xA0, 0x2028, 0xFEFF, 0xFFFD,
+               0xFFFF, 0xD800, 0xDC00, 0x10FFFF]
+    pools = [range(0x80), range(0x80, 0x800), range(0x800, 0xD800), range(0x10000, 0x110000),
+             special]
+    random_texts = ["".join(chr(rng.choice(rng.choice(pools))) for _ in range(rng.randint(0, 20)))
+                    for _ in range(20000)]
+    skipped = 0
+    for text in [*corpus, *random_texts]:
+        if _parser_keeps(text):
+            skipped += 1
+            assert LexborHTMLParser(text).text() == text, repr(text)
+    assert skipped > 0.5 * len(random_texts)
+    assert not _parser_keeps("\ud800x") and not _parser_keeps(" x") and not _parser_keeps("a&b")
 
 
 def test_clean_links():

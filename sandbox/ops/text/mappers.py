@@ -216,6 +216,22 @@ class CleanEmailMapper(_RegexSubMapper):
     default_compiled = re.compile(DEFAULT_EMAIL_PATTERN, flags=re.DOTALL)
 
 
+# Characters before which the HTML parser changes a text without markup: it drops leading HTML
+# whitespace (and a byte-order mark), and lone surrogates (not UTF-8) vanish with what follows.
+_HTML_LEADING = frozenset("\t\n\x0c \ufeff")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _parser_keeps(text: str) -> bool:
+    """True when ``LexborHTMLParser(text).text() == text``, from a cheap sufficient condition:
+    no tag or entity can start (no ``<`` or ``&``), nothing the parser normalises (``\r``, NUL,
+    lone surrogates) and no leading whitespace. About 3 in 4 documents of the default corpus
+    (tests/test_ops.py checks the claim against the parser on random and real texts)."""
+    if "<" in text or "&" in text or "\r" in text or "\0" in text or text[:1] in _HTML_LEADING:
+        return False
+    return text.isascii() or _SURROGATE.search(text) is None
+
+
 @register
 class CleanHtmlMapper(Mapper):
     """Convert HTML to plain text as Data-Juicer does: first the literal tags ``<li>`` and
@@ -234,7 +250,7 @@ class CleanHtmlMapper(Mapper):
         self._parser = LexborHTMLParser
 
     def _clean(self, raw_html):
-        if not isinstance(raw_html, str):
+        if not isinstance(raw_html, str) or _parser_keeps(raw_html):
             return raw_html
         raw_html = (
             raw_html.replace("<li>", "\n*")
