@@ -48,11 +48,12 @@ def write_outputs(dataset: str | Path, computed: ComputedFile, selection: Select
             export_tmp = stack.enter_context(atomic_path(export))
             if export.suffix != ".parquet":
                 jsonl_file = stack.enter_context(open(export_tmp, "wb"))
-        # the export of a chunk is written on a thread of its own while the next chunk is read,
-        # split and written (both release the GIL: Arrow's C++ and the compiled JSON kernel), at
-        # most one chunk behind, so the files are written in order and memory stays bounded
-        exporter = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="export"))
-        exported: Future | None = None
+        # the export and the dropped rows of a chunk are written on threads of their own while
+        # the next chunk is read, split and kept (Arrow's C++ and the compiled JSON kernel
+        # release the GIL), each at most one chunk behind, so that every file is written in
+        # order and memory stays bounded
+        export_behind = _OneBehind(stack, "export")
+        dropped_behind = _OneBehind(stack, "dropped")
         offset = 0
         try:
             for table in output_chunks(dataset, computed, text_key, outputs.keep_stats,
@@ -70,27 +71,46 @@ def write_outputs(dataset: str | Path, computed: ComputedFile, selection: Select
                         if export is not None and jsonl_file is None:
                             export_writer = stack.enter_context(
                                 parquet_writer(export_tmp, kept.schema))
-                    kept_writer.write_table(kept, row_group_size=chunk_rows)
                     if export is not None:
-                        if exported is not None:
-                            exported.result()
                         # media paths relative to the export's folder, so it reads back alike
-                        exported = exporter.submit(
-                            _write_export, relativize_media(kept, export.parent), export_writer,
-                            jsonl_file, chunk_rows)
+                        export_behind.submit(_write_export, relativize_media(kept, export.parent),
+                                             export_writer, jsonl_file, chunk_rows)
+                    kept_writer.write_table(kept, row_group_size=chunk_rows)
                 if dropped_writer is None:
                     dropped_writer = stack.enter_context(
                         parquet_writer(dropped_tmp, dropped.schema))
-                dropped_writer.write_table(dropped, row_group_size=chunk_rows)
-        finally:
-            if exported is not None:  # done before any file closes, on an error too
-                wait((exported,))
-        if exported is not None:
-            exported.result()  # its error, if any
+                dropped_behind.submit(dropped_writer.write_table, dropped, chunk_rows)
+        finally:  # both threads are done before any file closes, on an error too
+            export_behind.settle()
+            dropped_behind.settle()
+        export_behind.result()  # an error of theirs, if any
+        dropped_behind.result()
         if dropped_writer is None:  # an empty pool
             empty = pa.Table.from_batches([], pool.schema_arrow)
             pq.write_table(empty.append_column("dropped_by", pa.array([], pa.string())),
                            dropped_tmp)
+
+
+class _OneBehind:
+    """Calls run in order on a thread of their own, at most one call behind the caller."""
+
+    def __init__(self, stack: contextlib.ExitStack, name: str):
+        self._pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix=name))
+        self._pending: Future | None = None
+
+    def submit(self, fn, *args) -> None:
+        self.result()
+        self._pending = self._pool.submit(fn, *args)
+
+    def settle(self) -> None:
+        """Wait for the last call, without raising its error."""
+        if self._pending is not None:
+            wait((self._pending,))
+
+    def result(self) -> None:
+        """Wait for the last call; its error, if any, is raised here."""
+        if self._pending is not None:
+            self._pending.result()
 
 
 def _write_export(kept: pa.Table, parquet_out, jsonl_out, chunk_rows: int) -> None:
