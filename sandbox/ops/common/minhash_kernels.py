@@ -113,32 +113,79 @@ def _hash32(h0):
             | (h0 >> 24))
 
 
+# The lanes version works in uint32 throughout: numba widens uint32 arithmetic to 64 bits, and the
+# casts back to uint32 after every step let the compiler keep 32-bit lanes (twice as many per
+# vector as int64) and use vector rotates: ~3x faster than the same rounds in int64.
+_U32 = np.uint32
+_K32 = (np.uint32(0x5A827999), np.uint32(0x6ED9EBA1), np.uint32(0x8F1BBCDC),
+        np.uint32(0xCA62C1D6))
+_H32 = (np.uint32(_H0), np.uint32(_H1), np.uint32(_H2), np.uint32(_H3), np.uint32(_H4))
+_K0_32, _K1_32, _K2_32, _K3_32 = _K32
+_H0_32, _H1_32, _H2_32, _H3_32, _H4_32 = _H32
+_B8, _B16, _B24, _FF = np.uint32(8), np.uint32(16), np.uint32(24), np.uint32(0xFF)
+
+
+@njit(inline="always")
+def _rotl32(x, n):
+    return _U32((x << _U32(n)) | (x >> _U32(32 - n)))
+
+
+@njit(inline="always")
+def _f32(kind, b, c, d):
+    """``_f`` in uint32."""
+    if kind == 0:
+        return _U32(((b & c) | (~b & d)) + _K0_32)
+    if kind == 2:
+        return _U32(((b & c) | (b & d) | (c & d)) + _K2_32)
+    return _U32((b ^ c ^ d) + (_K1_32 if kind == 1 else _K3_32))
+
+
+@njit(inline="always")
+def _rounds5_32(a, b, c, d, e, w, t, l, kind):
+    """``_rounds5`` in uint32."""
+    e = _U32(_rotl32(a, 5) + _f32(kind, b, c, d) + e + w[t, l])
+    b = _rotl32(b, 30)
+    d = _U32(_rotl32(e, 5) + _f32(kind, a, b, c) + d + w[t + 1, l])
+    a = _rotl32(a, 30)
+    c = _U32(_rotl32(d, 5) + _f32(kind, e, a, b) + c + w[t + 2, l])
+    e = _rotl32(e, 30)
+    b = _U32(_rotl32(c, 5) + _f32(kind, d, e, a) + b + w[t + 3, l])
+    d = _rotl32(d, 30)
+    a = _U32(_rotl32(b, 5) + _f32(kind, c, d, e) + a + w[t + 4, l])
+    c = _rotl32(c, 30)
+    return a, b, c, d, e
+
+
 @njit(cache=True, nogil=True)
 def sha1_lanes(w, out, count):
     """``out[l]`` = ``sha1_hash32`` of the one-block message whose padded block is
     ``w[:16, l]``, for the first ``count`` lanes. ``w``: uint32 ``(80, lanes)``, rows 16.. are
     scratch. The rounds are spelled out here (not ``_block``) and only h0 is stored: that is
     what lets the compiler vectorise the loop across lanes."""
-    _schedule(w, count)
+    for t in range(16, 80):  # the message schedules
+        for l in range(count):
+            w[t, l] = _rotl32(_U32(w[t - 3, l] ^ w[t - 8, l] ^ w[t - 14, l] ^ w[t - 16, l]), 1)
     for l in range(count):
-        a, b, c, d, e = _H0, _H1, _H2, _H3, _H4
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 0, l, 0)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 5, l, 0)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 10, l, 0)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 15, l, 0)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 20, l, 1)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 25, l, 1)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 30, l, 1)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 35, l, 1)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 40, l, 2)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 45, l, 2)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 50, l, 2)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 55, l, 2)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 60, l, 3)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 65, l, 3)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 70, l, 3)
-        a, b, c, d, e = _rounds5(a, b, c, d, e, w, 75, l, 3)
-        out[l] = _hash32((_H0 + a) & 0xFFFFFFFF)
+        a, b, c, d, e = _H0_32, _H1_32, _H2_32, _H3_32, _H4_32
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 0, l, 0)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 5, l, 0)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 10, l, 0)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 15, l, 0)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 20, l, 1)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 25, l, 1)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 30, l, 1)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 35, l, 1)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 40, l, 2)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 45, l, 2)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 50, l, 2)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 55, l, 2)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 60, l, 3)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 65, l, 3)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 70, l, 3)
+        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 75, l, 3)
+        h = _U32(_H0_32 + a)  # _hash32 in uint32: h0 byte-swapped
+        out[l] = _U32(((h & _FF) << _B24) | (((h >> _B8) & _FF) << _B16)
+                      | (((h >> _B16) & _FF) << _B8) | (h >> _B24))
 
 
 @njit
