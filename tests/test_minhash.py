@@ -68,6 +68,15 @@ def test_sha1_kernel_matches_hashlib():
         data = rng.integers(0, 256, size=n, dtype=np.uint8).tobytes()
         expected = struct.unpack("<I", hashlib.sha1(data).digest()[:4])[0]
         assert mk.sha1_hash32_bytes(data) == expected, n
+    # the vectorised path (one-block messages of up to 55 bytes, 64 lanes at a time): one
+    # shingle per text and the identity permutation (a = 1, b = 0) make the signature the hash
+    msgs = [rng.integers(0, 256, size=n, dtype=np.uint8).tobytes() for n in range(56)] * 3
+    sizes = np.array([0] + [len(m) for m in msgs], dtype=np.int64)
+    sig = mk.shingle_signatures(np.frombuffer(b"".join(msgs), dtype=np.uint8), np.cumsum(sizes),
+                                np.arange(len(msgs) + 1, dtype=np.int64),
+                                np.ones(1, np.uint64), np.zeros(1, np.uint64))
+    assert sig[:, 0].tolist() == [struct.unpack("<I", hashlib.sha1(m).digest()[:4])[0]
+                                  for m in msgs]
 
 
 @pytest.mark.parametrize("kw", [
