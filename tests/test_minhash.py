@@ -4,6 +4,7 @@ reference Python implementation kept in sandbox.ops.text.deduplicators (``signat
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import struct
 
@@ -240,3 +241,23 @@ def test_engine_select_equals_reference(tmp_path):
     expected = _union_find_keep([o.reference_bands(t) for t in texts], alive, o._bands)
     assert np.array_equal(got.keep, expected) and np.array_equal(mem.keep, expected)
     assert 0 < expected.sum() < alive.sum()
+
+
+def test_optimal_param_is_kept_on_disk(tmp_path):
+    # ~1 s to compute (scipy): kept under the cache root, and a damaged file is computed again
+    from sandbox.cache import using_cache_root
+    from sandbox.ops.text.deduplicators import _optimal_param, optimal_param
+
+    expected = _optimal_param(0.5, 32, 0.5, 0.5)
+    with using_cache_root(tmp_path):
+        optimal_param.cache_clear()
+        assert optimal_param(0.5, 32) == expected
+        (memo,) = (tmp_path / "minhash").glob("optimal_param-*.json")
+        memo.write_text('{"args": [0.5, 32, 0.5, 0.5], "value": [99, 99]}')
+        optimal_param.cache_clear()
+        assert optimal_param(0.5, 32) == (99, 99)  # read back, not computed
+        memo.write_text("{trunc")
+        optimal_param.cache_clear()
+        assert optimal_param(0.5, 32) == expected
+        assert json.loads(memo.read_text())["value"] == list(expected)
+    optimal_param.cache_clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import string
 import struct
 from collections import defaultdict
@@ -80,7 +81,34 @@ def sha1_hash32(data: bytes) -> int:
 def optimal_param(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
                   false_negative_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows per band) minimising the weighted false-positive + false-negative areas of
-    the LSH S-curve (datasketch's method, as Data-Juicer computes it, with scipy's quad)."""
+    the LSH S-curve (datasketch's method, as Data-Juicer computes it, with scipy's quad).
+
+    Computing it costs ~1 s (scipy's import and a few thousand integrals), on the path of every
+    run of a recipe with this OP, for a value that depends only on these four numbers: it is
+    kept under ``<cache root>/minhash/`` (one small file per set of arguments; one that cannot
+    be read is computed again)."""
+    from sandbox.cache import cache_root
+    from sandbox.utils import atomic_write_json, stable_hash
+
+    args = [float(threshold), int(num_perm), float(false_positive_weight),
+            float(false_negative_weight)]
+    memo = cache_root() / "minhash" / f"optimal_param-{stable_hash(args)}.json"
+    try:
+        saved = json.loads(memo.read_text())
+        if saved["args"] == args and all(isinstance(v, int) and v >= 1 for v in saved["value"]):
+            return tuple(saved["value"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    value = _optimal_param(*args)
+    try:
+        atomic_write_json(memo, {"args": args, "value": list(value)})
+    except OSError:  # a read-only cache: computed again next time
+        pass
+    return value
+
+
+def _optimal_param(threshold: float, num_perm: int, false_positive_weight: float,
+                   false_negative_weight: float) -> tuple[int, int]:
     from scipy import integrate
 
     best, opt = float("inf"), (0, 0)
