@@ -64,3 +64,27 @@ def test_quick_help_is_hydras_help_word_for_word(args):
                             "sys.argv = ['sandbox', *sys.argv[1:]]; main()", *args],
                            capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert quick == hydra and "== Configuration groups ==" in quick and "engine: local, ray" in quick
+
+
+def test_quick_exit_does_what_exit_must(tmp_path):
+    # the interpreter's teardown is skipped, not the work of exiting: non-daemon threads finish,
+    # atexit handlers run, buffered output reaches the pipe, and the status is sys.exit's
+    script = f"""
+import atexit, pathlib, sys, threading, time
+from sandbox.__main__ import exit_now
+out = pathlib.Path({str(tmp_path)!r})
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+def late():
+    time.sleep(0.3)
+    (out / "thread").write_text("done")
+threading.Thread(target=late).start()
+sys.stdout.write("buffered, no newline")
+exit_now(int(sys.argv[1]) if len(sys.argv) > 1 else "a message")
+"""
+    done = subprocess.run([sys.executable, "-c", script, "3"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 3 and done.stdout == "buffered, no newline"
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert (tmp_path / "thread").read_text() == "done"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1 and done.stderr.strip() == "a message"
