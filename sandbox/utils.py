@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +92,28 @@ class atomic_path:
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
+
+
+class OneBehind:
+    """Calls run in order on a thread of their own, at most one call behind the caller: work
+    that releases the GIL (Arrow's writers, compiled kernels) overlaps the caller's next step
+    while memory stays bounded. The thread ends with ``stack``; call ``settle`` before the
+    files it writes close (also on an error), then ``result`` for its error."""
+
+    def __init__(self, stack: ExitStack, name: str):
+        self._pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix=name))
+        self._pending: Future | None = None
+
+    def submit(self, fn, *args) -> None:
+        self.result()
+        self._pending = self._pool.submit(fn, *args)
+
+    def settle(self) -> None:
+        """Wait for the last call, without raising its error."""
+        if self._pending is not None:
+            wait((self._pending,))
+
+    def result(self) -> None:
+        """Wait for the last call; its error, if any, is raised here."""
+        if self._pending is not None:
+            self._pending.result()

@@ -12,6 +12,7 @@ reference reader takes over.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 from sandbox.data.io import parquet_writer, read_table, write_parquet
 from sandbox.data.media import resolve_media
 from sandbox.errors import DataError
-from sandbox.utils import atomic_path
+from sandbox.utils import OneBehind, atomic_path
 
 VERSION = 1  # bump when to_parquet's output can change: it is part of the pool's fingerprint
 STREAM_MIN_BYTES = 64 << 20  # smaller files take the reference (in-memory) path
@@ -104,8 +105,10 @@ def to_parquet(path: str | Path, fmt: str, dst: str | Path, text_key: str = "tex
     path = Path(path)
     rows = 0
     try:
-        with atomic_path(dst) as tmp:
+        with atomic_path(dst) as tmp, ExitStack() as stack:
             writer = None
+            # a block is written on a thread of its own while the next one is parsed
+            behind = OneBehind(stack, "pool-writer")
             try:
                 for batch in _batches(path, fmt):
                     if limit is not None and rows + batch.num_rows > limit:
@@ -123,13 +126,15 @@ def to_parquet(path: str | Path, fmt: str, dst: str | Path, text_key: str = "tex
                         block = block.cast(schema)
                     if media_dir is not None:
                         block = resolve_media(block, media_dir)
-                    writer.write_table(block, row_group_size=ROW_GROUP_ROWS)
+                    behind.submit(writer.write_table, block, ROW_GROUP_ROWS)
                     rows += block.num_rows
                     if limit is not None and rows >= limit:
                         break
             finally:
+                behind.settle()
                 if writer is not None:
                     writer.close()
+            behind.result()
             if rows == 0:
                 raise DataError(f"{path} holds no samples. Point the data pool at a non-empty file.")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:

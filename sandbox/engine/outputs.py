@@ -10,7 +10,6 @@ with its size.
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator
 
@@ -23,7 +22,7 @@ from sandbox.engine.base import ProcessOutputs
 from sandbox.engine.common import FIELD_PREFIX, ROW_ID_COLUMN, TEXT_COLUMN, to_numpy
 from sandbox.engine.result import ComputedFile, misaligned
 from sandbox.engine.selection import Selection
-from sandbox.utils import atomic_path
+from sandbox.utils import OneBehind, atomic_path
 
 STATS_PREFIX = "__stats__."  # output columns of the stats, with ``keep_stats``
 
@@ -52,8 +51,8 @@ def write_outputs(dataset: str | Path, computed: ComputedFile, selection: Select
         # the next chunk is read, split and kept (Arrow's C++ and the compiled JSON kernel
         # release the GIL), each at most one chunk behind, so that every file is written in
         # order and memory stays bounded
-        export_behind = _OneBehind(stack, "export")
-        dropped_behind = _OneBehind(stack, "dropped")
+        export_behind = OneBehind(stack, "export")
+        dropped_behind = OneBehind(stack, "dropped")
         offset = 0
         try:
             for table in output_chunks(dataset, computed, text_key, outputs.keep_stats,
@@ -89,28 +88,6 @@ def write_outputs(dataset: str | Path, computed: ComputedFile, selection: Select
             empty = pa.Table.from_batches([], pool.schema_arrow)
             pq.write_table(empty.append_column("dropped_by", pa.array([], pa.string())),
                            dropped_tmp)
-
-
-class _OneBehind:
-    """Calls run in order on a thread of their own, at most one call behind the caller."""
-
-    def __init__(self, stack: contextlib.ExitStack, name: str):
-        self._pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix=name))
-        self._pending: Future | None = None
-
-    def submit(self, fn, *args) -> None:
-        self.result()
-        self._pending = self._pool.submit(fn, *args)
-
-    def settle(self) -> None:
-        """Wait for the last call, without raising its error."""
-        if self._pending is not None:
-            wait((self._pending,))
-
-    def result(self) -> None:
-        """Wait for the last call; its error, if any, is raised here."""
-        if self._pending is not None:
-            self._pending.result()
 
 
 def _write_export(kept: pa.Table, parquet_out, jsonl_out, chunk_rows: int) -> None:

@@ -14,8 +14,10 @@ from typing import Optional
 import numpy as np
 import regex
 
+from sandbox.cache import cache_root
 from sandbox.ops.base import Deduplicator, TextViews
 from sandbox.ops.registry import register
+from sandbox.utils import atomic_write_json, stable_hash
 
 # Data-Juicer's pattern, compiled with the `regex` module as Data-Juicer does. Its \s is Unicode's
 # White_Space (not '\x1c'-'\x1f', unlike `re`), its \d Unicode's Nd of regex's own Unicode version.
@@ -87,9 +89,6 @@ def optimal_param(threshold: float, num_perm: int, false_positive_weight: float 
     run of a recipe with this OP, for a value that depends only on these four numbers: it is
     kept under ``<cache root>/minhash/`` (one small file per set of arguments; one that cannot
     be read is computed again)."""
-    from sandbox.cache import cache_root
-    from sandbox.utils import atomic_write_json, stable_hash
-
     args = [float(threshold), int(num_perm), float(false_positive_weight),
             float(false_negative_weight)]
     memo = cache_root() / "minhash" / f"optimal_param-{stable_hash(args)}.json"
