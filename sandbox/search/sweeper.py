@@ -75,7 +75,8 @@ from sandbox.errors import ConfigError, SandboxError
 from sandbox.search import summary
 from sandbox.search.confirm import Confirmer, check_settings, seed_mode
 from sandbox.search.constraints import parse_constraints
-from sandbox.search.fidelity import Fidelity, add_ledgers, checkpoint_of
+from sandbox.search.fidelity import (DOC_SCORES_ATTR, Fidelity, add_ledgers, checkpoint_of,
+                                      paired_rung_decision)
 from sandbox.search.launch import InProcessLauncher, SubprocessLauncher, TrialCancelled
 from sandbox.search.shared import study_lock, taken_trials, unregister_sweep
 from sandbox.search.space import (distributions_from_search_space, format_value, parse_space,
@@ -617,6 +618,26 @@ class OptunaSearch:
             parent.record_trial(trial.number, state.name, params, error)
         return {"number": trial.number, "state": state.name, "values": values, "error": error}
 
+    def _paired_rung(self, study, trial, i: int, rung, value: float, folder, metric: str,
+                     sign: float):
+        """The rung decision of ``paired_rung_decision`` for ``trial`` (None: the pruner's own
+        ranking of the reported values stands)."""
+        from sandbox.runner import doc_scores
+
+        ours = doc_scores.load(folder) if folder is not None and folder.is_dir() else {}
+        if not ours:
+            return None
+        peers = []
+        for t in study.get_trials(deepcopy=False):
+            if t.number == trial.number or int(rung) not in t.intermediate_values:
+                continue
+            path = t.user_attrs.get(DOC_SCORES_ATTR.format(i))
+            peers.append((t.number, sign * float(t.intermediate_values[int(rung)]),
+                          doc_scores.load(Path(path)) if path else {}))
+        eta = getattr(study.pruner, "_reduction_factor", None) or \
+            self.fidelity.default_pruner()["reduction_factor"]
+        return paired_rung_decision(value, ours, peers, metric, int(eta), sign < 0)
+
     def _run_rungs(self, launcher, study, trial, overrides, env, result_file, objectives):
         """``hydra.sweeper.fidelity``: run ``trial`` rung by rung (``sandbox.search.fidelity``),
         each rung continuing the last one's checkpoint, until the pruner stops it or the last
@@ -646,11 +667,21 @@ class OptunaSearch:
             value = metrics.get(objectives[0])
             if value is None:
                 break
+            folder = Path(run_dir) / "doc_scores" if run_dir else None  # runner.doc_scores
+            why = ""
             with self._lock:
                 trial.report(sign * float(value), int(rung))
+                if folder is not None and folder.is_dir():
+                    trial.set_user_attr(DOC_SCORES_ATTR.format(i), str(folder))
                 stop = i + 1 < len(fid.rungs) and trial.should_prune()
+                if stop:  # the paired per-document comparison decides where it can
+                    decision = self._paired_rung(study, trial, i, rung, float(value), folder,
+                                                 objectives[0], sign)
+                    if decision is not None:
+                        stop, why = decision.prune, f" ({decision.why})"
             _say(f"trial {trial.number} rung {i} ({fid.key}={rung}): "
-                 f"{objectives[0]}={float(value):.4g}" + ("; pruned" if stop else ""))
+                 f"{objectives[0]}={float(value):.4g}" + ("; pruned" if stop else
+                                                          "; promoted" if why else "") + why)
             if stop:
                 result = dict(result, status="pruned")
                 break
