@@ -95,10 +95,11 @@ def test_search_bench_on_a_tiny_corpus(tmp_path):
         (single + su) / (single + ex), rel=1e-4)
     assert f["search_fraction_of_exhaustive_cpu_single_op_reused"] == pytest.approx(
         su / ex, rel=1e-4)
-    # 3 single pools + control beside the intersections: exhaustive trains all 4 of top 3 that
-    # are large enough, the surrogate 1 of them
+    # beside the top 3 single pools and the control, exhaustive search trains every intersection
+    # of the top 3 that is large enough, the surrogate only its best one
     assert f["search_surrogate_combine_trainings"] < f["search_exhaustive_combine_trainings"]
-    assert f["search_same_pick"] in (0, 1) and f["search_pick_within_noise"] >= f["search_same_pick"]
+    assert f["search_same_pick"] in (0, 1)
+    assert f["search_pick_within_noise"] >= f["search_same_pick"]
     summary = json.loads((tmp_path / "search" / "search.json").read_text())
     assert set(summary["best"]) == {"exhaustive", "surrogate"}
     # the ledger: the single-OP stage ran once, and both searches resumed it
