@@ -18,7 +18,7 @@ single-OP pools predicts best, out of the same candidates). One figure per line:
   single-OP pools, it predicts every intersection the exhaustive run trained (Spearman's rho, and
   whether its top pick is the measured top), beside the pipeline's own leave-one-out figure.
 
-    python bench/search.py                     # top_k 5, 2 seeds, 120k tokens, width 64 (~35 min, 2 cores)
+    python bench/search.py                 # top_k 4, 2 seeds, 120k tokens, width 64 (~40 min)
     python bench/search.py --processes 1       # the two combination stages one after the other
     python bench/search.py -- trainer.token_budget=250000   # more overrides after --
 
@@ -53,8 +53,8 @@ def common(a: argparse.Namespace) -> list[str]:
                 "++evaluator.max_eval_words=5000",
                 "trainer.n_layer=1", "bottom_up.min_combined_size=10",
                 "bottom_up.rank_keys=[bits_per_byte]", "bottom_up.rank_descending=[false]",
-                "bottom_up.stats=[text_length_filter.text_len,alphanumeric_filter.alnum_ratio,"
-                "special_characters_filter.special_char_ratio]"]
+                ("bottom_up.stats=[text_length_filter.text_len,alphanumeric_filter.alnum_ratio,"
+                 "special_characters_filter.special_char_ratio]")]
     return out + list(a.overrides)
 
 
@@ -62,8 +62,8 @@ def launch(run_dir: Path, overrides: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "sandbox", *overrides, f"hydra.run.dir={run_dir}"]
     print(f"# {' '.join(cmd)}", file=sys.stderr)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    log = open(run_dir.parent / f"{run_dir.name}.out", "w")
-    return subprocess.Popen(cmd, cwd=WORK, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(run_dir.parent / f"{run_dir.name}.out", "w") as log:  # the child keeps its copy
+        return subprocess.Popen(cmd, cwd=WORK, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def wait(procs: dict[str, subprocess.Popen]) -> None:
@@ -78,8 +78,9 @@ def run_all(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     wait({"single_op": launch(single, [*common(a), "~pipelines.combine", "resume=true"])})
     print(f"# single-OP stage: {time.perf_counter() - t0:.0f} s wall", file=sys.stderr)
-    stage = ["resume=true", f"bottom_up.top_k={a.top_k}", f"bottom_up.surrogate.candidate_k="
-             f"{a.top_k}", f"bottom_up.surrogate.train_top={a.train_top}"]
+    stage = ["resume=true", f"bottom_up.top_k={a.top_k}",
+             f"bottom_up.surrogate.candidate_k={a.top_k}",
+             f"bottom_up.surrogate.train_top={a.train_top}"]
     procs = {}
     for method in METHODS:
         run_dir = WORK / method
@@ -223,7 +224,7 @@ def figures(a: argparse.Namespace) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--top-k", type=int, default=5, help="single-OP pools whose intersections "
+    p.add_argument("--top-k", type=int, default=4, help="single-OP pools whose intersections "
                    "both searches consider")
     p.add_argument("--train-top", type=int, default=3, help="intersections the surrogate trains")
     p.add_argument("--seeds", type=int, default=2)

@@ -45,8 +45,9 @@ experiment with them as overrides, read its metrics, tell the study the objectiv
   logging step and a trial the pruner stops is told PRUNED (single objective only).
 * **Token budget as a fidelity.** ``fidelity: {key: trainer.token_budget, rungs: [...]}`` runs
   each trial rung by rung, reporting the objective at each rung to the pruner (successive halving
-  by default, or Hyperband), and a promoted rung continues the last one's checkpoint
-  (``sandbox.search.fidelity``).
+  by default, or Hyperband), and a promoted rung continues the last one's checkpoint; where the
+  rungs kept per-document scores, a trial is pruned only when the paired comparison with the
+  pruner's cutoff says it is worse (``sandbox.search.fidelity``).
 * **MLflow.** One parent run per study (kept across resumes), one child run per trial, tagged
   with the trial number; the parent gets the summary (``sandbox.search.summary``).
 * **Noise.** The summary (console, ``<sweep dir>/study_summary.json``, the parent run) counts
