@@ -71,3 +71,41 @@ def test_startup_and_train(figures):
     trainer, bare = figures["train_trainer_tokens_per_s"][0], \
         figures["train_bare_loop_tokens_per_s"][0]
     assert figures["train_trainer_vs_bare_ratio"] == (pytest.approx(trainer / bare, rel=1e-3), "x")
+
+
+@pytest.mark.slow
+def test_search_bench_on_a_tiny_corpus(tmp_path):
+    """bench/search.py --tiny: both searches from one single-OP stage, and figures that agree
+    with the compute ledger they are read from."""
+    import json
+
+    env = dict(os.environ, BENCH_WORK=str(tmp_path))
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "search.py"), "--tiny"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=1800)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    f = {}
+    for line in out.stdout.splitlines():
+        m = FIGURE.fullmatch(line)
+        assert m, f"not a `name number [unit]` line: {line!r}"
+        f[m.group(1)] = float(m.group(2))
+    single = f["search_single_op_cpu_s"]
+    ex, su = f["search_exhaustive_combine_cpu_s"], f["search_surrogate_combine_cpu_s"]
+    assert single > 0 and ex > 0 and su > 0
+    assert f["search_fraction_of_exhaustive_cpu"] == pytest.approx(
+        (single + su) / (single + ex), rel=1e-4)
+    assert f["search_fraction_of_exhaustive_cpu_single_op_reused"] == pytest.approx(
+        su / ex, rel=1e-4)
+    # beside the top 3 single pools and the control, exhaustive search trains every intersection
+    # of the top 3 that is large enough, the surrogate only its best one
+    assert f["search_surrogate_combine_trainings"] < f["search_exhaustive_combine_trainings"]
+    assert f["search_same_pick"] in (0, 1)
+    assert f["search_pick_within_noise"] >= f["search_same_pick"]
+    summary = json.loads((tmp_path / "search" / "search.json").read_text())
+    assert set(summary["best"]) == {"exhaustive", "surrogate"}
+    # the ledger: the single-OP stage ran once, and both searches resumed it
+    for method in ("exhaustive", "surrogate"):
+        steps = json.loads((tmp_path / "search" / method / "context.json").read_text())["steps"]
+        assert not any(k.startswith("single_op.train[") and "reused_from" in r
+                       for k, r in steps.items())
+        log = (tmp_path / "search" / f"{method}.out").read_text()
+        assert "single_op.probe skipped" in log or "probe skipped" in log

@@ -165,3 +165,118 @@ def test_a_sandbox_sweep_promotes_trials_from_their_rung_checkpoints(tmp_path, d
     summary = json.loads((sweep_dir / "study_summary.json").read_text())
     assert summary["compute"]["total_cpu_s"] == pytest.approx(
         sum(t.user_attrs["metrics"]["compute/total_cpu_s"] for t in study.trials))
+
+
+# ============================================================ paired decisions at a rung
+def doc_arrays(rng, n=400):
+    """Per-document evaluation arrays of one model: documents of very different difficulty (so
+    a comparison over summary values is noisy), as the evaluator's doc_scores.npz holds them."""
+    import numpy as np
+
+    nbytes = rng.integers(200, 2000, n).astype(float)
+    return {"lm_nll": nbytes * rng.uniform(1.0, 4.0, n), "lm_words": np.round(nbytes / 6),
+            "lm_tokens": np.round(nbytes / 3), "lm_bytes": nbytes}
+
+
+def variant(base, rng, shift, noise):
+    """``base`` with every document's NLL scaled by 1 + shift, plus per-document noise that sums
+    to zero (so the mean is exactly ``shift`` worse)."""
+    nll = base["lm_nll"]
+    jitter = noise * nll * rng.standard_normal(len(nll))
+    return dict(base, lm_nll=nll * (1 + shift) + jitter - jitter.mean())
+
+
+def bpb(arrays):
+    from sandbox.steps.evaluate.lm import LM_METRICS
+
+    return LM_METRICS["bits_per_byte"](arrays["lm_nll"], arrays["lm_words"],
+                                       arrays["lm_tokens"], arrays["lm_bytes"])
+
+
+def test_paired_rung_decision_prunes_only_what_the_documents_decide():
+    import numpy as np
+
+    from sandbox.search.fidelity import paired_rung_decision
+
+    rng = np.random.default_rng(0)
+    good = doc_arrays(rng)
+    decisive = variant(good, rng, 0.003, 0.0)   # 0.3% worse on every document
+    noisy = variant(good, rng, 0.003, 0.05)     # 0.3% worse on average, +-5% per document
+    assert abs(bpb(decisive) - bpb(good)) / bpb(good) < 0.005  # the means are close
+    peers = [(0, bpb(good), {0: good})]
+    # successive halving with eta=2 promotes one of two: the good trial is the cutoff
+    d = paired_rung_decision(bpb(decisive), {0: decisive}, peers, "bits_per_byte", 2, False)
+    assert d.prune and "worse than trial 0" in d.why
+    d = paired_rung_decision(bpb(noisy), {0: noisy}, peers, "bits_per_byte", 2, False)
+    assert not d.prune and "within noise of trial 0" in d.why
+    # the better trial is promoted whichever reported first
+    d = paired_rung_decision(bpb(good), {0: good}, [(1, bpb(decisive), {0: decisive})],
+                             "bits_per_byte", 2, False)
+    assert not d.prune
+    # no per-document scores (for either side), or none of this metric: the pruner decides
+    assert paired_rung_decision(bpb(decisive), {}, peers, "bits_per_byte", 2, False) is None
+    assert paired_rung_decision(bpb(decisive), {0: decisive}, [(0, bpb(good), {})],
+                                "bits_per_byte", 2, False) is None
+    assert paired_rung_decision(bpb(decisive), {0: decisive}, peers, "retention", 2,
+                                False) is None
+
+
+class RunDirLauncher:
+    """Hydra's launcher as the sweeper calls it, giving each job a run dir (the sweep dir's
+    ``hydra.sweep.subdir``) that ``fn(x, budget, run_dir)`` may write per-document scores to."""
+
+    def __init__(self, fn, sweep_dir):
+        self.fn, self.sweep_dir = fn, sweep_dir
+
+    def launch(self, job_overrides, initial_job_idx):
+        import yaml
+        from hydra.core.utils import JobReturn, JobStatus
+        from omegaconf import OmegaConf
+
+        values = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in job_overrides[0])}
+        run_dir = self.sweep_dir / str(values["hydra.sweep.subdir"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ret = JobReturn()
+        ret.hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(run_dir)}}})
+        ret._return_value = self.fn(values["x"], values["budget"], run_dir)
+        ret.status = JobStatus.COMPLETED
+        return [ret]
+
+
+@pytest.mark.parametrize("shift, noise, scores, promoted", [
+    (0.003, 0.0, True, False),   # close means, decisive documents: pruned
+    (0.003, 0.05, True, True),   # close means, undecided documents: promoted (within noise)
+    (0.003, 0.05, False, False),  # no per-document scores: the pruner's ranking prunes it
+])
+def test_a_sweep_decides_rungs_on_paired_documents(plain_app, tmp_path, shift, noise, scores,
+                                                   promoted):
+    import numpy as np
+    from optuna.trial import TrialState
+
+    from sandbox.steps.evaluate.lm import save_doc_scores
+    from tests.test_sweeper_compat import load_study, search_for
+
+    rng = np.random.default_rng(0)
+    good = doc_arrays(rng)
+    close = variant(good, rng, shift, noise)
+    role: dict[float, dict] = {}
+
+    def app(x, budget, run_dir):
+        # the first trial to run is the better one, so the close one meets it at the rung
+        arrays = role.setdefault(x, good if not role else close)
+        if scores:
+            save_doc_scores(run_dir / "doc_scores" / "seed0.npz", arrays)
+        return {"bits_per_byte": bpb(arrays)}
+
+    search = search_for(plain_app, tmp_path, [
+        "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.params.x='choice(0.0, 1.0)'", "hydra.sweeper.params.y=0",
+        "+objective=bits_per_byte", "++hydra.sweeper.fidelity={key: budget, rungs: [1, 2]}"],
+        None)
+    search.launcher = RunDirLauncher(app, search.sweep_dir)
+    search.sweep([])
+    study = load_study(tmp_path / "optuna.db", "plain")
+    first, second = sorted(study.trials, key=lambda t: t.datetime_start)
+    assert first.state == TrialState.COMPLETE
+    assert second.state == (TrialState.COMPLETE if promoted else TrialState.PRUNED)
+    assert ("doc_scores_rung0" in second.user_attrs) == scores

@@ -16,6 +16,16 @@ where its decay starts) is continued from it by the next rung (``resume_key=<tha
 rather than trained again from the start; a run without one (another app, ``seeds=N``) starts
 over. The trial's compute ledger is the sum over its rungs. Without a ``pruner`` the study gets
 Optuna's ``SuccessiveHalvingPruner`` with the rungs' ratio as its reduction factor.
+
+Decisions at a rung: the pruner ranks the values the rungs report (successive halving promotes
+the best 1/eta of the trials that reached the rung). Where the rung's run kept per-document
+scores of the objective (the evaluator's ``doc_scores.npz``, collected in the run dir's
+``doc_scores/``) and so did the trial the pruner's rule promotes last (the *cutoff*), a trial
+the pruner would stop is stopped only when the paired per-document comparison with the cutoff
+(``sandbox.verdict.paired_documents``: both sides scored on the same documents, over their
+seeds) says it is worse; within noise of the cutoff it is promoted, since ranking two trials the
+evaluation cannot tell apart would be a coin flip (``paired_rung_decision``). Without those
+scores the pruner's ranking of the reported values decides.
 """
 from __future__ import annotations
 
@@ -26,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.errors import ConfigError
+
+DOC_SCORES_ATTR = "doc_scores_rung{}"  # a trial's user attr: its rung's doc_scores folder
 
 
 @dataclass
@@ -95,3 +107,41 @@ def add_ledgers(total: dict[str, float], metrics: dict[str, Any]) -> dict[str, f
         if k.startswith("compute/") and isinstance(v, (int, float)) and v is not None:
             total[k] = total.get(k, 0.0) + float(v)
     return total
+
+
+@dataclass
+class RungDecision:
+    prune: bool
+    why: str  # for the sweep's log line
+
+
+def paired_rung_decision(value: float, scores: dict, peers: list[tuple[int, float, dict]],
+                         metric: str, reduction_factor: int, maximize: bool
+                         ) -> RungDecision | None:
+    """Prune or promote a trial at a rung on paired per-document comparisons; None when they
+    cannot decide, and the pruner's ranking of the reported values decides instead.
+
+    ``value``: the trial's objective at the rung, as reported (the metric's own sign); ``scores``:
+    its per-document arrays by seed (``sandbox.runner.doc_scores.load``); ``peers``: the other
+    trials that reached the rung, as ``(trial number, value, scores)`` (``scores`` may be empty).
+    The trials are ranked by value and the one successive halving promotes last (Optuna's rule:
+    the ``len // reduction_factor``-th best, at least the best) is the cutoff. A trial at least as
+    good as the cutoff is promoted; a worse one is pruned only when the paired comparison with the
+    cutoff's documents says ``worse``, and promoted when it finds no detectable difference."""
+    from sandbox.runner.doc_scores import pairs
+    from sandbox.verdict import paired_documents
+
+    ranked = sorted([(value, -1, scores), *((v, n, s) for n, v, s in peers)],
+                    key=lambda x: -x[0] if maximize else x[0])
+    index = max(0, len(ranked) // max(1, int(reduction_factor)) - 1)
+    cutoff_value, cutoff, cutoff_scores = ranked[index]
+    if (value >= cutoff_value) if maximize else (value <= cutoff_value):
+        return RungDecision(False, "among the best at this rung")
+    matched = pairs(scores, cutoff_scores).get(metric) if scores and cutoff_scores else None
+    if not matched:
+        return None
+    c, _ = paired_documents(*matched, higher_is_better=maximize)
+    versus = f"trial {cutoff}, paired over documents: {c.diff:+.4g}, p={c.p:.2g}"
+    if c.verdict == "worse":
+        return RungDecision(True, f"worse than {versus}")
+    return RungDecision(False, f"within noise of {versus}")

@@ -45,8 +45,9 @@ experiment with them as overrides, read its metrics, tell the study the objectiv
   logging step and a trial the pruner stops is told PRUNED (single objective only).
 * **Token budget as a fidelity.** ``fidelity: {key: trainer.token_budget, rungs: [...]}`` runs
   each trial rung by rung, reporting the objective at each rung to the pruner (successive halving
-  by default, or Hyperband), and a promoted rung continues the last one's checkpoint
-  (``sandbox.search.fidelity``).
+  by default, or Hyperband), and a promoted rung continues the last one's checkpoint; where the
+  rungs kept per-document scores, a trial is pruned only when the paired comparison with the
+  pruner's cutoff says it is worse (``sandbox.search.fidelity``).
 * **MLflow.** One parent run per study (kept across resumes), one child run per trial, tagged
   with the trial number; the parent gets the summary (``sandbox.search.summary``).
 * **Noise.** The summary (console, ``<sweep dir>/study_summary.json``, the parent run) counts
@@ -75,7 +76,8 @@ from sandbox.errors import ConfigError, SandboxError
 from sandbox.search import summary
 from sandbox.search.confirm import Confirmer, check_settings, seed_mode
 from sandbox.search.constraints import parse_constraints
-from sandbox.search.fidelity import Fidelity, add_ledgers, checkpoint_of
+from sandbox.search.fidelity import (DOC_SCORES_ATTR, Fidelity, add_ledgers, checkpoint_of,
+                                      paired_rung_decision)
 from sandbox.search.launch import InProcessLauncher, SubprocessLauncher, TrialCancelled
 from sandbox.search.shared import study_lock, taken_trials, unregister_sweep
 from sandbox.search.space import (distributions_from_search_space, format_value, parse_space,
@@ -617,6 +619,26 @@ class OptunaSearch:
             parent.record_trial(trial.number, state.name, params, error)
         return {"number": trial.number, "state": state.name, "values": values, "error": error}
 
+    def _paired_rung(self, study, trial, i: int, rung, value: float, folder, metric: str,
+                     sign: float):
+        """The rung decision of ``paired_rung_decision`` for ``trial`` (None: the pruner's own
+        ranking of the reported values stands)."""
+        from sandbox.runner import doc_scores
+
+        ours = doc_scores.load(folder) if folder is not None and folder.is_dir() else {}
+        if not ours:
+            return None
+        peers = []
+        for t in study.get_trials(deepcopy=False):
+            if t.number == trial.number or int(rung) not in t.intermediate_values:
+                continue
+            path = t.user_attrs.get(DOC_SCORES_ATTR.format(i))
+            peers.append((t.number, sign * float(t.intermediate_values[int(rung)]),
+                          doc_scores.load(Path(path)) if path else {}))
+        eta = getattr(study.pruner, "_reduction_factor", None) or \
+            self.fidelity.default_pruner()["reduction_factor"]
+        return paired_rung_decision(value, ours, peers, metric, int(eta), sign < 0)
+
     def _run_rungs(self, launcher, study, trial, overrides, env, result_file, objectives):
         """``hydra.sweeper.fidelity``: run ``trial`` rung by rung (``sandbox.search.fidelity``),
         each rung continuing the last one's checkpoint, until the pruner stops it or the last
@@ -646,11 +668,21 @@ class OptunaSearch:
             value = metrics.get(objectives[0])
             if value is None:
                 break
+            folder = Path(run_dir) / "doc_scores" if run_dir else None  # runner.doc_scores
+            why = ""
             with self._lock:
                 trial.report(sign * float(value), int(rung))
+                if folder is not None and folder.is_dir():
+                    trial.set_user_attr(DOC_SCORES_ATTR.format(i), str(folder))
                 stop = i + 1 < len(fid.rungs) and trial.should_prune()
+                if stop:  # the paired per-document comparison decides where it can
+                    decision = self._paired_rung(study, trial, i, rung, float(value), folder,
+                                                 objectives[0], sign)
+                    if decision is not None:
+                        stop, why = decision.prune, f" ({decision.why})"
             _say(f"trial {trial.number} rung {i} ({fid.key}={rung}): "
-                 f"{objectives[0]}={float(value):.4g}" + ("; pruned" if stop else ""))
+                 f"{objectives[0]}={float(value):.4g}" + ("; pruned" if stop else
+                                                          "; promoted" if why else "") + why)
             if stop:
                 result = dict(result, status="pruned")
                 break
