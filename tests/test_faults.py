@@ -6,6 +6,7 @@ Each test measures how long the sandbox took to recover where there is something
 docs/faults.md holds the table of what survives what."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -621,7 +622,6 @@ def assert_whole(folder: Path) -> None:
 def tmpfs(mount: Path, size: str):
     """A tmpfs of ``size`` at ``mount`` for the block (mounting needs root or CAP_SYS_ADMIN:
     the test is skipped without)."""
-    import contextlib
 
     @contextlib.contextmanager
     def mounted():
@@ -750,6 +750,121 @@ def test_a_ray_worker_killed_mid_recipe_is_retried_and_the_stats_are_identical(t
     finally:
         if started_here:
             ray.shutdown()
+
+
+def write_short_docs(path: Path, rows: int) -> Path:
+    import random
+
+    rng = random.Random(1)
+    words = ["alpha", "beta", "gamma", "delta", "data", "juicer", "sandbox", "model", "text"]
+    path.write_text("".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(
+        rng.randint(10, 60))) + f" doc {i}"}) + "\n" for i in range(rows)))
+    return path
+
+
+def test_a_kept_span_is_used_only_when_whole_and_its_own(tmp_path):
+    """The span store that `resume=true` under engine=ray starts from gives back a span's
+    result buffer byte for byte; a file cut short, or one that holds other rows, is removed (to
+    be computed again), never read as data."""
+    from sandbox.engine.common import pool_spans
+    from sandbox.engine.spans import SpanStore
+    from sandbox.engine.worker import SpanJob, SpanWorker
+    from sandbox.recipe import load_recipe
+
+    pool = write_pool(tmp_path / "pool.parquet", rows=300)
+    job = SpanJob(tuple(load_recipe(RECIPE).ops), "text", str(pool), ("text",), 64)
+    spans = list(pool_spans(pool, 100))
+    worker = SpanWorker(job)
+    store = SpanStore(tmp_path / "key.spans", batch_size=64)
+    for span in spans[:2]:
+        store.put(span, worker.run_span(span))
+    assert store.finished(spans) == {0, 1}
+    assert store.get(spans[0]).to_pybytes() == worker.run_span(spans[0]).to_pybytes()
+    assert SpanStore(store.folder, batch_size=32).finished(spans) == set()  # other batches
+    whole = store.path(spans[0]).read_bytes()
+    store.path(spans[0]).write_bytes(whole[:len(whole) // 2])
+    assert store.get(spans[0]) is None and not store.path(spans[0]).exists()
+    store.path(spans[2]).write_bytes(store.path(spans[1]).read_bytes())  # rows 100..199
+    assert store.get(spans[2]) is None and not store.path(spans[2]).exists()
+    assert store.get(spans[1]) is not None
+    store.clear()
+    assert not store.folder.exists()
+
+
+@pytest.mark.slow
+def test_the_whole_ray_cluster_gone_mid_recipe_is_one_paragraph_and_resume_keeps_its_spans(
+        tmp_path):
+    """Every process of the run's Ray instance (GCS server, raylet, workers) is SIGKILLed after
+    some spans of the stats are finished: the run ends in one paragraph well before Ray's own
+    60 s, the finished spans are kept, `resume=true` computes only the others, and the outputs
+    are byte for byte an undisturbed run's."""
+    import re
+
+    pytest.importorskip("ray", reason='engine=ray needs `pip install "ray[data]"`')
+    docs = write_short_docs(tmp_path / "docs.jsonl", rows=12000)
+    # 64-row spans: 188 of them, each a Ray task of a few milliseconds
+    common = [sys.executable, "-m", "sandbox", "pipeline=process", "engine=ray",
+              "data_pool=jsonl", f"data_pool.path={docs}", "tracking=none", "progress=false",
+              "engine.num_cpus=2", "engine.span_rows=64", "engine.batch_size=64",
+              "process.batch_size=64"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    hit, cache = tmp_path / "hit", tmp_path / "cache-hit"
+    command = [*common, f"hydra.run.dir={hit}", f"cache_dir={cache}"]
+    run = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    stats, members, listed = cache / "stats", [], 0.0
+    deadline = time.monotonic() + 240
+    while True:
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-3000:]
+        if time.monotonic() - listed > 0.1:  # Ray's processes: the run's group, but the run
+            members, listed = [p for p in live_members(run.pid) if p != run.pid], time.monotonic()
+        folders = [f for f in stats.iterdir() if f.suffix == ".spans"] if stats.is_dir() else []
+        done = [n for f in folders for n in os.listdir(f) if not n.startswith(".")]
+        if len(done) >= 10:
+            break
+        time.sleep(0.002)
+    for pid in members:  # the whole cluster at once
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    out, _ = run.communicate(timeout=120)
+    took = time.monotonic() - killed
+    said = " ".join(out.split())
+    assert run.returncode == 2, said[-3000:]
+    assert ("error: engine=ray: the local Ray instance this run started (its processes died or "
+            "were killed) went away while it computed the stats") in said
+    assert "Traceback" not in said and "HYDRA_FULL_ERROR" not in said
+    assert "Failed to connect to GCS within 60 seconds" not in said  # ours came first
+    finished = re.search(r"(\d+) of (\d+) spans were finished and are kept in", said)
+    assert finished, said[-3000:]
+    kept, total = int(finished[1]), int(finished[2])
+    assert 10 <= kept < total == 188
+    assert not list(stats.glob("*.parquet"))  # no result file under its final name
+    assert took < 40, took
+
+    started = time.monotonic()
+    again = subprocess.run([*command, "resume=true"], cwd=tmp_path, env=env, text=True,
+                           capture_output=True, timeout=300)
+    resumed = time.monotonic() - started
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    said = " ".join(again.stdout.split())
+    assert (f"engine=ray: {kept} of {total} spans were finished by an earlier run") in said
+    assert f"computing the other {total - kept}." in said
+    assert not list(stats.glob("*.spans"))  # let go of once the result file is whole
+
+    calm = subprocess.run([*common, f"hydra.run.dir={tmp_path / 'calm'}",
+                           f"cache_dir={tmp_path / 'cache-calm'}"], cwd=tmp_path, env=env,
+                          text=True, capture_output=True, timeout=300)
+    assert calm.returncode == 0, calm.stdout[-3000:]
+    [reference] = (tmp_path / "cache-calm" / "stats").glob("*.parquet")
+    assert (stats / reference.name).read_bytes() == reference.read_bytes()
+    outputs = sorted(f.name for f in (tmp_path / "calm" / "process").iterdir() if f.is_file())
+    assert {"processed.parquet", "dropped.parquet"} <= set(outputs)
+    for name in outputs:
+        assert (hit / "process" / name).read_bytes() == \
+            (tmp_path / "calm" / "process" / name).read_bytes(), name
+    print(f"one paragraph {took:.1f}s after the kill; {kept} of {total} spans kept; the "
+          f"resume computed {total - kept} and ended in {resumed:.1f}s, outputs identical")
 
 
 # ------------------------------------------------------------------ sweeps on one study
