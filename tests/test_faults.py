@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -798,8 +799,6 @@ def test_the_whole_ray_cluster_gone_mid_recipe_is_one_paragraph_and_resume_keeps
     some spans of the stats are finished: the run ends in one paragraph well before Ray's own
     60 s, the finished spans are kept, `resume=true` computes only the others, and the outputs
     are byte for byte an undisturbed run's."""
-    import re
-
     pytest.importorskip("ray", reason='engine=ray needs `pip install "ray[data]"`')
     docs = write_short_docs(tmp_path / "docs.jsonl", rows=12000)
     # 64-row spans: 188 of them, each a Ray task of a few milliseconds
@@ -865,6 +864,35 @@ def test_the_whole_ray_cluster_gone_mid_recipe_is_one_paragraph_and_resume_keeps
             (tmp_path / "calm" / "process" / name).read_bytes(), name
     print(f"one paragraph {took:.1f}s after the kill; {kept} of {total} spans kept; the "
           f"resume computed {total - kept} and ended in {resumed:.1f}s, outputs identical")
+
+
+@pytest.mark.slow
+def test_a_ray_worker_out_of_memory_is_named_with_its_span_and_the_setting_to_lower(tmp_path):
+    """Ray's own memory monitor, told that 1% of the machine's memory is all there is, kills the
+    worker computing a span each time it runs: the run ends in one paragraph naming the span's
+    rows and `engine.span_rows`, after Ray's retries, instead of retrying for ever."""
+    pytest.importorskip("ray", reason='engine=ray needs `pip install "ray[data]"`')
+    docs = write_short_docs(tmp_path / "docs.jsonl", rows=3000)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_memory_usage_threshold="0.01",
+               RAY_memory_monitor_refresh_ms="100")
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "sandbox", "pipeline=process", "engine=ray",
+                          "data_pool=jsonl", f"data_pool.path={docs}", "tracking=none",
+                          "progress=false", "engine.num_cpus=2", "engine.span_rows=1024",
+                          f"hydra.run.dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"],
+                         cwd=tmp_path, env=env, text=True, capture_output=True, timeout=300)
+    took = time.monotonic() - started
+    said = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == 2, said[-3000:]
+    pool = tmp_path / "run" / "load" / "pool.parquet"
+    assert re.search(r"error: engine=ray: the Ray worker computing the span of rows \d+\.\.\d+ "
+                     rf"of the pool {re.escape(str(pool))} ran out of memory on every try "
+                     r"\(Ray: \d+ worker\(s\) were killed due to the node running low on "
+                     r"memory", said), said[-3000:]
+    assert "Lower engine.span_rows (rows per task, now 1024;" in said
+    assert "Traceback" not in said and "HYDRA_FULL_ERROR" not in said
+    assert not list((tmp_path / "cache" / "stats").glob("*.parquet"))
+    print(f"out of memory reported {took:.0f}s after the start (Ray start-up included)")
 
 
 # ------------------------------------------------------------------ sweeps on one study

@@ -71,6 +71,7 @@ INSTALL = 'pip install "ray[data,client]==2.60.0"'
 SCHEDULERS = ("data", "tasks")
 DEDUP_MODES = ("shuffle", "driver")
 LOCAL_ADDRESSES = (None, "", "local")
+OOM_RETRIES = 2  # runs of a span after Ray's memory monitor killed its worker (local instance)
 
 
 def import_ray():
@@ -150,7 +151,10 @@ class RayEngine(LocalEngine):
         if self.runtime_env:
             kwargs["runtime_env"] = self.runtime_env
         if self.address is None:
-            kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
+            # a task that Ray's memory monitor kills is retried without end by default (its
+            # own counter, not max_retries): a span too big for memory would never fail
+            kwargs.update(num_cpus=self.num_cpus, include_dashboard=False,
+                          _system_config={"task_oom_retries": OOM_RETRIES})
             if self.object_store_memory:
                 kwargs["object_store_memory"] = int(self.object_store_memory)
             try:
@@ -284,8 +288,8 @@ class RayEngine(LocalEngine):
                  else _task_results(ray, job, missing, width, watch.stopped)
                  ) if missing else iter(())
         watched = watch.pairs(pairs, 2 * width)
-        if store is not None:
-            watched = _storing(watched, store, missing)
+        received: set[int] = set()
+        watched = _storing(watched, store, missing, received)
         try:
             computed = _in_order(watched, len(missing))
             for i, span in enumerate(manifest):
@@ -314,7 +318,38 @@ class RayEngine(LocalEngine):
             cause = _sandbox_cause(exc)
             if cause is not None:
                 raise cause from None
+            if _out_of_memory(exc):
+                index = getattr(exc, "sandbox_span", None)
+                if index is None:  # Ray Data: the earliest span not back yet (order is kept)
+                    index = min(set(range(len(missing))) - received, default=0)
+                raise self._oom_error(exc, job, missing[index]) from None
             raise
+
+    def _oom_error(self, exc: BaseException, job: SpanJob, span: Span) -> SandboxError:
+        """The paragraph for a span whose Ray worker ran out of memory (every retry of it)."""
+        _, start, stop, first = span
+        why = (str(exc).strip().splitlines() or ["no details"])[0][:300]
+        size = max(job.batch_size, int(self.span_rows))
+        return DataError(
+            f"engine=ray: the Ray worker computing the span of rows {first}.."
+            f"{first + stop - start - 1} of the pool {job.path} ran out of memory on every try "
+            f"(Ray: {why}). Lower engine.span_rows (rows per task, now {size}; a span is "
+            f"never smaller than the rows per OP call, engine.batch_size or the step's own "
+            f"batch_size, now {job.batch_size}), run fewer spans at once per node "
+            f"(engine.num_proc), or give the workers more memory. The spans finished before "
+            f"it are kept: resume=true continues from them.")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """True when Ray's memory monitor (or the kernel's OOM killer, as Ray reports it) ended the
+    task behind ``exc``, as far as Ray's wrapping shows."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ == "OutOfMemoryError" and type(exc).__module__.startswith("ray"):
+            return True
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return False
 
 
 def reachable(address: str, timeout: float = 5.0) -> None:
@@ -422,8 +457,13 @@ def _task_results(ray, job: SpanJob, manifest: list[Span], width: int,
             return
         if not ready:
             continue
-        del running[ready[0]]
-        yield ray.get(ready[0])
+        index = running.pop(ready[0])
+        try:
+            result = ray.get(ready[0])
+        except Exception as exc:
+            exc.sandbox_span = index  # which span failed (out of memory: named to the user)
+            raise
+        yield result
 
 
 def _data_results(ray, job: SpanJob, manifest: list[Span], width: int
@@ -456,9 +496,12 @@ def _data_context(ray):
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        # its start-up lines, and the warning that we switched its progress bars off
+        # its start-up lines, and the warning that we switched its progress bars off; and the
+        # tracebacks it logs when a task fails: the failure reaches the driver, which reports it
         quiet = [(logging.getLogger(name), level) for name, level in
-                 (("ray.data", logging.WARNING), ("ray.data._internal.progress", logging.ERROR))]
+                 (("ray.data", logging.WARNING), ("ray.data._internal.progress", logging.ERROR),
+                  ("ray.data._internal.execution.streaming_executor_state", logging.CRITICAL),
+                  ("ray.data.exceptions", logging.CRITICAL))]
         levels = [logger.level for logger, _ in quiet]
         for logger, level in quiet:
             logger.setLevel(max(logger.level, level))
@@ -577,11 +620,14 @@ def _gcs_address(ray) -> str | None:
         return None
 
 
-def _storing(pairs: Iterator[tuple[int, pa.Buffer]], store: SpanStore, spans: list[Span]
-             ) -> Iterator[tuple[int, pa.Buffer]]:
-    """``pairs``, each span's buffer kept in ``store`` as it arrives, whatever its order."""
+def _storing(pairs: Iterator[tuple[int, pa.Buffer]], store: SpanStore | None,
+             spans: list[Span], received: set[int]) -> Iterator[tuple[int, pa.Buffer]]:
+    """``pairs``, each span's buffer kept in ``store`` (if any) as it arrives, whatever its
+    order, and its index noted in ``received``."""
     for index, buf in pairs:
-        store.put(spans[index], buf)
+        if store is not None:
+            store.put(spans[index], buf)
+        received.add(index)
         yield index, buf
 
 
