@@ -1223,8 +1223,7 @@ def test_the_trial_processes_of_a_killed_sweep_end_with_it(tmp_path):
     docs = write_big_pool(tmp_path / "docs.jsonl", rows=20000)
     # MinHash with many permutations: each trial's probe and process steps work ~15 s without
     # a word (a trial that prints would die at its next line anyway, of the broken pipe to its
-    # sweep). The shipped search, since trials in processes of their own do not get the
-    # sweep's hydra.searchpath.
+    # sweep).
     sweep = worker(tmp_path / "w", [
         "hparams_search=data_quality", "data_pool=jsonl", f"data_pool.path={docs}",
         "++recipe.ops.document_minhash_deduplicator={num_permutations: 512}",

@@ -87,6 +87,7 @@ from sandbox.search.trial import read_result, returned_values
 
 
 WAIT_SECONDS = 2.0  # how often a sweep with nothing to take looks at the others' trials
+TRIAL_HYDRA_OVERRIDES = ("hydra.searchpath",)  # passed from a sweep's command line to its trials
 
 
 class SweepFailed(SandboxError):
@@ -517,6 +518,11 @@ class OptunaSearch:
                  "sandbox.search.trial.ResultCallback"]
         if OmegaConf.select(self.config, "progress") is not None:
             extra.append("progress=false")
+        # the sweep's own command-line overrides of Hydra that a trial composes with (a
+        # search or config group outside conf/); the rest concern the sweep, not a run
+        hydra_cli = OmegaConf.select(self.config, "hydra.overrides.hydra", default=None) or []
+        extra += [o for o in hydra_cli
+                  if o.partition("=")[0].lstrip("+~") in TRIAL_HYDRA_OVERRIDES]
         return extra
 
     # ------------------------------------------------------------------ one trial
