@@ -1214,6 +1214,58 @@ def test_the_study_database_down_under_a_running_sweep_is_waited_for(tmp_path,
 
 
 @pytest.mark.slow
+def test_a_connection_dropped_while_a_trial_is_claimed_takes_no_trial_twice(
+        tmp_path, restartable_postgres):
+    """PostgreSQL ends the connection of the sweep the moment it claims its first trial (the
+    trial asked for and stored, its claim not): the sweep tries again, claims that same trial,
+    and the study ends with exactly `n_trials` trials, numbered 0..n-1, all complete, none left
+    RUNNING without an owner."""
+    import optuna
+    import psycopg
+    from optuna.trial import TrialState
+
+    from tests.test_sweep_distributed import SEARCH, worker
+
+    url, _, _ = restartable_postgres
+    optuna.create_study(storage=url, study_name="made-first")  # Optuna's tables, to hook into
+    with psycopg.connect(url, autocommit=True) as conn:
+        # a sequence, not a table: what a dropped connection rolls back, it keeps
+        conn.execute("CREATE SEQUENCE sandbox_claims")
+        conn.execute("""
+            CREATE FUNCTION sandbox_drop_first_claim() RETURNS trigger AS $$
+            BEGIN
+              IF NEW.key = 'sweeper' AND nextval('sandbox_claims') = 1 THEN
+                PERFORM pg_terminate_backend(pg_backend_pid());
+              END IF;
+              RETURN NEW;
+            END $$ LANGUAGE plpgsql""")
+        conn.execute("CREATE TRIGGER sandbox_drop BEFORE INSERT ON trial_user_attributes "
+                     "FOR EACH ROW EXECUTE FUNCTION sandbox_drop_first_claim()")
+    conf = tmp_path / "conf" / "hparams_search"
+    conf.mkdir(parents=True)
+    (conf / "dist.yaml").write_text(SEARCH)
+    docs = write_big_pool(tmp_path / "docs.jsonl", rows=500)
+    n_trials = 3
+    sweep = worker(tmp_path / "w", [
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "hparams_search=dist",
+        "data_pool=jsonl", f"data_pool.path={docs}", "progress=false", "num_proc=1",
+        "pipeline=process", "objective=samples_out", f"hydra.sweeper.storage={url}",
+        "hydra.sweeper.study_name=claim", f"hydra.sweeper.n_trials={n_trials}",
+        "hydra.sweeper.plots=false", "tracking=none"])
+    try:  # the trial asked for a second time would stay RUNNING, and the sweep wait for it
+        out, _ = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    said = " ".join(out.split())
+    assert sweep.returncode == 0, said[-3000:]
+    assert "the study's database did not answer" in said  # the fault did happen
+    trials = optuna.load_study(study_name="claim", storage=url).trials
+    assert [t.number for t in trials] == list(range(n_trials))
+    assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
+
+
+@pytest.mark.slow
 def test_the_trial_processes_of_a_killed_sweep_end_with_it(tmp_path):
     """A sweep running two trials at once (`n_jobs=2`, each `python -m sandbox` in a process
     group of its own) is SIGKILLed: its trial processes, which nothing could stop, end within

@@ -294,20 +294,28 @@ class OptunaSearch:
                                       name="trial-heartbeats", daemon=True)
         heartbeats.start()
 
+        # a trial asked for whose claim the database cut short: `with_retries` runs `take`
+        # again, which claims this one instead of asking for another (that one would stay
+        # RUNNING, unclaimed and without heartbeats, for ever: a trial too many)
+        asked: list = []
+
         def take():
             """(a new trial or None, whether to wait for other sweeps' trials); trials of dead
             sweeps found on the way are retried, and this sweep may run that many more."""
             nonlocal remaining
             with study_lock(study):  # count and take the trial as one step
-                remaining += self._retry_stale(study, stale, parent)
-                if launched < remaining and taken_trials(study) < target:
+                if not asked:
+                    remaining += self._retry_stale(study, stale, parent)
+                    if not (launched < remaining and taken_trials(study) < target):
+                        return None, self._others_running(study, running)
                     with warnings.catch_warnings():  # `_beat` records them instead
                         warnings.filterwarnings("ignore", "Heartbeat of storage")
-                        trial = study.ask(space.distributions)
-                    claim(trial)
-                    record_heartbeat(study, trial)
-                    return trial, False
-                return None, self._others_running(study, running)
+                        asked.append(study.ask(space.distributions))
+                trial = asked[0]
+                claim(trial)
+                record_heartbeat(study, trial)
+                asked.clear()
+                return trial, False
 
         def worker() -> None:
             nonlocal launched
