@@ -417,3 +417,22 @@ def test_trials_run_as_ray_tasks_with_hydra_launcher_ray(tmp_path, search):
         assert t.user_attrs["metrics"]["retention"] == pytest.approx(t.value)
         assert "samples_out" in t.user_attrs["metrics"]
         assert (Path(t.user_attrs["run_dir"]) / "sandbox.log").is_file()
+
+
+@pytest.mark.slow
+def test_trials_in_processes_of_their_own_get_the_sweeps_searchpath(tmp_path, search):
+    """`hydra.sweeper.n_jobs=2` runs each trial as `python -m sandbox` of its own: the search
+    file lives only under the sweep's `hydra.searchpath`, and the trials compose it too."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    (out,) = finish([worker(tmp_path / "w", search + [
+        f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.plots=false", "tracking=none"])])
+    trials = optuna.load_study(study_name="dist", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2, \
+        [t.user_attrs.get("error") for t in trials]
+    for t in trials:
+        log = (Path(t.user_attrs["run_dir"]) / "trial.log").read_text()  # its own process
+        assert f"hydra.searchpath=[file://{tmp_path / 'conf'}]" in log.splitlines()[0]

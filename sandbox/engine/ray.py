@@ -43,20 +43,26 @@ import contextlib
 import logging
 import os
 import pickle
+import queue
 import socket
+import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+from rich.markup import escape
 
-from sandbox.engine.common import Span
+from sandbox.console import console
+from sandbox.data.fingerprint import fingerprint as content_fingerprint
+from sandbox.engine.common import Span, cache_key, cache_path
 from sandbox.engine.local import LocalEngine
 from sandbox.engine.result import ComputedFile
 from sandbox.engine.selection import Selection, select
 from sandbox.engine.shuffle import ShuffleDedup, shuffles
+from sandbox.engine.spans import SPANS_SUFFIX, SpanStore
 from sandbox.engine.worker import SpanJob, SpanWorker
 from sandbox.errors import ConfigError, DataError, SandboxError
 from sandbox.ops import Op, OpSpec
@@ -65,6 +71,7 @@ INSTALL = 'pip install "ray[data,client]==2.60.0"'
 SCHEDULERS = ("data", "tasks")
 DEDUP_MODES = ("shuffle", "driver")
 LOCAL_ADDRESSES = (None, "", "local")
+OOM_RETRIES = 2  # runs of a span after Ray's memory monitor killed its worker (local instance)
 
 
 def import_ray():
@@ -129,6 +136,8 @@ class RayEngine(LocalEngine):
         self.object_store_memory = object_store_memory
         self.runtime_env = dict(runtime_env) if runtime_env else None
         self.startup_seconds = 0.0  # how long connecting to (or starting) Ray took in this process
+        self._store: SpanStore | None = None  # the finished spans of the running compute
+        self.last_spans = {"kept": 0, "computed": 0}  # of the last compute's spans
 
     # -------------------------------------------------------------------------- connecting
     def connect(self):
@@ -142,7 +151,10 @@ class RayEngine(LocalEngine):
         if self.runtime_env:
             kwargs["runtime_env"] = self.runtime_env
         if self.address is None:
-            kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
+            # a task that Ray's memory monitor kills is retried without end by default (its
+            # own counter, not max_retries): a span too big for memory would never fail
+            kwargs.update(num_cpus=self.num_cpus, include_dashboard=False,
+                          _system_config={"task_oom_retries": OOM_RETRIES})
             if self.object_store_memory:
                 kwargs["object_store_memory"] = int(self.object_store_memory)
             try:
@@ -192,32 +204,152 @@ class RayEngine(LocalEngine):
         self.last_shuffle = ShuffleDedup(ray, computed, self.shuffle_rows, self.shuffle_partitions,
                                          least_partitions=self.workers(ray))
         try:
-            return select(specs, ops, computed, num_rows, fields=fields,
-                          dedup=self.last_shuffle)
+            return ClusterWatch(ray, local=self.address is None).call(
+                lambda: select(specs, ops, computed, num_rows, fields=fields,
+                               dedup=self.last_shuffle))
+        except ClusterGone as gone:
+            raise self._gone(ray, gone, "deduplicated the rows",
+                             f"The stats are computed and kept in {computed.path}: the same "
+                             f"command with resume=true (the same hydra.run.dir) starts from "
+                             f"them") from None
         except Exception as exc:
             cause = _sandbox_cause(exc)
             if cause is not None:
                 raise cause from None
             raise
 
+    def _gone(self, ray, gone: ClusterGone, doing: str, kept: str) -> SandboxError:
+        """The paragraph for a cluster that went away while this engine ``doing``; this
+        process lets go of it first (else Ray ends the process 60 s after the cluster went)."""
+        with contextlib.suppress(Exception):
+            # Ray Data's threads still wait on the dead cluster; once this driver is shut down,
+            # their next Ray call would start a new local instance (Ray's auto-init)
+            from ray._private import auto_init_hook
+
+            auto_init_hook.enable_auto_connect = False
+        # ... and Ray Data's metrics thread would print a traceback per update it cannot send
+        logging.getLogger("ray.data._internal.stats").setLevel(logging.CRITICAL)
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        where = ("the local Ray instance this run started (its processes died or were killed)"
+                 if self.address is None else f"the Ray cluster at engine.address={self.address}")
+        back = ("" if self.address is None else
+                " once the cluster is back (`ray start --head` on its head node)")
+        return SandboxError(
+            f"engine=ray: {where} went away while it {doing} ({gone}); no result was written "
+            f"under its final name. {kept}{back}. To stay off Ray, run with engine=local.")
+
     # -------------------------------------------------------------------------- computing
+    def compute(self, dataset: str | Path, specs: list[OpSpec], text_key: str = "text", *,
+                batch_size: int | None = None, cache_dir: Path | None = None,
+                fingerprint: str | None = None, progress: Callable[[int], Any] | None = None,
+                scratch_dir: Path | None = None) -> ComputedFile:
+        """``LocalEngine.compute`` on Ray, with every finished span kept apart until the result
+        file is whole (``sandbox.engine.spans``): a rerun after the cluster went away computes
+        only the spans that were not finished."""
+        fingerprint = fingerprint or content_fingerprint(dataset, cache_dir)
+        if cache_dir is not None:
+            folder = cache_path(cache_dir, fingerprint, specs, text_key).with_suffix(SPANS_SUFFIX)
+        elif scratch_dir is not None:  # a run dir's step folder: resume=true finds it there
+            folder = Path(scratch_dir) / f".{cache_key(fingerprint, specs, text_key)}{SPANS_SUFFIX}"
+        else:
+            folder = None
+        self._store = None if folder is None else SpanStore(folder, batch_size or self.batch_size)
+        try:
+            computed = super().compute(dataset, specs, text_key, batch_size=batch_size,
+                                       cache_dir=cache_dir, fingerprint=fingerprint,
+                                       progress=progress, scratch_dir=scratch_dir)
+        finally:
+            store, self._store = self._store, None
+        if store is not None:
+            store.clear()
+        return computed
+
     def _results(self, job: SpanJob, spans: Iterable[Span], workers: int) -> Iterator[pa.Buffer]:
-        """The result buffers of the spans, in span order, computed on Ray (``workers``, the
-        local engine's process count, is replaced by ``self.workers``)."""
+        """The result buffers of the spans, in span order: the ones an earlier run finished
+        from the span store, the others computed on Ray (``workers``, the local engine's
+        process count, is replaced by ``self.workers``)."""
         ray = self.connect()
         manifest = list(spans)
+        store = self._store
+        kept = store.finished(manifest) if store is not None else set()
+        todo = [i for i in range(len(manifest)) if i not in kept]
+        self.last_spans = {"kept": len(kept), "computed": len(todo)}
+        if kept:
+            console.print(f"engine=ray: {len(kept)} of {len(manifest)} spans were finished by an "
+                          f"earlier run (kept in {escape(str(store.folder))}); computing the "
+                          f"other {len(todo)}.", soft_wrap=True)
         if not manifest:
             return
         width = self.workers(ray)
-        pairs = (_data_results(ray, job, manifest, width) if self.scheduler == "data"
-                 else _task_results(ray, job, manifest, width))
+        missing = [manifest[i] for i in todo]
+        watch = ClusterWatch(ray, local=self.address is None)
+        pairs = (_data_results(ray, job, missing, width) if self.scheduler == "data"
+                 else _task_results(ray, job, missing, width, watch.stopped)
+                 ) if missing else iter(())
+        watched = watch.pairs(pairs, 2 * width)
+        received: set[int] = set()
+        watched = _storing(watched, store, missing, received)
         try:
-            yield from _in_order(pairs, len(manifest))
+            computed = _in_order(watched, len(missing))
+            for i, span in enumerate(manifest):
+                if i not in kept:
+                    yield next(computed)
+                    continue
+                buf = store.get(span)
+                if buf is None:  # damaged, or removed by a run that finished these stats
+                    self.last_spans["kept"] -= 1
+                    self.last_spans["computed"] += 1
+                    buf = next(_in_order(_task_results(ray, job, [span], 1), 1))
+                    store.put(span, buf)
+                yield buf
+            for _ in computed:  # the end of the ordered stream (checks that it is complete)
+                pass
+        except ClusterGone as gone:
+            if store is not None:
+                done = len(store.finished(manifest))
+                kept_now = (f"{done} of {len(manifest)} spans were finished and are kept in "
+                            f"{store.folder}: the same command with resume=true (the same "
+                            f"hydra.run.dir) computes only the other {len(manifest) - done}")
+            else:
+                kept_now = "Run the same command again with resume=true"
+            raise self._gone(ray, gone, "computed the stats", kept_now) from None
         except Exception as exc:
             cause = _sandbox_cause(exc)
             if cause is not None:
                 raise cause from None
+            if _out_of_memory(exc):
+                index = getattr(exc, "sandbox_span", None)
+                if index is None:  # Ray Data: the earliest span not back yet (order is kept)
+                    index = min(set(range(len(missing))) - received, default=0)
+                raise self._oom_error(exc, job, missing[index]) from None
             raise
+
+    def _oom_error(self, exc: BaseException, job: SpanJob, span: Span) -> SandboxError:
+        """The paragraph for a span whose Ray worker ran out of memory (every retry of it)."""
+        _, start, stop, first = span
+        why = (str(exc).strip().splitlines() or ["no details"])[0][:300]
+        size = max(job.batch_size, int(self.span_rows))
+        return DataError(
+            f"engine=ray: the Ray worker computing the span of rows {first}.."
+            f"{first + stop - start - 1} of the pool {job.path} ran out of memory on every try "
+            f"(Ray: {why}). Lower engine.span_rows (rows per task, now {size}; a span is "
+            f"never smaller than the rows per OP call, engine.batch_size or the step's own "
+            f"batch_size, now {job.batch_size}), run fewer spans at once per node "
+            f"(engine.num_proc), or give the workers more memory. The spans finished before "
+            f"it are kept: resume=true continues from them.")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """True when Ray's memory monitor (or the kernel's OOM killer, as Ray reports it) ended the
+    task behind ``exc``, as far as Ray's wrapping shows."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ == "OutOfMemoryError" and type(exc).__module__.startswith("ray"):
+            return True
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return False
 
 
 def reachable(address: str, timeout: float = 5.0) -> None:
@@ -301,11 +433,13 @@ def run_span_rows(batch: pa.Table, job: SpanJob) -> pa.Table:
 
 
 # ------------------------------------------------------------------------------ on the driver
-def _task_results(ray, job: SpanJob, manifest: list[Span], width: int
-                  ) -> Iterator[tuple[int, pa.Buffer]]:
+def _task_results(ray, job: SpanJob, manifest: list[Span], width: int,
+                  stopped: threading.Event | None = None) -> Iterator[tuple[int, pa.Buffer]]:
     """(index, buffer) as tasks finish, with at most ``width`` tasks running and no task
     started more than ``4 * width`` spans ahead of the earliest unfinished one (so the results
-    waiting for an earlier span stay bounded)."""
+    waiting for an earlier span stay bounded). Ends early once ``stopped`` is set (it waits a
+    second at a time: a wait that never returns, on a cluster that went away, would keep this
+    process from shutting Ray down)."""
     remote = ray.remote(num_cpus=1, max_retries=3)(run_span_task)
     job_ref = ray.put(job)
     running: dict = {}  # object ref -> span index
@@ -318,9 +452,18 @@ def _task_results(ray, job: SpanJob, manifest: list[Span], width: int
             following += 1
         if not running:
             return
-        ready, _ = ray.wait(list(running), num_returns=1)
-        del running[ready[0]]
-        yield ray.get(ready[0])
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+        if stopped is not None and stopped.is_set():
+            return
+        if not ready:
+            continue
+        index = running.pop(ready[0])
+        try:
+            result = ray.get(ready[0])
+        except Exception as exc:
+            exc.sandbox_span = index  # which span failed (out of memory: named to the user)
+            raise
+        yield result
 
 
 def _data_results(ray, job: SpanJob, manifest: list[Span], width: int
@@ -353,9 +496,12 @@ def _data_context(ray):
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        # its start-up lines, and the warning that we switched its progress bars off
+        # its start-up lines, and the warning that we switched its progress bars off; and the
+        # tracebacks it logs when a task fails: the failure reaches the driver, which reports it
         quiet = [(logging.getLogger(name), level) for name, level in
-                 (("ray.data", logging.WARNING), ("ray.data._internal.progress", logging.ERROR))]
+                 (("ray.data", logging.WARNING), ("ray.data._internal.progress", logging.ERROR),
+                  ("ray.data._internal.execution.streaming_executor_state", logging.CRITICAL),
+                  ("ray.data.exceptions", logging.CRITICAL))]
         levels = [logger.level for logger, _ in quiet]
         for logger, level in quiet:
             logger.setLevel(max(logger.level, level))
@@ -379,6 +525,110 @@ def _in_order(pairs: Iterator[tuple[int, pa.Buffer]], count: int) -> Iterator[pa
             following += 1
     if following != count:
         raise RuntimeError(f"the Ray engine got results for {following} of {count} spans")
+
+
+class ClusterGone(Exception):
+    """The cluster's GCS server stopped answering (``ClusterWatch``)."""
+
+    def __init__(self, address: str, seconds: float):
+        super().__init__(f"the GCS server at {address} has not answered for {seconds:.0f}s")
+        self.address, self.seconds = address, seconds
+
+
+class ClusterWatch:
+    """Results of a pass over the spans, taken from a thread of their own while this one checks
+    that the cluster is still there.
+
+    When every process of a Ray cluster dies (its GCS server and raylets), a driver's waits do
+    not fail: Ray's core worker retries the GCS for 60 s and then ends the whole process with
+    its own message. So while no result comes, this checks every second that the GCS server
+    still takes connections, and raises ``ClusterGone`` once it has not for ``gone_after``
+    seconds: for a local instance a GCS server that died never comes back; a cluster's may be
+    restarted (GCS fault tolerance), so it gets longer."""
+
+    def __init__(self, ray, local: bool):
+        self.address = _gcs_address(ray)
+        self.gone_after = 3.0 if local else 20.0
+        self.stopped = threading.Event()  # set once the results are no longer read
+
+    def answers(self) -> bool:
+        if self.address is None:
+            return True
+        host, _, port = self.address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``, run in a thread of its own while this one watches the cluster."""
+        return next(self.pairs((fn() for _ in range(1)), 1))
+
+    def pairs(self, pairs: Iterator, limit: int) -> Iterator:
+        """``pairs``, as they come; at most ``limit`` wait in between."""
+        results: queue.Queue = queue.Queue(maxsize=max(1, limit))
+        stop = self.stopped
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    results.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def pump():
+            try:
+                for pair in pairs:
+                    if not put(("pair", pair)):
+                        return
+                put(("end", None))
+            except BaseException as exc:  # noqa: BLE001 - raised in the reading thread
+                put(("error", exc))
+
+        threading.Thread(target=pump, name="sandbox-ray-results", daemon=True).start()
+        silent_since = None  # when the GCS server last failed to answer, while nothing came
+        try:
+            while True:
+                try:
+                    kind, item = results.get(timeout=1.0)
+                except queue.Empty:
+                    if self.answers():
+                        silent_since = None
+                    elif silent_since is None:
+                        silent_since = time.monotonic()
+                    elif time.monotonic() - silent_since >= self.gone_after:
+                        raise ClusterGone(self.address, time.monotonic() - silent_since) from None
+                    continue
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+
+def _gcs_address(ray) -> str | None:
+    """``HOST:PORT`` of the GCS server of the cluster this driver is connected to (None through
+    Ray Client, where the driver runs on the cluster)."""
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:  # noqa: BLE001 - Ray Client, or an older Ray
+        return None
+
+
+def _storing(pairs: Iterator[tuple[int, pa.Buffer]], store: SpanStore | None,
+             spans: list[Span], received: set[int]) -> Iterator[tuple[int, pa.Buffer]]:
+    """``pairs``, each span's buffer kept in ``store`` (if any) as it arrives, whatever its
+    order, and its index noted in ``received``."""
+    for index, buf in pairs:
+        if store is not None:
+            store.put(spans[index], buf)
+        received.add(index)
+        yield index, buf
 
 
 def _sandbox_cause(exc: BaseException) -> SandboxError | None:

@@ -89,6 +89,7 @@ from sandbox.search.trial import read_result, returned_values
 
 
 WAIT_SECONDS = 2.0  # how often a sweep with nothing to take looks at the others' trials
+TRIAL_HYDRA_OVERRIDES = ("hydra.searchpath",)  # passed from a sweep's command line to its trials
 
 
 class SweepFailed(SandboxError):
@@ -295,20 +296,28 @@ class OptunaSearch:
                                       name="trial-heartbeats", daemon=True)
         heartbeats.start()
 
+        # a trial asked for whose claim the database cut short: `with_retries` runs `take`
+        # again, which claims this one instead of asking for another (that one would stay
+        # RUNNING, unclaimed and without heartbeats, for ever: a trial too many)
+        asked: list = []
+
         def take():
             """(a new trial or None, whether to wait for other sweeps' trials); trials of dead
             sweeps found on the way are retried, and this sweep may run that many more."""
             nonlocal remaining
             with study_lock(study):  # count and take the trial as one step
-                remaining += self._retry_stale(study, stale, parent)
-                if launched < remaining and taken_trials(study) < target:
+                if not asked:
+                    remaining += self._retry_stale(study, stale, parent)
+                    if not (launched < remaining and taken_trials(study) < target):
+                        return None, self._others_running(study, running)
                     with warnings.catch_warnings():  # `_beat` records them instead
                         warnings.filterwarnings("ignore", "Heartbeat of storage")
-                        trial = study.ask(space.distributions)
-                    claim(trial)
-                    record_heartbeat(study, trial)
-                    return trial, False
-                return None, self._others_running(study, running)
+                        asked.append(study.ask(space.distributions))
+                trial = asked[0]
+                claim(trial)
+                record_heartbeat(study, trial)
+                asked.clear()
+                return trial, False
 
         def worker() -> None:
             nonlocal launched
@@ -519,6 +528,11 @@ class OptunaSearch:
                  "sandbox.search.trial.ResultCallback"]
         if OmegaConf.select(self.config, "progress") is not None:
             extra.append("progress=false")
+        # the sweep's own command-line overrides of Hydra that a trial composes with (a
+        # search or config group outside conf/); the rest concern the sweep, not a run
+        hydra_cli = OmegaConf.select(self.config, "hydra.overrides.hydra", default=None) or []
+        extra += [o for o in hydra_cli
+                  if o.partition("=")[0].lstrip("+~") in TRIAL_HYDRA_OVERRIDES]
         return extra
 
     # ------------------------------------------------------------------ one trial
