@@ -1,7 +1,7 @@
 """Where the time of ``python -m sandbox pipeline=process`` goes, phase by phase and OP by OP.
 
-    python bench/profile.py              # recipe A and B on bench/run.py's 100k documents
-    python bench/profile.py --recipe B --docs 20000
+    python bench/phases.py              # recipe A and B on bench/run.py's 100k documents
+    python bench/phases.py --recipe B --docs 20000
 
 Each phase is timed on its own, in this process, on one core (CPU seconds; the whole command
 runs the OPs on ``--np`` workers, so its wall time is about the start-up, load and write phases
