@@ -35,47 +35,56 @@ _MIX2 = np.uint64(0xBF58476D1CE4E5B9)
 # Messages are read as big-endian 32-bit words: ``be[i]`` is the word of bytes i..i+3 of the
 # text (``_be_words``). Single-block messages (<= 55 bytes) are hashed LANES at a time, one per
 # lane of a loop the compiler vectorises; longer ones one by one.
-_H0, _H1, _H2, _H3, _H4 = 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0
+_H0, _H1, _H2, _H3, _H4 = (np.uint32(0x67452301), np.uint32(0xEFCDAB89), np.uint32(0x98BADCFE),
+                          np.uint32(0x10325476), np.uint32(0xC3D2E1F0))
 LANES = 64
 
 
-@njit
+# SHA-1 works in uint32 throughout: numba widens uint32 arithmetic to 64 bits, and the casts
+# back to uint32 after every step let the compiler keep 32-bit lanes (twice as many per vector
+# as int64) and use vector rotates in ``sha1_lanes``: ~3x faster than the same rounds in int64.
+_U32 = np.uint32
+_K0, _K1, _K2, _K3 = (np.uint32(0x5A827999), np.uint32(0x6ED9EBA1), np.uint32(0x8F1BBCDC),
+                      np.uint32(0xCA62C1D6))
+_B8, _B16, _B24, _FF = np.uint32(8), np.uint32(16), np.uint32(24), np.uint32(0xFF)
+
+
+@njit(inline="always")
 def _rotl(x, n):
-    return ((x << n) | (x >> (32 - n))) & 0xFFFFFFFF
+    return _U32((x << _U32(n)) | (x >> _U32(32 - n)))
 
 
-@njit
+@njit(inline="always")
 def _f(kind, b, c, d):
     """SHA-1's round function plus round constant; ``kind`` (0-3) is the round group."""
     if kind == 0:
-        return ((b & c) | ((b ^ 0xFFFFFFFF) & d)) + 0x5A827999
+        return _U32(((b & c) | (~b & d)) + _K0)
     if kind == 2:
-        return ((b & c) | (b & d) | (c & d)) + 0x8F1BBCDC
-    return (b ^ c ^ d) + (0x6ED9EBA1 if kind == 1 else 0xCA62C1D6)
+        return _U32(((b & c) | (b & d) | (c & d)) + _K2)
+    return _U32((b ^ c ^ d) + (_K1 if kind == 1 else _K3))
 
 
-@njit
+@njit(inline="always")
 def _rounds5(a, b, c, d, e, w, t, l, kind):
     """SHA-1 rounds t .. t+4 of lane ``l`` (message schedule ``w[:, l]``); after 5 rounds the
-    five variables are back in their roles. All values int64 in [0, 2**32)."""
-    e = (_rotl(a, 5) + _f(kind, b, c, d) + e + np.int64(w[t, l])) & 0xFFFFFFFF
+    five variables are back in their roles."""
+    e = _U32(_rotl(a, 5) + _f(kind, b, c, d) + e + w[t, l])
     b = _rotl(b, 30)
-    d = (_rotl(e, 5) + _f(kind, a, b, c) + d + np.int64(w[t + 1, l])) & 0xFFFFFFFF
+    d = _U32(_rotl(e, 5) + _f(kind, a, b, c) + d + w[t + 1, l])
     a = _rotl(a, 30)
-    c = (_rotl(d, 5) + _f(kind, e, a, b) + c + np.int64(w[t + 2, l])) & 0xFFFFFFFF
+    c = _U32(_rotl(d, 5) + _f(kind, e, a, b) + c + w[t + 2, l])
     e = _rotl(e, 30)
-    b = (_rotl(c, 5) + _f(kind, d, e, a) + b + np.int64(w[t + 3, l])) & 0xFFFFFFFF
+    b = _U32(_rotl(c, 5) + _f(kind, d, e, a) + b + w[t + 3, l])
     d = _rotl(d, 30)
-    a = (_rotl(b, 5) + _f(kind, c, d, e) + a + np.int64(w[t + 4, l])) & 0xFFFFFFFF
+    a = _U32(_rotl(b, 5) + _f(kind, c, d, e) + a + w[t + 4, l])
     c = _rotl(c, 30)
     return a, b, c, d, e
 
 
-@njit
-def _block(w, l, h0, h1, h2, h3, h4):
-    """One SHA-1 block on the state (h0 .. h4) for lane ``l``; ``w[:, l]`` holds its message
-    schedule (all 80 words)."""
-    a, b, c, d, e = h0, h1, h2, h3, h4
+@njit(inline="always")
+def _compress(w, l, a, b, c, d, e):
+    """The 80 rounds of one block on (a .. e) for lane ``l``; ``w[:, l]`` holds its message
+    schedule (all 80 words). Spelled out, so that a loop over lanes vectorises."""
     a, b, c, d, e = _rounds5(a, b, c, d, e, w, 0, l, 0)
     a, b, c, d, e = _rounds5(a, b, c, d, e, w, 5, l, 0)
     a, b, c, d, e = _rounds5(a, b, c, d, e, w, 10, l, 0)
@@ -92,100 +101,41 @@ def _block(w, l, h0, h1, h2, h3, h4):
     a, b, c, d, e = _rounds5(a, b, c, d, e, w, 65, l, 3)
     a, b, c, d, e = _rounds5(a, b, c, d, e, w, 70, l, 3)
     a, b, c, d, e = _rounds5(a, b, c, d, e, w, 75, l, 3)
-    return ((h0 + a) & 0xFFFFFFFF, (h1 + b) & 0xFFFFFFFF, (h2 + c) & 0xFFFFFFFF,
-            (h3 + d) & 0xFFFFFFFF, (h4 + e) & 0xFFFFFFFF)
+    return a, b, c, d, e
 
 
 @njit
+def _block(w, l, h0, h1, h2, h3, h4):
+    """One SHA-1 block on the state (h0 .. h4) for lane ``l``."""
+    a, b, c, d, e = _compress(w, l, h0, h1, h2, h3, h4)
+    return _U32(h0 + a), _U32(h1 + b), _U32(h2 + c), _U32(h3 + d), _U32(h4 + e)
+
+
+@njit(inline="always")
 def _schedule(w, count):
     """Rows 16..79 of the message schedules ``w`` (uint32 ``(80, lanes)``) from rows 0..15."""
     for t in range(16, 80):
         for l in range(count):
-            x = (np.int64(w[t - 3, l]) ^ np.int64(w[t - 8, l]) ^ np.int64(w[t - 14, l])
-                 ^ np.int64(w[t - 16, l]))
-            w[t, l] = _rotl(x, 1)
+            w[t, l] = _rotl(_U32(w[t - 3, l] ^ w[t - 8, l] ^ w[t - 14, l] ^ w[t - 16, l]), 1)
 
 
-@njit
+@njit(inline="always")
 def _hash32(h0):
     """The first 4 digest bytes (h0, big-endian) read little-endian: h0 byte-swapped."""
-    return (((h0 & 0xFF) << 24) | ((h0 >> 8 & 0xFF) << 16) | ((h0 >> 16 & 0xFF) << 8)
-            | (h0 >> 24))
-
-
-# The lanes version works in uint32 throughout: numba widens uint32 arithmetic to 64 bits, and the
-# casts back to uint32 after every step let the compiler keep 32-bit lanes (twice as many per
-# vector as int64) and use vector rotates: ~3x faster than the same rounds in int64.
-_U32 = np.uint32
-_K32 = (np.uint32(0x5A827999), np.uint32(0x6ED9EBA1), np.uint32(0x8F1BBCDC),
-        np.uint32(0xCA62C1D6))
-_H32 = (np.uint32(_H0), np.uint32(_H1), np.uint32(_H2), np.uint32(_H3), np.uint32(_H4))
-_K0_32, _K1_32, _K2_32, _K3_32 = _K32
-_H0_32, _H1_32, _H2_32, _H3_32, _H4_32 = _H32
-_B8, _B16, _B24, _FF = np.uint32(8), np.uint32(16), np.uint32(24), np.uint32(0xFF)
-
-
-@njit(inline="always")
-def _rotl32(x, n):
-    return _U32((x << _U32(n)) | (x >> _U32(32 - n)))
-
-
-@njit(inline="always")
-def _f32(kind, b, c, d):
-    """``_f`` in uint32."""
-    if kind == 0:
-        return _U32(((b & c) | (~b & d)) + _K0_32)
-    if kind == 2:
-        return _U32(((b & c) | (b & d) | (c & d)) + _K2_32)
-    return _U32((b ^ c ^ d) + (_K1_32 if kind == 1 else _K3_32))
-
-
-@njit(inline="always")
-def _rounds5_32(a, b, c, d, e, w, t, l, kind):
-    """``_rounds5`` in uint32."""
-    e = _U32(_rotl32(a, 5) + _f32(kind, b, c, d) + e + w[t, l])
-    b = _rotl32(b, 30)
-    d = _U32(_rotl32(e, 5) + _f32(kind, a, b, c) + d + w[t + 1, l])
-    a = _rotl32(a, 30)
-    c = _U32(_rotl32(d, 5) + _f32(kind, e, a, b) + c + w[t + 2, l])
-    e = _rotl32(e, 30)
-    b = _U32(_rotl32(c, 5) + _f32(kind, d, e, a) + b + w[t + 3, l])
-    d = _rotl32(d, 30)
-    a = _U32(_rotl32(b, 5) + _f32(kind, c, d, e) + a + w[t + 4, l])
-    c = _rotl32(c, 30)
-    return a, b, c, d, e
+    return _U32(((h0 & _FF) << _B24) | (((h0 >> _B8) & _FF) << _B16)
+                | (((h0 >> _B16) & _FF) << _B8) | (h0 >> _B24))
 
 
 @njit(cache=True, nogil=True)
 def sha1_lanes(w, out, count):
     """``out[l]`` = ``sha1_hash32`` of the one-block message whose padded block is
     ``w[:16, l]``, for the first ``count`` lanes. ``w``: uint32 ``(80, lanes)``, rows 16.. are
-    scratch. The rounds are spelled out here (not ``_block``) and only h0 is stored: that is
-    what lets the compiler vectorise the loop across lanes."""
-    for t in range(16, 80):  # the message schedules
-        for l in range(count):
-            w[t, l] = _rotl32(_U32(w[t - 3, l] ^ w[t - 8, l] ^ w[t - 14, l] ^ w[t - 16, l]), 1)
+    scratch. Only h0 is kept: that, and the rounds inlined, let the compiler vectorise the loop
+    across lanes."""
+    _schedule(w, count)
     for l in range(count):
-        a, b, c, d, e = _H0_32, _H1_32, _H2_32, _H3_32, _H4_32
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 0, l, 0)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 5, l, 0)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 10, l, 0)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 15, l, 0)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 20, l, 1)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 25, l, 1)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 30, l, 1)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 35, l, 1)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 40, l, 2)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 45, l, 2)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 50, l, 2)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 55, l, 2)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 60, l, 3)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 65, l, 3)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 70, l, 3)
-        a, b, c, d, e = _rounds5_32(a, b, c, d, e, w, 75, l, 3)
-        h = _U32(_H0_32 + a)  # _hash32 in uint32: h0 byte-swapped
-        out[l] = _U32(((h & _FF) << _B24) | (((h >> _B8) & _FF) << _B16)
-                      | (((h >> _B16) & _FF) << _B8) | (h >> _B24))
+        a, b, c, d, e = _compress(w, l, _H0, _H1, _H2, _H3, _H4)
+        out[l] = _hash32(_U32(_H0 + a))
 
 
 @njit
