@@ -8,7 +8,8 @@ keeps those as the definition and the tests compare both): n-grams are grouped b
 open-addressing hash tables whose hashes only pick the slot, and every match is confirmed on the
 actual code points (or word ids), so a hash collision can never merge two different n-grams.
 (The hashes are polynomial in one base; the tests build real collisions from Thue-Morse words to
-check this.)
+check this.) Most n-grams of a text occur once: a byte count per hash (``_mark``) lets those
+skip the exact table, which then holds only the n-grams that may repeat.
 
 Import this module lazily (``from sandbox.ops.common import kernels`` inside the OP; see
 ``sandbox.jit``).
@@ -43,23 +44,6 @@ def utf8(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
 
 
-def lower_codepoints(texts: list[str], cp: np.ndarray, offsets: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """``codepoints([t.lower() for t in texts])``, from the texts' code points ``(cp,
-    offsets)`` through ``lower_table`` in one compiled pass. The texts that hold a character
-    whose lower case depends on its context (capital sigma) or is two characters (dotted
-    capital I) are lower-cased by Python itself and put in place."""
-    out, odd = _lower_by_table(cp, offsets, lower_table())
-    if odd.size == 0:
-        return out, offsets
-    lowered = {int(d): texts[d].lower() for d in odd}
-    if all(len(low) == len(texts[d]) for d, low in lowered.items()):
-        for d, low in lowered.items():
-            out[offsets[d]:offsets[d + 1]] = codepoints([low])[0]
-        return out, offsets
-    return codepoints([lowered.get(d, t.lower()) for d, t in enumerate(texts)])
-
-
 _CONTEXT = np.uint32(0xFFFFFFFF)  # ``lower_table``'s mark of the characters Python must lower
 _LOWER: list = []
 
@@ -84,7 +68,7 @@ def warm_up() -> None:
     cp, offsets = codepoints(texts)
     special = char_table("special")
     char_stats(cp, offsets, char_classes())
-    word_rep_ratios(*lower_codepoints(texts, cp, offsets), special, 1)
+    word_rep_ratios_of(texts, cp, offsets, special, 1)
     char_rep_ratios(cp, offsets, 1)
 
 
@@ -104,6 +88,15 @@ def _same(a, i, j, n) -> bool:
     return True
 
 
+@njit(cache=True, inline="always")
+def _same_lower(a, lower, i, j, n) -> bool:
+    """``lower[a[i:i + n]] == lower[a[j:j + n]]``."""
+    for o in range(n):
+        if lower[a[i + o]] != lower[a[j + o]]:
+            return False
+    return True
+
+
 @njit(cache=True)
 def _table_size(n):
     size = 8
@@ -117,54 +110,7 @@ def _slot(h, mask):
     return np.int64((h * _MIX) >> np.uint64(32)) & mask
 
 
-@njit(cache=True)
-def _refined_words(cp, start, end, special, ws, we):
-    """Fill ``ws``/``we`` with the [start, end) of each word of ``cp[start:end]`` (split on ' ',
-    '\\n', '\\t'), stripped of special characters at both ends; words left empty are dropped.
-    Returns the number of words."""
-    nw = 0
-    i = start
-    while i < end:
-        while i < end and _is_sep(cp[i]):
-            i += 1
-        if i >= end:
-            break
-        j = i
-        while j < end and not _is_sep(cp[j]):
-            j += 1
-        a, b = i, j
-        while a < b and special[cp[a]]:
-            a += 1
-        while b > a and special[cp[b - 1]]:
-            b -= 1
-        if b > a:
-            ws[nw] = a
-            we[nw] = b
-            nw += 1
-        i = j
-    return nw
-
-
 # ------------------------------------------------------------------------------ kernels
-@njit(cache=True, nogil=True)
-def _lower_by_table(cp, offsets, table):
-    """``(table[cp], texts holding a _CONTEXT character)``: see ``lower_codepoints``."""
-    out = np.empty_like(cp)
-    odd = np.empty(offsets.size - 1, dtype=np.int64)
-    nodd = 0
-    for d in range(offsets.size - 1):
-        flagged = False
-        for i in range(offsets[d], offsets[d + 1]):
-            v = table[cp[i]]
-            if v == _CONTEXT:
-                flagged = True
-            out[i] = v
-        if flagged:
-            odd[nodd] = d
-            nodd += 1
-    return out, odd[:nodd]
-
-
 # columns of ``char_stats``
 ALNUM, SPECIAL, WORDS, LINES, LONGEST_LINE = range(5)
 
@@ -240,12 +186,29 @@ def char_stats(cp, offsets, classes):
     return out
 
 
+@njit(cache=True, inline="always")
+def _mark(seen, b) -> None:
+    """Count a hash into ``seen[b]`` (0 -> 1 -> 3, then stays 3: seen once, seen twice or more)."""
+    seen[b] = ((seen[b] << 1) | 1) & 3
+
+
 @njit(cache=True, nogil=True)
-def word_rep_ratios(cp, offsets, special, n):
-    """Per text: Data-Juicer's word n-gram repetition ratio over its refined words (split on ' ',
-    '\\n', '\\t'; special characters stripped; empty words dropped; lower-case the text first)."""
+def word_rep_ratios(cp, offsets, lower, special, n):
+    """``(ratios, odd)``. Per text: Data-Juicer's word n-gram repetition ratio over its refined
+    words (split on ' ', '\\n', '\\t'; lower-cased through ``lower``, see ``lower_table``;
+    special characters stripped at both ends; empty words dropped). ``odd`` lists the texts
+    holding a character ``lower`` marks ``_CONTEXT``: their ratio is left 0.0 for the caller to
+    compute from Python's own lower-casing (``word_rep_ratios_of``).
+
+    Words are found and hashed in one pass over the code points, then numbered (equal words get
+    the id of their first occurrence, each match confirmed on the lower-cased code points). The
+    n-grams of ids are hashed once into ``hs`` and counted into a small ``seen`` array 8x their
+    number; only the n-grams whose ``seen`` entry says "twice or more" (the repeated ones plus a
+    few hash neighbours) go through the exact table, so most n-grams cost two byte lookups."""
     ndocs = offsets.size - 1
     out = np.zeros(ndocs, dtype=np.float64)
+    odd = np.empty(ndocs, dtype=np.int64)
+    nodd = 0
     longest = 0
     for d in range(ndocs):
         longest = max(longest, offsets[d + 1] - offsets[d])
@@ -254,22 +217,55 @@ def word_rep_ratios(cp, offsets, special, n):
     we = np.empty(cap, dtype=np.int64)
     ids = np.empty(cap, dtype=np.int64)
     whash = np.empty(cap, dtype=np.uint64)
+    hs = np.empty(cap, dtype=np.uint64)
     # one set of tables for the batch, each text using the first 2x-its-size slots of them
     table = np.full(_table_size(cap), -1, dtype=np.int64)
     counts = np.zeros(table.size, dtype=np.int64)
+    seen = np.zeros(8 * table.size, dtype=np.uint8)
     for d in range(ndocs):
-        nw = _refined_words(cp, offsets[d], offsets[d + 1], special, ws, we)
+        start, end = offsets[d], offsets[d + 1]
+        # the refined words: [a, b) is a word's part between its leading and trailing special
+        # characters (a = -1 while only special ones were seen), hk its hash
+        nw = 0
+        flagged = False
+        a = b = -1
+        h = hk = np.uint64(0)
+        for i in range(start, end + 1):
+            v = lower[cp[i]] if i < end else np.uint32(32)
+            if _is_sep(v):
+                if a >= 0:
+                    ws[nw] = a
+                    we[nw] = b
+                    whash[nw] = hk
+                    nw += 1
+                    a = -1
+                continue
+            sp = False
+            if v == _CONTEXT:
+                flagged = True
+            else:
+                sp = special[v]
+            if a < 0:
+                if sp:
+                    continue
+                a = i
+                h = np.uint64(0)
+            h = h * _BASE + np.uint64(v)
+            if not sp:
+                b = i + 1
+                hk = h
+        if flagged:
+            odd[nodd] = d
+            nodd += 1
+            continue
         total = nw - n + 1
         if total <= 0:
             continue
-        # word ids: equal words (same code points) get the id of their first occurrence
+        # word ids: equal words (same lower-cased code points) get the id of their first one
         size = _table_size(nw)
         mask = size - 1
         for k in range(nw):
-            h = np.uint64(0)
-            for i in range(ws[k], we[k]):
-                h = h * _BASE + np.uint64(cp[i])
-            whash[k] = h
+            h = whash[k]
             s = _slot(h, mask)
             while True:
                 r = table[s]
@@ -278,18 +274,25 @@ def word_rep_ratios(cp, offsets, special, n):
                     ids[k] = k
                     break
                 if (whash[r] == h and we[r] - ws[r] == we[k] - ws[k]
-                        and _same(cp, ws[r], ws[k], we[k] - ws[k])):
+                        and _same_lower(cp, lower, ws[r], ws[k], we[k] - ws[k])):
                     ids[k] = ids[r]
                     break
                 s = (s + 1) & mask
         table[:size] = -1
-        # n-gram counts, keyed by the ids of their n words
+        # n-gram counts, keyed by the ids of their n words; those seen once skip the table
         size = _table_size(total)
         mask = size - 1
+        bmask = 8 * size - 1
         for k in range(total):
             h = np.uint64(0)
             for o in range(n):
                 h = h * _BASE + np.uint64(ids[k + o])
+            hs[k] = h
+            _mark(seen, _slot(h, bmask))
+        for k in range(total):
+            h = hs[k]
+            if seen[_slot(h, bmask)] != 3:
+                continue
             s = _slot(h, mask)
             while True:
                 r = table[s]
@@ -301,6 +304,7 @@ def word_rep_ratios(cp, offsets, special, n):
                     counts[s] += 1
                     break
                 s = (s + 1) & mask
+        seen[:8 * size] = 0
         rep = 0
         for s in range(size):
             if table[s] != -1:
@@ -308,6 +312,18 @@ def word_rep_ratios(cp, offsets, special, n):
                     rep += counts[s]
                 table[s] = -1  # clean for the next text
         out[d] = rep / total
+    return out, odd[:nodd]
+
+
+def word_rep_ratios_of(texts: list[str], cp: np.ndarray, offsets: np.ndarray, special: np.ndarray,
+                       n: int) -> np.ndarray:
+    """``word_rep_ratios`` of the texts (code points ``(cp, offsets)``), the texts it leaves to
+    Python's lower-casing included: those are lower-cased by ``str.lower`` and counted again (a
+    lower-cased text holds no ``_CONTEXT`` character, and ``lower_table`` maps it to itself)."""
+    out, odd = word_rep_ratios(cp, offsets, lower_table(), special, n)
+    if odd.size:
+        again = [texts[d].lower() for d in odd]
+        out[odd] = word_rep_ratios(*codepoints(again), lower_table(), special, n)[0]
     return out
 
 
@@ -315,7 +331,11 @@ def word_rep_ratios(cp, offsets, special, n):
 def char_rep_ratios(cp, offsets, n):
     """Per text: Data-Juicer's character n-gram repetition ratio: over the ``len - n + 1``
     character n-grams, the share of the ``k = min(int(sqrt(D)), D - D1)`` most frequent distinct
-    ones (D distinct n-grams, D1 of them seen once)."""
+    ones (D distinct n-grams, D1 of them seen once).
+
+    As in ``word_rep_ratios``, the rolling hashes go through a small ``seen`` count first and
+    only the n-grams it has seen twice or more go through the exact table (every match confirmed
+    on the code points); the others are distinct n-grams seen once, counted into D."""
     ndocs = offsets.size - 1
     out = np.zeros(ndocs, dtype=np.float64)
     # base ** (n - 1), to take the leaving character out of the rolling hash
@@ -333,18 +353,31 @@ def char_rep_ratios(cp, offsets, n):
     hashes = np.empty(cap, dtype=np.uint64)
     used = np.empty(cap, dtype=np.int64)
     reps = np.empty(cap, dtype=np.int64)
+    hs = np.empty(longest, dtype=np.uint64)
+    seen = np.zeros(8 * cap, dtype=np.uint8)
     for d in range(ndocs):
         start = offsets[d]
         total = offsets[d + 1] - start - n + 1
         if total <= 0:
             continue
-        mask = _table_size(total) - 1
+        size = _table_size(total)
+        mask = size - 1
+        bmask = 8 * size - 1
         h = np.uint64(0)
         for i in range(n - 1):
             h = h * _BASE + np.uint64(cp[start + i])
-        distinct = 0
         for k in range(total):
             h = h * _BASE + np.uint64(cp[start + k + n - 1])
+            hs[k] = h
+            _mark(seen, _slot(h, bmask))
+            h = h - np.uint64(cp[start + k]) * top
+        distinct = 0  # in the exact table
+        checked = 0  # n-grams that went through it
+        for k in range(total):
+            h = hs[k]
+            if seen[_slot(h, bmask)] != 3:
+                continue
+            checked += 1
             s = _slot(h, mask)
             while True:
                 r = table[s]
@@ -359,7 +392,7 @@ def char_rep_ratios(cp, offsets, n):
                     counts[s] += 1
                     break
                 s = (s + 1) & mask
-            h = h - np.uint64(cp[start + k]) * top
+        seen[:8 * size] = 0
         nrep = 0
         for u in range(distinct):
             s = used[u]
@@ -367,7 +400,7 @@ def char_rep_ratios(cp, offsets, n):
                 reps[nrep] = counts[s]
                 nrep += 1
             table[s] = -1  # clean for the next text
-        kk = min(int(np.sqrt(distinct)), nrep)
+        kk = min(int(np.sqrt(total - checked + distinct)), nrep)
         if kk <= 0:
             continue
         top_k = reps[:nrep]

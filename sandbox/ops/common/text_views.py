@@ -37,14 +37,11 @@ def refined_words_of(views: TextViews, lower_case: bool) -> list[list[str]]:
 
 
 # --- batch views for the compiled kernels (sandbox/ops/common/kernels.py) ---------------------------
-def codepoints_of(views: TextViews, lower: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The batch's code points and offsets (``kernels.codepoints``), of the lower-cased texts
-    when ``lower``: computed once per batch and shared by every kernel OP."""
+def codepoints_of(views: TextViews) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's code points and offsets (``kernels.codepoints``): computed once per batch and
+    shared by every kernel OP."""
     from sandbox.ops.common import kernels
 
-    if lower:
-        return views.shared(("codepoints", "lower"),
-                            lambda texts: kernels.lower_codepoints(texts, *codepoints_of(views)))
     return views.shared(("codepoints",), kernels.codepoints)
 
 

@@ -360,9 +360,8 @@ class WordRepetitionFilter(_Compiled, Filter):
             return {"word_rep_ratio": _array(
                 (joined_rep_ratio(refine_words(w, True), self.rep_len)
                  for w in self._tokenizer.words(views)), np.float64)}
-        cp, offsets = codepoints_of(views, lower=True)
-        special = char_table("special")
-        return {"word_rep_ratio": kernels.word_rep_ratios(cp, offsets, special, self.rep_len)}
+        return {"word_rep_ratio": kernels.word_rep_ratios_of(
+            views.texts, *codepoints_of(views), char_table("special"), self.rep_len)}
 
 
 @register
