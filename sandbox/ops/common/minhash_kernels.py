@@ -54,53 +54,74 @@ def _rotl(x, n):
     return _U32((x << _U32(n)) | (x >> _U32(32 - n)))
 
 
+# SHA-1's round functions plus round constants, one per round group (rounds 0-19, 20-39, ...)
 @njit(inline="always")
-def _f(kind, b, c, d):
-    """SHA-1's round function plus round constant; ``kind`` (0-3) is the round group."""
-    if kind == 0:
-        return _U32(((b & c) | (~b & d)) + _K0)
-    if kind == 2:
-        return _U32(((b & c) | (b & d) | (c & d)) + _K2)
-    return _U32((b ^ c ^ d) + (_K1 if kind == 1 else _K3))
+def _f0(b, c, d):
+    return _U32(((b & c) | (~b & d)) + _K0)
 
 
 @njit(inline="always")
-def _rounds5(a, b, c, d, e, w, t, l, kind):
-    """SHA-1 rounds t .. t+4 of lane ``l`` (message schedule ``w[:, l]``); after 5 rounds the
-    five variables are back in their roles."""
-    e = _U32(_rotl(a, 5) + _f(kind, b, c, d) + e + w[t, l])
-    b = _rotl(b, 30)
-    d = _U32(_rotl(e, 5) + _f(kind, a, b, c) + d + w[t + 1, l])
-    a = _rotl(a, 30)
-    c = _U32(_rotl(d, 5) + _f(kind, e, a, b) + c + w[t + 2, l])
-    e = _rotl(e, 30)
-    b = _U32(_rotl(c, 5) + _f(kind, d, e, a) + b + w[t + 3, l])
-    d = _rotl(d, 30)
-    a = _U32(_rotl(b, 5) + _f(kind, c, d, e) + a + w[t + 4, l])
-    c = _rotl(c, 30)
-    return a, b, c, d, e
+def _f1(b, c, d):
+    return _U32((b ^ c ^ d) + _K1)
+
+
+@njit(inline="always")
+def _f2(b, c, d):
+    return _U32(((b & c) | (b & d) | (c & d)) + _K2)
+
+
+@njit(inline="always")
+def _f3(b, c, d):
+    return _U32((b ^ c ^ d) + _K3)
+
+
+def _rounds5_of(f):
+    """Five SHA-1 rounds with round function ``f``: one function per round group rather than
+    one that branches on the group, as the 80 rounds are inlined into every kernel that hashes
+    (a branching one made numba's compile of those kernels ~4x slower, ~100 s, for no speed)."""
+
+    @njit(inline="always")
+    def rounds5(a, b, c, d, e, w, t, l):
+        """Rounds t .. t+4 of lane ``l`` (message schedule ``w[:, l]``); after 5 rounds the five
+        variables are back in their roles."""
+        e = _U32(_rotl(a, 5) + f(b, c, d) + e + w[t, l])
+        b = _rotl(b, 30)
+        d = _U32(_rotl(e, 5) + f(a, b, c) + d + w[t + 1, l])
+        a = _rotl(a, 30)
+        c = _U32(_rotl(d, 5) + f(e, a, b) + c + w[t + 2, l])
+        e = _rotl(e, 30)
+        b = _U32(_rotl(c, 5) + f(d, e, a) + b + w[t + 3, l])
+        d = _rotl(d, 30)
+        a = _U32(_rotl(b, 5) + f(c, d, e) + a + w[t + 4, l])
+        c = _rotl(c, 30)
+        return a, b, c, d, e
+
+    return rounds5
+
+
+_R0, _R1, _R2, _R3 = (_rounds5_of(f) for f in (_f0, _f1, _f2, _f3))
 
 
 @njit(inline="always")
 def _compress(w, l, a, b, c, d, e):
     """The 80 rounds of one block on (a .. e) for lane ``l``; ``w[:, l]`` holds its message
     schedule (all 80 words). Spelled out, so that a loop over lanes vectorises."""
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 0, l, 0)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 5, l, 0)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 10, l, 0)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 15, l, 0)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 20, l, 1)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 25, l, 1)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 30, l, 1)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 35, l, 1)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 40, l, 2)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 45, l, 2)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 50, l, 2)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 55, l, 2)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 60, l, 3)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 65, l, 3)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 70, l, 3)
-    a, b, c, d, e = _rounds5(a, b, c, d, e, w, 75, l, 3)
+    a, b, c, d, e = _R0(a, b, c, d, e, w, 0, l)
+    a, b, c, d, e = _R0(a, b, c, d, e, w, 5, l)
+    a, b, c, d, e = _R0(a, b, c, d, e, w, 10, l)
+    a, b, c, d, e = _R0(a, b, c, d, e, w, 15, l)
+    a, b, c, d, e = _R1(a, b, c, d, e, w, 20, l)
+    a, b, c, d, e = _R1(a, b, c, d, e, w, 25, l)
+    a, b, c, d, e = _R1(a, b, c, d, e, w, 30, l)
+    a, b, c, d, e = _R1(a, b, c, d, e, w, 35, l)
+    a, b, c, d, e = _R2(a, b, c, d, e, w, 40, l)
+    a, b, c, d, e = _R2(a, b, c, d, e, w, 45, l)
+    a, b, c, d, e = _R2(a, b, c, d, e, w, 50, l)
+    a, b, c, d, e = _R2(a, b, c, d, e, w, 55, l)
+    a, b, c, d, e = _R3(a, b, c, d, e, w, 60, l)
+    a, b, c, d, e = _R3(a, b, c, d, e, w, 65, l)
+    a, b, c, d, e = _R3(a, b, c, d, e, w, 70, l)
+    a, b, c, d, e = _R3(a, b, c, d, e, w, 75, l)
     return a, b, c, d, e
 
 
