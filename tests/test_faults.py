@@ -1167,6 +1167,23 @@ def restartable_postgres():
 
 
 @pytest.mark.slow
+def _process_sweep(tmp_path, url: str, study: str, n_trials: int, rows: int):
+    """A sweep of ``n_trials`` process-pipeline trials on a pool of ``rows`` documents, its
+    study ``study`` in the database at ``url``, started in a process of its own."""
+    from tests.test_sweep_distributed import SEARCH, worker
+
+    conf = tmp_path / "conf" / "hparams_search"
+    conf.mkdir(parents=True)
+    (conf / "dist.yaml").write_text(SEARCH)
+    docs = write_big_pool(tmp_path / "docs.jsonl", rows=rows)
+    return worker(tmp_path / "w", [
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "hparams_search=dist",
+        "data_pool=jsonl", f"data_pool.path={docs}", "progress=false", "num_proc=1",
+        "pipeline=process", "objective=samples_out", f"hydra.sweeper.storage={url}",
+        f"hydra.sweeper.study_name={study}", f"hydra.sweeper.n_trials={n_trials}",
+        "hydra.sweeper.plots=false", "tracking=none"])
+
+
 @pytest.mark.parametrize("outage", ["8 s", "for good"])
 def test_the_study_database_down_under_a_running_sweep_is_waited_for(tmp_path,
                                                                      restartable_postgres,
@@ -1178,20 +1195,9 @@ def test_the_study_database_down_under_a_running_sweep_is_waited_for(tmp_path,
     import optuna
     from optuna.trial import TrialState
 
-    from tests.test_sweep_distributed import SEARCH, worker
-
     url, stop_db, start_db = restartable_postgres
-    conf = tmp_path / "conf" / "hparams_search"
-    conf.mkdir(parents=True)
-    (conf / "dist.yaml").write_text(SEARCH)
-    docs = write_big_pool(tmp_path / "docs.jsonl", rows=10000)
     n_trials = 3
-    sweep = worker(tmp_path / "w", [
-        f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "hparams_search=dist",
-        "data_pool=jsonl", f"data_pool.path={docs}", "progress=false", "num_proc=1",
-        "pipeline=process", "objective=samples_out", f"hydra.sweeper.storage={url}",
-        "hydra.sweeper.study_name=restart", f"hydra.sweeper.n_trials={n_trials}",
-        "hydra.sweeper.plots=false", "tracking=none"])
+    sweep = _process_sweep(tmp_path, url, "restart", n_trials, rows=10000)
     deadline = time.monotonic() + 240
     while True:  # the first trial is running
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[0]
@@ -1239,8 +1245,6 @@ def test_a_connection_dropped_while_a_trial_is_claimed_takes_no_trial_twice(
     import psycopg
     from optuna.trial import TrialState
 
-    from tests.test_sweep_distributed import SEARCH, worker
-
     url, _, _ = restartable_postgres
     optuna.create_study(storage=url, study_name="made-first")  # Optuna's tables, to hook into
     with psycopg.connect(url, autocommit=True) as conn:
@@ -1256,17 +1260,8 @@ def test_a_connection_dropped_while_a_trial_is_claimed_takes_no_trial_twice(
             END $$ LANGUAGE plpgsql""")
         conn.execute("CREATE TRIGGER sandbox_drop BEFORE INSERT ON trial_user_attributes "
                      "FOR EACH ROW EXECUTE FUNCTION sandbox_drop_first_claim()")
-    conf = tmp_path / "conf" / "hparams_search"
-    conf.mkdir(parents=True)
-    (conf / "dist.yaml").write_text(SEARCH)
-    docs = write_big_pool(tmp_path / "docs.jsonl", rows=500)
     n_trials = 3
-    sweep = worker(tmp_path / "w", [
-        f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "hparams_search=dist",
-        "data_pool=jsonl", f"data_pool.path={docs}", "progress=false", "num_proc=1",
-        "pipeline=process", "objective=samples_out", f"hydra.sweeper.storage={url}",
-        "hydra.sweeper.study_name=claim", f"hydra.sweeper.n_trials={n_trials}",
-        "hydra.sweeper.plots=false", "tracking=none"])
+    sweep = _process_sweep(tmp_path, url, "claim", n_trials, rows=500)
     try:  # the trial asked for a second time would stay RUNNING, and the sweep wait for it
         out, _ = sweep.communicate(timeout=120)
     finally:
