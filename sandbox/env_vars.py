@@ -7,6 +7,8 @@ from __future__ import annotations
 # where every cache lives (corpus, assets, stats, compiled kernels); `cache_dir=` sets it
 CACHE = "SANDBOX_CACHE"
 NUMBA_CACHE_DIR = "NUMBA_CACHE_DIR"
+# "0": run every compiled kernel just in time, never through its ahead-of-time extension
+AOT = "SANDBOX_AOT"
 # "1": never download an asset (sandbox.assets); missing ones are reported instead
 OFFLINE = "SANDBOX_OFFLINE"
 

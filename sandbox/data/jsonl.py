@@ -9,6 +9,7 @@ through ``json.dumps`` value by value."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +36,8 @@ def _escaped_size(buf, start, end, short):
     return size
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      export="u1[::1](u1[::1], i8[:, ::1], i8[:, ::1], b1[::1], u1[::1], i8[::1], u1[::1], u1[::1])")
 def _rows(buf, starts, ends, quoted, keys, key_offsets, short, hexdigits):
     """The JSON lines of ``nrows`` rows: value (r, c) is ``buf[starts[r, c]:ends[r, c]]``, a
     string's UTF-8 bytes to quote and escape where ``quoted[c]``, else JSON text as it is;
@@ -140,3 +142,19 @@ def jsonl_bytes(table) -> memoryview:
                 np.array(quoted, dtype=np.bool_), np.frombuffer(b"".join(keys), dtype=np.uint8),
                 key_offsets, _SHORT, _HEX)
     return memoryview(out)
+
+
+def jsonl_parts(table, parts: int):
+    """``jsonl_bytes`` of ``table`` as up to ``parts`` views of consecutive row ranges (their
+    concatenation is ``jsonl_bytes(table)``), computed at once on that many threads: the kernel
+    releases the GIL, so a large table is escaped on several cores."""
+    rows = table.num_rows
+    parts = max(1, min(parts, rows // 1024))  # small tables: one piece, no thread
+    if parts == 1:
+        return [jsonl_bytes(table)]
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    with ThreadPoolExecutor(parts - 1, thread_name_prefix="jsonl") as pool:
+        rest = [pool.submit(jsonl_bytes, table.slice(lo, hi - lo))
+                for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        first = jsonl_bytes(table.slice(0, bounds[1]))
+        return [first] + [f.result() for f in rest]

@@ -132,7 +132,8 @@ def char_classes() -> np.ndarray:
     return _CLASSES[0]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      export="i8[:, ::1](u4[::1], i8[::1], u1[::1])")
 def char_stats(cp, offsets, classes):
     """Per text, in one pass over its code points (``classes`` from ``char_classes``), an int64
     row of:
@@ -192,7 +193,8 @@ def _mark(seen, b) -> None:
     seen[b] = ((seen[b] << 1) | 1) & 3
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      export="(f8[::1], i8[::1])(u4[::1], i8[::1], u4[::1], b1[::1], i8)")
 def word_rep_ratios(cp, offsets, lower, special, n):
     """``(ratios, odd)``. Per text: Data-Juicer's word n-gram repetition ratio over its refined
     words (split on ' ', '\\n', '\\t'; lower-cased through ``lower``, see ``lower_table``;
@@ -327,7 +329,8 @@ def word_rep_ratios_of(texts: list[str], cp: np.ndarray, offsets: np.ndarray, sp
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      export="f8[::1](u4[::1], i8[::1], i8)")
 def char_rep_ratios(cp, offsets, n):
     """Per text: Data-Juicer's character n-gram repetition ratio: over the ``len - n + 1``
     character n-grams, the share of the ``k = min(int(sqrt(D)), D - D1)`` most frequent distinct

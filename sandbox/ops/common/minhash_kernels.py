@@ -279,7 +279,8 @@ def _hash_messages(be, mstart, mlen, nmsg, w, hv, a, b, sig):
         _permute_min(hv, count, a, b, sig)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      export="u4[:, ::1](u1[::1], i8[::1], i8, u8[::1], u8[::1])")
 def space_signatures(buf, offsets, window, a, b):
     """MinHash signatures of ``space`` shingles: per text ``buf[offsets[d]:offsets[d + 1]]``
     (UTF-8, already lower-cased / cleaned), tokens are the non-empty runs between b' ' bytes,
@@ -330,7 +331,8 @@ def space_signatures(buf, offsets, window, a, b):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      export="u4[:, ::1](u1[::1], i8[::1], i8[::1], u8[::1], u8[::1])")
 def shingle_signatures(buf, shingle_offsets, doc_offsets, a, b):
     """MinHash signatures from explicit shingles: shingle ``s`` is
     ``buf[shingle_offsets[s]:shingle_offsets[s + 1]]``, text ``d`` has shingles
@@ -390,7 +392,8 @@ def _band_hash(words, p, c0, c1):
     return h
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      export="b1[::1](u4[:, ::1], i8[::1], i8[::1])")
 def lsh_keep(words, starts, ends):
     """``words``: uint32 ``(m, width)``, one row per alive sample in pool order; band ``j`` is
     the columns ``[starts[j], ends[j])``. Samples with an equal band are linked; returns a bool
