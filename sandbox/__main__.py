@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -52,6 +53,39 @@ def quick_help(argv: list[str]) -> str | None:
             f"\n\n")
 
 
+_SETS_MODE = re.compile(r"\bmode\s*[:=]\s*['\"]?(RUN|MULTIRUN)\b")
+_CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+
+
+def mode_left_to_flags(overrides: list[str]) -> bool:
+    """Whether ``hydra.mode`` can only come from the command line's flags: no override and no
+    config file of ``conf/`` sets it, and no other config folder (searchpath, ``--config-dir``)
+    is in play. Then Hydra's rule for a config that leaves it unset (``--multirun`` or not)
+    gives the same mode as composing the whole config first to read it, which Hydra does on
+    every run (~0.15 s) before it composes the config again to run it."""
+    for arg in overrides:
+        if arg.startswith(_CONFIG_FLAGS) or "searchpath" in arg or _SETS_MODE.search(arg) \
+                or arg.lstrip("+~").startswith("hydra.mode"):
+            return False
+    for path in Path(CONFIG_DIR).rglob("*.yaml"):
+        if _SETS_MODE.search(path.read_text(encoding="utf-8", errors="replace")):
+            return False
+    return True
+
+
+def compose_once() -> None:
+    """Skip Hydra's first composition (``Hydra.get_mode``) where ``mode_left_to_flags``: its
+    answer is then "unset", and Hydra falls back to the flags itself."""
+    from hydra._internal.hydra import Hydra
+
+    get_mode = Hydra.get_mode
+
+    def mode(self, config_name, overrides):
+        return None if mode_left_to_flags(overrides) else get_mode(self, config_name, overrides)
+
+    Hydra.get_mode = mode
+
+
 def exit_now(code: object = 0) -> NoReturn:
     """End the process as ``sys.exit(code)`` would, without the interpreter's own teardown.
 
@@ -86,6 +120,7 @@ if __name__ == "__main__":
     text = quick_help(sys.argv[1:])
     try:
         if text is None:
+            compose_once()
             main()
         else:
             print(text)

@@ -14,9 +14,9 @@ from sandbox import LAZY_IMPORTS
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# modules whose job is a heavy package (compiled kernels are numba functions)
-HEAVY_BY_NATURE = ("sandbox.jit", "sandbox.ops.common.kernels",
-                   "sandbox.ops.common.minhash_kernels", "sandbox.data.jsonl")
+# modules whose job is a heavy package (none: compiled kernels import numba when they first run
+# just in time, never on import)
+HEAVY_BY_NATURE: tuple[str, ...] = ()
 
 PROBE = """
 import importlib, json, pkgutil, sys
@@ -88,3 +88,27 @@ exit_now(int(sys.argv[1]) if len(sys.argv) > 1 else "a message")
     assert (tmp_path / "thread").read_text() == "done"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 1 and done.stderr.strip() == "a message"
+
+
+def test_hydra_composes_the_config_once_unless_the_mode_may_come_from_it(tmp_path):
+    """Hydra composes the whole config once just to read ``hydra.mode``; skipped where only the
+    flags can set it, kept where an override, a config file or another config folder may."""
+    from sandbox.__main__ import mode_left_to_flags
+
+    assert mode_left_to_flags(["pipeline=process", "trainer.lr=0.1", "experiment=clip"])
+    for override in ("hydra.mode=MULTIRUN", "+hydra.mode=RUN", "++hydra.mode=MULTIRUN",
+                     f"hydra.searchpath=[file://{tmp_path}]", "--config-dir=elsewhere",
+                     "-cd", "trainer.mode=MULTIRUN"):
+        assert not mode_left_to_flags(["pipeline=process", override]), override
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(20)))
+    code = ("import sys\nfrom hydra._internal.hydra import Hydra\nn = []\n"
+            "compose = Hydra.compose_config\n"
+            "Hydra.compose_config = lambda self, *a, **k: n.append(1) or compose(self, *a, **k)\n"
+            "import atexit\natexit.register(lambda: print('compositions', len(n)))\n"
+            f"sys.argv = ['sandbox', 'pipeline=process', 'data_pool=jsonl', 'recipe=none', "
+            f"'data_pool.path={docs}', 'tracking=none', 'progress=false', "
+            f"'hydra.run.dir={tmp_path / 'run'}']\n"
+            "import runpy\nrunpy.run_module('sandbox', run_name='__main__')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "compositions 1" in out.stdout, out.stdout + out.stderr
