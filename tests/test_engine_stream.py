@@ -251,6 +251,17 @@ def test_jsonl_bytes_match_json_dumps():
     assert bytes(jsonl_bytes(t.slice(0, 0))) == b""
 
 
+def test_jsonl_parts_concatenate_to_the_whole():
+    from sandbox.data.jsonl import jsonl_parts
+
+    t = pa.table({"text": [f"doc {i}\n\"{i}\"" for i in range(5000)], "n": list(range(5000))})
+    whole = bytes(jsonl_bytes(t))
+    for parts, pieces in ((1, 1), (2, 2), (3, 3), (8, 4)):  # at least 1024 rows a piece
+        got = jsonl_parts(t, parts)
+        assert len(got) == pieces and b"".join(bytes(g) for g in got) == whole
+    assert [bytes(g) for g in jsonl_parts(t.slice(0, 10), 2)] == [bytes(jsonl_bytes(t.slice(0, 10)))]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"])), min_size=1,
                 max_size=8))
