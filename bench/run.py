@@ -227,8 +227,9 @@ def forget_run(cmd: list[str], keep_stats: bool = False) -> None:
 
 
 def warm_kernels(np_: int) -> None:
-    """Compile the kernels into the benchmark's cache once, untimed (~15 s): timed runs then
-    load them, as every run after the first does on a user's machine."""
+    """Build the compiled kernels into the benchmark's cache once, untimed (their ahead-of-time
+    extensions, ~1 min; see sandbox.jit): timed runs then load them, as every run after the
+    first does on a user's machine."""
     recipe_b = list(recipes(np_).values())[-1]  # every kernel the recipes use
     cmd = ours_cmd("process", make_docs(500, path=WORK / "warm.jsonl"), recipe_b, np_)
     timed(cmd)
