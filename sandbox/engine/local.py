@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
+import tempfile
 import threading
 from collections import deque
 from pathlib import Path
@@ -38,7 +40,7 @@ from sandbox.engine.common import (POOL_FINGERPRINT_KEY, ROW_ID_COLUMN, TEXT_COL
 from sandbox.engine.outputs import write_outputs
 from sandbox.engine.result import ComputedFile
 from sandbox.engine.selection import Selection
-from sandbox.engine.worker import SpanJob, SpanWorker, init_worker, run_span
+from sandbox.engine.worker import SpanJob, SpanWorker, init_worker, run_span_to_file
 from sandbox.errors import ConfigError
 from sandbox.ops import OpSpec
 from sandbox.utils import atomic_path
@@ -108,7 +110,7 @@ class LocalEngine(Engine):
         with atomic_path(out) as tmp:
             writer = None
             try:
-                for buf in self._results(job, spans, workers):
+                for buf in self._results(job, spans, workers, tmp.parent):
                     for batch in pa.ipc.open_stream(buf):
                         if writer is None:
                             schema = batch.schema
@@ -132,15 +134,29 @@ class LocalEngine(Engine):
         """``Engine.write``, streamed in chunks of ``chunk_rows`` (``sandbox.engine.outputs``)."""
         write_outputs(dataset, computed, selection, text_key, outputs, self.chunk_rows)
 
-    def _results(self, job: SpanJob, spans: Iterable[Span], workers: int) -> Iterator[pa.Buffer]:
-        """The workers' result buffers, one per span, in span order."""
+    def _results(self, job: SpanJob, spans: Iterable[Span], workers: int,
+                 scratch: Path) -> Iterator[pa.Buffer]:
+        """The workers' result buffers, one per span, in span order (``scratch``: a folder for
+        the workers' result files)."""
         if workers <= 1:
             worker = SpanWorker(job)
             yield from map(worker.run_span, spans)
             return
         if self.start_method == "fork":  # forked workers inherit what the OPs preloaded
             preload(list(job.specs), job.text_key)
-        yield from ordered_map(run_span, spans, workers, self.start_method, init_worker, (job,))
+        # the results come back as files beside the result file (see run_span_to_file), each
+        # read through a memory map and deleted at once: at most 2 * workers exist at a time
+        folder = Path(tempfile.mkdtemp(prefix=".spans-", dir=scratch))
+        try:
+            items = ((span, str(folder / f"{i}.arrow")) for i, span in enumerate(spans))
+            for path in ordered_map(run_span_to_file, items, workers, self.start_method,
+                                    init_worker, (job,)):
+                with pa.memory_map(path) as mapped:
+                    buf = mapped.read_buffer()
+                os.unlink(path)  # the mapping keeps the data until ``buf`` is gone
+                yield buf
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _cache_damage(path: Path, num_rows: int, pool_fingerprint: str) -> str | None:

@@ -265,10 +265,12 @@ class RayEngine(LocalEngine):
             store.clear()
         return computed
 
-    def _results(self, job: SpanJob, spans: Iterable[Span], workers: int) -> Iterator[pa.Buffer]:
+    def _results(self, job: SpanJob, spans: Iterable[Span], workers: int,
+                 scratch: Path | None = None) -> Iterator[pa.Buffer]:
         """The result buffers of the spans, in span order: the ones an earlier run finished
         from the span store, the others computed on Ray (``workers``, the local engine's
-        process count, is replaced by ``self.workers``)."""
+        process count, is replaced by ``self.workers``; results come through Ray's object
+        store, not ``scratch``)."""
         ray = self.connect()
         manifest = list(spans)
         store = self._store
