@@ -101,6 +101,25 @@ def test_downsampling_is_seeded_and_defaults_to_smallest(tmp_path, pools):
     assert [p["size"] for p in out] == [3, 3]
 
 
+def test_a_pools_subsample_does_not_depend_on_its_place_in_the_list(tmp_path, analysed):
+    big = PoolConstruction(split_counts=[2], stats=["a.x"], random_pool=False,
+                           equal_size=False).run(env(tmp_path, "big"), *analysed)["pools"]
+    small, large = big
+    other = dict(large, name="a.x.other")  # the same rows under another name
+    first = PoolDownsampling(target_size=4, seed=3).run(env(tmp_path, "1"), [large])["pools"]
+    later = PoolDownsampling(target_size=4, seed=3).run(env(tmp_path, "2"),
+                                                        [small, other, large])["pools"]
+    assert texts(later[2]["dataset"]) == texts(first[0]["dataset"])
+    assert texts(later[1]["dataset"]) != texts(first[0]["dataset"])  # the name seeds it
+    # the same in construction's equal_size: a.x.high is cut alike with or without b.y beside it
+    alone = PoolConstruction(stats=["a.x"], split_counts=[2, 3], random_pool=False,
+                             seed=1).run(env(tmp_path, "alone"), *analysed)["pools"]
+    beside = PoolConstruction(stats=["b.y", "a.x"], split_counts=[2, 3], random_pool=False,
+                              seed=1).run(env(tmp_path, "beside"), *analysed)["pools"]
+    assert [p["name"] for p in beside][3:] == [p["name"] for p in alone]
+    assert [texts(p["dataset"]) for p in beside][3:] == [texts(p["dataset"]) for p in alone]
+
+
 def test_duplication_repeats_and_shuffles_with_seed(tmp_path, pools):
     p = pools["a.x.high"]
     out = PoolDuplication(times=3).run(env(tmp_path, "d"), [p])["pools"][0]

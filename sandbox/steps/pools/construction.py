@@ -17,6 +17,7 @@ from sandbox.steps.base import Step, StepEnv
 from sandbox.steps.pools.common import (ROW, as_pools, read_pool, pool_rows, with_rows, write_pool,
                                         write_csv)
 from sandbox.steps.pools.surrogate import objective_by_pool, rank_candidates
+from sandbox.utils import stable_hash
 
 BIN_NAMES = {2: ["low", "high"], 3: ["low", "middle", "high"]}
 
@@ -47,6 +48,12 @@ def downsample_indices(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
 
+def pool_seed(seed: int, name: str) -> int:
+    """The subsample seed of the pool called ``name``: from its name, not its place in the list,
+    so that one pool is cut the same way whatever other pools a run holds beside it."""
+    return int(stable_hash([int(seed), str(name)], 12), 16)
+
+
 # ============================================================================ construction
 class PoolConstruction(Step):
     """Split an analysed dataset into pools by each stat (Data-Juicer's data_pool_construction).
@@ -59,8 +66,8 @@ class PoolConstruction(Step):
       counts by its mean; non-numeric columns are skipped).
     * ``random_pool``: add a seeded random control pool (always on by default), of the size of
       the smallest stat pool.
-    * ``equal_size``: downsample every pool (seeded) to the smallest one, so that pools compare
-      at equal size as well as equal compute.
+    * ``equal_size``: downsample every pool (seeded by ``seed`` and the pool's name) to the
+      smallest one, so that pools compare at equal size as well as equal compute.
     Ties are broken by row order (a stable sort), so the split is deterministic.
     """
 
@@ -118,8 +125,8 @@ class PoolConstruction(Step):
             pools.append({"name": "random", "kind": "random", "bounds": {},
                           "_idx": downsample_indices(n, smallest, self.seed)})
         if self.equal_size:
-            for i, p in enumerate(pools):
-                sub = downsample_indices(len(p["_idx"]), smallest, self.seed + i)
+            for p in pools:
+                sub = downsample_indices(len(p["_idx"]), smallest, pool_seed(self.seed, p["name"]))
                 p["_idx"] = p["_idx"][sub]
         out, rows = [], []
         for p in pools:
@@ -135,7 +142,8 @@ class PoolConstruction(Step):
 
 # ============================================================================ manipulators
 class PoolDownsampling(Step):
-    """Each pool reduced to ``target_size`` samples chosen at random (seeded; kept in order).
+    """Each pool reduced to ``target_size`` samples chosen at random (seeded by ``seed`` and the
+    pool's name, so a pool's subsample does not depend on the list it is in; kept in order).
     ``target_size`` None: the smallest pool's size. Smaller pools are left as they are."""
 
     outputs = ("pools",)
@@ -147,9 +155,9 @@ class PoolDownsampling(Step):
         pools = as_pools(pools, "downsample")
         k = int(self.target_size) if self.target_size else min(int(p["size"]) for p in pools)
         out = []
-        for i, p in enumerate(pools):
+        for p in pools:
             t = read_pool(p["dataset"])
-            idx = downsample_indices(t.num_rows, k, self.seed + i)
+            idx = downsample_indices(t.num_rows, k, pool_seed(self.seed, p["name"]))
             out.append(dict(p, dataset=write_pool(t.take(idx), env.workdir / "pools", p["name"]),
                             size=int(len(idx))))
         return {"pools": out}
