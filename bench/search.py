@@ -21,6 +21,7 @@ single-OP pools predicts best, out of the same candidates). One figure per line:
     python bench/search.py                 # top_k 4, 2 seeds, 120k tokens, width 64 (~40 min)
     python bench/search.py --processes 1       # the two combination stages one after the other
     python bench/search.py -- trainer.token_budget=250000   # more overrides after --
+    python bench/search.py --methods exhaustive   # one combination stage (then the other later)
 
 The single-OP stage is resumed when its run dir (`<work>/search/single_op`) holds it already;
 the combination stages always start over. `--tiny` is the smoke test's size.
@@ -82,7 +83,7 @@ def run_all(a: argparse.Namespace) -> None:
              f"bottom_up.surrogate.candidate_k={a.top_k}",
              f"bottom_up.surrogate.train_top={a.train_top}"]
     procs = {}
-    for method in METHODS:
+    for method in a.methods:
         run_dir = WORK / method
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -234,6 +235,8 @@ def main(argv=None) -> None:
     p.add_argument("--processes", type=int, default=2, help="2: both combination stages at once")
     p.add_argument("--tiny", action="store_true", help="the smoke test's size (800 documents, "
                    "3 stats, 1 seed, top 3, 2048 tokens, a 1-layer model)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="the combination stages to run now (the figures need both runs)")
     p.add_argument("--from-runs", action="store_true", help="only read the finished runs")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
@@ -241,7 +244,8 @@ def main(argv=None) -> None:
         a.seeds, a.top_k, a.train_top, a.token_budget = 1, 3, 1, 2048
     if not a.from_runs:
         run_all(a)
-    figures(a)
+    if all((WORK / m / "context.json").is_file() for m in METHODS):
+        figures(a)
 
 
 if __name__ == "__main__":
