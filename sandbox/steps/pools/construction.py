@@ -194,17 +194,17 @@ class PoolCombination(Step):
 
     ``method``: ``exhaustive`` (the above) or ``surrogate`` (``sandbox.steps.pools.surrogate``):
     the candidates are the intersections of the top ``candidate_k`` pools (more than
-    ``top_k``), a regression (``model``: ``linear`` | ``gbm``) fitted on the trained pools'
-    ``key`` values (inputs ``ranking``: their ``PoolRanking`` rows, ``stats``: the stats table
-    they were cut from) scores every candidate, and only its ``train_top`` best are kept
-    (``candidates.csv`` lists each candidate's features and prediction)."""
+    ``top_k``), a regression (``model``: ``additive`` | ``linear`` | ``gbm``) fitted on the
+    trained pools' ``key`` values (inputs ``ranking``: their ``PoolRanking`` rows, ``stats``:
+    the stats table they were cut from) scores every candidate, and only its ``train_top`` best
+    are kept (``candidates.csv`` lists each candidate's features and prediction)."""
 
     outputs = ("pools", "num_pools", "metrics")
 
     def __init__(self, top_k: int = 3, max_order: int | None = None, min_size: int = 1,
                  include_singles: bool = False, exclude: list[str] | None = None,
                  keep: list[str] | None = None, method: str = "exhaustive",
-                 candidate_k: int | None = 6, train_top: int = 3, model: str = "linear",
+                 candidate_k: int | None = 6, train_top: int = 3, model: str = "additive",
                  key: str = "bits_per_byte", descending: bool = False, seed: int = 0):
         self.top_k, self.max_order, self.min_size = int(top_k), max_order, int(min_size)
         self.include_singles = bool(include_singles)
