@@ -153,10 +153,10 @@ def within_noise(exhaustive: dict, surrogate: dict, best: str, pick: str) -> dic
             "test": c.test, "verdict": c.verdict}
 
 
-def held_out(single: dict, exhaustive: dict, train_top: int) -> dict:
-    """The surrogate fitted on the single-OP pools, scored on every intersection the exhaustive
-    run trained: Spearman's rho of predicted against measured, whether its top pick is the
-    measured top, and whether its ``train_top`` best hold the measured top."""
+def held_out(single: dict, exhaustive: dict, train_top: int, model: str) -> dict:
+    """The surrogate (``model``) fitted on the single-OP pools, scored on every intersection the
+    exhaustive run trained: Spearman's rho of predicted against measured, whether its top pick is
+    the measured top, and whether its ``train_top`` best hold the measured top."""
     from sandbox.steps.pools.surrogate import objective_by_pool, rank_candidates, spearman
 
     values = objective_by_pool(ranking(single, "single_op"), KEY)
@@ -167,7 +167,7 @@ def held_out(single: dict, exhaustive: dict, train_top: int) -> dict:
     if len(unseen) < 3:
         return {"pools": float(len(unseen))}
     stats = single["single_op.probe"]["outputs"]["stats"]
-    ranked, _, _ = rank_candidates(trained, values, unseen, stats, "linear", descending=False)
+    ranked, _, _ = rank_candidates(trained, values, unseen, stats, model, descending=False)
     pred = {p["name"]: v for p, v in ranked}
     names = list(pred)
     truth = min(names, key=lambda n: measured[n])
@@ -208,12 +208,23 @@ def figures(a: argparse.Namespace) -> dict:
               ("search_pick_within_noise", noise["within_noise"], ""),
               (f"search_pick_minus_best_{KEY}", noise["diff"], ""),
               ("search_pick_vs_best_p", noise["p"], "")]
-    ho = held_out(single, runs["exhaustive"], a.train_top)
-    lines += [(f"search_surrogate_unseen_{k}", float(v), "") for k, v in ho.items()]
+    # the model the surrogate run used, then every other one on the same held-out pools
+    import yaml
+
+    from sandbox.steps.pools.surrogate import MODELS
+
+    config = yaml.safe_load((WORK / "surrogate" / "config.yaml").read_text())
+    model = config["bottom_up"]["surrogate"]["model"]
+
+    ho = {m: held_out(single, runs["exhaustive"], a.train_top, m) for m in MODELS}
+    lines += [(f"search_surrogate_unseen_{k}", float(v), "")
+              for k, v in ho.get(model, ho[MODELS[0]]).items()]
+    lines += [(f"search_surrogate_unseen_{m}_{k}", float(v), "")
+              for m in MODELS for k, v in ho[m].items() if k != "pools"]
     loo = runs["exhaustive"]["combine.surrogate"]["outputs"].get("metrics") or {}
     lines += [(f"search_surrogate_loo_{k.split('/')[-1].removeprefix('loo_')}", float(v), "")
               for k, v in loo.items() if k != "surrogate/pools"]
-    out.update(best=best, noise=noise, held_out=ho, single_op=base, combine=stage,
+    out.update(best=best, noise=noise, held_out=ho, surrogate_model=model, single_op=base, combine=stage,
                figures={n: v for n, v, _ in lines})
     from sandbox.utils import atomic_write_json
 

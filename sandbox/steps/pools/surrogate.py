@@ -221,9 +221,11 @@ class SurrogateReport(Step):
 
     Inputs: ``ranking`` and ``pools`` (the combination stage's ``PoolRanking`` rows and ranked
     pools), ``single_ranking`` and ``single_pools`` (the single-OP stage's) and ``stats`` (the
-    probe's stats table). Fewer than 4 trained pools: no metrics. Metrics: ``surrogate/loo_spearman`` (rank correlation of the
-    held-out predictions with the measured values), ``surrogate/top_pick_is_best`` (1 when the
-    pool with the best held-out prediction is the measured best), ``surrogate/pools``. Writes
+    probe's stats table). Fewer than 4 trained pools: no metrics. Metrics:
+    ``surrogate/loo_spearman`` (rank correlation of the held-out predictions with the measured
+    values), ``surrogate/loo_spearman_combined`` (the same over the intersections alone, when 3
+    or more were trained), ``surrogate/top_pick_is_best`` (1 when the pool with the best
+    held-out prediction is the measured best), ``surrogate/pools``. Writes
     ``loo.csv`` (each pool's measured and held-out predicted value)."""
 
     outputs = ("metrics", "table")
@@ -257,4 +259,10 @@ class SurrogateReport(Step):
                    "surrogate/top_pick_is_best": float(y[pick] == best)}  # a tie counts
         if not math.isnan(rho):
             metrics["surrogate/loo_spearman"] = rho
+        # the pools the surrogate is for: a held-out single pool tells the additive model
+        # nothing (its effect has no other pool to come from), a held-out intersection does
+        combined = np.array([len(p.get("bounds") or {}) > 1 for p in known])
+        rho = spearman(held_out[combined], y[combined])
+        if not math.isnan(rho):
+            metrics["surrogate/loo_spearman_combined"] = rho
         return {"metrics": metrics, "table": path}
