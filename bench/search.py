@@ -255,8 +255,10 @@ def main(argv=None) -> None:
         a.seeds, a.top_k, a.train_top, a.token_budget = 1, 3, 1, 2048
     if not a.from_runs:
         run_all(a)
-    if all((WORK / m / "context.json").is_file() for m in METHODS):
+    if a.from_runs or set(a.methods) == set(METHODS):
         figures(a)
+    else:  # the other stage may still be running: read both when they are done
+        print("# then: python bench/search.py --from-runs (same options)", file=sys.stderr)
 
 
 if __name__ == "__main__":
