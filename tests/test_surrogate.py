@@ -69,10 +69,14 @@ def test_the_additive_surrogate_sums_its_members_effects_from_single_pools_alone
     values = {"a.low": 2.9, "a.high": 3.1, "b.low": 2.95, "b.high": 3.0, "c.low": 2.99,
               "random": 3.0}
     assert [p["name"] for p in single_pools(pools + pools[:1])] == [p["name"] for p in pools[:5]]
-    both = {"name": "a.low+b.low", "bounds": {"a": [0.0, 1.0], "b": [0.0, 1.0]}}
+    both = {"name": "a.low+b.low", "bounds": {"a": [0.0, 1.0], "b": [0.0, 1.0]},
+            "parts": ["a.low", "b.low"]}
     assert membership(both, single_pools(pools)) == [1.0, 0.0, 1.0, 0.0, 0.0]
-    three = {"name": "a.high+b.low+c.low",
+    three = {"name": "a.high+b.low+c.low", "parts": ["a.high", "b.low", "c.low"],
              "bounds": {"a": [2.0, 3.0], "b": [0.0, 1.0], "c": [0.0, 1.0]}}
+    # members by name: two thirds of a stat full of ties share their bounds, not their rows
+    twin = {"name": "c.middle", "bounds": {"c": [0.0, 1.0]}}
+    assert membership(twin, single_pools(pools + [twin])) == [0, 0, 0, 0, 0, 1]
     ranked, names, X = rank_candidates(pools, values, [three, both], "unused.parquet",
                                        "additive", descending=False)
     assert names == ["in:a.low", "in:a.high", "in:b.low", "in:b.high", "in:c.low"]

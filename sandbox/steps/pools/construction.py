@@ -238,8 +238,8 @@ class PoolCombination(Step):
                                   "table), as conf/pipeline/bottom_up.yaml wires them.")
             pool_of = {c[0]: c for c in self._intersections(
                 ranked[:self.candidate_k or len(ranked)])}
-            candidates = [{"name": name, "bounds": bounds} for name, _, _, bounds in
-                          pool_of.values()]
+            candidates = [{"name": name, "bounds": bounds, "parts": [p["name"] for p in combo]}
+                          for name, combo, _, bounds in pool_of.values()]
             scored, names, X = rank_candidates(pools, objective_by_pool(ranking, self.key),
                                                candidates, stats, self.model, self.descending,
                                                self.seed)

@@ -11,8 +11,8 @@ dataset inside every bound of the pool; ``overlap``: ``joint`` over the smallest
 fraction (1 for a single-stat pool, below 1 when a combination's bounds cut each other).
 
 The default model, ``additive``, has the structure of the problem rather than RegMix's: a pool's
-features are which single-OP pools it is an intersection of (``in:<pool>``, 1 or 0: a single
-pool is a member of itself; the random control, of none), and the model is a linear regression on
+features are which single-OP pools it is an intersection of (``in:<pool>``, 1 or 0, from its
+``parts``: a single pool is a member of itself; the random control, of none), and the model is a linear regression on
 them, so its intercept is the control's value and each coefficient one OP's effect relative to it:
 predicted(intersection) = control + the sum of its members' effects. Fitted on the single-OP
 pools alone it interpolates them exactly; every trained intersection refits the effects by least
@@ -93,32 +93,23 @@ def pool_features(pool: dict, stats: dict[str, np.ndarray], columns: list[str]) 
 
 
 def single_pools(pools: list[dict]) -> list[dict]:
-    """The pools that bound exactly one stat (the single-OP pools), once per stat and bounds:
-    the members the ``additive`` model gives an effect each."""
+    """The single-OP pools among ``pools`` (a pool with bounds and no ``parts``), once each by
+    name: the members the ``additive`` model gives an effect each."""
     out, seen = [], set()
     for p in pools:
-        bounds = p.get("bounds") or {}
-        if len(bounds) != 1:
+        if p.get("parts") or not p.get("bounds") or p["name"] in seen:
             continue
-        (c, b), = bounds.items()
-        if (c, tuple(b)) not in seen:
-            seen.add((c, tuple(b)))
-            out.append(p)
+        seen.add(p["name"])
+        out.append(p)
     return out
 
 
 def membership(pool: dict, members: list[dict]) -> list[float]:
-    """1.0 for each of ``members`` (single-OP pools) that ``pool`` is an intersection of (its
-    bounds on that pool's stat are that pool's bounds), else 0.0."""
-    bounds = pool.get("bounds") or {}
-    row = []
-    for m in members:
-        (c, b), = m["bounds"].items()
-        mine = bounds.get(c)
-        row.append(float(mine is not None and len(mine) == len(b) and all(
-            x == y or (x is not None and y is not None and math.isclose(x, y))
-            for x, y in zip(mine, b))))
-    return row
+    """1.0 for each of ``members`` (single-OP pools) that ``pool`` is an intersection of (one of
+    its ``parts``, or the pool itself), else 0.0. By name, not by bounds: two thirds of a stat
+    with many ties (a repetition ratio of 0) can have the same bounds."""
+    parts = set(pool.get("parts") or [pool["name"]])
+    return [float(m["name"] in parts) for m in members]
 
 
 def design(known: list[dict], others: list[dict], stats_path: str, kind: str
