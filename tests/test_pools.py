@@ -231,3 +231,14 @@ def test_conversions_round_trip_and_coco(tmp_path, pools):
     assert [i["file_name"] for i in coco["images"]] == ["c.jpg", "d1.jpg", "d2.jpg"]
     assert [a["caption"] for a in coco["annotations"]] == ["a cat", "two dogs", "two dogs"]
     assert [a["image_id"] for a in coco["annotations"]] == [0, 1, 2]
+
+
+def test_long_pool_names_stay_apart_as_file_names():
+    from sandbox.utils import safe_name
+
+    stem = "+".join(f"special_characters_filter.special_char_ratio.part{i}" for i in range(4))
+    names = [f"{stem}+a#s1", f"{stem}+a#s2", f"{stem}+b#s1"]
+    files = [safe_name(n) for n in names]
+    assert len(set(files)) == 3 and all(len(f) == 150 for f in files)
+    assert files[0].startswith(stem[:133]) and safe_name(names[0]) == files[0]  # stable
+    assert safe_name("random#s1") == "random#s1" and safe_name("a b/c") == "a_b_c"

@@ -13,7 +13,8 @@ import pytest
 
 from sandbox.errors import ConfigError
 from sandbox.steps.base import StepEnv
-from sandbox.steps.pools import PoolCombination, PoolConstruction, SurrogateReport
+from sandbox.steps.pools import (PoolCombination, PoolConstruction, PoolDownsampling,
+                                 SurrogateReport)
 from sandbox.steps.pools.surrogate import (design, fit, leave_one_out, membership,
                                            pool_features, rank_candidates, read_stats,
                                            single_pools, spearman)
@@ -144,7 +145,21 @@ def test_surrogate_combination_trains_only_the_predicted_best(tmp_path, analysed
     assert predicted == sorted(predicted)  # best (lowest) first
     # the exhaustive default is what it was: every intersection of the top 3
     ex = PoolCombination(top_k=3, include_singles=True, keep=["random"], min_size=5)
-    assert "surrogate/candidates" not in ex.run(env(tmp_path, "ex"), ranked)["metrics"]
+    ex_out = ex.run(env(tmp_path, "ex"), ranked)
+    assert "surrogate/candidates" not in ex_out["metrics"]
+    assert ex_out["size"] == min(p["size"] for p in ex_out["pools"])
+    # both equalise to the smallest pool exhaustive search over their candidates would train,
+    # and a pool's subsample is then the same in both runs
+    every = PoolCombination(top_k=6, include_singles=True, keep=["random"], min_size=5)
+    every_out = every.run(env(tmp_path, "every"), ranked)
+    assert out["size"] == every_out["size"] < min(p["size"] for p in out["pools"])
+    a = PoolDownsampling(seed=1).run(env(tmp_path, "eq1"), out["pools"], size=out["size"])
+    b = PoolDownsampling(seed=1).run(env(tmp_path, "eq2"), every_out["pools"],
+                                     size=every_out["size"])
+    b = {p["name"]: p for p in b["pools"]}
+    for p in a["pools"]:
+        assert p["size"] == out["size"]
+        assert pq.read_table(p["dataset"]).equals(pq.read_table(b[p["name"]]["dataset"]))
     with pytest.raises(ConfigError, match="ranking"):
         step.run(env(tmp_path, "bad"), ranked)
     with pytest.raises(ConfigError, match="bottom_up.combine"):

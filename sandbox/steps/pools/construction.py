@@ -144,6 +144,8 @@ class PoolConstruction(Step):
 class PoolDownsampling(Step):
     """Each pool reduced to ``target_size`` samples chosen at random (seeded by ``seed`` and the
     pool's name, so a pool's subsample does not depend on the list it is in; kept in order).
+    Without ``target_size``: the input ``size`` when given (``PoolCombination``'s), else the
+    smallest pool's size.
     ``target_size`` None: the smallest pool's size. Smaller pools are left as they are."""
 
     outputs = ("pools",)
@@ -151,9 +153,9 @@ class PoolDownsampling(Step):
     def __init__(self, target_size: int | None = None, seed: int = 42):
         self.target_size, self.seed = target_size, int(seed)
 
-    def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
+    def run(self, env: StepEnv, pools: list, size: int | None = None) -> dict[str, Any]:
         pools = as_pools(pools, "downsample")
-        k = int(self.target_size) if self.target_size else min(int(p["size"]) for p in pools)
+        k = int(self.target_size or size or min(int(p["size"]) for p in pools))
         out = []
         for p in pools:
             t = read_pool(p["dataset"])
@@ -197,9 +199,15 @@ class PoolCombination(Step):
     ``top_k``), a regression (``model``: ``additive`` | ``linear`` | ``gbm``) fitted on the
     trained pools' ``key`` values (inputs ``ranking``: their ``PoolRanking`` rows, ``stats``:
     the stats table they were cut from) scores every candidate, and only its ``train_top`` best
-    are kept (``candidates.csv`` lists each candidate's features and prediction)."""
+    are kept (``candidates.csv`` lists each candidate's features and prediction).
 
-    outputs = ("pools", "num_pools", "metrics")
+    Output ``size``: the size the pools are equalised to (``PoolDownsampling``'s input ``size``):
+    the smallest pool exhaustive search over the same candidates would train, so that the
+    surrogate's pools are measured at the size, and on the subsamples, that exhaustive search
+    would measure them (the smallest of a few picked intersections is larger, and at a few
+    hundred documents the size changes which pool wins)."""
+
+    outputs = ("pools", "num_pools", "metrics", "size")
 
     def __init__(self, top_k: int = 3, max_order: int | None = None, min_size: int = 1,
                  include_singles: bool = False, exclude: list[str] | None = None,
@@ -231,6 +239,7 @@ class PoolCombination(Step):
         metrics: dict[str, float] = {}
         if self.method == "exhaustive":
             combos = self._intersections(top)
+            sizes = [len(c[2]) for c in combos]
         else:
             if ranking is None or stats is None:
                 raise ConfigError("combine method=surrogate needs the inputs `ranking` (the "
@@ -248,6 +257,7 @@ class PoolCombination(Step):
                     for i, ((c, v), x) in enumerate(zip(scored, X))]
             write_csv(env.workdir / "candidates.csv", rows or [{"candidate": None}])
             combos = [pool_of[c["name"]] for c, _ in scored[:self.train_top]]
+            sizes = [len(c[2]) for c in pool_of.values()]
             metrics = {"surrogate/candidates": float(len(scored)),
                        "surrogate/trained_combinations": float(len(combos))}
         for name, combo, common, bounds in combos:
@@ -258,7 +268,8 @@ class PoolCombination(Step):
                         "bounds": bounds, "size": t.num_rows,
                         "dataset": write_pool(t, env.workdir / "pools", name)})
         out += [dict(p) for p in pools if p["name"] in self.keep]
-        return {"pools": out, "num_pools": len(out), "metrics": metrics}
+        size = min([int(p["size"]) for p in out if p.get("size")] + sizes, default=None)
+        return {"pools": out, "num_pools": len(out), "metrics": metrics, "size": size}
 
     def _intersections(self, top: list[dict]) -> list[tuple[str, tuple, np.ndarray, dict]]:
         """Every subset (size 2 to ``max_order``) of ``top`` whose rows in common number at
