@@ -215,7 +215,6 @@ def figures(a: argparse.Namespace) -> dict:
 
     config = yaml.safe_load((WORK / "surrogate" / "config.yaml").read_text())
     model = config["bottom_up"]["surrogate"]["model"]
-
     ho = {m: held_out(single, runs["exhaustive"], a.train_top, m) for m in MODELS}
     lines += [(f"search_surrogate_unseen_{k}", float(v), "")
               for k, v in ho.get(model, ho[MODELS[0]]).items()]
@@ -224,8 +223,8 @@ def figures(a: argparse.Namespace) -> dict:
     loo = runs["exhaustive"]["combine.surrogate"]["outputs"].get("metrics") or {}
     lines += [(f"search_surrogate_loo_{k.split('/')[-1].removeprefix('loo_')}", float(v), "")
               for k, v in loo.items() if k != "surrogate/pools"]
-    out.update(best=best, noise=noise, held_out=ho, surrogate_model=model, single_op=base, combine=stage,
-               figures={n: v for n, v, _ in lines})
+    out.update(best=best, noise=noise, held_out=ho, surrogate_model=model, single_op=base,
+               combine=stage, figures={n: v for n, v, _ in lines})
     from sandbox.utils import atomic_write_json
 
     atomic_write_json(WORK / "search.json", out)
