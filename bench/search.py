@@ -21,6 +21,7 @@ single-OP pools predicts best, out of the same candidates). One figure per line:
     python bench/search.py                 # top_k 4, 2 seeds, 120k tokens, width 64 (~40 min)
     python bench/search.py --processes 1       # the two combination stages one after the other
     python bench/search.py -- trainer.token_budget=250000   # more overrides after --
+    python bench/search.py --methods exhaustive   # one combination stage (then the other later)
 
 The single-OP stage is resumed when its run dir (`<work>/search/single_op`) holds it already;
 the combination stages always start over. `--tiny` is the smoke test's size.
@@ -82,7 +83,7 @@ def run_all(a: argparse.Namespace) -> None:
              f"bottom_up.surrogate.candidate_k={a.top_k}",
              f"bottom_up.surrogate.train_top={a.train_top}"]
     procs = {}
-    for method in METHODS:
+    for method in a.methods:
         run_dir = WORK / method
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -152,10 +153,10 @@ def within_noise(exhaustive: dict, surrogate: dict, best: str, pick: str) -> dic
             "test": c.test, "verdict": c.verdict}
 
 
-def held_out(single: dict, exhaustive: dict, train_top: int) -> dict:
-    """The surrogate fitted on the single-OP pools, scored on every intersection the exhaustive
-    run trained: Spearman's rho of predicted against measured, whether its top pick is the
-    measured top, and whether its ``train_top`` best hold the measured top."""
+def held_out(single: dict, exhaustive: dict, train_top: int, model: str) -> dict:
+    """The surrogate (``model``) fitted on the single-OP pools, scored on every intersection the
+    exhaustive run trained: Spearman's rho of predicted against measured, whether its top pick is
+    the measured top, and whether its ``train_top`` best hold the measured top."""
     from sandbox.steps.pools.surrogate import objective_by_pool, rank_candidates, spearman
 
     values = objective_by_pool(ranking(single, "single_op"), KEY)
@@ -166,7 +167,7 @@ def held_out(single: dict, exhaustive: dict, train_top: int) -> dict:
     if len(unseen) < 3:
         return {"pools": float(len(unseen))}
     stats = single["single_op.probe"]["outputs"]["stats"]
-    ranked, _, _ = rank_candidates(trained, values, unseen, stats, "linear", descending=False)
+    ranked, _, _ = rank_candidates(trained, values, unseen, stats, model, descending=False)
     pred = {p["name"]: v for p, v in ranked}
     names = list(pred)
     truth = min(names, key=lambda n: measured[n])
@@ -207,13 +208,23 @@ def figures(a: argparse.Namespace) -> dict:
               ("search_pick_within_noise", noise["within_noise"], ""),
               (f"search_pick_minus_best_{KEY}", noise["diff"], ""),
               ("search_pick_vs_best_p", noise["p"], "")]
-    ho = held_out(single, runs["exhaustive"], a.train_top)
-    lines += [(f"search_surrogate_unseen_{k}", float(v), "") for k, v in ho.items()]
+    # the model the surrogate run used, then every other one on the same held-out pools
+    import yaml
+
+    from sandbox.steps.pools.surrogate import MODELS
+
+    config = yaml.safe_load((WORK / "surrogate" / "config.yaml").read_text())
+    model = config["bottom_up"]["surrogate"]["model"]
+    ho = {m: held_out(single, runs["exhaustive"], a.train_top, m) for m in MODELS}
+    lines += [(f"search_surrogate_unseen_{k}", float(v), "")
+              for k, v in ho.get(model, ho[MODELS[0]]).items()]
+    lines += [(f"search_surrogate_unseen_{m}_{k}", float(v), "")
+              for m in MODELS for k, v in ho[m].items() if k != "pools"]
     loo = runs["exhaustive"]["combine.surrogate"]["outputs"].get("metrics") or {}
     lines += [(f"search_surrogate_loo_{k.split('/')[-1].removeprefix('loo_')}", float(v), "")
               for k, v in loo.items() if k != "surrogate/pools"]
-    out.update(best=best, noise=noise, held_out=ho, single_op=base, combine=stage,
-               figures={n: v for n, v, _ in lines})
+    out.update(best=best, noise=noise, held_out=ho, surrogate_model=model, single_op=base,
+               combine=stage, figures={n: v for n, v, _ in lines})
     from sandbox.utils import atomic_write_json
 
     atomic_write_json(WORK / "search.json", out)
@@ -234,6 +245,8 @@ def main(argv=None) -> None:
     p.add_argument("--processes", type=int, default=2, help="2: both combination stages at once")
     p.add_argument("--tiny", action="store_true", help="the smoke test's size (800 documents, "
                    "3 stats, 1 seed, top 3, 2048 tokens, a 1-layer model)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="the combination stages to run now (the figures need both runs)")
     p.add_argument("--from-runs", action="store_true", help="only read the finished runs")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
@@ -241,7 +254,10 @@ def main(argv=None) -> None:
         a.seeds, a.top_k, a.train_top, a.token_budget = 1, 3, 1, 2048
     if not a.from_runs:
         run_all(a)
-    figures(a)
+    if a.from_runs or set(a.methods) == set(METHODS):
+        figures(a)
+    else:  # the other stage may still be running: read both when they are done
+        print("# then: python bench/search.py --from-runs (same options)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,11 @@ def sha256_file(path: str | Path) -> str:
 
 
 def safe_name(name: str) -> str:
-    """``name`` as a file or folder name: runs of other characters become ``_``, at most 150."""
-    return re.sub(r"[^A-Za-z0-9_.+#=-]+", "_", name)[:150]
+    """``name`` as a file or folder name: runs of other characters become ``_``, at most 150. A
+    longer name keeps its first 133 characters and a hash of the whole name, so that two long
+    names with a common start (intersections of many pools, with their ``#s<seed>``) stay two."""
+    out = re.sub(r"[^A-Za-z0-9_.+#=-]+", "_", name)
+    return out if len(out) <= 150 else f"{out[:133]}-{stable_hash(name, 16)}"
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

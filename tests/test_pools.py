@@ -101,6 +101,25 @@ def test_downsampling_is_seeded_and_defaults_to_smallest(tmp_path, pools):
     assert [p["size"] for p in out] == [3, 3]
 
 
+def test_a_pools_subsample_does_not_depend_on_its_place_in_the_list(tmp_path, analysed):
+    big = PoolConstruction(split_counts=[2], stats=["a.x"], random_pool=False,
+                           equal_size=False).run(env(tmp_path, "big"), *analysed)["pools"]
+    small, large = big
+    other = dict(large, name="a.x.other")  # the same rows under another name
+    first = PoolDownsampling(target_size=4, seed=3).run(env(tmp_path, "1"), [large])["pools"]
+    later = PoolDownsampling(target_size=4, seed=3).run(env(tmp_path, "2"),
+                                                        [small, other, large])["pools"]
+    assert texts(later[2]["dataset"]) == texts(first[0]["dataset"])
+    assert texts(later[1]["dataset"]) != texts(first[0]["dataset"])  # the name seeds it
+    # the same in construction's equal_size: a.x.high is cut alike with or without b.y beside it
+    alone = PoolConstruction(stats=["a.x"], split_counts=[2, 3], random_pool=False,
+                             seed=1).run(env(tmp_path, "alone"), *analysed)["pools"]
+    beside = PoolConstruction(stats=["b.y", "a.x"], split_counts=[2, 3], random_pool=False,
+                              seed=1).run(env(tmp_path, "beside"), *analysed)["pools"]
+    assert [p["name"] for p in beside][3:] == [p["name"] for p in alone]
+    assert [texts(p["dataset"]) for p in beside][3:] == [texts(p["dataset"]) for p in alone]
+
+
 def test_duplication_repeats_and_shuffles_with_seed(tmp_path, pools):
     p = pools["a.x.high"]
     out = PoolDuplication(times=3).run(env(tmp_path, "d"), [p])["pools"][0]
@@ -212,3 +231,14 @@ def test_conversions_round_trip_and_coco(tmp_path, pools):
     assert [i["file_name"] for i in coco["images"]] == ["c.jpg", "d1.jpg", "d2.jpg"]
     assert [a["caption"] for a in coco["annotations"]] == ["a cat", "two dogs", "two dogs"]
     assert [a["image_id"] for a in coco["annotations"]] == [0, 1, 2]
+
+
+def test_long_pool_names_stay_apart_as_file_names():
+    from sandbox.utils import safe_name
+
+    stem = "+".join(f"special_characters_filter.special_char_ratio.part{i}" for i in range(4))
+    names = [f"{stem}+a#s1", f"{stem}+a#s2", f"{stem}+b#s1"]
+    files = [safe_name(n) for n in names]
+    assert len(set(files)) == 3 and all(len(f) == 150 for f in files)
+    assert files[0].startswith(stem[:133]) and safe_name(names[0]) == files[0]  # stable
+    assert safe_name("random#s1") == "random#s1" and safe_name("a b/c") == "a_b_c"

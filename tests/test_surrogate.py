@@ -13,9 +13,11 @@ import pytest
 
 from sandbox.errors import ConfigError
 from sandbox.steps.base import StepEnv
-from sandbox.steps.pools import PoolCombination, PoolConstruction, SurrogateReport
-from sandbox.steps.pools.surrogate import (fit, leave_one_out, pool_features, read_stats,
-                                           spearman)
+from sandbox.steps.pools import (PoolCombination, PoolConstruction, PoolDownsampling,
+                                 SurrogateReport)
+from sandbox.steps.pools.surrogate import (design, fit, leave_one_out, membership,
+                                           pool_features, rank_candidates, read_stats,
+                                           single_pools, spearman)
 from tests.conftest import TINY_TRAINER, compose, make_docs
 
 
@@ -43,6 +45,50 @@ def test_the_surrogate_recovers_a_planted_linear_effect(kind):
         assert np.all(np.abs(coef[[1, 3, 4, 5]]) < 0.2)
     # a constant side has no rank correlation
     assert np.isnan(spearman(np.ones(5), np.arange(5.0)))
+
+
+def test_the_additive_surrogate_recovers_planted_effects_of_each_member():
+    rng = np.random.default_rng(2)
+    effects = np.array([-0.3, 0.0, 0.2, -0.1, 0.05, 0.0])
+    X = (rng.uniform(size=(30, 6)) < 0.4).astype(float)  # which pools each one intersects
+    y = 3.0 + X @ effects + rng.normal(scale=0.01, size=30)
+    model = fit(X, y, "additive")
+    assert model.intercept_ == pytest.approx(3.0, abs=0.02)
+    assert model.coef_ == pytest.approx(effects, abs=0.02)
+    assert spearman(leave_one_out(X, y, "additive"), y) > 0.95
+
+
+def test_the_additive_surrogate_sums_its_members_effects_from_single_pools_alone(tmp_path):
+    """Fitted on single-OP pools and the control only, it predicts each intersection as the
+    control plus its members' effects; a recipe-feature regression cannot tell them apart."""
+    pools = [{"name": "a.low", "bounds": {"a": [0.0, 1.0]}},
+             {"name": "a.high", "bounds": {"a": [2.0, 3.0]}},
+             {"name": "b.low", "bounds": {"b": [0.0, 1.0]}},
+             {"name": "b.high", "bounds": {"b": [2.0, 3.0]}},
+             {"name": "c.low", "bounds": {"c": [0.0, 1.0]}},
+             {"name": "random", "bounds": {}}]
+    values = {"a.low": 2.9, "a.high": 3.1, "b.low": 2.95, "b.high": 3.0, "c.low": 2.99,
+              "random": 3.0}
+    assert [p["name"] for p in single_pools(pools + pools[:1])] == [p["name"] for p in pools[:5]]
+    both = {"name": "a.low+b.low", "bounds": {"a": [0.0, 1.0], "b": [0.0, 1.0]},
+            "parts": ["a.low", "b.low"]}
+    assert membership(both, single_pools(pools)) == [1.0, 0.0, 1.0, 0.0, 0.0]
+    three = {"name": "a.high+b.low+c.low", "parts": ["a.high", "b.low", "c.low"],
+             "bounds": {"a": [2.0, 3.0], "b": [0.0, 1.0], "c": [0.0, 1.0]}}
+    # members by name: two thirds of a stat full of ties share their bounds, not their rows
+    twin = {"name": "c.middle", "bounds": {"c": [0.0, 1.0]}}
+    assert membership(twin, single_pools(pools + [twin])) == [0, 0, 0, 0, 0, 1]
+    ranked, names, X = rank_candidates(pools, values, [three, both], "unused.parquet",
+                                       "additive", descending=False)
+    assert names == ["in:a.low", "in:a.high", "in:b.low", "in:b.high", "in:c.low"]
+    assert [c["name"] for c, _ in ranked] == ["a.low+b.low", "a.high+b.low+c.low"]
+    assert ranked[0][1] == pytest.approx(3.0 - 0.1 - 0.05, abs=1e-4)
+    assert ranked[1][1] == pytest.approx(3.0 + 0.1 - 0.05 - 0.01, abs=1e-4)
+    assert X.tolist() == [[1, 0, 1, 0, 0], [0, 1, 1, 0, 1]]
+    # held out, a single pool no trained pool holds has no effect to go on: the control's value
+    _, Xk, _ = design(pools, [], "unused.parquet", "additive")
+    held = leave_one_out(Xk, np.array([values[p["name"]] for p in pools]), "additive")
+    assert held[0] == pytest.approx(values["random"], abs=1e-4)
 
 
 @pytest.fixture
@@ -99,7 +145,21 @@ def test_surrogate_combination_trains_only_the_predicted_best(tmp_path, analysed
     assert predicted == sorted(predicted)  # best (lowest) first
     # the exhaustive default is what it was: every intersection of the top 3
     ex = PoolCombination(top_k=3, include_singles=True, keep=["random"], min_size=5)
-    assert "surrogate/candidates" not in ex.run(env(tmp_path, "ex"), ranked)["metrics"]
+    ex_out = ex.run(env(tmp_path, "ex"), ranked)
+    assert "surrogate/candidates" not in ex_out["metrics"]
+    assert ex_out["size"] == min(p["size"] for p in ex_out["pools"])
+    # both equalise to the smallest pool exhaustive search over their candidates would train,
+    # and a pool's subsample is then the same in both runs
+    every = PoolCombination(top_k=6, include_singles=True, keep=["random"], min_size=5)
+    every_out = every.run(env(tmp_path, "every"), ranked)
+    assert out["size"] == every_out["size"] < min(p["size"] for p in out["pools"])
+    a = PoolDownsampling(seed=1).run(env(tmp_path, "eq1"), out["pools"], size=out["size"])
+    b = PoolDownsampling(seed=1).run(env(tmp_path, "eq2"), every_out["pools"],
+                                     size=every_out["size"])
+    b = {p["name"]: p for p in b["pools"]}
+    for p in a["pools"]:
+        assert p["size"] == out["size"]
+        assert pq.read_table(p["dataset"]).equals(pq.read_table(b[p["name"]]["dataset"]))
     with pytest.raises(ConfigError, match="ranking"):
         step.run(env(tmp_path, "bad"), ranked)
     with pytest.raises(ConfigError, match="bottom_up.combine"):
@@ -107,8 +167,8 @@ def test_surrogate_combination_trains_only_the_predicted_best(tmp_path, analysed
 
     # the report: held out one at a time, the planted effect still ranks the pools
     combo_rank = [{"pool": p["name"], "bits_per_byte": planted(p, stats)} for p in combos]
-    rep = SurrogateReport().run(env(tmp_path, "report"), combo_rank, ranking, combos, singles,
-                                analysed[1])
+    rep = SurrogateReport(model="linear").run(env(tmp_path, "report"), combo_rank, ranking,
+                                              combos, singles, analysed[1])
     assert rep["metrics"]["surrogate/pools"] == len(singles) + 2
     assert rep["metrics"]["surrogate/loo_spearman"] > 0.8
     rows = list(csv.DictReader(open(rep["table"])))
@@ -118,6 +178,22 @@ def test_surrogate_combination_trains_only_the_predicted_best(tmp_path, analysed
     assert float(pick["bits_per_byte"]) == pytest.approx(best, abs=0.02)
     assert rep["metrics"]["surrogate/top_pick_is_best"] == float(
         float(pick["bits_per_byte"]) == best)
+
+
+def test_the_report_holds_out_intersections_for_the_additive_model(tmp_path, analysed):
+    singles = PoolConstruction(seed=0).run(env(tmp_path, "pools"), *analysed)["pools"]
+    stats = read_stats(analysed[1], ["a.x", "b.y", "c.z"])
+    ranked = sorted(singles, key=lambda p: planted(p, stats))
+    ranking = [{"pool": p["name"], "bits_per_byte": planted(p, stats)} for p in ranked]
+    out = PoolCombination(top_k=5, min_size=5).run(env(tmp_path, "combine"), ranked)["pools"]
+    assert len(out) >= 5
+    combo_rank = [{"pool": p["name"], "bits_per_byte": planted(p, stats)} for p in out]
+    rep = SurrogateReport().run(env(tmp_path, "report"), combo_rank, ranking, out, singles,
+                                analysed[1])["metrics"]
+    # the planted objective is additive over the stats: each intersection held out is the sum
+    # of its members' effects, learnt from the single pools and the other intersections
+    assert rep["surrogate/loo_spearman_combined"] > 0.95
+    assert rep["surrogate/top_pick_is_best"] == 1.0
 
 
 def test_bottom_up_combine_surrogate_composes():

@@ -17,6 +17,7 @@ from sandbox.steps.base import Step, StepEnv
 from sandbox.steps.pools.common import (ROW, as_pools, read_pool, pool_rows, with_rows, write_pool,
                                         write_csv)
 from sandbox.steps.pools.surrogate import objective_by_pool, rank_candidates
+from sandbox.utils import stable_hash
 
 BIN_NAMES = {2: ["low", "high"], 3: ["low", "middle", "high"]}
 
@@ -47,6 +48,12 @@ def downsample_indices(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
 
+def pool_seed(seed: int, name: str) -> int:
+    """The subsample seed of the pool called ``name``: from its name, not its place in the list,
+    so that one pool is cut the same way whatever other pools a run holds beside it."""
+    return int(stable_hash([int(seed), str(name)], 12), 16)
+
+
 # ============================================================================ construction
 class PoolConstruction(Step):
     """Split an analysed dataset into pools by each stat (Data-Juicer's data_pool_construction).
@@ -59,8 +66,8 @@ class PoolConstruction(Step):
       counts by its mean; non-numeric columns are skipped).
     * ``random_pool``: add a seeded random control pool (always on by default), of the size of
       the smallest stat pool.
-    * ``equal_size``: downsample every pool (seeded) to the smallest one, so that pools compare
-      at equal size as well as equal compute.
+    * ``equal_size``: downsample every pool (seeded by ``seed`` and the pool's name) to the
+      smallest one, so that pools compare at equal size as well as equal compute.
     Ties are broken by row order (a stable sort), so the split is deterministic.
     """
 
@@ -118,8 +125,8 @@ class PoolConstruction(Step):
             pools.append({"name": "random", "kind": "random", "bounds": {},
                           "_idx": downsample_indices(n, smallest, self.seed)})
         if self.equal_size:
-            for i, p in enumerate(pools):
-                sub = downsample_indices(len(p["_idx"]), smallest, self.seed + i)
+            for p in pools:
+                sub = downsample_indices(len(p["_idx"]), smallest, pool_seed(self.seed, p["name"]))
                 p["_idx"] = p["_idx"][sub]
         out, rows = [], []
         for p in pools:
@@ -135,7 +142,10 @@ class PoolConstruction(Step):
 
 # ============================================================================ manipulators
 class PoolDownsampling(Step):
-    """Each pool reduced to ``target_size`` samples chosen at random (seeded; kept in order).
+    """Each pool reduced to ``target_size`` samples chosen at random (seeded by ``seed`` and the
+    pool's name, so a pool's subsample does not depend on the list it is in; kept in order).
+    Without ``target_size``: the input ``size`` when given (``PoolCombination``'s), else the
+    smallest pool's size.
     ``target_size`` None: the smallest pool's size. Smaller pools are left as they are."""
 
     outputs = ("pools",)
@@ -143,13 +153,13 @@ class PoolDownsampling(Step):
     def __init__(self, target_size: int | None = None, seed: int = 42):
         self.target_size, self.seed = target_size, int(seed)
 
-    def run(self, env: StepEnv, pools: list) -> dict[str, Any]:
+    def run(self, env: StepEnv, pools: list, size: int | None = None) -> dict[str, Any]:
         pools = as_pools(pools, "downsample")
-        k = int(self.target_size) if self.target_size else min(int(p["size"]) for p in pools)
+        k = int(self.target_size or size or min(int(p["size"]) for p in pools))
         out = []
-        for i, p in enumerate(pools):
+        for p in pools:
             t = read_pool(p["dataset"])
-            idx = downsample_indices(t.num_rows, k, self.seed + i)
+            idx = downsample_indices(t.num_rows, k, pool_seed(self.seed, p["name"]))
             out.append(dict(p, dataset=write_pool(t.take(idx), env.workdir / "pools", p["name"]),
                             size=int(len(idx))))
         return {"pools": out}
@@ -186,17 +196,23 @@ class PoolCombination(Step):
 
     ``method``: ``exhaustive`` (the above) or ``surrogate`` (``sandbox.steps.pools.surrogate``):
     the candidates are the intersections of the top ``candidate_k`` pools (more than
-    ``top_k``), a regression (``model``: ``linear`` | ``gbm``) fitted on the trained pools'
-    ``key`` values (inputs ``ranking``: their ``PoolRanking`` rows, ``stats``: the stats table
-    they were cut from) scores every candidate, and only its ``train_top`` best are kept
-    (``candidates.csv`` lists each candidate's features and prediction)."""
+    ``top_k``), a regression (``model``: ``additive`` | ``linear`` | ``gbm``) fitted on the
+    trained pools' ``key`` values (inputs ``ranking``: their ``PoolRanking`` rows, ``stats``:
+    the stats table they were cut from) scores every candidate, and only its ``train_top`` best
+    are kept (``candidates.csv`` lists each candidate's features and prediction).
 
-    outputs = ("pools", "num_pools", "metrics")
+    Output ``size``: the size the pools are equalised to (``PoolDownsampling``'s input ``size``):
+    the smallest pool exhaustive search over the same candidates would train, so that the
+    surrogate's pools are measured at the size, and on the subsamples, that exhaustive search
+    would measure them (the smallest of a few picked intersections is larger, and at a few
+    hundred documents the size changes which pool wins)."""
+
+    outputs = ("pools", "num_pools", "metrics", "size")
 
     def __init__(self, top_k: int = 3, max_order: int | None = None, min_size: int = 1,
                  include_singles: bool = False, exclude: list[str] | None = None,
                  keep: list[str] | None = None, method: str = "exhaustive",
-                 candidate_k: int | None = 6, train_top: int = 3, model: str = "linear",
+                 candidate_k: int | None = 6, train_top: int = 3, model: str = "additive",
                  key: str = "bits_per_byte", descending: bool = False, seed: int = 0):
         self.top_k, self.max_order, self.min_size = int(top_k), max_order, int(min_size)
         self.include_singles = bool(include_singles)
@@ -223,6 +239,7 @@ class PoolCombination(Step):
         metrics: dict[str, float] = {}
         if self.method == "exhaustive":
             combos = self._intersections(top)
+            sizes = [len(c[2]) for c in combos]
         else:
             if ranking is None or stats is None:
                 raise ConfigError("combine method=surrogate needs the inputs `ranking` (the "
@@ -230,8 +247,8 @@ class PoolCombination(Step):
                                   "table), as conf/pipeline/bottom_up.yaml wires them.")
             pool_of = {c[0]: c for c in self._intersections(
                 ranked[:self.candidate_k or len(ranked)])}
-            candidates = [{"name": name, "bounds": bounds} for name, _, _, bounds in
-                          pool_of.values()]
+            candidates = [{"name": name, "bounds": bounds, "parts": [p["name"] for p in combo]}
+                          for name, combo, _, bounds in pool_of.values()]
             scored, names, X = rank_candidates(pools, objective_by_pool(ranking, self.key),
                                                candidates, stats, self.model, self.descending,
                                                self.seed)
@@ -240,6 +257,7 @@ class PoolCombination(Step):
                     for i, ((c, v), x) in enumerate(zip(scored, X))]
             write_csv(env.workdir / "candidates.csv", rows or [{"candidate": None}])
             combos = [pool_of[c["name"]] for c, _ in scored[:self.train_top]]
+            sizes = [len(c[2]) for c in pool_of.values()]
             metrics = {"surrogate/candidates": float(len(scored)),
                        "surrogate/trained_combinations": float(len(combos))}
         for name, combo, common, bounds in combos:
@@ -250,7 +268,8 @@ class PoolCombination(Step):
                         "bounds": bounds, "size": t.num_rows,
                         "dataset": write_pool(t, env.workdir / "pools", name)})
         out += [dict(p) for p in pools if p["name"] in self.keep]
-        return {"pools": out, "num_pools": len(out), "metrics": metrics}
+        size = min([int(p["size"]) for p in out if p.get("size")] + sizes, default=None)
+        return {"pools": out, "num_pools": len(out), "metrics": metrics, "size": size}
 
     def _intersections(self, top: list[dict]) -> list[tuple[str, tuple, np.ndarray, dict]]:
         """Every subset (size 2 to ``max_order``) of ``top`` whose rows in common number at

@@ -10,11 +10,19 @@ or a pool of another stat), so ``hi - lo`` is that OP's kept fraction; ``joint``
 dataset inside every bound of the pool; ``overlap``: ``joint`` over the smallest single kept
 fraction (1 for a single-stat pool, below 1 when a combination's bounds cut each other).
 
-The model is RegMix's choice: ``linear`` (ridge regression on standardised features: with a
-dozen trained pools a linear model is what the data can carry) or ``gbm`` (scikit-learn's
-gradient boosting, for a run with many trained pools). The candidates are every intersection of
-the top single pools: at most a few dozen, so each is scored; a sampler (Optuna's) would only
-visit a subset of a list that is cheaper to score whole.
+The default model, ``additive``, has the structure of the problem rather than RegMix's: a pool's
+features are which single-OP pools it is an intersection of (``in:<pool>``, 1 or 0, from its
+``parts``: a single pool is a member of itself; the random control, of none), and the model is a linear regression on
+them, so its intercept is the control's value and each coefficient one OP's effect relative to it:
+predicted(intersection) = control + the sum of its members' effects. Fitted on the single-OP
+pools alone it interpolates them exactly; every trained intersection refits the effects by least
+squares. (A tiny ridge penalty keeps it defined without a control, or for a member that no
+trained pool holds: that effect is 0.) The regressions over recipe features, RegMix's choice,
+stay selectable: ``linear`` (ridge regression on standardised features) or ``gbm``
+(scikit-learn's gradient boosting, for a run with many trained pools); fitted on single-OP pools
+they extrapolate to intersections poorly, since no single pool has more than one stat bounded.
+The candidates are every intersection of the top single pools: at most a few dozen, so each is
+scored; a sampler (Optuna's) would only visit a subset of a list that is cheaper to score whole.
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ from sandbox.numeric import float_column
 from sandbox.steps.base import Step, StepEnv
 from sandbox.steps.pools.common import read_pool, write_csv
 
-MODELS = ("linear", "gbm")
+MODELS = ("additive", "linear", "gbm")
 
 
 def stat_columns(pools: list[dict]) -> list[str]:
@@ -84,8 +92,50 @@ def pool_features(pool: dict, stats: dict[str, np.ndarray], columns: list[str]) 
     return row + [share, overlap]
 
 
+def single_pools(pools: list[dict]) -> list[dict]:
+    """The single-OP pools among ``pools`` (a pool with bounds and no ``parts``), once each by
+    name: the members the ``additive`` model gives an effect each."""
+    out, seen = [], set()
+    for p in pools:
+        if p.get("parts") or not p.get("bounds") or p["name"] in seen:
+            continue
+        seen.add(p["name"])
+        out.append(p)
+    return out
+
+
+def membership(pool: dict, members: list[dict]) -> list[float]:
+    """1.0 for each of ``members`` (single-OP pools) that ``pool`` is an intersection of (one of
+    its ``parts``, or the pool itself), else 0.0. By name, not by bounds: two thirds of a stat
+    with many ties (a repetition ratio of 0) can have the same bounds."""
+    parts = set(pool.get("parts") or [pool["name"]])
+    return [float(m["name"] in parts) for m in members]
+
+
+def design(known: list[dict], others: list[dict], stats_path: str, kind: str
+           ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The feature names and the feature matrices of the ``known`` (trained) pools and of the
+    ``others`` under model ``kind``: members for ``additive``, recipe features otherwise."""
+    if kind == "additive":
+        members = single_pools(known)
+        X = np.array([membership(p, members) for p in known]).reshape(len(known), len(members))
+        Xo = np.array([membership(p, members) for p in others]).reshape(len(others), len(members))
+        return [f"in:{m['name']}" for m in members], X, Xo
+    columns = stat_columns(known + others)
+    stats = read_stats(stats_path, columns)
+    X = np.array([pool_features(p, stats, columns) for p in known])
+    Xo = np.array([pool_features(p, stats, columns) for p in others]) if others else \
+        np.zeros((0, X.shape[1]))
+    return feature_names(columns), X, Xo
+
+
 def make_model(kind: str, seed: int = 0):
     """An unfitted scikit-learn regressor of ``kind`` (``MODELS``)."""
+    if kind == "additive":
+        from sklearn.linear_model import Ridge
+
+        # 0/1 features in their own units: the coefficients are the effects themselves
+        return Ridge(alpha=1e-6)
     if kind == "linear":
         from sklearn.linear_model import Ridge
         from sklearn.pipeline import make_pipeline
@@ -145,19 +195,15 @@ def rank_candidates(trained: list[dict], values: dict[str, float], candidates: l
     trained on the ``trained`` pools that have a value. Also the feature names and the
     candidates' feature matrix (for the table)."""
     known = [p for p in trained if p["name"] in values]
-    columns = stat_columns(known + candidates)
-    stats = read_stats(stats_path, columns)
-    X = np.array([pool_features(p, stats, columns) for p in known])
-    y = np.array([values[p["name"]] for p in known])
     if len(known) < 3:
         raise ConfigError(f"surrogate: {len(known)} trained pool(s) to fit on; it needs at "
                           f"least 3 (more single-OP pools: bottom_up.stats).")
+    names, X, Xc = design(known, candidates, stats_path, kind)
+    y = np.array([values[p["name"]] for p in known])
     model = fit(X, y, kind, seed)
-    Xc = np.array([pool_features(p, stats, columns) for p in candidates]) if candidates else \
-        np.zeros((0, X.shape[1]))
     pred = model.predict(Xc) if len(candidates) else np.zeros(0)
     order = np.argsort(-pred if descending else pred, kind="stable")
-    return [(candidates[i], float(pred[i])) for i in order], feature_names(columns), Xc[order]
+    return [(candidates[i], float(pred[i])) for i in order], names, Xc[order]
 
 
 class SurrogateReport(Step):
@@ -166,15 +212,17 @@ class SurrogateReport(Step):
 
     Inputs: ``ranking`` and ``pools`` (the combination stage's ``PoolRanking`` rows and ranked
     pools), ``single_ranking`` and ``single_pools`` (the single-OP stage's) and ``stats`` (the
-    probe's stats table). Fewer than 4 trained pools: no metrics. Metrics: ``surrogate/loo_spearman`` (rank correlation of the
-    held-out predictions with the measured values), ``surrogate/top_pick_is_best`` (1 when the
-    pool with the best held-out prediction is the measured best), ``surrogate/pools``. Writes
+    probe's stats table). Fewer than 4 trained pools: no metrics. Metrics:
+    ``surrogate/loo_spearman`` (rank correlation of the held-out predictions with the measured
+    values), ``surrogate/loo_spearman_combined`` (the same over the intersections alone, when 3
+    or more were trained), ``surrogate/top_pick_is_best`` (1 when the pool with the best
+    held-out prediction is the measured best), ``surrogate/pools``. Writes
     ``loo.csv`` (each pool's measured and held-out predicted value)."""
 
     outputs = ("metrics", "table")
 
     def __init__(self, key: str = "bits_per_byte", descending: bool = False,
-                 model: str = "linear", seed: int = 0):
+                 model: str = "additive", seed: int = 0):
         if model not in MODELS:
             raise ConfigError(f"surrogate model {model!r}: give one of {', '.join(MODELS)}.")
         self.key, self.descending, self.model, self.seed = key, bool(descending), model, int(seed)
@@ -189,9 +237,7 @@ class SurrogateReport(Step):
         known = [by_name[n] for n in values if n in by_name]
         if len(known) < 4:  # leave-one-out has nothing to say
             return {"metrics": {}, "table": None}
-        columns = stat_columns(known)
-        table = read_stats(stats, columns)
-        X = np.array([pool_features(p, table, columns) for p in known])
+        _, X, _ = design(known, [], stats, self.model)
         y = np.array([values[p["name"]] for p in known])
         held_out = leave_one_out(X, y, self.model, self.seed)
         pick = int(np.argmax(held_out) if self.descending else np.argmin(held_out))
@@ -204,4 +250,10 @@ class SurrogateReport(Step):
                    "surrogate/top_pick_is_best": float(y[pick] == best)}  # a tie counts
         if not math.isnan(rho):
             metrics["surrogate/loo_spearman"] = rho
+        # the pools the surrogate is for: a held-out single pool tells the additive model
+        # nothing (its effect has no other pool to come from), a held-out intersection does
+        combined = np.array([len(p.get("bounds") or {}) > 1 for p in known])
+        rho = spearman(held_out[combined], y[combined])
+        if not math.isnan(rho):
+            metrics["surrogate/loo_spearman_combined"] = rho
         return {"metrics": metrics, "table": path}
