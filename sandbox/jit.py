@@ -130,9 +130,11 @@ def _dispatcher(kernel: Kernel):
         cells = tuple(types.CellType(_dispatcher(c.cell_contents)
                                      if isinstance(c.cell_contents, Kernel) else c.cell_contents)
                       for c in fn.__closure__ or ())
-        fn = types.FunctionType(fn.__code__, _jit_globals(kernel.__module__), fn.__name__,
-                                fn.__defaults__, cells or None)
-        d = _DISPATCHERS[kernel] = numba.njit(**kernel.options)(fn)
+        g = _jit_globals(kernel.__module__)
+        d = _DISPATCHERS.get(kernel)  # made while the module's globals were filled in
+        if d is None:
+            fn = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, cells or None)
+            d = _DISPATCHERS[kernel] = numba.njit(**kernel.options)(fn)
     return d
 
 

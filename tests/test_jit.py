@@ -149,3 +149,16 @@ def test_export_signatures_are_parsed_and_checked():
     for bad in ((cp[::2], table, 3), (cp.astype(np.int64), table, 3), (list(cp), table, 3),
                 (cp, table.T, 3), (cp, table, 3.0), (cp, table, True), (cp, table)):
         assert not jit._matches(spec, bad)
+
+
+def test_just_in_time_makes_one_dispatcher_per_kernel(tmp_path, monkeypatch):
+    (tmp_path / "onekernels.py").write_text(KERNELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SANDBOX_AOT", "0")
+    import onekernels
+
+    x = np.arange(4, dtype=np.float64)
+    assert onekernels.scaled(x, 2).tolist() == [2.0, 6.0, 10.0, 14.0]
+    # the entry point Python calls and the one the module's other kernels would see are one
+    assert jit._jit_globals("onekernels")["scaled"] is jit.jit(onekernels.scaled)
+    assert isinstance(vars(onekernels)["scaled"], jit.Kernel)  # the module keeps its kernels
