@@ -56,8 +56,7 @@ _EXTENSIONS: dict[str, types.ModuleType | None] = {}  # kernel module -> its ext
 
 _DTYPES = {"u1": "uint8", "u4": "uint32", "u8": "uint64", "i8": "int64", "f8": "float64",
            "b1": "bool"}
-_NUMBA_NAMES = {"u1": "uint8", "u4": "uint32", "u8": "uint64", "i8": "int64", "f8": "float64",
-                "b1": "boolean"}
+_NUMBA_NAMES = {**_DTYPES, "b1": "boolean"}
 _ARG = re.compile(r"^(u1|u4|u8|i8|f8|b1)(\[::1\]|\[:, ::1\])?$")
 
 

@@ -211,15 +211,16 @@ def _preload_ops(specs: list[OpSpec], text_key: str) -> None:
 
 
 def preload_in_background(specs: list[OpSpec], text_key: str) -> None:
-    """Start ``preload`` in a thread, so that loading compiled kernels (~0.5 s) overlaps the
-    steps before the first one that runs the recipe (forked workers inherit what it loaded).
-    Errors are left for that step to raise."""
+    """Start ``preload`` in a thread, so that loading compiled kernels (a millisecond from their
+    extensions; ~0.5 s and more through numba) overlaps the steps before the first one that
+    runs the recipe (forked workers inherit what it loaded). Errors are left for that step to
+    raise."""
 
     def work():
         try:
             # pyarrow imports pandas on its first conversion (~0.2 s); do it here too, so that
             # neither the main process nor every worker pays it on the critical path; and load
-            # the JSON-lines kernel that exports use (lazy: it compiles with numba)
+            # the JSON-lines kernel that exports use (its extension, or numba's first compile)
             from sandbox.data.jsonl import jsonl_bytes
 
             jsonl_bytes(pa.table({"text": ["a"]}))

@@ -94,7 +94,7 @@ def _write_export(kept: pa.Table, parquet_out, jsonl_out, chunk_rows: int) -> No
     if parquet_out is not None:
         parquet_out.write_table(kept, row_group_size=chunk_rows)
     else:
-        from sandbox.data.jsonl import jsonl_parts  # lazy: it compiles a kernel (numba)
+        from sandbox.data.jsonl import jsonl_parts  # lazy: only a jsonl export needs it
 
         # escaping is the export's cost (~2.5 ns a byte): on two cores, as the OPs' workers
         # are done by the time the outputs are written

@@ -3,7 +3,7 @@
 A ``SpanJob`` says what to run (the OP specs, the pool file, the columns to read, the batch
 size). It holds names and numbers only, so it pickles under any start method. Each worker
 process builds one ``SpanWorker`` from it in the pool initializer (``init_worker``) and keeps it
-in a slot of its own; ``run_span`` is the entry point the pool calls. With a single process the
+in a slot of its own; ``run_span_to_file`` is the entry point the pool calls. With a single process the
 engine drives a ``SpanWorker`` directly, so the parent never depends on that slot.
 
 A worker reads its span from the file itself (only the columns the OPs need), runs the OPs on it
@@ -126,11 +126,6 @@ def init_worker(job: SpanJob) -> None:
     """Pool initializer: build this worker process's ``SpanWorker``."""
     global _WORKER
     _WORKER = SpanWorker(job)
-
-
-def run_span(span: Span) -> pa.Buffer:
-    """Pool entry point: ``SpanWorker.run_span`` of this worker process."""
-    return _WORKER.run_span(span)
 
 
 def run_span_to_file(item: tuple[Span, str]) -> str:

@@ -11,8 +11,8 @@ actual code points (or word ids), so a hash collision can never merge two differ
 check this.) Most n-grams of a text occur once: a byte count per hash (``_mark``) lets those
 skip the exact table, which then holds only the n-grams that may repeat.
 
-Import this module lazily (``from sandbox.ops.common import kernels`` inside the OP; see
-``sandbox.jit``).
+Importing this module loads no numba: a kernel runs through its ahead-of-time extension, or is
+compiled on its first call (``sandbox.jit``).
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ Exactly what the reference Python code computes (``DocumentMinhashDeduplicator.s
 * ``lsh_keep`` links samples with an equal band (a run of signature values; equality is checked
   on the values, hashes only pick the table slot) and keeps the first sample of each group.
 
-Import lazily (see ``sandbox.jit``).
+Importing this module loads no numba (see ``sandbox.jit``).
 """
 from __future__ import annotations
 

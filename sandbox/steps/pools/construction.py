@@ -145,8 +145,7 @@ class PoolDownsampling(Step):
     """Each pool reduced to ``target_size`` samples chosen at random (seeded by ``seed`` and the
     pool's name, so a pool's subsample does not depend on the list it is in; kept in order).
     Without ``target_size``: the input ``size`` when given (``PoolCombination``'s), else the
-    smallest pool's size.
-    ``target_size`` None: the smallest pool's size. Smaller pools are left as they are."""
+    smallest pool's size. Smaller pools are left as they are."""
 
     outputs = ("pools",)
 
