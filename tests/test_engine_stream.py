@@ -251,6 +251,14 @@ def test_jsonl_bytes_match_json_dumps():
     assert bytes(jsonl_bytes(t.slice(0, 0))) == b""
 
 
+def test_jsonl_bytes_grow_past_their_first_room():
+    """The rows are written into room for them as they are plus an eighth: texts made mostly
+    of escapes (6 bytes for each control character) must grow it, anywhere in the table."""
+    for texts in (["\x00" * 5000, "a"], ["a" * 100, "\x01\n" * 3000], ["b"] * 50 + ["\"" * 999]):
+        t = pa.table({"text": texts, "n": list(range(len(texts)))})
+        assert bytes(jsonl_bytes(t)).decode() == _reference_jsonl(t)
+
+
 def test_jsonl_parts_concatenate_to_the_whole():
     from sandbox.data.jsonl import jsonl_parts
 

@@ -41,23 +41,33 @@ def _escaped_size(buf, start, end, short):
 def _rows(buf, starts, ends, quoted, keys, key_offsets, short, hexdigits):
     """The JSON lines of ``nrows`` rows: value (r, c) is ``buf[starts[r, c]:ends[r, c]]``, a
     string's UTF-8 bytes to quote and escape where ``quoted[c]``, else JSON text as it is;
-    ``keys`` holds each column's ``"name": ``."""
+    ``keys`` holds each column's ``"name": ``.
+
+    Escapes are rare, so the rows are written in one pass into room for them as they are plus
+    an eighth, not sized by a pass of their own first. Before each value the room left is
+    checked against its worst case (6 bytes a byte for a string); a value that may not fit is
+    sized exactly, and the buffer grows when even that does not fit."""
     nrows, ncols = starts.shape
-    size = 0
+    raw = 0
     for r in range(nrows):
-        size += 3 + 2 * (ncols - 1)  # {, }, newline and the ", " separators
         for c in range(ncols):
-            size += key_offsets[c + 1] - key_offsets[c]
-            if quoted[c]:
-                size += 2 + _escaped_size(buf, starts[r, c], ends[r, c], short)
-            else:
-                size += ends[r, c] - starts[r, c]
-    out = np.empty(size, dtype=np.uint8)
+            raw += ends[r, c] - starts[r, c]
+    per_row = 3 + 4 * ncols + key_offsets[ncols]  # {, }, newline, separators, quotes, keys
+    out = np.empty(raw + raw // 8 + nrows * per_row + 16, dtype=np.uint8)
     o = 0
     for r in range(nrows):
         out[o] = 123  # {
         o += 1
         for c in range(ncols):
+            start, end = starts[r, c], ends[r, c]
+            worst = 6 * (end - start) if quoted[c] else end - start
+            if o + worst + per_row > out.size:
+                exact = _escaped_size(buf, start, end, short) if quoted[c] else end - start
+                if o + exact + per_row > out.size:
+                    grown = np.empty(max(2 * out.size, o + exact + per_row + raw // 8),
+                                     dtype=np.uint8)
+                    grown[:o] = out[:o]
+                    out = grown
             if c:
                 out[o] = 44  # ,
                 out[o + 1] = 32
@@ -66,13 +76,13 @@ def _rows(buf, starts, ends, quoted, keys, key_offsets, short, hexdigits):
                 out[o] = keys[i]
                 o += 1
             if not quoted[c]:
-                for i in range(starts[r, c], ends[r, c]):
+                for i in range(start, end):
                     out[o] = buf[i]
                     o += 1
                 continue
             out[o] = 34  # "
             o += 1
-            for i in range(starts[r, c], ends[r, c]):
+            for i in range(start, end):
                 b = buf[i]
                 e = short[b]
                 if e:
@@ -95,7 +105,7 @@ def _rows(buf, starts, ends, quoted, keys, key_offsets, short, hexdigits):
         out[o] = 125  # }
         out[o + 1] = 10
         o += 2
-    return out
+    return out[:o]
 
 
 def _string_values(col) -> tuple[np.ndarray, np.ndarray] | None:
