@@ -17,6 +17,14 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.get().mode == RunMode.RUN and not cfg.get("resume"):
+        # a big data file is parsed from now on, while the runner is imported and set up
+        from sandbox.data.stream import read_ahead_pool
+
+        read_ahead_pool(cfg.get("data_pool"))
     # imported here, not at the top: `--help` and Hydra's other informational commands never
     # need the runner, and answer in a fraction of the time
     from sandbox.cli.experiment import main as run_experiment

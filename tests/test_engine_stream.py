@@ -316,6 +316,62 @@ def test_streaming_jsonl_pool(tmp_path, monkeypatch):
         FilePool(path=str(bad)).run(env)
 
 
+def test_read_ahead_gives_the_same_pool_and_errors(tmp_path, monkeypatch):
+    """The command line starts parsing the data pool's file before the load step runs: the
+    load step then takes those blocks, and gets the same pool, the same limit and the same
+    error as without; a file changed since, or a config that is not a streamed FilePool, is
+    not read ahead."""
+    from omegaconf import OmegaConf
+
+    from sandbox.data import stream
+    from sandbox.steps.data.load import FilePool
+
+    monkeypatch.setattr(stream, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(stream, "BLOCK_BYTES", 4096)
+    src = tmp_path / "in.jsonl"
+    docs = make_docs(300)
+    src.write_text("".join(json.dumps(d) + "\n" for d in docs))
+
+    def load(path, name, **kw):
+        wd = tmp_path / name
+        wd.mkdir()
+        env = StepEnv(name="load", workdir=wd, run_dir=tmp_path, cache_dir=tmp_path / "cache")
+        return FilePool(path=str(path), **kw).run(env)
+
+    plain = pq.read_table(load(src, "plain")["dataset"])
+    node = OmegaConf.create({"_target_": "sandbox.steps.data.load.FilePool", "path": str(src),
+                             "format": "jsonl", "on_bad_record": "fail"})
+    assert stream.read_ahead_pool(node) and len(stream._AHEAD) == 1
+    ahead = pq.read_table(load(src, "ahead")["dataset"])
+    assert not stream._AHEAD and ahead.equals(plain)
+
+    # a limit stops the load early: the read-ahead stops too and frees its blocks
+    assert stream.read_ahead(src, "jsonl", blocks=2)
+    taken = stream._AHEAD[stream._file_key(src, "jsonl")]
+    assert load(src, "limited", limit=7)["num_samples"] == 7
+    taken.thread.join(5)
+    assert taken._stop.is_set() and not taken.thread.is_alive() and taken._queue.empty()
+
+    # the same error, in the same words
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(d) + "\n" for d in docs[:100]) + "{oops\n")
+    assert stream.read_ahead(bad, "jsonl")
+    with pytest.raises(DataError, match=r"bad.jsonl, line 101: malformed JSON"):
+        load(bad, "bad")
+
+    # the file changed after the read-ahead started: the load reads it afresh
+    assert stream.read_ahead(src, "jsonl")
+    src.write_text("".join(json.dumps(d) + "\n" for d in docs[:10]))
+    assert load(src, "changed")["num_samples"] == 10
+    stream._AHEAD.clear()
+
+    # only a FilePool that streams and fails on bad records is read ahead
+    for other in ({**node, "on_bad_record": "skip"}, {**node, "_target_": "x.CorpusPool"},
+                  {**node, "path": str(tmp_path / "missing.jsonl")}, None):
+        assert not stream.read_ahead_pool(OmegaConf.create(other) if other else None)
+    assert not stream._AHEAD
+
+
 def test_fingerprint_is_content_based_and_memoised(tmp_path):
     from sandbox.data.fingerprint import fingerprint
 

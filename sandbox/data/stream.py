@@ -8,10 +8,17 @@ so memory stays at a few blocks whatever the file's size. When the fast reader r
 the file is scanned line by line to raise the same ``DataError`` that ``io`` raises (file, line,
 what is wrong); if every line parses (records whose fields change type between blocks), the
 reference reader takes over.
+
+``read_ahead`` starts that parse early, on a thread, a bounded number of blocks ahead: the
+command line starts it for the run's data pool as soon as the config is composed, so that the
+file is parsed while the rest of the run's code is imported and set up (the parser releases the
+GIL; importing holds it).
 """
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -20,7 +27,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from sandbox.data.io import parquet_writer, read_table, write_parquet
+from sandbox.data.io import guess_format, parquet_writer, read_table, write_parquet
 from sandbox.data.media import resolve_media
 from sandbox.errors import DataError
 from sandbox.utils import OneBehind, atomic_path
@@ -29,6 +36,7 @@ VERSION = 1  # bump when to_parquet's output can change: it is part of the pool'
 STREAM_MIN_BYTES = 64 << 20  # smaller files take the reference (in-memory) path
 BLOCK_BYTES = 8 << 20  # jsonl bytes parsed per block
 ROW_GROUP_ROWS = 16384  # rows per Parquet row group of pool.parquet (bounded reads downstream)
+READ_AHEAD_BLOCKS = 16  # blocks ``read_ahead`` may parse before they are taken (~130 MB of jsonl)
 
 
 def should_stream(path: str | Path, fmt: str) -> bool:
@@ -84,9 +92,10 @@ def _locate_jsonl_error(path: Path) -> None:
                                 f"{type(rec).__name__}.")
 
 
-def _batches(path: Path, fmt: str):
+def _batches(path: Path, fmt: str, use_threads: bool = True):
     if fmt == "jsonl":
-        reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=BLOCK_BYTES))
+        reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=BLOCK_BYTES,
+                                                                use_threads=use_threads))
         for batch in reader:
             yield batch
     else:
@@ -95,6 +104,100 @@ def _batches(path: Path, fmt: str):
         except Exception as e:
             raise DataError(f"{path} is not a readable Parquet file: {e}") from None
         yield from pf.iter_batches(batch_size=ROW_GROUP_ROWS)
+
+
+_END = object()
+_AHEAD: dict[tuple, "_ReadAhead"] = {}  # file key -> its read-ahead, until to_parquet takes it
+
+
+def _file_key(path: str | Path, fmt: str) -> tuple:
+    """Which file, in which version: a read-ahead serves only the file as it was when started."""
+    st = Path(path).stat()
+    return str(Path(path).resolve()), fmt, st.st_size, st.st_mtime_ns
+
+
+class _ReadAhead:
+    """``_batches(path, fmt)`` on a daemon thread, at most ``blocks`` batches ahead of the one
+    iteration that takes it. The parser's error is raised there, in the place the plain loop
+    raises it. When the iteration stops early (a ``limit``), or never comes, the thread stops
+    at the next block: memory stays at ``blocks`` blocks."""
+
+    def __init__(self, path: str | Path, fmt: str, blocks: int):
+        self._queue: queue.Queue = queue.Queue(blocks)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._parse, args=(path, fmt), name="read-ahead",
+                                       daemon=True)
+        self.thread.start()
+
+    def _parse(self, path, fmt) -> None:
+        try:
+            # one core: the other one imports and sets up the run meanwhile
+            for batch in _batches(Path(path), fmt, use_threads=False):
+                if not self._put(batch):
+                    break
+            else:
+                self._put(_END)
+        except BaseException as e:  # for the iteration to raise
+            self._put(e)
+        if self._stop.is_set():  # taken and left early: what was put meanwhile goes too
+            self._drain()
+
+    def _drain(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        try:
+            while (item := self._queue.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._stop.set()
+            self._drain()  # free the blocks parsed ahead
+
+
+def read_ahead(path: str | Path, fmt: str, blocks: int = READ_AHEAD_BLOCKS) -> bool:
+    """Start parsing ``path`` for the ``to_parquet`` that will convert it, when it is a file
+    that ``to_parquet`` streams; returns whether it started. At most one per file."""
+    if not should_stream(path, fmt):
+        return False
+    key = _file_key(path, fmt)
+    if key not in _AHEAD:
+        _AHEAD[key] = _ReadAhead(path, fmt, blocks)
+    return True
+
+
+def read_ahead_pool(data_pool) -> bool:
+    """``read_ahead`` of the file a run's ``data_pool`` config will stream (a ``FilePool``
+    that fails on bad records), else nothing: anything the config gets wrong is for the load
+    step to report, in its own words."""
+    try:
+        if not str(data_pool.get("_target_", "")).endswith("load.FilePool") \
+                or data_pool.get("on_bad_record", "fail") != "fail":
+            return False
+        path = Path(str(data_pool.get("path")))
+        return read_ahead(path, data_pool.get("format") or guess_format(path))
+    except Exception:
+        return False
+
+
+def _blocks(path: Path, fmt: str):
+    """``_batches(path, fmt)``, from its read-ahead when one was started for this file."""
+    try:
+        ahead = _AHEAD.pop(_file_key(path, fmt), None)
+    except OSError:
+        ahead = None
+    return iter(ahead) if ahead is not None else _batches(path, fmt)
 
 
 def to_parquet(path: str | Path, fmt: str, dst: str | Path, text_key: str = "text",
@@ -110,7 +213,7 @@ def to_parquet(path: str | Path, fmt: str, dst: str | Path, text_key: str = "tex
             # a block is written on a thread of its own while the next one is parsed
             behind = OneBehind(stack, "pool-writer")
             try:
-                for batch in _batches(path, fmt):
+                for batch in _blocks(path, fmt):
                     if limit is not None and rows + batch.num_rows > limit:
                         batch = batch.slice(0, limit - rows)
                     if batch.num_rows == 0:
