@@ -36,7 +36,7 @@ VERSION = 1  # bump when to_parquet's output can change: it is part of the pool'
 STREAM_MIN_BYTES = 64 << 20  # smaller files take the reference (in-memory) path
 BLOCK_BYTES = 8 << 20  # jsonl bytes parsed per block
 ROW_GROUP_ROWS = 16384  # rows per Parquet row group of pool.parquet (bounded reads downstream)
-READ_AHEAD_BLOCKS = 16  # blocks ``read_ahead`` may parse before they are taken (~130 MB of jsonl)
+READ_AHEAD_BLOCKS = 32  # blocks ``read_ahead`` may parse before they are taken (256 MB of jsonl)
 
 
 def should_stream(path: str | Path, fmt: str) -> bool:
@@ -120,9 +120,12 @@ class _ReadAhead:
     """``_batches(path, fmt)`` on a daemon thread, at most ``blocks`` batches ahead of the one
     iteration that takes it. The parser's error is raised there, in the place the plain loop
     raises it. When the iteration stops early (a ``limit``), or never comes, the thread stops
-    at the next block: memory stays at ``blocks`` blocks."""
+    at the next block: memory stays at ``blocks`` blocks. A file that fits in them is parsed on
+    one core (the run's set-up has the other one, and the parse is done before it is); a bigger
+    one on all of them, as the plain loop does."""
 
     def __init__(self, path: str | Path, fmt: str, blocks: int):
+        self._threads = Path(path).stat().st_size > blocks * BLOCK_BYTES
         self._queue: queue.Queue = queue.Queue(blocks)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._parse, args=(path, fmt), name="read-ahead",
@@ -131,8 +134,7 @@ class _ReadAhead:
 
     def _parse(self, path, fmt) -> None:
         try:
-            # one core: the other one imports and sets up the run meanwhile
-            for batch in _batches(Path(path), fmt, use_threads=False):
+            for batch in _batches(Path(path), fmt, use_threads=self._threads):
                 if not self._put(batch):
                     break
             else:
