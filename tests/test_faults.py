@@ -1309,3 +1309,20 @@ def test_the_trial_processes_of_a_killed_sweep_end_with_it(tmp_path):
     assert not any(is_alive(pid) for pid in trials)
     assert not any("probe done" in log.read_text() for log in logs)  # ended mid-step
     print(f"the trial processes ended {took:.1f}s after their sweep")
+
+
+def test_span_folders_of_killed_runs_are_removed(tmp_path):
+    """A killed run leaves its folder of span result files beside the stats cache's result
+    file; the next run on this host removes it, and leaves a live run's and another host's."""
+    from sandbox.engine.local import _HOST, _SPANS, remove_orphan_span_folders
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"{_SPANS}{_HOST}-{gone.pid}-abc"
+    live = tmp_path / f"{_SPANS}{_HOST}-{os.getpid()}-def"
+    other = tmp_path / f"{_SPANS}otherhost-{gone.pid}-ghi"
+    for folder in (dead, live, other):
+        folder.mkdir()
+        (folder / "0.arrow").write_bytes(b"x")
+    assert remove_orphan_span_folders(tmp_path) == [dead]
+    assert not dead.exists() and live.is_dir() and other.is_dir()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections import deque
@@ -146,7 +147,8 @@ class LocalEngine(Engine):
             preload(list(job.specs), job.text_key)
         # the results come back as files beside the result file (see run_span_to_file), each
         # read through a memory map and deleted at once: at most 2 * workers exist at a time
-        folder = Path(tempfile.mkdtemp(prefix=".spans-", dir=scratch))
+        remove_orphan_span_folders(scratch)
+        folder = Path(tempfile.mkdtemp(prefix=f"{_SPANS}{_HOST}-{os.getpid()}-", dir=scratch))
         try:
             items = ((span, str(folder / f"{i}.arrow")) for i, span in enumerate(spans))
             for path in ordered_map(run_span_to_file, items, workers, self.start_method,
@@ -157,6 +159,26 @@ class LocalEngine(Engine):
                 yield buf
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+_SPANS = ".spans-"  # + host-pid-random: a run's folder of span result files
+_HOST = socket.gethostname().replace("-", "_")
+
+
+def remove_orphan_span_folders(scratch: Path) -> list[Path]:
+    """Remove the span folders in ``scratch`` that a process of this host left behind when it
+    was killed (its pid no longer runs); a folder of a live process, or of another host sharing
+    the cache, stays. Returns the removed folders."""
+    removed = []
+    for folder in Path(scratch).glob(f"{_SPANS}{_HOST}-*"):
+        try:
+            os.kill(int(folder.name[len(_SPANS) + len(_HOST) + 1:].split("-")[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except (ValueError, PermissionError):  # not a pid; or a live process of another user
+            continue
+    return removed
 
 
 def _cache_damage(path: Path, num_rows: int, pool_fingerprint: str) -> str | None:
