@@ -124,10 +124,12 @@ def cost(records: dict, prefix: str) -> dict[str, float]:
         out["reused" if "reused_from" in r else "spent"] += float(r["cpu_seconds"])
         out["wall"] += 0.0 if "reused_from" in r else float(r.get("seconds") or 0.0)
         out["trainings"] += key.startswith(prefix + "train[")
-        # the trainings a sequential search ran inside its own step
-        metrics = (r.get("outputs") or {}).get("metrics") or {}
-        out["trainings"] += float(metrics.get("surrogate/trainings", 0.0)) * \
-            (key == prefix + "search")
+        # the trainings a sequential search ran inside its own step, and those it took over
+        # from an earlier attempt of the step (resume), at what they cost then
+        if key == prefix + "search":
+            metrics = (r.get("outputs") or {}).get("metrics") or {}
+            out["trainings"] += float(metrics.get("surrogate/trainings", 0.0))
+            out["reused"] += float(metrics.get("surrogate/reused_cpu_s", 0.0))
     out["total"] = out["spent"] + out["reused"]
     return out
 
