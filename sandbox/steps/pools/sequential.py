@@ -156,9 +156,41 @@ class PoolSequentialSearch(Step):
                               f"probe's stats table), as conf/pipeline/bottom_up.yaml wires it.")
         by_name = {c["name"]: c for c in candidates}
         trained: list[dict] = []  # the intersections trained here (pools, equalised)
+        cost = {"reused_cpu": 0.0, "trainings": 0}
+
+        def train(name: str) -> list[dict]:
+            pool = self._equalise(env, by_name[name], size)
+            out = []
+            for seed in self.seeds:
+                result, cpu, hit = self._cell(env, pool, seed)
+                out.append(result)
+                cost["reused_cpu"] += cpu if hit else 0.0
+                cost["trainings"] += 1
+            trained.append(pool)
+            return out
+
+        results, rounds, predictions, converged = self.search(results, candidates, stats, train,
+                                                              label=env.name)
+        table = write_csv(env.workdir / "rounds.csv", rounds)
+        write_csv(env.workdir / "predictions.csv", predictions)
+        metrics = {"surrogate/rounds": float(len(rounds)),
+                   "surrogate/trained_combinations": float(len(trained)),
+                   "surrogate/trainings": float(cost["trainings"]),
+                   "surrogate/converged": float(converged),
+                   "surrogate/reused_cpu_s": cost["reused_cpu"]}
+        return {"results": results, "pools": trained, "table": table, "metrics": metrics}
+
+    def search(self, results: list[dict], candidates: list[dict], stats: str | None,
+               train, label: str | None = None
+               ) -> tuple[list[dict], list[dict], list[dict], bool]:
+        """The loop: ``train(name)`` trains the candidate called ``name`` and returns its
+        results (one per seed). Returns every result, the rounds' rows, every prediction of
+        every round and whether the search converged (stopped before ``max_rounds``).
+        ``bench/search.py`` replays it on an exhaustive run's results."""
+        results = list(results)
         rounds: list[dict] = []
         predictions: list[dict] = []
-        reused_cpu, trainings, converged = 0.0, 0, False
+        converged, n_trained = False, 0
         for r in range(1, self.max_rounds + 2):
             values, pools = values_by_pool(results, self.key)
             known = list(pools.values())
@@ -182,32 +214,21 @@ class PoolSequentialSearch(Step):
                 converged = True  # predicted worse than the best by more than the model errs
                 rounds.append(dict(row, trained=False))
                 break
-            if len(trained) >= self.max_rounds:
+            if n_trained >= self.max_rounds:
                 rounds.append(dict(row, trained=False))
                 break
-            pool = self._equalise(env, by_name[pick["name"]], size)
             clock = Clock().start()
-            for seed in self.seeds:
-                result, cpu, hit = self._cell(env, pool, seed)
-                results.append(result)
-                reused_cpu += cpu if hit else 0.0
-                trainings += 1
+            results += train(pick["name"])
             clock.stop()
-            trained.append(pool)
-            measured = values_by_pool(results, self.key)[0].get(pool["name"], math.nan)
+            n_trained += 1
+            measured = values_by_pool(results, self.key)[0].get(pick["name"], math.nan)
             rounds.append(dict(row, trained=True, measured=measured, cpu_s=clock.cpu,
                                wall_s=clock.wall))
-            console.print(step_line(f"{env.name} round {r}",
-                                    f"{pick['name']}: predicted {predicted:.4f}, measured "
-                                    f"{measured:.4f}"))
-        table = write_csv(env.workdir / "rounds.csv", rounds)
-        write_csv(env.workdir / "predictions.csv", predictions)
-        metrics = {"surrogate/rounds": float(len(rounds)),
-                   "surrogate/trained_combinations": float(len(trained)),
-                   "surrogate/trainings": float(trainings),
-                   "surrogate/converged": float(converged),
-                   "surrogate/reused_cpu_s": reused_cpu}
-        return {"results": results, "pools": trained, "table": table, "metrics": metrics}
+            if label:
+                console.print(step_line(f"{label} round {r}",
+                                        f"{pick['name']}: predicted {predicted:.4f}, measured "
+                                        f"{measured:.4f}"))
+        return results, rounds, predictions, converged
 
     def _margin(self, known: list[dict], values: dict[str, float], stats: str | None) -> float:
         """How far the surrogate errs on an intersection it did not see: the root mean square
