@@ -19,6 +19,11 @@ then the intersection a regression fitted on them predicts best, refitted after 
   and of the combination stage (the single-OP pools reused, as every search starts from them);
   a twin step that a run reused rather than ran is counted at what it cost, in both figures, and
   also reported on its own;
+* `search_sequential_replay_<model>[_uncapped]_*`: the sequential search replayed on the
+  exhaustive run's measured values, for each surrogate model, capped at `--train-top`
+  intersections and not capped: whether it trains the exhaustive best, in which round, how
+  many intersections, and whether it stopped on its own (no training: a pool the search trains
+  is the data, seeds and model the exhaustive run trained);
 * the surrogate's rank correlation against real results on pools it did not see, for each
   surrogate model: `search_surrogate_unseen_*` fitted on the single-OP pools,
   `search_sequential_unseen_*` fitted on what the sequential run trained (the top pools, the
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -49,6 +55,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # read the runs with this tree's sandbox, which the runs ran
 WORK = Path(os.environ.get("BENCH_WORK", ROOT / "bench" / ".work")) / "search"
 METHODS = ("exhaustive", "surrogate", "sequential")
 KEY = "bits_per_byte"  # the ranking's first key: lower is better
@@ -223,6 +230,38 @@ def held_out_stage(run: dict, exhaustive: dict, model: str) -> dict:
             "top_pick_is_best": float(names[0] == truth)}
 
 
+def replay(exhaustive: dict, model: str, max_rounds: int, seeds: int) -> dict:
+    """The sequential search (``PoolSequentialSearch.search``, ``model``, at most
+    ``max_rounds`` intersections) replayed on the exhaustive run's evaluations: each "training"
+    reads the results the exhaustive run measured for that pool, which are the ones the search
+    would measure (same data, same seeds). Whether it trains the exhaustive best, how many
+    intersections it trains, and whether it stopped on its own (converged)."""
+    from sandbox.steps.pools.sequential import PoolSequentialSearch
+
+    every = exhaustive["combine.evaluate"]["outputs"]["results"]
+    candidates = [p for p in exhaustive["combine.combine"]["outputs"]["pools"]
+                  if p.get("kind") == "combined"]
+    start = [r for r in every if r.get("kind") != "combined"]
+    # the configs are never built: the replay's trainings are look-ups
+    step = PoolSequentialSearch(trainer={"_target_": "replay"}, evaluator={"_target_": "replay"},
+                                seeds=seeds, max_rounds=max_rounds, model=model)
+    _, rounds, _, converged = step.search(
+        start, candidates, exhaustive["single_op.probe"]["outputs"]["stats"],
+        lambda name: [r for r in every if r["name"] == name])
+    trained = [r["pick"] for r in rounds if r["trained"]]
+    measured = objective_by_pool_of(exhaustive)
+    best = min((c["name"] for c in candidates), key=measured.get)
+    return {"trained_combinations": float(len(trained)), "converged": float(converged),
+            "trained_the_best": float(best in trained),
+            "round_of_the_best": float(trained.index(best) + 1) if best in trained else math.nan}
+
+
+def objective_by_pool_of(records: dict) -> dict[str, float]:
+    from sandbox.steps.pools.surrogate import objective_by_pool
+
+    return objective_by_pool(ranking(records, "combine"), KEY)
+
+
 def finished(method: str) -> bool:
     path = WORK / method / "context.json"
     return path.is_file() and "combine.rank" in steps(WORK / method)
@@ -284,6 +323,15 @@ def figures(a: argparse.Namespace) -> dict:
         lines += [(f"search_{m}_unseen_{k}", float(v), "") for k, v in ho[m][models[m]].items()]
         lines += [(f"search_{m}_unseen_{k}_{n}", float(v), "")
                   for k in MODELS for n, v in ho[m][k].items() if n != "pools"]
+    # the sequential search replayed on the exhaustive run's values, for every model: with
+    # --train-top as its cap, and uncapped (how many intersections it needs to find the best)
+    rep = {}
+    for k in MODELS:
+        for cap, tag in ((a.train_top, ""), (10 ** 6, "_uncapped")):
+            rep[f"{k}{tag}"] = replay(runs["exhaustive"], k, cap, a.seeds)
+            lines += [(f"search_sequential_replay_{k}{tag}_{n}", float(v), "")
+                      for n, v in rep[f"{k}{tag}"].items()]
+    out["replay"] = rep
     loo = runs["exhaustive"]["combine.surrogate"]["outputs"].get("metrics") or {}
     lines += [(f"search_exhaustive_loo_{k.split('/')[-1].removeprefix('loo_')}", float(v), "")
               for k, v in loo.items() if k != "surrogate/pools"]

@@ -109,6 +109,10 @@ def test_search_bench_on_a_tiny_corpus(tmp_path):
     # the sequential search's trainings, inside its step, are counted: one intersection at most
     assert 3 + 1 <= f["search_sequential_combine_trainings"] <= 3 + 1 + 1
     assert f["search_sequential_rounds"] <= 2
+    # replayed on the exhaustive run's values, capped as the run was, it trains as many
+    assert f["search_sequential_replay_additive_trained_combinations"] == \
+        f["search_sequential_combine_trainings"] - 3 - 1
+    assert f["search_sequential_replay_gbm_uncapped_trained_the_best"] in (0, 1)
     summary = json.loads((tmp_path / "search" / "search.json").read_text())
     assert set(summary["best"]) == {"exhaustive", "surrogate", "sequential"}
     # the ledger: the single-OP stage ran once, and every search resumed it
