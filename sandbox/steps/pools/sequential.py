@@ -37,6 +37,7 @@ import dataclasses
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,6 @@ import numpy as np
 from sandbox.console import console, step_line
 from sandbox.data.fingerprint import fingerprint
 from sandbox.errors import ConfigError
-from sandbox.runner.compute import Clock
 from sandbox.steps.base import Step, StepEnv
 from sandbox.steps.pools.common import as_pools, read_pool, write_csv, write_pool
 from sandbox.steps.pools.construction import METHODS, downsample_indices, pool_seed
@@ -85,6 +85,31 @@ def values_by_pool(results: list[dict], key: str) -> tuple[dict[str, float], dic
         if not math.isnan(v):
             per.setdefault(r["name"], []).append(v)
     return {n: float(np.mean(v)) for n, v in per.items()}, pools
+
+
+class Clock:
+    """Wall and CPU seconds (this process, every thread) between ``start`` and ``stop``."""
+
+    def start(self) -> "Clock":
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def stop(self) -> "Clock":
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
+        return self
+
+
+def merge(fields: dict, outputs: dict) -> dict:
+    """``fields`` updated with a step's ``outputs``, ``metrics`` merged (as a fan-out step
+    merges an element with its outputs)."""
+    out = dict(fields)
+    for k, v in outputs.items():
+        if k == "metrics" and isinstance(out.get("metrics"), dict) and isinstance(v, dict):
+            out["metrics"] = {**out["metrics"], **v}
+        else:
+            out[k] = v
+    return out
 
 
 class PoolSequentialSearch(Step):
@@ -261,8 +286,6 @@ class PoolSequentialSearch(Step):
         """Train and evaluate ``pool`` with ``seed``, as the pipeline's ``train`` and
         ``evaluate`` steps would: ``(result, its CPU-seconds, from an earlier attempt)``."""
         from hydra.utils import instantiate
-
-        from sandbox.runner.fan_out import merge
 
         trainer = {**self.trainer, "seed": seed} if "seed" in self.trainer else self.trainer
         key = stable_hash([trainer, self.evaluator, fingerprint(pool["dataset"], env.cache_dir)],
