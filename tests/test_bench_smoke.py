@@ -78,8 +78,8 @@ def test_startup_and_train(figures):
 
 @pytest.mark.slow
 def test_search_bench_on_a_tiny_corpus(tmp_path):
-    """bench/search.py --tiny: both searches from one single-OP stage, and figures that agree
-    with the compute ledger they are read from."""
+    """bench/search.py --tiny: the three searches from one single-OP stage, and figures that
+    agree with the compute ledger they are read from."""
     import json
 
     env = dict(os.environ, BENCH_WORK=str(tmp_path))
@@ -92,21 +92,31 @@ def test_search_bench_on_a_tiny_corpus(tmp_path):
         assert m, f"not a `name number [unit]` line: {line!r}"
         f[m.group(1)] = float(m.group(2))
     single = f["search_single_op_cpu_s"]
-    ex, su = f["search_exhaustive_combine_cpu_s"], f["search_surrogate_combine_cpu_s"]
-    assert single > 0 and ex > 0 and su > 0
-    assert f["search_fraction_of_exhaustive_cpu"] == pytest.approx(
-        (single + su) / (single + ex), rel=1e-4)
-    assert f["search_fraction_of_exhaustive_cpu_single_op_reused"] == pytest.approx(
-        su / ex, rel=1e-4)
-    # beside the top 3 single pools and the control, exhaustive search trains every intersection
-    # of the top 3 that is large enough, the surrogate only its best one
-    assert f["search_surrogate_combine_trainings"] < f["search_exhaustive_combine_trainings"]
-    assert f["search_same_pick"] in (0, 1)
-    assert f["search_pick_within_noise"] >= f["search_same_pick"]
+    ex = f["search_exhaustive_combine_cpu_s"]
+    assert single > 0 and ex > 0
+    for method in ("surrogate", "sequential"):
+        su = f[f"search_{method}_combine_cpu_s"]
+        assert su > 0
+        assert f[f"search_{method}_fraction_of_exhaustive_cpu"] == pytest.approx(
+            (single + su) / (single + ex), rel=1e-4)
+        assert f[f"search_{method}_fraction_of_exhaustive_cpu_single_op_reused"] == \
+            pytest.approx(su / ex, rel=1e-4)
+        # beside the top 3 single pools and the control, exhaustive search trains every
+        # intersection of the top 3 that is large enough, the others only their picks
+        assert f[f"search_{method}_combine_trainings"] < f["search_exhaustive_combine_trainings"]
+        assert f[f"search_{method}_same_pick"] in (0, 1)
+        assert f[f"search_{method}_pick_within_noise"] >= f[f"search_{method}_same_pick"]
+    # the sequential search's trainings, inside its step, are counted: one intersection at most
+    assert 3 + 1 <= f["search_sequential_combine_trainings"] <= 3 + 1 + 1
+    assert f["search_sequential_rounds"] <= 2
+    # replayed on the exhaustive run's values, capped as the run was, it trains as many
+    assert f["search_sequential_replay_additive_trained_combinations"] == \
+        f["search_sequential_combine_trainings"] - 3 - 1
+    assert f["search_sequential_replay_gbm_uncapped_trained_the_best"] in (0, 1)
     summary = json.loads((tmp_path / "search" / "search.json").read_text())
-    assert set(summary["best"]) == {"exhaustive", "surrogate"}
-    # the ledger: the single-OP stage ran once, and both searches resumed it
-    for method in ("exhaustive", "surrogate"):
+    assert set(summary["best"]) == {"exhaustive", "surrogate", "sequential"}
+    # the ledger: the single-OP stage ran once, and every search resumed it
+    for method in ("exhaustive", "surrogate", "sequential"):
         steps = json.loads((tmp_path / "search" / method / "context.json").read_text())["steps"]
         assert not any(k.startswith("single_op.train[") and "reused_from" in r
                        for k, r in steps.items())

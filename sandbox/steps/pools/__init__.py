@@ -20,7 +20,10 @@ Steps (all take and return *lists of pools*, so they chain and fan out with ``fo
 * ``PoolRanking``: order evaluated pools by metric keys (mean ± std over seeds, Welch t-test of
   every pool against the random control), write a table, a plot and the top pools.
 * ``PoolCombination``: intersections of every subset (size >= 2) of the top pools, or only
-  those a surrogate regression predicts best (``method="surrogate"``).
+  those a surrogate regression predicts best (``method="surrogate"``), or the candidates of a
+  sequential search (``method="sequential"``).
+* ``PoolSequentialSearch``: under ``method="sequential"``, trains the intersection the
+  surrogate predicts best, refits on it and repeats, from the combination stage's own pools.
 * ``SurrogateReport``: the surrogate's leave-one-out rank correlation over the trained pools.
 * ``PoolMerging``: union of pools (one pool).
 * ``PoolCartesianJoin``: row-wise cross product of two pool sets.
@@ -32,8 +35,10 @@ from sandbox.steps.pools.construction import (PoolCartesianJoin, PoolCombination
                                               PoolSelection)
 from sandbox.steps.pools.export import FromJsonl, RecipeExport, ToCocoCaption, ToJsonl
 from sandbox.steps.pools.ranking import DecisionAccuracy, PoolRanking
+from sandbox.steps.pools.sequential import PoolSequentialSearch
 from sandbox.steps.pools.surrogate import SurrogateReport
 
 __all__ = ["PoolConstruction", "PoolDownsampling", "PoolDuplication", "PoolCombination",
            "PoolSelection", "PoolMerging", "PoolCartesianJoin", "PoolRanking", "DecisionAccuracy",
-           "RecipeExport", "ToJsonl", "FromJsonl", "ToCocoCaption", "SurrogateReport"]
+           "RecipeExport", "ToJsonl", "FromJsonl", "ToCocoCaption", "SurrogateReport",
+           "PoolSequentialSearch"]

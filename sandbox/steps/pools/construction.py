@@ -20,6 +20,7 @@ from sandbox.steps.pools.surrogate import objective_by_pool, rank_candidates
 from sandbox.utils import stable_hash
 
 BIN_NAMES = {2: ["low", "high"], 3: ["low", "middle", "high"]}
+METHODS = ("exhaustive", "surrogate", "sequential")  # PoolCombination's (bottom_up.combine)
 
 
 def split_positions(n: int, split_ratios: list[float] | None, split_counts: list[int] | None
@@ -198,7 +199,12 @@ class PoolCombination(Step):
     ``top_k``), a regression (``model``: ``additive`` | ``linear`` | ``gbm``) fitted on the
     trained pools' ``key`` values (inputs ``ranking``: their ``PoolRanking`` rows, ``stats``:
     the stats table they were cut from) scores every candidate, and only its ``train_top`` best
-    are kept (``candidates.csv`` lists each candidate's features and prediction).
+    are kept (``candidates.csv`` lists each candidate's features and prediction). ``sequential``
+    (``PoolSequentialSearch``): only the top ``candidate_k`` single pools (and ``keep``) are
+    passed on to be trained, and every intersection of them is written out as output
+    ``candidates``, for the search step that trains them one at a time, the predicted best
+    first; ``top_k`` and ``include_singles`` do not apply (the single pools are what the
+    model is fitted on).
 
     Output ``size``: the size the pools are equalised to (``PoolDownsampling``'s input ``size``):
     the smallest pool exhaustive search over the same candidates would train, so that the
@@ -206,7 +212,7 @@ class PoolCombination(Step):
     would measure them (the smallest of a few picked intersections is larger, and at a few
     hundred documents the size changes which pool wins)."""
 
-    outputs = ("pools", "num_pools", "metrics", "size")
+    outputs = ("pools", "num_pools", "metrics", "size", "candidates")
 
     def __init__(self, top_k: int = 3, max_order: int | None = None, min_size: int = 1,
                  include_singles: bool = False, exclude: list[str] | None = None,
@@ -217,12 +223,18 @@ class PoolCombination(Step):
         self.include_singles = bool(include_singles)
         self.exclude = set(exclude if exclude is not None else ["random"])
         self.keep = list(keep or [])  # pools passed through as they are (e.g. the control)
-        if method not in ("exhaustive", "surrogate"):
+        if method not in METHODS:
             raise ConfigError(f"combine method={method!r} (bottom_up.combine): give exhaustive "
-                              f"(every intersection of the top_k pools) or surrogate (a "
-                              f"regression picks the train_top of the candidate_k pools' "
-                              f"intersections).")
-        if method == "surrogate" and int(train_top) < 1:
+                              f"(every intersection of the top_k pools), surrogate (a "
+                              f"regression fitted on the single-OP pools picks the train_top of "
+                              f"the candidate_k pools' intersections) or sequential (the "
+                              f"candidate_k pools trained at the combination size, then the "
+                              f"predicted best intersection, refitted after each).")
+        if method != "exhaustive" and candidate_k is not None and int(candidate_k) < 2:
+            raise ConfigError(f"combine candidate_k={candidate_k} "
+                              f"(bottom_up.surrogate.candidate_k): give the number of top "
+                              f"single-OP pools whose intersections are candidates, >= 2.")
+        if method != "exhaustive" and int(train_top) < 1:
             raise ConfigError(f"combine train_top={train_top} (bottom_up.surrogate.train_top): "
                               f"give the number of combinations to train, >= 1.")
         self.method, self.candidate_k, self.train_top = method, candidate_k, int(train_top)
@@ -236,6 +248,8 @@ class PoolCombination(Step):
         top = ranked[:self.top_k]
         out = [dict(p) for p in top] if self.include_singles else []
         metrics: dict[str, float] = {}
+        if self.method == "sequential":
+            return self._sequential(env, pools, ranked)
         if self.method == "exhaustive":
             combos = self._intersections(top)
             sizes = [len(c[2]) for c in combos]
@@ -260,15 +274,33 @@ class PoolCombination(Step):
             metrics = {"surrogate/candidates": float(len(scored)),
                        "surrogate/trained_combinations": float(len(combos))}
         for name, combo, common, bounds in combos:
-            t = read_pool(combo[0]["dataset"])
-            rows_col = to_numpy(t.column(ROW))
-            t = t.take(np.nonzero(np.isin(rows_col, common))[0])
-            out.append({"name": name, "kind": "combined", "parts": [p["name"] for p in combo],
-                        "bounds": bounds, "size": t.num_rows,
-                        "dataset": write_pool(t, env.workdir / "pools", name)})
+            out.append(self._write(env, combo, common, bounds, name))
         out += [dict(p) for p in pools if p["name"] in self.keep]
         size = min([int(p["size"]) for p in out if p.get("size")] + sizes, default=None)
-        return {"pools": out, "num_pools": len(out), "metrics": metrics, "size": size}
+        return {"pools": out, "num_pools": len(out), "metrics": metrics, "size": size,
+                "candidates": []}
+
+    def _sequential(self, env: StepEnv, pools: list[dict], ranked: list[dict]) -> dict[str, Any]:
+        """The top ``candidate_k`` single pools and ``keep`` to train now; every intersection
+        of those singles written out as a candidate for ``PoolSequentialSearch``."""
+        top = ranked[:self.candidate_k or len(ranked)]
+        out = [dict(p) for p in top] + [dict(p) for p in pools if p["name"] in self.keep]
+        candidates = [self._write(env, combo, common, bounds, name, "candidates")
+                      for name, combo, common, bounds in self._intersections(top)]
+        size = min([int(p["size"]) for p in out + candidates if p.get("size")], default=None)
+        return {"pools": out, "num_pools": len(out), "size": size, "candidates": candidates,
+                "metrics": {"surrogate/candidates": float(len(candidates))}}
+
+    @staticmethod
+    def _write(env: StepEnv, combo: tuple, common: np.ndarray, bounds: dict, name: str,
+               folder: str = "pools") -> dict:
+        """The intersection ``common`` of the pools ``combo`` as a pool of its own."""
+        t = read_pool(combo[0]["dataset"])
+        rows_col = to_numpy(t.column(ROW))
+        t = t.take(np.nonzero(np.isin(rows_col, common))[0])
+        return {"name": name, "kind": "combined", "parts": [p["name"] for p in combo],
+                "bounds": bounds, "size": t.num_rows,
+                "dataset": write_pool(t, env.workdir / folder, name)}
 
     def _intersections(self, top: list[dict]) -> list[tuple[str, tuple, np.ndarray, dict]]:
         """Every subset (size 2 to ``max_order``) of ``top`` whose rows in common number at
