@@ -186,24 +186,7 @@ def held_out(single: dict, exhaustive: dict, train_top: int, model: str) -> dict
     """The surrogate (``model``) fitted on the single-OP pools, scored on every intersection the
     exhaustive run trained: Spearman's rho of predicted against measured, whether its top pick is
     the measured top, and whether its ``train_top`` best hold the measured top."""
-    from sandbox.steps.pools.surrogate import objective_by_pool, rank_candidates, spearman
-
-    values = objective_by_pool(ranking(single, "single_op"), KEY)
-    trained = single["single_op.rank"]["outputs"]["pools"]
-    measured = objective_by_pool(ranking(exhaustive, "combine"), KEY)
-    unseen = [p for p in exhaustive["combine.rank"]["outputs"]["pools"]
-              if p.get("kind") == "combined" and p["name"] in measured]
-    if len(unseen) < 3:
-        return {"pools": float(len(unseen))}
-    stats = single["single_op.probe"]["outputs"]["stats"]
-    ranked, _, _ = rank_candidates(trained, values, unseen, stats, model, descending=False)
-    pred = {p["name"]: v for p, v in ranked}
-    names = list(pred)
-    truth = min(names, key=lambda n: measured[n])
-    return {"pools": float(len(names)),
-            "spearman": spearman([pred[n] for n in names], [measured[n] for n in names]),
-            "top_pick_is_best": float(names[0] == truth),
-            "best_in_top": float(truth in names[:train_top])}
+    return _scored(single, "single_op", exhaustive, model, train_top)
 
 
 def held_out_stage(run: dict, exhaustive: dict, model: str) -> dict:
@@ -211,10 +194,17 @@ def held_out_stage(run: dict, exhaustive: dict, model: str) -> dict:
     (the top single pools, the control and its intersections, at the combination size), scored
     on the intersections the exhaustive run trained and it did not: Spearman's rho of predicted
     against measured, and whether its top pick is the measured top among them."""
+    return _scored(run, "combine", exhaustive, model)
+
+
+def _scored(run: dict, stage: str, exhaustive: dict, model: str, train_top: int | None = None
+            ) -> dict:
+    """The surrogate fitted on the pools ``run``'s ``stage`` ranked, scored on the exhaustive
+    run's intersections that stage did not train."""
     from sandbox.steps.pools.surrogate import objective_by_pool, rank_candidates, spearman
 
-    values = objective_by_pool(ranking(run, "combine"), KEY)
-    trained = run["combine.rank"]["outputs"]["pools"]
+    values = objective_by_pool(ranking(run, stage), KEY)
+    trained = run[f"{stage}.rank"]["outputs"]["pools"]
     measured = objective_by_pool(ranking(exhaustive, "combine"), KEY)
     unseen = [p for p in exhaustive["combine.rank"]["outputs"]["pools"]
               if p.get("kind") == "combined" and p["name"] in measured and p["name"] not in values]
@@ -225,9 +215,12 @@ def held_out_stage(run: dict, exhaustive: dict, model: str) -> dict:
     pred = {p["name"]: v for p, v in ranked}
     names = list(pred)
     truth = min(names, key=lambda n: measured[n])
-    return {"pools": float(len(names)),
-            "spearman": spearman([pred[n] for n in names], [measured[n] for n in names]),
-            "top_pick_is_best": float(names[0] == truth)}
+    out = {"pools": float(len(names)),
+           "spearman": spearman([pred[n] for n in names], [measured[n] for n in names]),
+           "top_pick_is_best": float(names[0] == truth)}
+    if train_top is not None:
+        out["best_in_top"] = float(truth in names[:train_top])
+    return out
 
 
 def replay(exhaustive: dict, model: str, max_rounds: int, seeds: int) -> dict:

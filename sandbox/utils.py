@@ -36,6 +36,18 @@ def safe_name(name: str) -> str:
     return out if len(out) <= 150 else f"{out[:133]}-{stable_hash(name, 16)}"
 
 
+def merge_outputs(fields: dict, outputs: dict) -> dict:
+    """``fields`` updated with a step's ``outputs``, ``metrics`` merged, not replaced (how a
+    fan-out element, or a pool trained inside a step, takes its training's outputs)."""
+    out = dict(fields)
+    for k, v in outputs.items():
+        if k == "metrics" and isinstance(out.get("metrics"), dict) and isinstance(v, dict):
+            out["metrics"] = {**out["metrics"], **v}
+        else:
+            out[k] = v
+    return out
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through ``atomic_path``, synced to disk: never a half-written
     file."""

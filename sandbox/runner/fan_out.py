@@ -15,7 +15,7 @@ from sandbox.context import references
 from sandbox.errors import ConfigError
 from sandbox.runner.identity import files_fingerprint, step_identity
 from sandbox.runner.plan import PlannedStep
-from sandbox.utils import stable_hash
+from sandbox.utils import merge_outputs, stable_hash
 
 if TYPE_CHECKING:
     from sandbox.runner.executor import Executor
@@ -56,7 +56,7 @@ class FanOut:
                     tracker.log_metrics(metrics)
                     tracker.log_dir(workdir, artifact_path=step.name)
                 identities.append(identity)
-                results.append(dict(merge(elem, outputs), __id__=identity))
+                results.append(dict(merge_outputs(elem, outputs), __id__=identity))
         aggregate = {"results": results}
         for o in step.cls.outputs:
             aggregate[o] = [r.get(o) for r in results]
@@ -90,12 +90,3 @@ def elements(raw: Any, step: PlannedStep) -> list[dict]:
     return out
 
 
-def merge(elem: dict, outputs: dict) -> dict:
-    """An element's fields updated with its outputs (``metrics`` merged, not replaced)."""
-    out = dict(elem)
-    for k, v in outputs.items():
-        if k == "metrics" and isinstance(out.get("metrics"), dict) and isinstance(v, dict):
-            out["metrics"] = {**out["metrics"], **v}
-        else:
-            out[k] = v
-    return out

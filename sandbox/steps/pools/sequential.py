@@ -51,7 +51,7 @@ from sandbox.steps.pools.common import as_pools, read_pool, write_csv, write_poo
 from sandbox.steps.pools.construction import METHODS, downsample_indices, pool_seed
 from sandbox.steps.pools.surrogate import MODELS, rank_candidates
 from sandbox.tracking import NoTracker
-from sandbox.utils import atomic_write_json, safe_name, stable_hash
+from sandbox.utils import atomic_write_json, merge_outputs, safe_name, stable_hash
 
 
 def _plain(node: Any) -> Any:
@@ -98,18 +98,6 @@ class Clock:
         self.wall = time.perf_counter() - self.wall0
         self.cpu = time.process_time() - self.cpu0
         return self
-
-
-def merge(fields: dict, outputs: dict) -> dict:
-    """``fields`` updated with a step's ``outputs``, ``metrics`` merged (as a fan-out step
-    merges an element with its outputs)."""
-    out = dict(fields)
-    for k, v in outputs.items():
-        if k == "metrics" and isinstance(out.get("metrics"), dict) and isinstance(v, dict):
-            out["metrics"] = {**out["metrics"], **v}
-        else:
-            out[k] = v
-    return out
 
 
 class PoolSequentialSearch(Step):
@@ -321,7 +309,7 @@ class PoolSequentialSearch(Step):
             raise ConfigError(f"search: the trainer or evaluator rejected its config: {e}. Fix "
                               f"`trainer` / `evaluator`.") from None
         clock.stop()
-        result = merge(merge(dict(pool, seed=seed), out), ev)
+        result = merge_outputs(merge_outputs(dict(pool, seed=seed), out), ev)
         result = json.loads(json.dumps(result, default=str))  # as context.json holds it
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(done, {"result": result, "cpu_s": clock.cpu, "wall_s": clock.wall})
