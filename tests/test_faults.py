@@ -1184,6 +1184,7 @@ def _process_sweep(tmp_path, url: str, study: str, n_trials: int, rows: int):
         "hydra.sweeper.plots=false", "tracking=none"])
 
 
+@pytest.mark.slow  # waits out a database outage: 16 s and 38 s
 @pytest.mark.parametrize("outage", ["8 s", "for good"])
 def test_the_study_database_down_under_a_running_sweep_is_waited_for(tmp_path,
                                                                      restartable_postgres,

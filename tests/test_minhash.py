@@ -61,6 +61,7 @@ def _check_signatures(o, batch):
         assert np.array_equal(got[i].astype(np.uint64), ref), (i, t[:60])
 
 
+@pytest.mark.slow  # ~1 min on a 2-core machine without AVX-512: the kernel's first compile
 def test_sha1_kernel_matches_hashlib():
     from sandbox.ops.common import minhash_kernels as mk
 
