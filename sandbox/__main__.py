@@ -22,8 +22,10 @@ def main(cfg: DictConfig) -> float | None:
 
     if HydraConfig.get().mode == RunMode.RUN and not cfg.get("resume"):
         # a big data file is parsed from now on, while the runner is imported and set up
+        from sandbox.data.io import arrow_without_pandas
         from sandbox.data.stream import read_ahead_pool
 
+        arrow_without_pandas()
         read_ahead_pool(cfg.get("data_pool"))
     # imported here, not at the top: `--help` and Hydra's other informational commands never
     # need the runner, and answer in a fraction of the time

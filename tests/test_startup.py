@@ -112,3 +112,32 @@ def test_hydra_composes_the_config_once_unless_the_mode_may_come_from_it(tmp_pat
             "import runpy\nrunpy.run_module('sandbox', run_name='__main__')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "compositions 1" in out.stdout, out.stdout + out.stderr
+
+
+def test_arrow_converts_without_importing_pandas_and_to_pandas_still_works():
+    code = ("import sys, pyarrow as pa\n"
+            "from sandbox.data.io import arrow_without_pandas\n"
+            "arrow_without_pandas()\n"
+            "t = pa.table({'text': ['a', 'b']}); pa.array(['x'])\n"
+            "print('pandas' in sys.modules)\n"
+            "print(list(t.to_pandas()['text']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.split("\n")
+    assert out[:2] == ["False", "['a', 'b']"], out
+
+
+def test_a_process_run_imports_no_pandas(tmp_path, docs_file):
+    """pyarrow's first conversion would import pandas (~0.3 s on the way to the first span):
+    neither the command nor its forked workers import it (``-X importtime`` lists every import
+    of the process tree on stderr)."""
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sandbox", "pipeline=process", "data_pool=jsonl",
+         f"data_pool.path={docs_file}", "tracking=none", "progress=false", "num_proc=2",
+         f"hydra.run.dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "sandbox.engine.local" in imported  # the listing is there...
+    # ...and pandas is not in it ("pandas" alone is the refused attempt, a few microseconds)
+    assert not [name for name in imported if name.startswith("pandas.")]

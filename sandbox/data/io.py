@@ -283,6 +283,33 @@ def row_chunks(path: str | Path, columns: list[str] | None, size: int, lo: int =
         yield pa.concat_tables(pending)
 
 
+def arrow_without_pandas() -> None:
+    """Keep pyarrow from importing pandas on its first conversion of Python objects: its check
+    for pandas array-likes imports pandas once per process (~0.3 s holding the GIL, on the way
+    to the first span of a process run, and ~60 MB in every worker). The check is made here with
+    that import refused, so pyarrow takes pandas as absent for that check from then on;
+    ``Table.to_pandas`` and ``Table.from_pandas`` still import it when called. Does nothing
+    where pandas is imported already."""
+    import importlib.abc
+    import sys
+
+    if "pandas" in sys.modules:
+        return
+
+    class _Refuse(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "pandas":
+                raise ImportError("pandas is not imported by this check")
+            return None
+
+    refuse = _Refuse()
+    sys.meta_path.insert(0, refuse)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(refuse)
+
+
 def read_parquet(path: str | Path, columns: list[str] | None = None):
     """One Parquet file as a table (memory-mapped). ``ParquetFile.read`` rather than
     ``pq.read_table``: the latter goes through the dataset API, which imports pandas (~0.2 s)."""

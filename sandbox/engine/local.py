@@ -240,9 +240,9 @@ def preload_in_background(specs: list[OpSpec], text_key: str) -> None:
 
     def work():
         try:
-            # pyarrow imports pandas on its first conversion (~0.2 s); do it here too, so that
-            # neither the main process nor every worker pays it on the critical path; and load
-            # the JSON-lines kernel that exports use (its extension, or numba's first compile)
+            # pyarrow's first conversion (which imports pandas unless the command line ran
+            # ``arrow_without_pandas``), here rather than on the critical path; and load the
+            # JSON-lines kernel that exports use (its extension, or numba's first compile)
             from sandbox.data.jsonl import jsonl_bytes
 
             jsonl_bytes(pa.table({"text": ["a"]}))
