@@ -175,21 +175,25 @@ def _be_words(src, lo, hi, be):
         be[i - lo] = x
 
 
-@njit
+_PAD = 64  # words past a text's last one that ``_put_short`` may read (its ``be`` has them)
+_HIGH32 = np.uint64(0xFFFFFFFF00000000)
+
+
+@njit(inline="always")
 def _put_short(w, l, be, start, n):
-    """``_put_block(w, l, be, start, n, 0, True)`` for a one-block message (``n <= 55``), with
-    one branch instead of four per word."""
+    """``_put_block(w, l, be, start, n, 0, True)`` for a one-block message (``n <= 55``),
+    without branches: every one of the 15 words is read (``be`` holds ``_PAD`` words past the
+    text) and the padding chosen by selects (the word holding the end: its message bytes, then
+    0x80; after it, zeros), as the message's length varies from shingle to shingle and branches
+    on it mispredict."""
     full = n >> 2
-    for t in range(full):
-        w[t, l] = be[start + 4 * t]
     r = n & 3
-    if r:
-        keep = (0xFFFFFFFF << (32 - 8 * r)) & 0xFFFFFFFF
-        w[full, l] = (np.int64(be[start + 4 * full]) & keep) | (0x80 << (24 - 8 * r))
-    else:
-        w[full, l] = 0x80000000
-    for t in range(full + 1, 15):
-        w[t, l] = 0
+    keep = _U32((_HIGH32 >> np.uint64(8 * r)) & np.uint64(0xFFFFFFFF))  # r message bytes
+    pad = _U32(_U32(0x80) << _U32(24 - 8 * r))
+    for t in range(15):
+        word = be[start + 4 * t]
+        last = _U32((word & keep) | pad)
+        w[t, l] = word if t < full else (last if t == full else _U32(0))
     w[15, l] = n * 8  # the bit length; its high word (w[14]) is 0
 
 
@@ -292,39 +296,36 @@ def space_signatures(buf, offsets, window, a, b):
     for d in range(n):
         longest = max(longest, offsets[d + 1] - offsets[d])
     norm = np.empty(longest + 1, dtype=np.uint8)  # the tokens joined by single spaces
-    be = np.empty(longest + 1, dtype=np.uint32)
-    ts = np.empty(longest // 2 + 1, dtype=np.int64)  # token starts in ``norm``
-    te = np.empty(longest // 2 + 1, dtype=np.int64)  # token ends in ``norm``
+    be = np.zeros(longest + _PAD, dtype=np.uint32)
+    ts = np.empty(longest // 2 + 2, dtype=np.int64)  # token starts in ``norm``
     mlen = np.empty(longest // 2 + 1, dtype=np.int64)
     w = np.empty((80, LANES + 1), dtype=np.uint32)
     hv = np.empty(LANES + 1, dtype=np.uint32)
     sig = np.empty(a.size, dtype=np.uint64)
     for d in range(n):
-        ntok = 0
+        # one pass without branches on the bytes (token bounds vary too much to predict):
+        # every byte is written to ``norm``, but a space at the start or after a space does
+        # not advance it; a byte other than a space right after one starts a token
         m = 0
-        i = offsets[d]
-        end = offsets[d + 1]
-        while i < end:
-            while i < end and buf[i] == _SPACE:
-                i += 1
-            if i >= end:
-                break
-            if ntok > 0:
-                norm[m] = _SPACE
-                m += 1
+        ntok = 0
+        after_space = 1
+        for i in range(offsets[d], offsets[d + 1]):
+            c = buf[i]
+            space = np.int64(c == _SPACE)
+            norm[m] = c
             ts[ntok] = m
-            while i < end and buf[i] != _SPACE:
-                norm[m] = buf[i]
-                m += 1
-                i += 1
-            te[ntok] = m
-            ntok += 1
+            ntok += (1 - space) & after_space
+            m += 1 - (space & after_space)
+            after_space = space
+        if after_space and m > 0:  # the space after the last token
+            m -= 1
         sig[:] = _M32
         nsh = ntok - window + 1
         if nsh > 0:
             _be_words(norm, 0, m, be)
             for s in range(nsh):
-                mlen[s] = te[s + window - 1] - ts[s]
+                last = s + window - 1  # its last token ends before the next one's space
+                mlen[s] = (ts[last + 1] - 1 if last + 1 < ntok else m) - ts[s]
             _hash_messages(be, ts, mlen, nsh, w, hv, a, b, sig)
         for k in range(a.size):
             out[d, k] = np.uint32(sig[k])
@@ -345,7 +346,7 @@ def shingle_signatures(buf, shingle_offsets, doc_offsets, a, b):
         size = shingle_offsets[doc_offsets[d + 1]] - shingle_offsets[doc_offsets[d]]
         longest = max(longest, size)
         most = max(most, doc_offsets[d + 1] - doc_offsets[d])
-    be = np.empty(longest + 1, dtype=np.uint32)
+    be = np.zeros(longest + _PAD, dtype=np.uint32)
     mstart = np.empty(most + 1, dtype=np.int64)
     mlen = np.empty(most + 1, dtype=np.int64)
     w = np.empty((80, LANES + 1), dtype=np.uint32)
