@@ -21,17 +21,30 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     if HydraConfig.get().mode == RunMode.RUN and not cfg.get("resume"):
-        # a big data file is parsed from now on, while the runner is imported and set up
+        # a big data file is parsed from now on (or since the start, read_ahead_from_overrides),
+        # while the runner is imported and set up
         from sandbox.data.io import arrow_without_pandas
         from sandbox.data.stream import read_ahead_pool
 
         arrow_without_pandas()
         read_ahead_pool(cfg.get("data_pool"))
+    elif "sandbox.data.stream" in sys.modules:  # a guess from the command line: not needed
+        sys.modules["sandbox.data.stream"].stop_read_aheads()
     # imported here, not at the top: `--help` and Hydra's other informational commands never
     # need the runner, and answer in a fraction of the time
     from sandbox.cli.experiment import main as run_experiment
 
     return run_experiment(cfg)
+
+
+def read_ahead_early(argv: list[str]) -> None:
+    """Start parsing the data file that the command line names (``data_pool.path=``) before
+    Hydra composes the config (``sandbox.data.stream.read_ahead_from_overrides``); pyarrow is
+    imported only where the command line names one."""
+    if any(arg.lstrip("+").startswith("data_pool.path=") for arg in argv):
+        from sandbox.data.stream import read_ahead_from_overrides
+
+        read_ahead_from_overrides(argv)
 
 
 def quick_help(argv: list[str]) -> str | None:
@@ -130,6 +143,7 @@ if __name__ == "__main__":
     text = quick_help(sys.argv[1:])
     try:
         if text is None:
+            read_ahead_early(sys.argv[1:])
             compose_once()
             main()
         else:

@@ -372,6 +372,48 @@ def test_read_ahead_gives_the_same_pool_and_errors(tmp_path, monkeypatch):
     assert not stream._AHEAD
 
 
+def test_read_ahead_from_the_command_line_is_settled_by_the_composed_config(tmp_path,
+                                                                          monkeypatch):
+    """A single run's ``data_pool.path=`` starts the parse before composition; the composed
+    pool then keeps that read-ahead when it streams the same file, and stops it otherwise."""
+    from omegaconf import OmegaConf
+
+    from sandbox.data import stream
+
+    monkeypatch.setattr(stream, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(stream, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(stream, "_AHEAD", {})
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(d) + "\n" for d in make_docs(300)))
+    node = OmegaConf.create({"_target_": "sandbox.steps.data.load.FilePool", "path": str(src),
+                             "format": "jsonl", "on_bad_record": "fail"})
+
+    # not a single fresh run, or a path that sweeps: nothing is started
+    for argv in (["--multirun", f"data_pool.path={src}"], [f"data_pool.path={src}", "-m"],
+                 [f"data_pool.path={src}", "resume=true"], [f"data_pool.path={src},{src}"],
+                 ["--cfg", "job", f"data_pool.path={src}"], ["data_pool=jsonl"],
+                 [f"data_pool.path={tmp_path / 'missing.jsonl'}"]):
+        assert not stream.read_ahead_from_overrides(argv), argv
+    assert not stream._AHEAD
+
+    # the composed pool streams the same file: the early read-ahead is the one it takes
+    assert stream.read_ahead_from_overrides(["pipeline=process", f"++data_pool.path='{src}'",
+                                             "data_pool.format=jsonl"])
+    early = next(iter(stream._AHEAD.values()))
+    assert stream.read_ahead_pool(node) and list(stream._AHEAD.values()) == [early]
+
+    # the composed pool is another one: the guess stops and frees what it parsed
+    other = tmp_path / "other.jsonl"
+    other.write_text(src.read_text())
+    assert stream.read_ahead_from_overrides([f"data_pool.path={other}"])
+    guess = stream._AHEAD[stream._file_key(other, "jsonl")]
+    assert not stream.read_ahead_pool(OmegaConf.create({**node, "_target_": "x.CorpusPool"}))
+    guess.thread.join(5)
+    early.thread.join(5)
+    assert not stream._AHEAD and guess._stop.is_set() and not guess.thread.is_alive()
+    assert guess._queue.empty() and not early.thread.is_alive()
+
+
 def test_fingerprint_is_content_based_and_memoised(tmp_path):
     from sandbox.data.fingerprint import fingerprint
 

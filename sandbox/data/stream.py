@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from sandbox.data.io import guess_format, parquet_writer, read_table, write_parquet
+from sandbox.data.io import (arrow_without_pandas, guess_format, parquet_writer, read_table,
+                             write_parquet)
 from sandbox.data.media import resolve_media
 from sandbox.errors import DataError
 from sandbox.utils import OneBehind, atomic_path
@@ -148,6 +149,11 @@ class _ReadAhead:
         while not self._queue.empty():
             self._queue.get_nowait()
 
+    def cancel(self) -> None:
+        """Stop parsing (at the next block) and free what was parsed."""
+        self._stop.set()
+        self._drain()
+
     def _put(self, item) -> bool:
         while not self._stop.is_set():
             try:
@@ -182,15 +188,51 @@ def read_ahead(path: str | Path, fmt: str, blocks: int = READ_AHEAD_BLOCKS) -> b
 def read_ahead_pool(data_pool) -> bool:
     """``read_ahead`` of the file a run's ``data_pool`` config will stream (a ``FilePool``
     that fails on bad records), else nothing: anything the config gets wrong is for the load
-    step to report, in its own words."""
+    step to report, in its own words. Any other read-ahead (one started from the command line
+    before the config was composed, ``read_ahead_from_overrides``) is stopped."""
+    key = None
     try:
-        if not str(data_pool.get("_target_", "")).endswith("load.FilePool") \
-                or data_pool.get("on_bad_record", "fail") != "fail":
-            return False
-        path = Path(str(data_pool.get("path")))
-        return read_ahead(path, data_pool.get("format") or guess_format(path))
+        if str(data_pool.get("_target_", "")).endswith("load.FilePool") \
+                and data_pool.get("on_bad_record", "fail") == "fail":
+            path = Path(str(data_pool.get("path")))
+            fmt = data_pool.get("format") or guess_format(path)
+            if read_ahead(path, fmt):
+                key = _file_key(path, fmt)
     except Exception:
+        pass
+    stop_read_aheads(keep=key)
+    return key is not None
+
+
+def read_ahead_from_overrides(overrides: list[str]) -> bool:
+    """``read_ahead`` of the file that a single run's command line names as its pool
+    (``data_pool.path=FILE``, and ``data_pool.format=`` if given), before Hydra has composed
+    the config: composing it and the imports before the runner take ~0.3 s on one core, which
+    the parse then overlaps too. A guess from the overrides alone, so ``read_ahead_pool`` settles it once the
+    config is composed: a file the run's pool does not stream is not parsed further. Not for
+    flags (``--multirun``, ``--cfg``, ...), a resumed run, or a path that sweeps or
+    interpolates."""
+    values = {}
+    for arg in overrides:
+        if arg.startswith("-") or arg.replace(" ", "") == "resume=true":
+            return False
+        name, eq, value = arg.lstrip("+").partition("=")
+        if eq and name in ("data_pool.path", "data_pool.format"):
+            values[name] = value.strip("'\"")
+    path = values.get("data_pool.path")
+    if not path or any(c in path for c in ",[]{}()$*"):
         return False
+    arrow_without_pandas()  # before anything converts (as main() does for every run)
+    try:
+        return read_ahead(path, values.get("data_pool.format") or guess_format(Path(path)))
+    except Exception:  # a missing file or unknown format: the load step says so
+        return False
+
+
+def stop_read_aheads(keep: tuple | None = None) -> None:
+    """Stop every read-ahead but the one of file key ``keep``."""
+    for key in [k for k in _AHEAD if k != keep]:
+        _AHEAD.pop(key).cancel()
 
 
 def _blocks(path: Path, fmt: str):
