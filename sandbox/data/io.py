@@ -4,8 +4,10 @@ Between steps, datasets are Parquet files (columnar, compressed, memory-mappable
 """
 from __future__ import annotations
 
+import importlib.abc
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -290,9 +292,6 @@ def arrow_without_pandas() -> None:
     that import refused, so pyarrow takes pandas as absent for that check from then on;
     ``Table.to_pandas`` and ``Table.from_pandas`` still import it when called. Does nothing
     where pandas is imported already."""
-    import importlib.abc
-    import sys
-
     if "pandas" in sys.modules:
         return
 
