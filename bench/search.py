@@ -309,13 +309,14 @@ def replay(exhaustive: dict, model: str, max_rounds: int, seeds: int,
     values, _ = values_by_pool(final, KEY)
     pick = min(values, key=values.get)
     total = [(r["name"], r["seed"]) for r in every if r["name"] in names]
+    total_cpu = sum(cpu.get(c, 0.0) for c in total)
     return {"trained_combinations": float(len(trained)), "converged": float(converged),
             "trained_the_best": float(best in trained),
             "round_of_the_best": float(trained.index(best) + 1) if best in trained else math.nan,
             "same_pick": float(pick == best), "trainings": float(len(spent)),
             "trainings_fraction": len(spent) / len(total),
-            "cpu_fraction": sum(cpu.get(c, 0.0) for c in spent)
-            / sum(cpu.get(c, 0.0) for c in total), "pick": pick, "best": best}
+            "cpu_fraction": sum(cpu.get(c, 0.0) for c in spent) / total_cpu if total_cpu
+            else math.nan, "pick": pick, "best": best}
 
 
 def cell_cpu(records: dict) -> dict[tuple[str, int], float]:

@@ -297,6 +297,45 @@ def test_exploration_needs_every_pool_trained_with_its_seeds(tmp_path, stage):
     assert out["results"][:len(stage["results"])] == stage["results"]
 
 
+def test_the_bench_replays_the_search_on_sub_problems(tmp_path, stage):
+    """bench/search.py's replay on an exhaustive run made of the planted pools: on the full
+    problem and on each sub-problem it finds the problem's best, and exploring with one seed
+    costs fewer trainings than exploring with both."""
+    import importlib.util
+
+    from sandbox.steps.pools import PoolRanking
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "search.py"
+    spec = importlib.util.spec_from_file_location("bench_search", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    cands = stage["combine"]["candidates"]
+    ev = env(tmp_path, "ex")
+    every = list(stage["results"])
+    for p in PoolDownsampling(seed=7).run(env(tmp_path, "eq"), cands,
+                                          size=stage["combine"]["size"])["pools"]:
+        for seed in (1, 2):
+            e = FakeEvaluator().run(ev, FakeTrainer(seed).run(ev, p["dataset"])["model_dir"])
+            every.append(dict(p, seed=seed, metrics=e["metrics"], doc_scores=e["doc_scores"]))
+    ranking = PoolRanking(keys=["bits_per_byte"]).run(env(tmp_path, "rank"), every)["ranking"]
+    records = {"combine.evaluate": {"outputs": {"results": every}},
+               "combine.combine": {"outputs": {"pools": cands}},
+               "combine.equalize": {"outputs": {"pools": stage["equal"]}},
+               "combine.rank": {"outputs": {"ranking": ranking}},
+               "single_op.probe": {"outputs": {"stats": stage["stats"]}}}
+    problems = bench.subproblems(records, sizes=(3,))
+    assert len(problems) == 4 + 1  # every 3 of the top 4, then all 4
+    for subset in problems:
+        full = bench.replay(records, "additive", 4, 2, subset=subset)
+        one = bench.replay(records, "additive", 4, 2, subset=subset, explore_seeds=1,
+                           confirm_top=2)
+        assert full["same_pick"] == one["same_pick"] == 1.0
+        assert one["trainings"] < full["trainings"]
+        assert 0 < one["trainings_fraction"] < full["trainings_fraction"] <= 1
+    assert bench.replay(records, "additive", 4, 2)["best"] == min(cands, key=truth)["name"]
+
+
 @pytest.mark.parametrize("model", ["linear", "gbm"])
 def test_the_other_models_search_too(tmp_path, stage, model):
     out = search(model=model).run(env(tmp_path, "search"), stage["results"],
