@@ -472,7 +472,8 @@ def figures(a: argparse.Namespace) -> dict:
 
     atomic_write_json(WORK / "search.json", out)
     for name, value, unit in lines:
-        print(f"{name} {value:.6g}" + (f" {unit}" if unit else ""))
+        if not math.isnan(value):  # e.g. the round of a best the replay never trained
+            print(f"{name} {value:.6g}" + (f" {unit}" if unit else ""))
     return out
 
 
