@@ -24,6 +24,16 @@ then the intersection a regression fitted on them predicts best, refitted after 
   intersections and not capped: whether it trains the exhaustive best, in which round, how
   many intersections, and whether it stopped on its own (no training: a pool the search trains
   is the data, seeds and model the exhaustive run trained);
+* `search_subproblems_<variant>_<model>_*`: how often the sequential search is right, replayed
+  on every sub-problem of the exhaustive run (every 4 and 5 of its top pools, then all of them:
+  22 problems at `--top-k 6`; each problem's best is the best pool exhaustive search over it
+  ranks), for each variant of `VARIANTS` (every seed throughout, the stopping margin halved or
+  doubled, exploring with one seed and confirming the 1, 2 or 3 best, the top pools alone with
+  one seed) and each model: the share of problems where its pick is the problem's best
+  (`same_pick`), where it is within noise of it (`within_noise`), the mean share of the
+  problem's trainings and CPU-seconds it spent. The sub-problems share the full problem's
+  pool size and documents, so they are correlated: the shares are estimates, not independent
+  trials;
 * the surrogate's rank correlation against real results on pools it did not see, for each
   surrogate model: `search_surrogate_unseen_*` fitted on the single-OP pools,
   `search_sequential_unseen_*` fitted on what the sequential run trained (the top pools, the
@@ -37,6 +47,8 @@ then the intersection a regression fitted on them predicts best, refitted after 
     python bench/search.py --methods exhaustive   # one combination stage (the others later)
     python bench/search.py --methods sequential   # then this one, from the same single-OP stage
     python bench/search.py --from-runs            # the figures of every finished stage
+    python bench/search.py --replay               # only the sub-problems' replay (exhaustive)
+    python bench/search.py --methods sequential --explore-seeds 1   # explore with one seed
 
 The single-OP stage is resumed when its run dir (`<work>/search/single_op`) holds it already;
 the combination stages named by `--methods` always start over. The figures need the exhaustive
@@ -108,7 +120,11 @@ def run_all(a: argparse.Namespace) -> None:
         run_dir.mkdir()
         # the single-OP stage's records: resumed, not trained again (both start from its pools)
         shutil.copyfile(single / "context.json", run_dir / "context.json")
-        procs[method] = launch(run_dir, [*common(a), *stage, f"bottom_up.combine={method}"])
+        explore = ([f"bottom_up.surrogate.explore_seeds={a.explore_seeds}",
+                    f"bottom_up.surrogate.confirm_top={a.confirm_top}"]
+                   if method == "sequential" and a.explore_seeds else [])
+        procs[method] = launch(run_dir, [*common(a), *stage, f"bottom_up.combine={method}",
+                                         *explore])
         if a.processes < 2:
             wait({method: procs.pop(method)})
     wait(procs)
@@ -205,6 +221,12 @@ def _scored(run: dict, stage: str, exhaustive: dict, model: str, train_top: int 
 
     values = objective_by_pool(ranking(run, stage), KEY)
     trained = run[f"{stage}.rank"]["outputs"]["pools"]
+    explored = ((run.get(f"{stage}.search") or {}).get("outputs") or {}).get("explored")
+    if explored:  # a sequential search that explored with fewer seeds: what it fitted on
+        from sandbox.steps.pools.sequential import values_by_pool
+
+        values, pools = values_by_pool(explored, KEY)
+        trained = list(pools.values())
     measured = objective_by_pool(ranking(exhaustive, "combine"), KEY)
     unseen = [p for p in exhaustive["combine.rank"]["outputs"]["pools"]
               if p.get("kind") == "combined" and p["name"] in measured and p["name"] not in values]
@@ -223,30 +245,143 @@ def _scored(run: dict, stage: str, exhaustive: dict, model: str, train_top: int 
     return out
 
 
-def replay(exhaustive: dict, model: str, max_rounds: int, seeds: int) -> dict:
-    """The sequential search (``PoolSequentialSearch.search``, ``model``, at most
-    ``max_rounds`` intersections) replayed on the exhaustive run's evaluations: each "training"
-    reads the results the exhaustive run measured for that pool, which are the ones the search
-    would measure (same data, same seeds). Whether it trains the exhaustive best, how many
-    intersections it trains, and whether it stopped on its own (converged)."""
-    from sandbox.steps.pools.sequential import PoolSequentialSearch
+def replay(exhaustive: dict, model: str, max_rounds: int, seeds: int,
+           subset: tuple[str, ...] | None = None, explore_seeds: int | None = None,
+           confirm_top: int = 2, margin_scale: float = 1.0, base_seeds: int | None = None
+           ) -> dict:
+    """The sequential search (``PoolSequentialSearch``, ``model``, at most ``max_rounds``
+    intersections) replayed on the exhaustive run's evaluations: each "training" reads the
+    result the exhaustive run measured for that pool and seed, which is the one the search
+    would measure (same data, same seeds, same model).
+
+    ``subset``: the sub-problem over these top pools only (their intersections, the pools and
+    the control; every pool at the full problem's size). ``explore_seeds``: explore with that
+    many seeds, then confirm ``confirm_top`` finalists and the control with the rest, as the
+    step does. ``base_seeds`` (replay only): the top pools and the control explored with that
+    many seeds, the intersections with ``explore_seeds`` (or all). ``margin_scale`` (replay
+    only): the stopping margin times this.
+
+    Returns whether it trains the problem's exhaustive best (the best of every pool exhaustive
+    search over it ranks), in which round, how many intersections, whether it stopped on its
+    own, its pick (the best of what it ranks), whether that is the exhaustive best, its
+    trainings and their share of exhaustive search's, and their CPU-seconds' share."""
+    from sandbox.steps.pools.sequential import PoolSequentialSearch, values_by_pool
 
     every = exhaustive["combine.evaluate"]["outputs"]["results"]
+    seed_list = sorted({int(r["seed"]) for r in every})[:seeds]
+    every = [r for r in every if r["seed"] in seed_list]
+    base = [r for r in every if r.get("kind") != "combined"
+            and (subset is None or r["name"] in subset or r.get("kind") == "random")]
     candidates = [p for p in exhaustive["combine.combine"]["outputs"]["pools"]
-                  if p.get("kind") == "combined"]
-    start = [r for r in every if r.get("kind") != "combined"]
+                  if p.get("kind") == "combined"
+                  and (subset is None or set(p.get("parts") or ()) <= set(subset))]
+    names = {r["name"] for r in base} | {c["name"] for c in candidates}
+    cpu = cell_cpu(exhaustive)
+
+    class Replayed(PoolSequentialSearch):
+        def _margin(self, *a):
+            return super()._margin(*a) * margin_scale
+
     # the configs are never built: the replay's trainings are look-ups
-    step = PoolSequentialSearch(trainer={"_target_": "replay"}, evaluator={"_target_": "replay"},
-                                seeds=seeds, max_rounds=max_rounds, model=model)
+    step = Replayed(trainer={"_target_": "replay"}, evaluator={"_target_": "replay"},
+                    seeds=seed_list, max_rounds=max_rounds, model=model,
+                    explore_seeds=explore_seeds, confirm_top=confirm_top)
+    spent: list[tuple[str, int]] = []
+
+    def cell(pool: dict, seed: int) -> dict:
+        spent.append((pool["name"], seed))
+        return next(r for r in every if r["name"] == pool["name"] and r["seed"] == seed)
+
+    start = step.exploration(base)
+    if base_seeds is not None:
+        start = [r for r in start if r["seed"] in seed_list[:base_seeds]]
+    spent += [(r["name"], r["seed"]) for r in start]
     _, rounds, _, converged = step.search(
         start, candidates, exhaustive["single_op.probe"]["outputs"]["stats"],
-        lambda name: [r for r in every if r["name"] == name])
+        lambda name: [cell({"name": name}, s) for s in step.explore])
+    explored = [next(r for r in every if r["name"] == n and r["seed"] == s) for n, s in spent]
+    final = explored
+    if len(step.explore) < len(seed_list) or base_seeds is not None:
+        final, _ = step.confirm(explored, [], cell)
     trained = [r["pick"] for r in rounds if r["trained"]]
     measured = objective_by_pool_of(exhaustive)
-    best = min((c["name"] for c in candidates), key=measured.get)
+    best = min(names, key=measured.get)
+    values, _ = values_by_pool(final, KEY)
+    pick = min(values, key=values.get)
+    total = [(r["name"], r["seed"]) for r in every if r["name"] in names]
+    total_cpu = sum(cpu.get(c, 0.0) for c in total)
     return {"trained_combinations": float(len(trained)), "converged": float(converged),
             "trained_the_best": float(best in trained),
-            "round_of_the_best": float(trained.index(best) + 1) if best in trained else math.nan}
+            "round_of_the_best": float(trained.index(best) + 1) if best in trained else math.nan,
+            "same_pick": float(pick == best), "trainings": float(len(spent)),
+            "trainings_fraction": len(spent) / len(total),
+            "cpu_fraction": sum(cpu.get(c, 0.0) for c in spent) / total_cpu if total_cpu
+            else math.nan, "pick": pick, "best": best}
+
+
+def cell_cpu(records: dict) -> dict[tuple[str, int], float]:
+    """CPU-seconds of each pool and seed of a combination stage: its training and evaluation."""
+    out: dict[tuple[str, int], float] = {}
+    for key, r in records.items():
+        for what in ("combine.train[", "combine.evaluate["):
+            if key.startswith(what) and key.endswith("]") and "cpu_seconds" in r:
+                name, seed = key[len(what):-1].rsplit("#s", 1)
+                out[(name, int(seed))] = out.get((name, int(seed)), 0.0) + float(r["cpu_seconds"])
+    return out
+
+
+# the variants the sub-problems are replayed with: (name, replay's keyword arguments)
+VARIANTS = (
+    ("every_seed", {}),
+    ("every_seed_margin_x0.5", {"margin_scale": 0.5}),
+    ("every_seed_margin_x2", {"margin_scale": 2.0}),
+    ("explore1_confirm1", {"explore_seeds": 1, "confirm_top": 1}),
+    ("explore1_confirm2", {"explore_seeds": 1, "confirm_top": 2}),
+    ("explore1_confirm2_margin_x2", {"explore_seeds": 1, "confirm_top": 2, "margin_scale": 2.0}),
+    ("explore1_confirm3", {"explore_seeds": 1, "confirm_top": 3}),
+    ("base1_confirm2", {"base_seeds": 1, "confirm_top": 2}),
+)
+
+
+def subproblems(exhaustive: dict, sizes: tuple[int, ...] = (4, 5)) -> list[tuple[str, ...]]:
+    """Every subset of ``sizes`` of the top pools the exhaustive run combined, then all of
+    them."""
+    from itertools import combinations
+
+    top = [r["name"] for r in exhaustive["combine.equalize"]["outputs"]["pools"]
+           if r.get("kind") not in ("combined", "random")]
+    out = [c for k in sizes if k < len(top) for c in combinations(top, k)]
+    return out + [tuple(top)]
+
+
+def replay_subproblems(exhaustive: dict, a: argparse.Namespace) -> tuple[dict, list]:
+    """Each variant of ``VARIANTS`` and each surrogate model replayed on every sub-problem:
+    the share of problems where its pick is the problem's exhaustive best, the share where it
+    is within noise of it (``within_noise``, paired over documents and seeds in the exhaustive
+    run), and the mean share of the problem's trainings and CPU-seconds it spent."""
+    from sandbox.steps.pools.surrogate import MODELS
+
+    problems = subproblems(exhaustive)
+    noise: dict[tuple[str, str], float] = {}
+    out, lines = {"problems": [list(p) for p in problems]}, []
+    for name, kw in VARIANTS:
+        for model in MODELS:
+            rows = [replay(exhaustive, model, a.train_top, a.seeds, subset=p, **kw)
+                    for p in problems]
+            for r in rows:
+                if (r["best"], r["pick"]) not in noise:
+                    noise[(r["best"], r["pick"])] = within_noise(
+                        exhaustive, exhaustive, r["best"], r["pick"])["within_noise"]
+                r["within_noise"] = noise[(r["best"], r["pick"])]
+            share = {k: sum(r[k] for r in rows) / len(rows)
+                     for k in ("same_pick", "within_noise", "trainings_fraction",
+                               "cpu_fraction", "trained_combinations", "converged")}
+            out[f"{name}_{model}"] = {"shares": share, "problems": rows}
+            lines += [(f"search_subproblems_{name}_{model}_{k}", v, "") for k, v in share.items()]
+            print(f"# {name} {model}: " + ", ".join(f"{k} {v:.3f}" for k, v in share.items()),
+                  file=sys.stderr)
+    lines.append(("search_subproblems", float(len(problems)), ""))
+    return out, lines
 
 
 def objective_by_pool_of(records: dict) -> dict[str, float]:
@@ -323,8 +458,11 @@ def figures(a: argparse.Namespace) -> dict:
         for cap, tag in ((a.train_top, ""), (10 ** 6, "_uncapped")):
             rep[f"{k}{tag}"] = replay(runs["exhaustive"], k, cap, a.seeds)
             lines += [(f"search_sequential_replay_{k}{tag}_{n}", float(v), "")
-                      for n, v in rep[f"{k}{tag}"].items()]
+                      for n, v in rep[f"{k}{tag}"].items() if not isinstance(v, str)]
     out["replay"] = rep
+    if not a.no_subproblems:
+        out["subproblems"], more = replay_subproblems(runs["exhaustive"], a)
+        lines += more
     loo = runs["exhaustive"]["combine.surrogate"]["outputs"].get("metrics") or {}
     lines += [(f"search_exhaustive_loo_{k.split('/')[-1].removeprefix('loo_')}", float(v), "")
               for k, v in loo.items() if k != "surrogate/pools"]
@@ -334,7 +472,8 @@ def figures(a: argparse.Namespace) -> dict:
 
     atomic_write_json(WORK / "search.json", out)
     for name, value, unit in lines:
-        print(f"{name} {value:.6g}" + (f" {unit}" if unit else ""))
+        if not math.isnan(value):  # e.g. the round of a best the replay never trained
+            print(f"{name} {value:.6g}" + (f" {unit}" if unit else ""))
     return out
 
 
@@ -348,6 +487,11 @@ def main(argv=None) -> None:
     p.add_argument("--token-budget", type=int, default=120000)
     p.add_argument("--n-embd", type=int, default=64)
     p.add_argument("--n-head", type=int, default=2)
+    p.add_argument("--explore-seeds", type=int, default=None, help="the sequential search "
+                   "explores with this many seeds, then confirms its finalists with the rest "
+                   "(bottom_up.surrogate.explore_seeds)")
+    p.add_argument("--confirm-top", type=int, default=2, help="with --explore-seeds: the best "
+                   "explored pools confirmed (bottom_up.surrogate.confirm_top)")
     p.add_argument("--processes", type=int, default=2, help="2 or more: the combination "
                    "stages all at once")
     p.add_argument("--tiny", action="store_true", help="the smoke test's size (800 documents, "
@@ -356,10 +500,24 @@ def main(argv=None) -> None:
                    help="the combination stages to run now (the figures need the "
                    "exhaustive run and another)")
     p.add_argument("--from-runs", action="store_true", help="only read the finished runs")
+    p.add_argument("--replay", action="store_true", help="only replay the sequential search's "
+                   "variants on the sub-problems of the finished exhaustive run (no training)")
+    p.add_argument("--no-subproblems", action="store_true", help="leave the sub-problems' "
+                   "replay out of --from-runs")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     if a.tiny:
         a.seeds, a.top_k, a.train_top, a.token_budget = 1, 3, 1, 2048
+    if a.replay:
+        if not finished("exhaustive"):
+            sys.exit(f"--replay needs the finished exhaustive run under {WORK}")
+        from sandbox.utils import atomic_write_json
+
+        out, lines = replay_subproblems(steps(WORK / "exhaustive"), a)
+        atomic_write_json(WORK / "replay.json", out)
+        for name, value, unit in lines:
+            print(f"{name} {value:.6g}" + (f" {unit}" if unit else ""))
+        return
     if not a.from_runs:
         run_all(a)
     if a.from_runs or ("exhaustive" in a.methods and len(a.methods) > 1):

@@ -202,11 +202,19 @@ def _deferred_resolver(kind: str):
     return resolve
 
 
+def _search_seeds(method, seeds, explore_seeds):
+    from sandbox.steps.pools.sequential import search_seeds
+
+    return search_seeds(method, seeds, explore_seeds)
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("ctx"):
         OmegaConf.register_new_resolver("ctx", _resolve, use_cache=False)
     if not OmegaConf.has_resolver("item"):
         OmegaConf.register_new_resolver("item", _resolve_item, use_cache=False)
+    if not OmegaConf.has_resolver("search_seeds"):  # the sequential search's exploration seeds
+        OmegaConf.register_new_resolver("search_seeds", _search_seeds)
     for kind in DEFERRED:
         if not OmegaConf.has_resolver(kind):
             OmegaConf.register_new_resolver(kind, _deferred_resolver(kind), use_cache=False)

@@ -113,6 +113,14 @@ def test_search_bench_on_a_tiny_corpus(tmp_path):
     assert f["search_sequential_replay_additive_trained_combinations"] == \
         f["search_sequential_combine_trainings"] - 3 - 1
     assert f["search_sequential_replay_gbm_uncapped_trained_the_best"] in (0, 1)
+    # the sub-problems' replay (the full problem alone at top 3): shares, and the variant that
+    # explores with one seed spends no more than the one that trains every seed
+    assert f["search_subproblems"] == 1
+    for variant in ("every_seed", "explore1_confirm2"):
+        assert f[f"search_subproblems_{variant}_additive_within_noise"] >= \
+            f[f"search_subproblems_{variant}_additive_same_pick"]
+    assert f["search_subproblems_explore1_confirm2_additive_trainings_fraction"] <= \
+        f["search_subproblems_every_seed_additive_trainings_fraction"] <= 1
     summary = json.loads((tmp_path / "search" / "search.json").read_text())
     assert set(summary["best"]) == {"exhaustive", "surrogate", "sequential"}
     # the ledger: the single-OP stage ran once, and every search resumed it

@@ -235,6 +235,107 @@ def test_a_resumed_search_keeps_the_trainings_it_finished(tmp_path, stage):
     assert [r["metrics"] for r in again["results"]] == [r["metrics"] for r in first["results"]]
 
 
+def test_exploring_with_one_seed_confirms_the_finalists_with_every_seed(tmp_path, stage):
+    """explore_seeds=1: the pools come trained with seed 1 only (as the pipeline's train step
+    trains them then), each intersection is trained with seed 1, then the 2 best explored and
+    the control get seed 2; only they are ranked, each with both seeds, so the test against
+    the control is paired over the same seeds."""
+    from sandbox.steps.pools import PoolRanking
+
+    cands = stage["combine"]["candidates"]
+    best = min(cands, key=truth)
+    first = [r for r in stage["results"] if r["seed"] == 1]
+    args = (first, cands, stage["combine"]["size"], stage["stats"])
+    out = search(explore_seeds=1, confirm_top=2).run(env(tmp_path, "search"), *args)
+    m = out["metrics"]
+    trained = [p["name"] for p in out["pools"]]
+    assert best["name"] in trained
+    # one training per intersection explored, then seed 2 of the 2 finalists and the control
+    assert m["surrogate/confirm_trainings"] == 3.0
+    assert m["surrogate/trainings"] == len(trained) + 3 == len(CALLS)
+    assert {r["seed"] for r in out["explored"]} == {1}
+    assert [(r["name"], r["seed"]) for r in out["explored"][:len(first)]] == \
+        [(r["name"], r["seed"]) for r in first]
+    explored = {r["name"]: r["metrics"]["bits_per_byte"] for r in out["explored"]}
+    top2 = sorted((n for n in explored if n != "random"), key=explored.get)[:2]
+    assert [(r["name"], r["seed"]) for r in out["results"]] == \
+        [(n, s) for n in top2 + ["random"] for s in (1, 2)]
+    rows = list(csv.DictReader(open(Path(out["table"]).parent / "confirm.csv")))
+    assert [r["pool"] for r in rows] == top2 + ["random"]
+    assert [int(r["trained"]) for r in rows] == [1, 1, 1]
+    ranking = PoolRanking(keys=["bits_per_byte"]).run(env(tmp_path, "rank"), out["results"])
+    assert ranking["best"]["name"] == best["name"]
+    rows = {r["pool"]: r for r in ranking["ranking"]}
+    assert all(r["n_seeds"] == 2 for r in rows.values())
+    assert rows[best["name"]]["test"] == "paired t"
+    # resumed: nothing trained twice, the same results
+    n = len(CALLS)
+    again = search(explore_seeds=1, confirm_top=2).run(env(tmp_path, "search"), *args)
+    assert len(CALLS) == n
+    assert [r["metrics"] for r in again["results"]] == [r["metrics"] for r in out["results"]]
+    # pools given with every seed already: the finalists' seed 2 is taken, not trained again
+    CALLS.clear()
+    full = search(explore_seeds=1, confirm_top=1).run(env(tmp_path, "full"), stage["results"],
+                                                      *args[1:])
+    fm = full["metrics"]
+    assert fm["surrogate/trainings"] == len(CALLS) == \
+        fm["surrogate/trained_combinations"] + fm["surrogate/confirm_trainings"]
+    assert fm["surrogate/confirm_trainings"] <= 1  # only an intersection's seed 2
+    assert {r["name"] for r in full["results"]} == {best["name"], "random"}
+
+
+def test_exploration_needs_every_pool_trained_with_its_seeds(tmp_path, stage):
+    second = [r for r in stage["results"] if r["seed"] == 2]
+    with pytest.raises(ConfigError, match="search_seeds"):
+        search(explore_seeds=1).run(env(tmp_path, "s"), second, stage["combine"]["candidates"],
+                                    stage["combine"]["size"], stage["stats"])
+    # explore_seeds as large as the seeds: the search as without it
+    out = search(explore_seeds=2).run(env(tmp_path, "all"), stage["results"],
+                                      stage["combine"]["candidates"], stage["combine"]["size"],
+                                      stage["stats"])
+    assert "surrogate/confirm_trainings" not in out["metrics"]
+    assert out["results"][:len(stage["results"])] == stage["results"]
+
+
+def test_the_bench_replays_the_search_on_sub_problems(tmp_path, stage):
+    """bench/search.py's replay on an exhaustive run made of the planted pools: on the full
+    problem and on each sub-problem it finds the problem's best, and exploring with one seed
+    costs fewer trainings than exploring with both."""
+    import importlib.util
+
+    from sandbox.steps.pools import PoolRanking
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "search.py"
+    spec = importlib.util.spec_from_file_location("bench_search", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    cands = stage["combine"]["candidates"]
+    ev = env(tmp_path, "ex")
+    every = list(stage["results"])
+    for p in PoolDownsampling(seed=7).run(env(tmp_path, "eq"), cands,
+                                          size=stage["combine"]["size"])["pools"]:
+        for seed in (1, 2):
+            e = FakeEvaluator().run(ev, FakeTrainer(seed).run(ev, p["dataset"])["model_dir"])
+            every.append(dict(p, seed=seed, metrics=e["metrics"], doc_scores=e["doc_scores"]))
+    ranking = PoolRanking(keys=["bits_per_byte"]).run(env(tmp_path, "rank"), every)["ranking"]
+    records = {"combine.evaluate": {"outputs": {"results": every}},
+               "combine.combine": {"outputs": {"pools": cands}},
+               "combine.equalize": {"outputs": {"pools": stage["equal"]}},
+               "combine.rank": {"outputs": {"ranking": ranking}},
+               "single_op.probe": {"outputs": {"stats": stage["stats"]}}}
+    problems = bench.subproblems(records, sizes=(3,))
+    assert len(problems) == 4 + 1  # every 3 of the top 4, then all 4
+    for subset in problems:
+        full = bench.replay(records, "additive", 4, 2, subset=subset)
+        one = bench.replay(records, "additive", 4, 2, subset=subset, explore_seeds=1,
+                           confirm_top=2)
+        assert full["same_pick"] == one["same_pick"] == 1.0
+        assert one["trainings"] < full["trainings"]
+        assert 0 < one["trainings_fraction"] < full["trainings_fraction"] <= 1
+    assert bench.replay(records, "additive", 4, 2)["best"] == min(cands, key=truth)["name"]
+
+
 @pytest.mark.parametrize("model", ["linear", "gbm"])
 def test_the_other_models_search_too(tmp_path, stage, model):
     out = search(model=model).run(env(tmp_path, "search"), stage["results"],
@@ -264,6 +365,10 @@ def test_bad_settings_say_which_key_to_fix():
         search(max_rounds=0)
     with pytest.raises(ConfigError, match="bottom_up.seeds"):
         search(seeds=0)
+    with pytest.raises(ConfigError, match="bottom_up.surrogate.explore_seeds"):
+        search(explore_seeds=0)
+    with pytest.raises(ConfigError, match="bottom_up.surrogate.confirm_top"):
+        search(explore_seeds=1, confirm_top=0)
     with pytest.raises(ConfigError, match=r"trainer: \$\{trainer\}"):
         search(trainer={"token_budget": 10})
     with pytest.raises(ConfigError, match="bottom_up.combine"):
@@ -289,6 +394,24 @@ def test_bottom_up_combine_sequential_composes():
 
     rank = OmegaConf.to_container(cfg.pipelines.combine.steps.rank, resolve=False)
     assert rank["inputs"]["results"] == "${ctx:search.results}"
+
+
+@pytest.mark.parametrize("over,seeds", [
+    (["bottom_up.combine=sequential", "bottom_up.surrogate.explore_seeds=1"], [1]),
+    (["bottom_up.combine=sequential", "bottom_up.surrogate.explore_seeds=1",
+      "bottom_up.seeds=[5,7,9]"], [5]),
+    (["bottom_up.combine=sequential"], [1, 2]),
+    (["bottom_up.combine=exhaustive", "bottom_up.surrogate.explore_seeds=1"], [1, 2])])
+def test_the_combination_stage_trains_with_the_exploration_seeds(over, seeds):
+    """Only the sequential search explores with fewer seeds; the other methods train every
+    seed whatever explore_seeds says."""
+    from sandbox.runner import plan_run
+
+    cfg = compose(["experiment=bottom_up", *over])
+    train = [s for p in plan_run(cfg).pipelines for s in p.steps if s.key == "combine.train"]
+    assert train[0].seeds == seeds
+    search_cfg = cfg.pipelines.combine.steps.search.component
+    assert search_cfg.confirm_top == 2
 
 
 @pytest.mark.slow

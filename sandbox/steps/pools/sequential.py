@@ -23,6 +23,17 @@ trained pools' ``key`` values (mean over seeds), predict every candidate interse
   exactly as ``PoolDownsampling`` equalises the pipeline's pools (same seed, same subsample), so
   a pool trained here is the same data, and the same model, as exhaustive search would train.
 
+With ``explore_seeds`` (``bottom_up.surrogate.explore_seeds``, e.g. 1) the search explores with the
+first ``explore_seeds`` seeds only: the pipeline's ``train`` step trains the top pools and the
+control with those seeds (``conf/pipeline/bottom_up.yaml`` passes them through the
+``search_seeds`` resolver), every intersection is trained with them, and the model is fitted on
+their mean. Then the ``confirm_top`` best pools explored (by that mean, the control left out)
+and the control are trained with the remaining seeds, and only these finalists, each with every
+seed, are the step's ``results``: the ranking and its test against the control compare pools
+measured with the same seeds, never a one-seed pool with a full one. The explored values stay
+in ``rounds.csv`` and the output ``explored``; ``confirm.csv`` lists the finalists. ``null``: every seed
+throughout, and every pool trained is ranked.
+
 Each training runs in this step's process, so its CPU time is this step's in the compute ledger
 (``compute/<pipeline>/search_cpu_s``). A finished training is kept in the step's folder
 (``cells/<hash>/result.json``, the hash of the trainer and evaluator configs, the seed and the
@@ -71,6 +82,28 @@ def seed_list(seeds: Any) -> list[int]:
         return list(seeds)
     raise ConfigError(f"search seeds={seeds!r} (bottom_up.seeds): give a count >= 1 or a list "
                       f"of distinct integers, the seeds the pipeline's train step uses.")
+
+
+def explore_seed_list(seeds: list[int], explore_seeds: Any) -> list[int]:
+    """The seeds the search explores with: the first ``explore_seeds`` of ``seeds``, or all of
+    them when it is None or not fewer."""
+    explore_seeds = _plain(explore_seeds)
+    if explore_seeds is None:
+        return list(seeds)
+    if isinstance(explore_seeds, bool) or not isinstance(explore_seeds, int) or explore_seeds < 1:
+        raise ConfigError(f"search explore_seeds={explore_seeds!r} "
+                          f"(bottom_up.surrogate.explore_seeds): give how many of the seeds "
+                          f"(bottom_up.seeds) the search explores with, an integer >= 1, or "
+                          f"null for all of them.")
+    return list(seeds)[:explore_seeds]
+
+
+def search_seeds(method: Any, seeds: Any, explore_seeds: Any) -> list[int]:
+    """The seeds the combination stage's ``train`` step trains its pools with (the resolver
+    ``${search_seeds:${bottom_up.combine},${bottom_up.seeds},${bottom_up.surrogate.explore_seeds}}``):
+    under ``sequential``, the exploration seeds; under the other methods, every seed."""
+    every = seed_list(seeds)
+    return explore_seed_list(every, explore_seeds) if _plain(method) == "sequential" else every
 
 
 def values_by_pool(results: list[dict], key: str) -> tuple[dict[str, float], dict[str, dict]]:
@@ -123,13 +156,21 @@ class PoolSequentialSearch(Step):
     ``margin``, whether it was trained, its measured value and the CPU-seconds spent;
     ``predictions.csv`` beside it: every candidate's prediction at every round), ``metrics``
     (``surrogate/rounds``, ``surrogate/trained_combinations``, ``surrogate/trainings``,
-    ``surrogate/converged``, ``surrogate/reused_cpu_s``)."""
+    ``surrogate/converged``, ``surrogate/reused_cpu_s``; with ``explore_seeds``:
+    ``surrogate/confirm_trainings``, among the trainings), ``explored`` (every result of the
+    exploration, on the exploration seeds; with ``explore_seeds`` unset, ``results``).
 
-    outputs = ("results", "pools", "table", "metrics")
+    ``explore_seeds`` (``bottom_up.surrogate.explore_seeds``): explore with the first that many
+    seeds, then train the ``confirm_top`` best explored pools and the ``control`` with the rest
+    (see the module docstring); ``None``: every seed throughout."""
+
+    outputs = ("results", "pools", "table", "metrics", "explored")
 
     def __init__(self, trainer: dict, evaluator: dict, method: str = "sequential",
                  seeds: Any = 1, max_rounds: int = 3, model: str = "additive",
-                 key: str = "bits_per_byte", descending: bool = False, seed: int = 42):
+                 key: str = "bits_per_byte", descending: bool = False, seed: int = 42,
+                 explore_seeds: int | None = None, confirm_top: int = 2,
+                 control: str = "random"):
         if method not in METHODS:
             raise ConfigError(f"search method={method!r} (bottom_up.combine): give one of "
                               f"{', '.join(METHODS)}.")
@@ -150,18 +191,25 @@ class PoolSequentialSearch(Step):
         self.method, self.seeds = method, seed_list(seeds)
         self.max_rounds, self.model, self.key = int(max_rounds), model, key
         self.descending, self.seed = bool(descending), int(seed)
+        self.explore = explore_seed_list(self.seeds, explore_seeds)
+        if isinstance(confirm_top, bool) or not isinstance(confirm_top, int) or confirm_top < 1:
+            raise ConfigError(f"search confirm_top={confirm_top!r} "
+                              f"(bottom_up.surrogate.confirm_top): give how many of the best "
+                              f"explored pools are trained with the remaining seeds, >= 1.")
+        self.confirm_top, self.control = int(confirm_top), control
 
     # ------------------------------------------------------------------ run
     def run(self, env: StepEnv, results: list, candidates: list | None = None,
             size: int | None = None, stats: str | None = None) -> dict[str, Any]:
         results = [dict(r) for r in results]
         if self.method != "sequential":
-            return {"results": results, "pools": [], "table": None, "metrics": {}}
+            return {"results": results, "pools": [], "table": None, "metrics": {},
+                    "explored": results}
         candidates = as_pools(candidates or [], "search candidates") if candidates else []
         if not candidates:
             console.print("[yellow]search: no intersection of the top pools is large enough "
                           "(bottom_up.min_combined_size); nothing to search.[/]")
-            return {"results": results, "pools": [], "table": None,
+            return {"results": results, "pools": [], "table": None, "explored": results,
                     "metrics": {"surrogate/rounds": 0.0, "surrogate/trained_combinations": 0.0,
                                 "surrogate/trainings": 0.0, "surrogate/converged": 1.0}}
         if self.model != "additive" and stats is None:
@@ -169,29 +217,89 @@ class PoolSequentialSearch(Step):
                               f"probe's stats table), as conf/pipeline/bottom_up.yaml wires it.")
         by_name = {c["name"]: c for c in candidates}
         trained: list[dict] = []  # the intersections trained here (pools, equalised)
-        cost = {"reused_cpu": 0.0, "trainings": 0}
+        cost = {"reused_cpu": 0.0, "trainings": 0, "confirm": 0}
+
+        def cell(pool: dict, seed: int) -> dict:
+            result, cpu, hit = self._cell(env, pool, seed)
+            cost["reused_cpu"] += cpu if hit else 0.0
+            cost["trainings"] += 1
+            return result
 
         def train(name: str) -> list[dict]:
             pool = self._equalise(env, by_name[name], size)
-            out = []
-            for seed in self.seeds:
-                result, cpu, hit = self._cell(env, pool, seed)
-                out.append(result)
-                cost["reused_cpu"] += cpu if hit else 0.0
-                cost["trainings"] += 1
             trained.append(pool)
-            return out
+            return [cell(pool, seed) for seed in self.explore]
 
-        results, rounds, predictions, converged = self.search(results, candidates, stats, train,
-                                                              label=env.name)
+        explored, rounds, predictions, converged = self.search(
+            self.exploration(results), candidates, stats, train, label=env.name)
         table = write_csv(env.workdir / "rounds.csv", rounds)
         write_csv(env.workdir / "predictions.csv", predictions)
+        final = explored
+        if len(self.explore) < len(self.seeds):
+            n = cost["trainings"]
+            final, rows = self.confirm(explored, results, cell)
+            cost["confirm"] = cost["trainings"] - n
+            write_csv(env.workdir / "confirm.csv", rows)
         metrics = {"surrogate/rounds": float(len(rounds)),
                    "surrogate/trained_combinations": float(len(trained)),
                    "surrogate/trainings": float(cost["trainings"]),
                    "surrogate/converged": float(converged),
                    "surrogate/reused_cpu_s": cost["reused_cpu"]}
-        return {"results": results, "pools": trained, "table": table, "metrics": metrics}
+        if len(self.explore) < len(self.seeds):
+            metrics["surrogate/confirm_trainings"] = float(cost["confirm"])
+        return {"results": final, "pools": trained, "table": table, "metrics": metrics,
+                "explored": explored}
+
+    def exploration(self, results: list[dict]) -> list[dict]:
+        """The input results on the exploration seeds, each pool with every one of them."""
+        if len(self.explore) == len(self.seeds):
+            return results
+        keep = [r for r in results if r.get("seed") in self.explore]
+        have: dict[str, set] = {}
+        for r in keep:
+            have.setdefault(r["name"], set()).add(r.get("seed"))
+        short = sorted(n for n in {r["name"] for r in results}
+                       if have.get(n, set()) != set(self.explore))
+        if short:
+            raise ConfigError(f"search explore_seeds={len(self.explore)}: the pools "
+                              f"{', '.join(short)} were not trained with every exploration seed "
+                              f"{self.explore}; train the combination stage's pools with "
+                              f"`seeds: ${{search_seeds:${{bottom_up.combine}},"
+                              f"${{bottom_up.seeds}},${{bottom_up.surrogate.explore_seeds}}}}` "
+                              f"as conf/pipeline/bottom_up.yaml does.")
+        return keep
+
+    def finalists(self, explored: list[dict]) -> list[str]:
+        """The pools to confirm with the remaining seeds: the ``confirm_top`` best explored
+        (the control left out), then the control."""
+        values, _ = values_by_pool(explored, self.key)
+        ranked = sorted((n for n in values if n != self.control), key=values.get,
+                        reverse=self.descending)
+        return ranked[:self.confirm_top] + ([self.control] if self.control in values else [])
+
+    def confirm(self, explored: list[dict], given: list[dict], cell
+                ) -> tuple[list[dict], list[dict]]:
+        """Every seed of each finalist: the exploration's results, those the input already had
+        (a pipeline that trained its pools with every seed), and ``cell(pool, seed)`` for the
+        rest. Returns the finalists' results (pool by pool, seed by seed) and ``confirm.csv``'s
+        rows."""
+        values, _ = values_by_pool(explored, self.key)
+        out, rows = [], []
+        for name in self.finalists(explored):
+            have = {r.get("seed"): r for r in list(given) + list(explored)
+                    if r["name"] == name and r.get("seed") in self.seeds}
+            pool = next(r for r in explored if r["name"] == name)
+            pool = {k: pool[k] for k in ("name", "dataset", "size", "kind", "bounds", "parts")
+                    if k in pool}
+            clock = Clock().start()
+            mine = [have[s] if s in have else cell(pool, s) for s in self.seeds]
+            clock.stop()
+            out += mine
+            rows.append({"pool": name, "explored": values[name],
+                         "confirmed": values_by_pool(mine, self.key)[0].get(name, math.nan),
+                         "trained": len([s for s in self.seeds if s not in have]),
+                         "cpu_s": clock.cpu})
+        return out, rows
 
     def search(self, results: list[dict], candidates: list[dict], stats: str | None,
                train, label: str | None = None
