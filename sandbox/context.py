@@ -202,10 +202,44 @@ def _deferred_resolver(kind: str):
     return resolve
 
 
-def _search_seeds(method, seeds, explore_seeds):
-    from sandbox.steps.pools.sequential import search_seeds
+# ------------------------------------------------------------------ seeds of a search
+def as_plain(node: Any) -> Any:
+    """A config node as plain containers (``_recursive_: false`` passes DictConfigs)."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
-    return search_seeds(method, seeds, explore_seeds)
+
+def seed_list(seeds: Any) -> list[int]:
+    """The seeds a ``for_each`` step with ``seeds:`` trains with: a count N is 1..N."""
+    seeds = as_plain(seeds)
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        return list(range(1, seeds + 1))
+    if (isinstance(seeds, list) and seeds and len(set(seeds)) == len(seeds)
+            and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        return list(seeds)
+    raise ConfigError(f"search seeds={seeds!r} (bottom_up.seeds): give a count >= 1 or a list "
+                      f"of distinct integers, the seeds the pipeline's train step uses.")
+
+
+def explore_seed_list(seeds: list[int], explore_seeds: Any) -> list[int]:
+    """The seeds the search explores with: the first ``explore_seeds`` of ``seeds``, or all of
+    them when it is None or not fewer."""
+    explore_seeds = as_plain(explore_seeds)
+    if explore_seeds is None:
+        return list(seeds)
+    if isinstance(explore_seeds, bool) or not isinstance(explore_seeds, int) or explore_seeds < 1:
+        raise ConfigError(f"search explore_seeds={explore_seeds!r} "
+                          f"(bottom_up.surrogate.explore_seeds): give how many of the seeds "
+                          f"(bottom_up.seeds) the search explores with, an integer >= 1, or "
+                          f"null for all of them.")
+    return list(seeds)[:explore_seeds]
+
+
+def search_seeds(method: Any, seeds: Any, explore_seeds: Any) -> list[int]:
+    """The seeds the combination stage's ``train`` step trains its pools with (the resolver
+    ``${search_seeds:${bottom_up.combine},${bottom_up.seeds},${bottom_up.surrogate.explore_seeds}}``):
+    under ``sequential``, the exploration seeds; under the other methods, every seed."""
+    every = seed_list(seeds)
+    return explore_seed_list(every, explore_seeds) if as_plain(method) == "sequential" else every
 
 
 def register_resolvers() -> None:
@@ -214,7 +248,7 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("item"):
         OmegaConf.register_new_resolver("item", _resolve_item, use_cache=False)
     if not OmegaConf.has_resolver("search_seeds"):  # the sequential search's exploration seeds
-        OmegaConf.register_new_resolver("search_seeds", _search_seeds)
+        OmegaConf.register_new_resolver("search_seeds", search_seeds)
     for kind in DEFERRED:
         if not OmegaConf.has_resolver(kind):
             OmegaConf.register_new_resolver(kind, _deferred_resolver(kind), use_cache=False)

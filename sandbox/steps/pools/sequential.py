@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from sandbox.console import console, step_line
+from sandbox.context import as_plain, explore_seed_list, seed_list
 from sandbox.data.fingerprint import fingerprint
 from sandbox.errors import ConfigError
 from sandbox.steps.base import Step, StepEnv
@@ -63,47 +64,6 @@ from sandbox.steps.pools.construction import METHODS, downsample_indices, pool_s
 from sandbox.steps.pools.surrogate import MODELS, rank_candidates
 from sandbox.tracking import NoTracker
 from sandbox.utils import atomic_write_json, merge_outputs, safe_name, stable_hash
-
-
-def _plain(node: Any) -> Any:
-    """A config node as plain containers (``_recursive_: false`` passes DictConfigs)."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def seed_list(seeds: Any) -> list[int]:
-    """The seeds a ``for_each`` step with ``seeds:`` trains with: a count N is 1..N."""
-    seeds = _plain(seeds)
-    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
-        return list(range(1, seeds + 1))
-    if (isinstance(seeds, list) and seeds and len(set(seeds)) == len(seeds)
-            and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-        return list(seeds)
-    raise ConfigError(f"search seeds={seeds!r} (bottom_up.seeds): give a count >= 1 or a list "
-                      f"of distinct integers, the seeds the pipeline's train step uses.")
-
-
-def explore_seed_list(seeds: list[int], explore_seeds: Any) -> list[int]:
-    """The seeds the search explores with: the first ``explore_seeds`` of ``seeds``, or all of
-    them when it is None or not fewer."""
-    explore_seeds = _plain(explore_seeds)
-    if explore_seeds is None:
-        return list(seeds)
-    if isinstance(explore_seeds, bool) or not isinstance(explore_seeds, int) or explore_seeds < 1:
-        raise ConfigError(f"search explore_seeds={explore_seeds!r} "
-                          f"(bottom_up.surrogate.explore_seeds): give how many of the seeds "
-                          f"(bottom_up.seeds) the search explores with, an integer >= 1, or "
-                          f"null for all of them.")
-    return list(seeds)[:explore_seeds]
-
-
-def search_seeds(method: Any, seeds: Any, explore_seeds: Any) -> list[int]:
-    """The seeds the combination stage's ``train`` step trains its pools with (the resolver
-    ``${search_seeds:${bottom_up.combine},${bottom_up.seeds},${bottom_up.surrogate.explore_seeds}}``):
-    under ``sequential``, the exploration seeds; under the other methods, every seed."""
-    every = seed_list(seeds)
-    return explore_seed_list(every, explore_seeds) if _plain(method) == "sequential" else every
 
 
 def values_by_pool(results: list[dict], key: str) -> tuple[dict[str, float], dict[str, dict]]:
@@ -181,7 +141,7 @@ class PoolSequentialSearch(Step):
             raise ConfigError(f"search max_rounds={max_rounds!r} "
                               f"(bottom_up.surrogate.train_top): give the most intersections "
                               f"the sequential search may train, an integer >= 1.")
-        self.trainer, self.evaluator = _plain(trainer), _plain(evaluator)
+        self.trainer, self.evaluator = as_plain(trainer), as_plain(evaluator)
         if method == "sequential":
             for what, node in (("trainer", self.trainer), ("evaluator", self.evaluator)):
                 if not isinstance(node, dict) or not node.get("_target_"):
