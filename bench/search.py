@@ -390,6 +390,14 @@ def objective_by_pool_of(records: dict) -> dict[str, float]:
     return objective_by_pool(ranking(records, "combine"), KEY)
 
 
+def say(lines: list) -> None:
+    """One figure per line, ``name value [unit]``; a NaN (the round of a best the replay never
+    trained) is left out."""
+    for name, value, unit in lines:
+        if not math.isnan(value):
+            print(f"{name} {value:.6g}" + (f" {unit}" if unit else ""))
+
+
 def finished(method: str) -> bool:
     path = WORK / method / "context.json"
     return path.is_file() and "combine.rank" in steps(WORK / method)
@@ -471,9 +479,7 @@ def figures(a: argparse.Namespace) -> dict:
     from sandbox.utils import atomic_write_json
 
     atomic_write_json(WORK / "search.json", out)
-    for name, value, unit in lines:
-        if not math.isnan(value):  # e.g. the round of a best the replay never trained
-            print(f"{name} {value:.6g}" + (f" {unit}" if unit else ""))
+    say(lines)
     return out
 
 
@@ -515,8 +521,7 @@ def main(argv=None) -> None:
 
         out, lines = replay_subproblems(steps(WORK / "exhaustive"), a)
         atomic_write_json(WORK / "replay.json", out)
-        for name, value, unit in lines:
-            print(f"{name} {value:.6g}" + (f" {unit}" if unit else ""))
+        say(lines)
         return
     if not a.from_runs:
         run_all(a)

@@ -7,10 +7,17 @@ import os
 import re
 import shutil
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import resource
+except ImportError:  # Windows: no child-process accounting
+    resource = None  # type: ignore[assignment]
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:
@@ -132,3 +139,29 @@ class OneBehind:
         """Wait for the last call; its error, if any, is raised here."""
         if self._pending is not None:
             self._pending.result()
+
+
+def _children_cpu() -> float:
+    if resource is None:
+        return 0.0
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+@dataclass
+class Clock:
+    """Wall and CPU seconds between ``start`` and ``stop``."""
+
+    wall0: float = 0.0
+    cpu0: float = 0.0
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def start(self) -> "Clock":
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time() + _children_cpu()
+        return self
+
+    def stop(self) -> "Clock":
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() + _children_cpu() - self.cpu0
+        return self

@@ -10,9 +10,9 @@ what is wrong); if every line parses (records whose fields change type between b
 reference reader takes over.
 
 ``read_ahead`` starts that parse early, on a thread, a bounded number of blocks ahead: the
-command line starts it for the run's data pool as soon as the config is composed, so that the
-file is parsed while the rest of the run's code is imported and set up (the parser releases the
-GIL; importing holds it).
+command line starts it for the file its overrides name before the config is composed, and for
+the run's data pool once it is, so that the file is parsed while the rest of the run's code is
+imported and set up (the parser releases the GIL; importing holds it).
 """
 from __future__ import annotations
 
@@ -208,10 +208,10 @@ def read_ahead_from_overrides(overrides: list[str]) -> bool:
     """``read_ahead`` of the file that a single run's command line names as its pool
     (``data_pool.path=FILE``, and ``data_pool.format=`` if given), before Hydra has composed
     the config: composing it and the imports before the runner take ~0.3 s on one core, which
-    the parse then overlaps too. A guess from the overrides alone, so ``read_ahead_pool`` settles it once the
-    config is composed: a file the run's pool does not stream is not parsed further. Not for
-    flags (``--multirun``, ``--cfg``, ...), a resumed run, or a path that sweeps or
-    interpolates."""
+    the parse then overlaps too. A guess from the overrides alone, so ``read_ahead_pool``
+    settles it once the config is composed: a file the run's pool does not stream is not parsed
+    further. Not for flags (``--multirun``, ``--cfg``, ...), a resumed run, or a path that
+    sweeps or interpolates."""
     values = {}
     for arg in overrides:
         if arg.startswith("-") or arg.replace(" ", "") == "resume=true":

@@ -28,23 +28,12 @@ A trial that a pruner stops, or a run that fails, keeps the ledger of what it sp
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-try:
-    import resource
-except ImportError:  # Windows: no child-process accounting
-    resource = None  # type: ignore[assignment]
+from sandbox.utils import Clock  # noqa: F401 (the executor and tests take it from here)
 
 PREFIX = "compute/"
-
-
-def _children_cpu() -> float:
-    if resource is None:
-        return 0.0
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def on_cuda(component: Any) -> bool:
@@ -59,25 +48,6 @@ def on_cuda(component: Any) -> bool:
         return bool(sys.modules["torch"].cuda.is_available())
     except Exception:
         return False
-
-
-@dataclass
-class Clock:
-    """Wall and CPU seconds between ``start`` and ``stop``."""
-
-    wall0: float = 0.0
-    cpu0: float = 0.0
-    wall: float = 0.0
-    cpu: float = 0.0
-
-    def start(self) -> "Clock":
-        self.wall0, self.cpu0 = time.perf_counter(), time.process_time() + _children_cpu()
-        return self
-
-    def stop(self) -> "Clock":
-        self.wall = time.perf_counter() - self.wall0
-        self.cpu = time.process_time() + _children_cpu() - self.cpu0
-        return self
 
 
 @dataclass

@@ -48,7 +48,6 @@ import dataclasses
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,7 @@ from sandbox.steps.pools.common import as_pools, read_pool, write_csv, write_poo
 from sandbox.steps.pools.construction import METHODS, downsample_indices, pool_seed
 from sandbox.steps.pools.surrogate import MODELS, rank_candidates
 from sandbox.tracking import NoTracker
-from sandbox.utils import atomic_write_json, merge_outputs, safe_name, stable_hash
+from sandbox.utils import Clock, atomic_write_json, merge_outputs, safe_name, stable_hash
 
 
 def values_by_pool(results: list[dict], key: str) -> tuple[dict[str, float], dict[str, dict]]:
@@ -78,19 +77,6 @@ def values_by_pool(results: list[dict], key: str) -> tuple[dict[str, float], dic
         if not math.isnan(v):
             per.setdefault(r["name"], []).append(v)
     return {n: float(np.mean(v)) for n, v in per.items()}, pools
-
-
-class Clock:
-    """Wall and CPU seconds (this process, every thread) between ``start`` and ``stop``."""
-
-    def start(self) -> "Clock":
-        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
-        return self
-
-    def stop(self) -> "Clock":
-        self.wall = time.perf_counter() - self.wall0
-        self.cpu = time.process_time() - self.cpu0
-        return self
 
 
 class PoolSequentialSearch(Step):
